@@ -1,0 +1,33 @@
+// MPI backend for CPU tensors (float32/64, bfloat16, float16, int32, int64). Collectives are MPI
+// non-blocking calls (MPI_Iallreduce, ...) behind Work handles. MPI has no 16-bit float reductions,
+// so bfloat16/float16 sums and maxima use user-defined MPI_Ops that accumulate each pair in fp32.
+#pragma once
+
+#include <memory>
+
+#include "deepseek_train/comm/communicator.h"
+
+namespace dst::comm {
+
+// Owns MPI initialisation: MPI_Init_thread on construction unless MPI is already initialised, and
+// MPI_Finalize on destruction if it initialised it. Create one in main() before any communicator
+// and destroy every communicator before it.
+class MpiRuntime {
+ public:
+  MpiRuntime();
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  // Communicator over MPI_COMM_WORLD (a duplicate, so library traffic never mixes with the user's).
+  CommunicatorPtr world(const std::string& name = "world");
+
+  // Ends every rank of the job with `exit_code` (MPI_Abort), so a failure on one rank never leaves
+  // the others waiting in a collective.
+  [[noreturn]] void abort(int exit_code);
+
+ private:
+  bool owns_init_ = false;
+};
+
+}  // namespace dst::comm

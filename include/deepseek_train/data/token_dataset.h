@@ -1,0 +1,48 @@
+// A packed token dataset: documents are tokenized, joined with EOS and cut into fixed-length
+// training sequences of seq_len + 1 tokens (inputs are the first seq_len, labels the last seq_len).
+// Torch-free: batches are plain int64 vectors the trainer turns into tensors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/data/byte_tokenizer.h"
+
+namespace dst {
+
+// Row-major [rows x seq_len] token ids and labels (label -100 = ignored).
+struct TokenBatch {
+  int64_t rows = 0;
+  int64_t seq_len = 0;
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;
+};
+
+class TokenDataset {
+ public:
+  // Packs `documents` (tokenized with `tokenizer`, EOS after each) into sequences of
+  // seq_len + 1 tokens; the incomplete tail is dropped. Throws DataError when no sequence fits,
+  // naming `source` (a file name) in the message.
+  TokenDataset(const std::vector<std::string>& documents, const ByteTokenizer& tokenizer,
+               int64_t seq_len, const std::string& source);
+
+  int64_t size() const { return num_sequences_; }
+  int64_t seq_len() const { return seq_len_; }
+  int64_t num_tokens() const { return num_sequences_ * seq_len_; }
+
+  // Gathers the given sequence indices into a batch (indices may repeat).
+  TokenBatch batch(const std::vector<int64_t>& indices) const;
+
+ private:
+  int64_t seq_len_;
+  int64_t num_sequences_;
+  std::vector<int32_t> tokens_;  // num_sequences_ * (seq_len_ + 1)
+};
+
+// Splits documents into (train, validation): the last ceil(val_fraction * n) documents go to
+// validation (at least one when val_fraction > 0 and n > 1).
+void split_documents(const std::vector<std::string>& documents, double val_fraction,
+                     std::vector<std::string>* train, std::vector<std::string>* validation);
+
+}  // namespace dst

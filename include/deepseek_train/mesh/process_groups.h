@@ -1,0 +1,36 @@
+// One communicator per parallel axis, built once from the world communicator and passed
+// explicitly to whoever needs it (no global process-group registry).
+#pragma once
+
+#include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/mesh/parallel_dims.h"
+
+namespace dst {
+
+class ProcessGroups {
+ public:
+  // Collective over `world`: validates dims against world->size() (ConfigError) and splits one
+  // communicator per axis. The dp group of a rank holds the ranks with its tp and pp indices, etc.
+  static ProcessGroups create(comm::CommunicatorPtr world, const ParallelDims& dims);
+
+  const ParallelDims& dims() const { return dims_; }
+  const MeshCoord& coord() const { return coord_; }
+  comm::Communicator& world() const { return *world_; }
+  comm::Communicator& dp() const { return *dp_; }
+  comm::Communicator& tp() const { return *tp_; }
+  comm::Communicator& pp() const { return *pp_; }
+  comm::CommunicatorPtr world_ptr() const { return world_; }
+  comm::CommunicatorPtr dp_ptr() const { return dp_; }
+  comm::CommunicatorPtr tp_ptr() const { return tp_; }
+  comm::CommunicatorPtr pp_ptr() const { return pp_; }
+
+  // Sum of every group's byte counters (world + axes).
+  comm::CommStats total_stats() const;
+
+ private:
+  ParallelDims dims_;
+  MeshCoord coord_;
+  comm::CommunicatorPtr world_, dp_, tp_, pp_;
+};
+
+}  // namespace dst

@@ -1,0 +1,37 @@
+// Model hyper-parameters of a LLaMA/DeepSeek-style decoder, named exactly as in Hugging Face's
+// LlamaConfig so a config.json maps onto it field by field. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dst {
+
+struct ModelConfig {
+  int64_t vocab_size = 259;
+  int64_t hidden_size = 128;
+  int64_t intermediate_size = 352;
+  int64_t num_hidden_layers = 2;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 4;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 2048;
+  bool tie_word_embeddings = false;
+  double initializer_range = 0.02;
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+
+  // Throws ConfigError naming the field when the numbers cannot make a model
+  // (e.g. heads not dividing hidden_size, kv heads not dividing heads).
+  void validate() const;
+
+  // Number of trainable parameters (counting a tied embedding once).
+  int64_t num_parameters() const;
+};
+
+// Reads a Hugging Face config.json (LlamaConfig fields; unknown fields are ignored, missing ones
+// keep their defaults). Throws ConfigError naming the file and the field on bad values.
+ModelConfig model_config_from_hf_json(const std::string& path);
+
+}  // namespace dst

@@ -1,0 +1,40 @@
+// AdamW with decoupled weight decay and bias correction, the same arithmetic as torch.optim.AdamW
+// (non-fused, non-amsgrad), over a list of named parameters. Parameters whose names say they are
+// norms or biases take no weight decay.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "deepseek_train/optim/optim_options.h"
+
+namespace dst {
+
+struct NamedParameter {
+  std::string name;
+  at::Tensor tensor;  // updated in place from tensor.grad()
+  bool decay = true;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options);
+
+  // One update with learning rate `lr`. Parameters without a gradient are skipped.
+  void step(double lr);
+
+  int64_t step_count() const { return step_; }
+  const std::vector<NamedParameter>& parameters() const { return parameters_; }
+  const std::vector<at::Tensor>& exp_avg() const { return exp_avg_; }
+  const std::vector<at::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
+
+ private:
+  std::vector<NamedParameter> parameters_;
+  AdamWOptions options_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  int64_t step_ = 0;
+};
+
+}  // namespace dst

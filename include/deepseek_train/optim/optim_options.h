@@ -1,0 +1,30 @@
+// Optimizer and learning-rate schedule options (torch-free, filled by the recipe module).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace dst {
+
+struct AdamWOptions {
+  double lr = 3e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // max global grad norm; <= 0 disables clipping
+};
+
+enum class LrScheduleType { kConstant, kLinear, kCosine };
+
+struct ScheduleOptions {
+  LrScheduleType type = LrScheduleType::kCosine;
+  int64_t warmup_steps = 0;
+  double min_lr = 0.0;
+};
+
+// "constant" | "linear" | "cosine"; throws ConfigError otherwise.
+LrScheduleType parse_lr_schedule_type(const std::string& name);
+std::string to_string(LrScheduleType type);
+
+}  // namespace dst

@@ -1,0 +1,94 @@
+// The Trainer composes model, data-parallel gradient reduction, optimizer, schedule, data and
+// metrics into a training run. run() does a whole run from a TrainConfig (data from files, eval,
+// progress, metrics.jsonl, final weights); train_step() and evaluate() are the building blocks a
+// custom C++ loop can call with its own batches.
+#pragma once
+
+#include <torch/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/core/launch_env.h"
+#include "deepseek_train/core/log.h"
+#include "deepseek_train/mesh/process_groups.h"
+#include "deepseek_train/model/llama.h"
+#include "deepseek_train/train/train_config.h"
+
+namespace dst {
+
+class AdamW;
+class GradientReducer;
+struct TokenBatch;
+
+// One micro-batch: int64 [rows, seq] input ids and labels (kIgnoreIndex = not counted).
+struct MicroBatch {
+  torch::Tensor input_ids;
+  torch::Tensor labels;
+};
+MicroBatch to_micro_batch(const TokenBatch& batch);
+
+struct StepResult {
+  int64_t step = 0;          // 1-based index of the step just taken
+  double loss = 0.0;         // mean token loss over every rank's micro-batches
+  double grad_norm = 0.0;    // global norm before clipping
+  double lr = 0.0;
+  int64_t tokens = 0;        // target tokens of the step, all ranks
+  double seconds = 0.0;
+  uint64_t comm_bytes = 0;   // bytes this rank sent during the step
+  double comm_wait_seconds = 0.0;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  double final_loss = 0.0;
+  double initial_eval_loss = 0.0;
+  double final_eval_loss = 0.0;
+  double tokens_per_second = 0.0;
+  std::string weights_path;
+};
+
+class Trainer {
+ public:
+  // Builds and initialises the model (deterministically from train.seed) and the optimizer.
+  Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger);
+  ~Trainer();
+
+  // A full run: reads data.train_path (and validation data), trains train.steps steps with
+  // progress lines every train.log_every, evaluates every train.eval_every, writes
+  // <output_dir>/metrics.jsonl, and saves <output_dir>/model.h5 + config.json at the end.
+  TrainSummary run();
+
+  // One optimizer step over this rank's micro-batches; the loss is normalised by the total number
+  // of target tokens of the step across all data-parallel ranks.
+  StepResult train_step(const std::vector<MicroBatch>& micro_batches);
+
+  // Mean token loss over every rank's batches (no gradient).
+  double evaluate(const std::vector<MicroBatch>& batches);
+
+  LlamaModel& model() { return model_; }
+  const TrainConfig& config() const { return config_; }
+  const ProcessGroups& groups() const { return groups_; }
+  int64_t step() const { return step_; }
+
+  // Model parameters by Hugging Face name.
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
+  // Writes model.h5 and config.json into `directory` (rank 0 only writes; all ranks call).
+  std::string save_weights(const std::string& directory);
+
+ private:
+  TrainConfig config_;
+  ProcessGroups groups_;
+  Logger logger_;
+  LlamaModel model_{nullptr};
+  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<AdamW> optimizer_;
+  int64_t step_ = 0;
+};
+
+// Sets libtorch's intra-op threads to train.threads, or cores / local ranks; returns the number.
+int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env);
+
+}  // namespace dst

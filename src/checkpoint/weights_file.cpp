@@ -1,0 +1,226 @@
+#include "deepseek_train/checkpoint/weights_file.h"
+
+#include <ATen/ATen.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "deepseek_train/core/error.h"
+
+namespace dst {
+
+namespace {
+
+constexpr const char* kFormatAttribute = "deepseek_train_format";
+constexpr const char* kFormatName = "weights-v1";
+
+// Silences HDF5's own error-stack printing for the scope; errors are reported by exceptions.
+class QuietHdf5 {
+ public:
+  QuietHdf5() {
+    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  }
+  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
+
+ private:
+  H5E_auto2_t func_ = nullptr;
+  void* data_ = nullptr;
+};
+
+// Closes an HDF5 handle at scope exit.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), closer_(closer) {}
+  ~Handle() {
+    if (id_ >= 0) closer_(id_);
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+  herr_t close() {
+    herr_t status = id_ >= 0 ? closer_(id_) : 0;
+    id_ = -1;
+    return status;
+  }
+
+ private:
+  hid_t id_;
+  herr_t (*closer_)(hid_t);
+};
+
+hid_t hdf5_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return H5T_NATIVE_FLOAT;
+    case at::kDouble: return H5T_NATIVE_DOUBLE;
+    case at::kInt: return H5T_NATIVE_INT32;
+    case at::kLong: return H5T_NATIVE_INT64;
+    default: return -1;
+  }
+}
+
+void fsync_path(const std::string& path) {
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    ::fsync(fileno(f));
+    std::fclose(f);
+  }
+}
+
+void write_file(const std::string& tmp, const NamedTensors& tensors) {
+  Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+  DST_CHECK(file.ok(), CheckpointError, tmp << ": cannot create HDF5 file");
+  {
+    Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+    Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(type.get(), std::strlen(kFormatName));
+    Handle attr(H5Acreate2(file.get(), kFormatAttribute, type.get(), space.get(), H5P_DEFAULT,
+                           H5P_DEFAULT),
+                H5Aclose);
+    DST_CHECK(attr.ok() && H5Awrite(attr.get(), type.get(), kFormatName) >= 0, CheckpointError,
+              tmp << ": cannot write format attribute");
+  }
+  for (const auto& [name, tensor] : tensors) {
+    at::Tensor data = tensor.detach().to(at::kCPU).contiguous();
+    if (hdf5_type(data.scalar_type()) < 0) data = data.to(at::kFloat);
+    std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
+    Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+    Handle dataset(H5Dcreate2(file.get(), name.c_str(), hdf5_type(data.scalar_type()), space.get(),
+                              H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                   H5Dclose);
+    DST_CHECK(dataset.ok(), CheckpointError, tmp << ": cannot create dataset '" << name << "'");
+    DST_CHECK(H5Dwrite(dataset.get(), hdf5_type(data.scalar_type()), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                       data.data_ptr()) >= 0,
+              CheckpointError, tmp << ": cannot write dataset '" << name << "'");
+  }
+  DST_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0 && file.close() >= 0, CheckpointError,
+            tmp << ": cannot flush HDF5 file");
+}
+
+void atomic_write_text(const std::string& path, const std::string& text) {
+  std::filesystem::path target(path);
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    DST_CHECK(out.good(), CheckpointError, tmp << ": cannot write");
+  }
+  fsync_path(tmp);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  DST_CHECK(!ec, CheckpointError, path << ": cannot rename from " << tmp << ": " << ec.message());
+}
+
+}  // namespace
+
+void save_weights_file(const std::string& path, const NamedTensors& tensors) {
+  QuietHdf5 quiet;
+  std::filesystem::path target(path);
+  std::error_code ec;
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path(), ec);
+  DST_CHECK(!ec, CheckpointError, path << ": cannot create directory: " << ec.message());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    write_file(tmp, tensors);
+  } catch (...) {
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  fsync_path(tmp);
+  std::filesystem::rename(tmp, path, ec);
+  DST_CHECK(!ec, CheckpointError, path << ": cannot rename from " << tmp << ": " << ec.message());
+}
+
+namespace {
+struct CollectContext {
+  std::vector<std::string> names;
+};
+herr_t collect_name(hid_t, const char* name, const H5L_info2_t*, void* data) {
+  static_cast<CollectContext*>(data)->names.emplace_back(name);
+  return 0;
+}
+}  // namespace
+
+std::map<std::string, at::Tensor> load_weights_file(const std::string& path) {
+  QuietHdf5 quiet;
+  DST_CHECK(std::filesystem::exists(path), CheckpointError, path << ": no such weights file");
+  DST_CHECK(H5Fis_accessible(path.c_str(), H5P_DEFAULT) > 0, CheckpointError,
+            path << ": not an HDF5 file");
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  DST_CHECK(file.ok(), CheckpointError, path << ": cannot open HDF5 file");
+  DST_CHECK(H5Aexists(file.get(), kFormatAttribute) > 0, CheckpointError,
+            path << ": not a deepseek_train weights file (no '" << kFormatAttribute << "' attribute)");
+  CollectContext context;
+  hsize_t index = 0;
+  H5Literate2(file.get(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_name, &context);
+  std::map<std::string, at::Tensor> result;
+  for (const std::string& name : context.names) {
+    Handle dataset(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+    DST_CHECK(dataset.ok(), CheckpointError, path << ": cannot open dataset '" << name << "'");
+    Handle space(H5Dget_space(dataset.get()), H5Sclose);
+    const int rank = H5Sget_simple_extent_ndims(space.get());
+    DST_CHECK(rank >= 0 && rank <= 8, CheckpointError, path << ": dataset '" << name << "' has a bad shape");
+    std::vector<hsize_t> dims(rank);
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    Handle type(H5Dget_type(dataset.get()), H5Tclose);
+    at::ScalarType scalar = at::kFloat;
+    if (H5Tget_class(type.get()) == H5T_INTEGER) {
+      scalar = H5Tget_size(type.get()) == 4 ? at::kInt : at::kLong;
+    } else if (H5Tget_class(type.get()) == H5T_FLOAT) {
+      scalar = H5Tget_size(type.get()) == 8 ? at::kDouble : at::kFloat;
+    } else {
+      DST_THROW(CheckpointError, path << ": dataset '" << name << "' has an unsupported type");
+    }
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+    at::Tensor tensor = at::empty(shape, at::TensorOptions().dtype(scalar));
+    DST_CHECK(H5Dread(dataset.get(), hdf5_type(scalar), H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                      tensor.data_ptr()) >= 0,
+              CheckpointError, path << ": cannot read dataset '" << name << "'");
+    result.emplace(name, tensor);
+  }
+  return result;
+}
+
+void assign_weights(const NamedTensors& parameters, const std::map<std::string, at::Tensor>& weights,
+                    const std::string& source) {
+  at::NoGradGuard no_grad;
+  for (const auto& [name, parameter] : parameters) {
+    auto it = weights.find(name);
+    DST_CHECK(it != weights.end(), CheckpointError, source << ": missing tensor '" << name << "'");
+    DST_CHECK(it->second.sizes() == parameter.sizes(), CheckpointError,
+              source << ": tensor '" << name << "' has shape " << it->second.sizes()
+                     << ", the model expects " << parameter.sizes());
+    parameter.copy_(it->second);
+  }
+  DST_CHECK(weights.size() == parameters.size(), CheckpointError,
+            source << ": holds " << weights.size() << " tensors, the model has " << parameters.size());
+}
+
+void save_hf_config_json(const std::string& path, const ModelConfig& c) {
+  nlohmann::json json = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"vocab_size", c.vocab_size},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"rope_theta", c.rope_theta},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"initializer_range", c.initializer_range},
+      {"hidden_act", "silu"},
+      {"torch_dtype", "float32"},
+  };
+  atomic_write_text(path, json.dump(2) + "\n");
+}
+
+}  // namespace dst

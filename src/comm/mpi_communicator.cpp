@@ -1,0 +1,382 @@
+#include "deepseek_train/comm/mpi_communicator.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <functional>
+#include <thread>
+
+#include "deepseek_train/core/error.h"
+
+namespace dst::comm {
+
+namespace {
+
+bool mpi_finalized() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  return finalized != 0;
+}
+
+std::string mpi_error_string(int code) {
+  char buffer[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, buffer, &length);
+  return std::string(buffer, length);
+}
+
+// User-defined reductions for 16-bit floats: each pair is widened to fp32, combined, and rounded
+// back once (round-to-nearest-even), which is what a fp32-accumulating reduction tree does.
+template <typename Half, bool kMax>
+void reduce_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
+  const Half* a = static_cast<const Half*>(in);
+  Half* b = static_cast<Half*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = static_cast<float>(a[i]);
+    const float y = static_cast<float>(b[i]);
+    b[i] = Half(kMax ? std::max(x, y) : x + y);
+  }
+}
+
+// MPI objects shared by a world communicator and everything split from it.
+struct MpiTypes {
+  MPI_Datatype half_type = MPI_DATATYPE_NULL;  // 2 opaque bytes, interpreted by the ops below
+  MPI_Op bf16_sum = MPI_OP_NULL, bf16_max = MPI_OP_NULL;
+  MPI_Op f16_sum = MPI_OP_NULL, f16_max = MPI_OP_NULL;
+
+  MpiTypes() {
+    MPI_Type_contiguous(2, MPI_BYTE, &half_type);
+    MPI_Type_commit(&half_type);
+    MPI_Op_create(&reduce_16bit<c10::BFloat16, false>, 1, &bf16_sum);
+    MPI_Op_create(&reduce_16bit<c10::BFloat16, true>, 1, &bf16_max);
+    MPI_Op_create(&reduce_16bit<c10::Half, false>, 1, &f16_sum);
+    MPI_Op_create(&reduce_16bit<c10::Half, true>, 1, &f16_max);
+  }
+  ~MpiTypes() {
+    if (mpi_finalized()) return;
+    for (MPI_Op* op : {&bf16_sum, &bf16_max, &f16_sum, &f16_max}) MPI_Op_free(op);
+    MPI_Type_free(&half_type);
+  }
+};
+
+class MpiWork final : public Work {
+ public:
+  MpiWork(std::shared_ptr<CommStats> stats, OpType op, std::string what,
+          std::chrono::milliseconds timeout)
+      : stats_(std::move(stats)), op_(op), what_(std::move(what)), timeout_(timeout) {}
+
+  ~MpiWork() override {
+    if (done_ || request_ == MPI_REQUEST_NULL || mpi_finalized()) return;
+    try {
+      wait(timeout_);
+    } catch (const std::exception&) {
+      // A destructor cannot report; the request is abandoned (the job is failing anyway).
+    }
+  }
+
+  bool is_completed() override {
+    if (done_) return true;
+    int flag = 0;
+    const int rc = MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
+    DST_CHECK(rc == MPI_SUCCESS, CommError, what_ << " failed: " << mpi_error_string(rc));
+    if (flag) {
+      done_ = true;
+      if (on_complete) on_complete();
+      keep_alive.clear();
+    }
+    return done_;
+  }
+
+  void wait(std::chrono::milliseconds timeout) override {
+    if (done_) return;
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + timeout;
+    int polls = 0;
+    while (!is_completed()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) {
+        stats_->at(op_).wait_seconds += std::chrono::duration<double>(now - start).count();
+        DST_THROW(CommError, what_ << " did not complete within "
+                                   << std::chrono::duration<double>(timeout).count() << " s");
+      }
+      // Spin briefly for latency, then back off so oversubscribed ranks leave the cores to
+      // the ranks still computing.
+      if (++polls < 200) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(polls < 2000 ? 20 : 200));
+      }
+    }
+    stats_->at(op_).wait_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  void wait() override { wait(timeout_); }
+
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  std::function<void()> on_complete;
+  std::vector<at::Tensor> keep_alive;  // buffers MPI reads or writes until completion
+  std::vector<int> counts, displacements;
+
+ private:
+  std::shared_ptr<CommStats> stats_;
+  OpType op_;
+  std::string what_;
+  std::chrono::milliseconds timeout_;
+  bool done_ = false;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<MpiTypes> types)
+      : comm_(comm), name_(std::move(name)), types_(std::move(types)) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+  }
+  ~MpiCommunicator() override {
+    if (!mpi_finalized()) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  std::string backend() const override { return "mpi"; }
+
+  WorkPtr all_reduce(at::Tensor& tensor, ReduceOp op) override {
+    check_tensor(tensor, "all_reduce");
+    const int64_t n = tensor.numel();
+    const int64_t own = split_sizes(n, size_)[rank_];
+    auto work = start(OpType::kAllReduce, 2 * (n - own) * tensor.element_size(),
+                      std::string("all_reduce(") + reduce_op_name(op) + ")");
+    if (n == 0) return completed_work();
+    work->keep_alive = {tensor};
+    check_rc(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), to_count(n, "all_reduce"),
+                            mpi_type(tensor), mpi_op(op, tensor), comm_, &work->request_),
+             "all_reduce");
+    if (op == ReduceOp::kAvg) work->on_complete = average(tensor);
+    return work;
+  }
+
+  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp op) override {
+    check_tensor(output, "reduce_scatter");
+    check_tensor(input, "reduce_scatter");
+    check_same_dtype(output, input, "reduce_scatter");
+    const int64_t n = input.numel();
+    const std::vector<int64_t> sizes = split_sizes(n, size_);
+    DST_CHECK(output.numel() == sizes[rank_], CommError,
+              "reduce_scatter on '" << name_ << "': rank " << rank_ << " output has "
+                                    << output.numel() << " elements, expected " << sizes[rank_]
+                                    << " of " << n);
+    auto work = start(OpType::kReduceScatter, (n - sizes[rank_]) * input.element_size(),
+                      std::string("reduce_scatter(") + reduce_op_name(op) + ")");
+    if (n == 0) return completed_work();
+    work->counts = to_counts(sizes, "reduce_scatter");
+    work->keep_alive = {output, input};
+    check_rc(MPI_Ireduce_scatter(input.data_ptr(), output.data_ptr(), work->counts.data(),
+                                 mpi_type(input), mpi_op(op, input), comm_, &work->request_),
+             "reduce_scatter");
+    if (op == ReduceOp::kAvg) work->on_complete = average(output);
+    return work;
+  }
+
+  WorkPtr all_gather(at::Tensor& output, const at::Tensor& input) override {
+    check_tensor(output, "all_gather");
+    check_tensor(input, "all_gather");
+    check_same_dtype(output, input, "all_gather");
+    const int64_t n = output.numel();
+    const std::vector<int64_t> sizes = split_sizes(n, size_);
+    DST_CHECK(input.numel() == sizes[rank_], CommError,
+              "all_gather on '" << name_ << "': rank " << rank_ << " input has " << input.numel()
+                                << " elements, expected " << sizes[rank_] << " of " << n);
+    auto work = start(OpType::kAllGather, (n - sizes[rank_]) * input.element_size(), "all_gather");
+    if (n == 0) return completed_work();
+    work->counts = to_counts(sizes, "all_gather");
+    work->displacements.resize(size_);
+    for (int r = 0; r < size_; ++r)
+      work->displacements[r] = static_cast<int>(split_offset(n, size_, r));
+    work->keep_alive = {output, input};
+    const char* own_slot = static_cast<const char*>(output.data_ptr()) +
+                           work->displacements[rank_] * output.element_size();
+    const void* send = input.data_ptr() == own_slot ? MPI_IN_PLACE : input.data_ptr();
+    check_rc(MPI_Iallgatherv(send, work->counts[rank_], mpi_type(input), output.data_ptr(),
+                             work->counts.data(), work->displacements.data(), mpi_type(output),
+                             comm_, &work->request_),
+             "all_gather");
+    return work;
+  }
+
+  WorkPtr broadcast(at::Tensor& tensor, int root) override {
+    check_tensor(tensor, "broadcast");
+    check_peer(root, "broadcast");
+    const int64_t n = tensor.numel();
+    auto work = start(OpType::kBroadcast, size_ > 1 ? n * tensor.element_size() : 0, "broadcast");
+    if (n == 0) return completed_work();
+    work->keep_alive = {tensor};
+    check_rc(MPI_Ibcast(tensor.data_ptr(), to_count(n, "broadcast"), mpi_type(tensor), root, comm_,
+                        &work->request_),
+             "broadcast");
+    return work;
+  }
+
+  WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) override {
+    check_tensor(tensor, "send");
+    check_peer(dst_rank, "send");
+    auto work = start(OpType::kSend, tensor.numel() * tensor.element_size(), "send");
+    work->keep_alive = {tensor};
+    check_rc(MPI_Isend(tensor.data_ptr(), to_count(tensor.numel(), "send"), mpi_type(tensor),
+                       dst_rank, tag, comm_, &work->request_),
+             "send");
+    return work;
+  }
+
+  WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) override {
+    check_tensor(tensor, "recv");
+    check_peer(src_rank, "recv");
+    auto work = start(OpType::kRecv, 0, "recv");
+    work->keep_alive = {tensor};
+    check_rc(MPI_Irecv(tensor.data_ptr(), to_count(tensor.numel(), "recv"), mpi_type(tensor),
+                       src_rank, tag, comm_, &work->request_),
+             "recv");
+    return work;
+  }
+
+  WorkPtr barrier() override {
+    auto work = start(OpType::kBarrier, 0, "barrier");
+    check_rc(MPI_Ibarrier(comm_, &work->request_), "barrier");
+    return work;
+  }
+
+  std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
+    MPI_Comm child = MPI_COMM_NULL;
+    check_rc(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &child), "split");
+    if (child == MPI_COMM_NULL) return nullptr;
+    auto result = std::make_shared<MpiCommunicator>(child, name, types_);
+    result->set_timeout(timeout_);
+    return result;
+  }
+
+ private:
+  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what) {
+    OpStats& stats = stats_->at(op);
+    stats.calls += 1;
+    stats.bytes += static_cast<uint64_t>(bytes);
+    std::string description = what + " #" + std::to_string(++sequence_) + " on '" + name_ +
+                              "' (rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+                              ")";
+    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_);
+  }
+
+  void check_rc(int rc, const char* op) const {
+    DST_CHECK(rc == MPI_SUCCESS, CommError,
+              op << " on '" << name_ << "' failed: " << mpi_error_string(rc));
+  }
+
+  void check_tensor(const at::Tensor& t, const char* op) const {
+    DST_CHECK(t.defined(), CommError, op << " on '" << name_ << "': undefined tensor");
+    DST_CHECK(t.device().is_cpu(), CommError,
+              op << " on '" << name_ << "': the MPI backend takes CPU tensors, got " << t.device());
+    DST_CHECK(t.is_contiguous(), CommError, op << " on '" << name_ << "': tensor is not contiguous");
+    mpi_type(t);
+  }
+
+  void check_same_dtype(const at::Tensor& a, const at::Tensor& b, const char* op) const {
+    DST_CHECK(a.scalar_type() == b.scalar_type(), CommError,
+              op << " on '" << name_ << "': output dtype " << a.scalar_type()
+                 << " differs from input dtype " << b.scalar_type());
+  }
+
+  void check_peer(int peer, const char* op) const {
+    DST_CHECK(peer >= 0 && peer < size_, CommError,
+              op << " on '" << name_ << "': rank " << peer << " is not in [0, " << size_ << ")");
+  }
+
+  int to_count(int64_t n, const char* op) const {
+    DST_CHECK(n <= INT_MAX, CommError,
+              op << " on '" << name_ << "': " << n << " elements exceed MPI's int count");
+    return static_cast<int>(n);
+  }
+
+  std::vector<int> to_counts(const std::vector<int64_t>& sizes, const char* op) const {
+    std::vector<int> counts(sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) counts[i] = to_count(sizes[i], op);
+    return counts;
+  }
+
+  MPI_Datatype mpi_type(const at::Tensor& t) const {
+    switch (t.scalar_type()) {
+      case at::kFloat: return MPI_FLOAT;
+      case at::kDouble: return MPI_DOUBLE;
+      case at::kInt: return MPI_INT32_T;
+      case at::kLong: return MPI_INT64_T;
+      case at::kBFloat16:
+      case at::kHalf: return types_->half_type;
+      default:
+        DST_THROW(CommError, "communicator '" << name_ << "': dtype " << t.scalar_type()
+                                              << " is not supported by the MPI backend");
+    }
+  }
+
+  MPI_Op mpi_op(ReduceOp op, const at::Tensor& t) const {
+    const bool max = op == ReduceOp::kMax;
+    switch (t.scalar_type()) {
+      case at::kBFloat16: return max ? types_->bf16_max : types_->bf16_sum;
+      case at::kHalf: return max ? types_->f16_max : types_->f16_sum;
+      default: return max ? MPI_MAX : MPI_SUM;
+    }
+  }
+
+  std::function<void()> average(at::Tensor tensor) const {
+    const int size = size_;
+    return [tensor, size]() mutable {
+      if (at::isIntegralType(tensor.scalar_type(), /*includeBool=*/false)) {
+        tensor.div_(size, "trunc");
+      } else {
+        tensor.div_(size);
+      }
+    };
+  }
+
+  MPI_Comm comm_;
+  std::string name_;
+  std::shared_ptr<MpiTypes> types_;
+  int rank_ = 0;
+  int size_ = 1;
+  uint64_t sequence_ = 0;
+};
+
+}  // namespace
+
+MpiRuntime::MpiRuntime() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    DST_CHECK(rc == MPI_SUCCESS, CommError, "MPI_Init_thread failed: " << mpi_error_string(rc));
+    owns_init_ = true;
+  }
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (owns_init_ && !mpi_finalized()) MPI_Finalize();
+}
+
+void MpiRuntime::abort(int exit_code) {
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
+CommunicatorPtr MpiRuntime::world(const std::string& name) {
+  MPI_Comm dup = MPI_COMM_NULL;
+  const int rc = MPI_Comm_dup(MPI_COMM_WORLD, &dup);
+  DST_CHECK(rc == MPI_SUCCESS, CommError, "MPI_Comm_dup failed: " << mpi_error_string(rc));
+  return std::make_shared<MpiCommunicator>(dup, name, std::make_shared<MpiTypes>());
+}
+
+}  // namespace dst::comm

@@ -1,0 +1,526 @@
+// YAML recipe <-> TrainConfig. Every section is a table of {key, setter, emitter}; parsing walks
+// the document, rejects unknown/duplicate keys and wrong types with "<source>:<line>: ..."
+// one-liners, then fills the config in table order (so model.hf_config is applied before the other
+// model keys).
+#include "deepseek_train/recipe/recipe.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <type_traits>
+#include <utility>
+
+#include "deepseek_train/core/error.h"
+
+namespace dst {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Removes the " [file:line]" suffix DST_THROW appends, so a wrapped error carries one location.
+std::string strip_location(const std::string& message) {
+  if (!message.empty() && message.back() == ']') {
+    const auto open = message.rfind(" [");
+    if (open != std::string::npos) return message.substr(0, open);
+  }
+  return message;
+}
+
+// Replaces newlines so every message stays one line even when a nested message had several.
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return text;
+}
+
+// Where the document came from: used to attribute errors to "file:line" or to an override.
+struct Context {
+  std::string source;
+  fs::path base_dir;                             // directory of the recipe file
+  std::map<std::string, std::string> overrides;  // dotted key -> override text (last one wins)
+
+  const std::string* override_for(const std::string& dotted) const {
+    const auto it = overrides.find(dotted);
+    return it == overrides.end() ? nullptr : &it->second;
+  }
+
+  // "override '<text>'" when the key (or a section above it) was set by an override, else
+  // "<source>:<line>"; nodes without a mark (created by overrides) fall back to an override below
+  // the key, then to "<source>".
+  std::string where(const std::string& dotted, const YAML::Mark& mark) const {
+    for (std::string key = dotted;;) {
+      if (const std::string* text = override_for(key)) return "override '" + *text + "'";
+      const auto dot = key.rfind('.');
+      if (dot == std::string::npos) break;
+      key.resize(dot);
+    }
+    if (mark.is_null()) {
+      const std::string prefix = dotted + ".";
+      for (const auto& [key, text] : overrides) {
+        if (key.compare(0, prefix.size(), prefix) == 0) return "override '" + text + "'";
+      }
+      return source;
+    }
+    return source + ":" + std::to_string(mark.line + 1);
+  }
+
+  [[noreturn]] void fail(const std::string& dotted, const YAML::Mark& mark,
+                         const std::string& message) const {
+    DST_THROW(ConfigError, where(dotted, mark) << ": " << one_line(message));
+  }
+};
+
+// One value being read: its node, the full dotted key and the mark of its key (the value's own mark
+// can point past the key's line for empty values, so errors use the key's line).
+struct Value {
+  const YAML::Node& node;
+  std::string dotted;
+  YAML::Mark mark;
+  const Context& ctx;
+
+  [[noreturn]] void fail(const std::string& message) const { ctx.fail(dotted, mark, message); }
+
+  [[noreturn]] void wrong_type(const char* expected) const {
+    std::string got;
+    switch (node.Type()) {
+      case YAML::NodeType::Scalar:
+        got = "'" + node.Scalar() + "'";
+        break;
+      case YAML::NodeType::Sequence:
+        got = "a sequence";
+        break;
+      case YAML::NodeType::Map:
+        got = "a mapping";
+        break;
+      default:
+        got = "null";
+        break;
+    }
+    fail("key '" + dotted + "' expects " + expected + ", got " + got);
+  }
+};
+
+bool is_digits(const std::string& text, size_t from) {
+  if (from >= text.size()) return false;
+  for (size_t i = from; i < text.size(); ++i) {
+    if (text[i] < '0' || text[i] > '9') return false;
+  }
+  return true;
+}
+
+template <typename T>
+T read_integer(const Value& v) {
+  static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>);
+  if (!v.node.IsScalar()) v.wrong_type("an integer");
+  std::string text = v.node.Scalar();
+  if (!text.empty() && text[0] == '+') text.erase(0, 1);
+  if (!is_digits(text, !text.empty() && text[0] == '-' ? 1 : 0)) v.wrong_type("an integer");
+  T result{};
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), result);
+  if (ec != std::errc() || ptr != text.data() + text.size()) {
+    v.fail("key '" + v.dotted + "' expects an integer in [" +
+           std::to_string(std::numeric_limits<T>::min()) + ", " +
+           std::to_string(std::numeric_limits<T>::max()) + "], got '" + v.node.Scalar() + "'");
+  }
+  return result;
+}
+
+double read_double(const Value& v) {
+  if (!v.node.IsScalar()) v.wrong_type("a number");
+  std::string text = v.node.Scalar();
+  // YAML 1.2 core schema spellings of infinity and NaN.
+  for (const char* inf : {".inf", ".Inf", ".INF"}) {
+    if (text == inf || text == std::string("+") + inf)
+      return std::numeric_limits<double>::infinity();
+    if (text == std::string("-") + inf) return -std::numeric_limits<double>::infinity();
+  }
+  if (text == ".nan" || text == ".NaN" || text == ".NAN") {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  if (!text.empty() && text[0] == '+') text.erase(0, 1);
+  const bool plausible = text.find_first_not_of("0123456789+-.eE") == std::string::npos &&
+                         text.find_first_of("0123456789") != std::string::npos;
+  if (!plausible) v.wrong_type("a number");
+  double result = 0.0;
+  const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), result);
+  if (ec == std::errc::result_out_of_range) {
+    v.fail("key '" + v.dotted + "' has a number out of range: '" + v.node.Scalar() + "'");
+  }
+  if (ec != std::errc() || ptr != text.data() + text.size()) v.wrong_type("a number");
+  return result;
+}
+
+bool read_bool(const Value& v) {
+  if (v.node.IsScalar() && v.node.Scalar() == "true") return true;
+  if (v.node.IsScalar() && v.node.Scalar() == "false") return false;
+  v.wrong_type("a boolean (true or false)");
+}
+
+std::string read_string(const Value& v) {
+  if (!v.node.IsScalar()) v.wrong_type("a string");
+  return v.node.Scalar();
+}
+
+// Typed read/emit, chosen by the member's type.
+template <typename T>
+T read_as(const Value& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return read_bool(v);
+  } else if constexpr (std::is_integral_v<T>) {
+    return read_integer<T>(v);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return read_double(v);
+  } else {
+    static_assert(std::is_same_v<T, std::string>);
+    return read_string(v);
+  }
+}
+
+// Shortest text that reads back to exactly the same double.
+std::string format_double(double value) {
+  if (std::isnan(value)) return ".nan";
+  if (std::isinf(value)) return value > 0 ? ".inf" : "-.inf";
+  char buffer[64];
+  const auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  DST_ASSERT(ec == std::errc(), "to_chars failed for a double");
+  return std::string(buffer, ptr);
+}
+
+template <typename T>
+void emit_as(YAML::Emitter& out, const T& value) {
+  if constexpr (std::is_floating_point_v<T>) {
+    out << format_double(value);
+  } else {
+    out << value;
+  }
+}
+
+struct Field {
+  std::string key;
+  std::function<void(TrainConfig&, const Value&)> set;
+  std::function<void(const TrainConfig&, YAML::Emitter&)> emit;  // empty: not emitted
+  std::vector<std::string> conflicts = {};  // keys of this section that may not appear with it
+};
+
+struct Section {
+  std::string name;
+  std::vector<Field> fields;
+};
+
+// A plain field bound to config.*section.*member.
+template <typename S, typename T>
+Field field(const char* key, S TrainConfig::*section, T S::*member) {
+  return {
+      key,
+      [section, member](TrainConfig& c, const Value& v) { (c.*section).*member = read_as<T>(v); },
+      [section, member](const TrainConfig& c, YAML::Emitter& out) {
+        emit_as(out, (c.*section).*member);
+      }};
+}
+
+void set_hf_config(TrainConfig& config, const Value& v) {
+  const fs::path path(read_string(v));
+  // Paths written in the recipe are relative to the recipe's directory; paths given by an
+  // override (command line) are relative to the working directory.
+  const bool from_override = v.ctx.override_for(v.dotted) != nullptr;
+  const fs::path resolved = path.is_absolute() || from_override ? path : v.ctx.base_dir / path;
+  try {
+    config.model = model_config_from_hf_json(resolved.string());
+  } catch (const ConfigError& e) {
+    v.fail("key '" + v.dotted + "': " + strip_location(e.what()));
+  }
+}
+
+void set_betas(TrainConfig& config, const Value& v) {
+  if (!v.node.IsSequence() || v.node.size() != 2) v.wrong_type("a sequence of 2 numbers");
+  for (size_t i = 0; i < 2; ++i) {
+    const YAML::Node element = v.node[i];
+    const Value ev{element, v.dotted + "[" + std::to_string(i) + "]", v.mark, v.ctx};
+    (i == 0 ? config.optim.beta1 : config.optim.beta2) = read_double(ev);
+  }
+}
+
+void set_optimizer_name(TrainConfig&, const Value& v) {
+  const std::string name = read_string(v);
+  if (name != "adamw")
+    v.fail("key '" + v.dotted + "': unknown optimizer '" + name + "' (expected adamw)");
+}
+
+void set_schedule_type(TrainConfig& config, const Value& v) {
+  const std::string name = read_string(v);
+  try {
+    config.schedule.type = parse_lr_schedule_type(name);
+  } catch (const ConfigError& e) {
+    v.fail("key '" + v.dotted + "': " + strip_location(e.what()));
+  }
+}
+
+const std::vector<Section>& sections() {
+  using TC = TrainConfig;
+  static const std::vector<Section> table = {
+      {"model",
+       {
+           // First: loads the whole model, the keys below override single fields.
+           {"hf_config", set_hf_config, nullptr},
+           field("vocab_size", &TC::model, &ModelConfig::vocab_size),
+           field("hidden_size", &TC::model, &ModelConfig::hidden_size),
+           field("intermediate_size", &TC::model, &ModelConfig::intermediate_size),
+           field("num_hidden_layers", &TC::model, &ModelConfig::num_hidden_layers),
+           field("num_attention_heads", &TC::model, &ModelConfig::num_attention_heads),
+           field("num_key_value_heads", &TC::model, &ModelConfig::num_key_value_heads),
+           field("rms_norm_eps", &TC::model, &ModelConfig::rms_norm_eps),
+           field("rope_theta", &TC::model, &ModelConfig::rope_theta),
+           field("max_position_embeddings", &TC::model, &ModelConfig::max_position_embeddings),
+           field("tie_word_embeddings", &TC::model, &ModelConfig::tie_word_embeddings),
+           field("initializer_range", &TC::model, &ModelConfig::initializer_range),
+       }},
+      {"parallel",
+       {
+           field("dp", &TC::parallel, &ParallelDims::dp),
+           field("tp", &TC::parallel, &ParallelDims::tp),
+           field("pp", &TC::parallel, &ParallelDims::pp),
+           field("bucket_mb", &TC::data_parallel, &DataParallelOptions::bucket_mb),
+           field("zero_stage", &TC::data_parallel, &DataParallelOptions::zero_stage),
+       }},
+      {"optim",
+       {
+           {"name", set_optimizer_name, [](const TC&, YAML::Emitter& out) { out << "adamw"; }},
+           field("lr", &TC::optim, &AdamWOptions::lr),
+           {"betas", set_betas, nullptr, {"beta1", "beta2"}},
+           field("beta1", &TC::optim, &AdamWOptions::beta1),
+           field("beta2", &TC::optim, &AdamWOptions::beta2),
+           field("eps", &TC::optim, &AdamWOptions::eps),
+           field("weight_decay", &TC::optim, &AdamWOptions::weight_decay),
+           field("grad_clip", &TC::optim, &AdamWOptions::grad_clip),
+       }},
+      {"schedule",
+       {
+           {"type", set_schedule_type,
+            [](const TC& c, YAML::Emitter& out) { out << to_string(c.schedule.type); }},
+           field("warmup_steps", &TC::schedule, &ScheduleOptions::warmup_steps),
+           field("min_lr", &TC::schedule, &ScheduleOptions::min_lr),
+       }},
+      {"data",
+       {
+           field("train_path", &TC::data, &DataOptions::train_path),
+           field("val_path", &TC::data, &DataOptions::val_path),
+           field("val_fraction", &TC::data, &DataOptions::val_fraction),
+           field("seq_len", &TC::data, &DataOptions::seq_len),
+           field("tokenizer", &TC::data, &DataOptions::tokenizer),
+       }},
+      {"train",
+       {
+           field("steps", &TC::train, &TrainOptions::steps),
+           field("micro_batch_size", &TC::train, &TrainOptions::micro_batch_size),
+           field("grad_accum", &TC::train, &TrainOptions::grad_accum),
+           field("seed", &TC::train, &TrainOptions::seed),
+           field("log_every", &TC::train, &TrainOptions::log_every),
+           field("eval_every", &TC::train, &TrainOptions::eval_every),
+           field("eval_batches", &TC::train, &TrainOptions::eval_batches),
+           field("output_dir", &TC::train, &TrainOptions::output_dir),
+           field("threads", &TC::train, &TrainOptions::threads),
+           field("log_level", &TC::train, &TrainOptions::log_level),
+       }},
+      {"comm",
+       {
+           field("backend", &TC::comm, &CommOptions::backend),
+           field("timeout_s", &TC::comm, &CommOptions::timeout_s),
+       }},
+  };
+  return table;
+}
+
+struct Entry {
+  YAML::Node key;
+  YAML::Node value;
+};
+
+// Checks that `node` is a mapping with scalar, unique keys from `known`; returns key -> entry.
+// `prefix` is "" for the root and "section." for a section.
+std::map<std::string, Entry> collect_entries(const YAML::Node& node, const std::string& prefix,
+                                             const std::vector<std::string>& known,
+                                             const char* what, const Context& ctx) {
+  std::map<std::string, Entry> entries;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const YAML::Node key = it->first;
+    const std::string scope =
+        prefix.empty() ? "the recipe" : "'" + prefix.substr(0, prefix.size() - 1) + "'";
+    if (!key.IsScalar()) {
+      ctx.fail(prefix.substr(0, prefix.empty() ? 0 : prefix.size() - 1), key.Mark(),
+               "keys in " + scope + " must be plain names");
+    }
+    const std::string name = key.Scalar();
+    const std::string dotted = prefix + name;
+    bool is_known = false;
+    for (const std::string& k : known) is_known = is_known || k == name;
+    if (!is_known) {
+      std::string list;
+      for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+      ctx.fail(dotted, key.Mark(), "unknown key '" + dotted + "' (" + what + ": " + list + ")");
+    }
+    if (!entries.emplace(name, Entry{key, it->second}).second) {
+      ctx.fail(dotted, key.Mark(), "duplicate key '" + dotted + "'");
+    }
+  }
+  return entries;
+}
+
+void parse_section(const Section& section, const Entry& entry, TrainConfig& config,
+                   const Context& ctx) {
+  const YAML::Node& node = entry.value;
+  if (node.IsNull()) return;  // "model:" with every key commented out
+  if (!node.IsMap()) {
+    ctx.fail(section.name, entry.key.Mark(), "section '" + section.name + "' must be a mapping");
+  }
+  std::vector<std::string> known;
+  for (const Field& f : section.fields) known.push_back(f.key);
+  const auto entries = collect_entries(node, section.name + ".", known, "known", ctx);
+  // Applied in table order, not document order (hf_config first).
+  for (const Field& f : section.fields) {
+    const auto it = entries.find(f.key);
+    if (it == entries.end()) continue;
+    const Value value{it->second.value, section.name + "." + f.key, it->second.key.Mark(), ctx};
+    for (const std::string& other : f.conflicts) {
+      if (entries.count(other)) {
+        value.fail("key '" + value.dotted + "' cannot be combined with '" + section.name + "." +
+                   other + "'");
+      }
+    }
+    f.set(config, value);
+  }
+}
+
+std::vector<std::string> split_dots(const std::string& key) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+std::string trim(const std::string& text) {
+  const auto begin = text.find_first_not_of(" \t");
+  if (begin == std::string::npos) return "";
+  const auto end = text.find_last_not_of(" \t");
+  return text.substr(begin, end - begin + 1);
+}
+
+// Sets "a.b.c=value" into the document, creating missing mappings.
+void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
+  const auto eq = text.find('=');
+  const std::string key = eq == std::string::npos ? "" : trim(text.substr(0, eq));
+  const std::vector<std::string> parts = split_dots(key);
+  bool well_formed = !key.empty();
+  for (const std::string& part : parts) well_formed = well_formed && !part.empty();
+  if (!well_formed) DST_THROW(ConfigError, "override '" << text << "': expected key.path=value");
+
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    DST_THROW(ConfigError, "override '" << text << "': malformed value: " << one_line(e.msg));
+  }
+
+  YAML::Node current(root);
+  std::string path;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    path += (i == 0 ? "" : ".") + parts[i];
+    YAML::Node child = current[parts[i]];
+    if (!child.IsDefined() || child.IsNull()) {
+      child = YAML::Node(YAML::NodeType::Map);
+    } else if (!child.IsMap()) {
+      DST_THROW(ConfigError, "override '" << text << "': cannot set '" << key << "' because '"
+                                          << path << "' is not a mapping");
+    }
+    current.reset(child);
+  }
+  current[parts.back()] = value;
+  ctx.overrides[key] = text;
+}
+
+TrainConfig parse_document(const std::string& yaml_text, const std::string& source_name,
+                           const fs::path& base_dir, const std::vector<std::string>& overrides) {
+  Context ctx{source_name, base_dir, {}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    const std::string where =
+        e.mark.is_null() ? source_name : source_name + ":" + std::to_string(e.mark.line + 1);
+    DST_THROW(ConfigError, where << ": malformed YAML: " << one_line(e.msg));
+  }
+  if (!root.IsDefined() || root.IsNull()) {
+    root.reset(YAML::Node(YAML::NodeType::Map));
+  } else if (!root.IsMap()) {
+    ctx.fail("", root.Mark(), "a recipe must be a mapping of sections (model, parallel, ...)");
+  }
+  for (const std::string& text : overrides) apply_override(root, text, ctx);
+
+  std::vector<std::string> known;
+  for (const Section& s : sections()) known.push_back(s.name);
+  const auto entries = collect_entries(root, "", known, "known sections", ctx);
+
+  TrainConfig config;
+  for (const Section& s : sections()) {
+    const auto it = entries.find(s.name);
+    if (it != entries.end()) parse_section(s, it->second, config, ctx);
+  }
+  try {
+    config.validate();
+  } catch (const ConfigError& e) {
+    DST_THROW(ConfigError, source_name << ": " << strip_location(e.what()));
+  }
+  return config;
+}
+
+}  // namespace
+
+TrainConfig load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good() || fs::is_directory(path, ec)) {
+    DST_THROW(ConfigError, path << ": cannot open recipe");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) DST_THROW(ConfigError, path << ": cannot open recipe");
+  return parse_document(text.str(), path, fs::path(path).parent_path(), overrides);
+}
+
+TrainConfig parse_recipe(const std::string& yaml_text, const std::string& source_name,
+                         const std::vector<std::string>& overrides) {
+  // A relative model.hf_config resolves against source_name's directory when it names a file
+  // (as load_recipe does), else against the working directory.
+  return parse_document(yaml_text, source_name, fs::path(source_name).parent_path(), overrides);
+}
+
+std::string recipe_to_yaml(const TrainConfig& config) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const Section& section : sections()) {
+    out << YAML::Key << section.name << YAML::Value << YAML::BeginMap;
+    for (const Field& f : section.fields) {
+      if (!f.emit) continue;
+      out << YAML::Key << f.key << YAML::Value;
+      f.emit(config, out);
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  DST_ASSERT(out.good(), "YAML emitter failed: " << out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace dst

@@ -1,0 +1,52 @@
+#include "deepseek_train/train/train_config.h"
+
+#include "deepseek_train/core/error.h"
+
+namespace dst {
+
+void TrainConfig::validate() const {
+  model.validate();
+  DST_CHECK(parallel.dp >= 1, ConfigError, "parallel.dp must be at least 1, got " << parallel.dp);
+  DST_CHECK(parallel.tp == 1, ConfigError,
+            "parallel.tp=" << parallel.tp
+                           << " is not supported yet (tensor parallelism is not implemented); use 1");
+  DST_CHECK(parallel.pp == 1, ConfigError,
+            "parallel.pp=" << parallel.pp
+                           << " is not supported yet (pipeline parallelism is not implemented); use 1");
+  DST_CHECK(data_parallel.zero_stage == 0, ConfigError,
+            "parallel.zero_stage=" << data_parallel.zero_stage
+                                   << " is not supported yet (ZeRO is not implemented); use 0");
+  DST_CHECK(data_parallel.bucket_mb > 0, ConfigError, "parallel.bucket_mb must be positive");
+  DST_CHECK(optim.lr > 0, ConfigError, "optim.lr must be positive, got " << optim.lr);
+  DST_CHECK(optim.beta1 >= 0 && optim.beta1 < 1, ConfigError, "optim.beta1 must be in [0, 1)");
+  DST_CHECK(optim.beta2 >= 0 && optim.beta2 < 1, ConfigError, "optim.beta2 must be in [0, 1)");
+  DST_CHECK(optim.eps > 0, ConfigError, "optim.eps must be positive");
+  DST_CHECK(optim.weight_decay >= 0, ConfigError, "optim.weight_decay must be non-negative");
+  DST_CHECK(schedule.warmup_steps >= 0, ConfigError, "schedule.warmup_steps must be non-negative");
+  DST_CHECK(schedule.min_lr >= 0 && schedule.min_lr <= optim.lr, ConfigError,
+            "schedule.min_lr must be in [0, optim.lr]");
+  DST_CHECK(data.seq_len > 0, ConfigError, "data.seq_len must be positive");
+  DST_CHECK(data.seq_len <= model.max_position_embeddings, ConfigError,
+            "data.seq_len (" << data.seq_len << ") exceeds model.max_position_embeddings ("
+                             << model.max_position_embeddings << ")");
+  DST_CHECK(data.val_fraction >= 0 && data.val_fraction < 1, ConfigError,
+            "data.val_fraction must be in [0, 1)");
+  DST_CHECK(data.tokenizer == "byte", ConfigError,
+            "data.tokenizer '" << data.tokenizer << "' is not supported (expected 'byte')");
+  DST_CHECK(train.steps > 0, ConfigError, "train.steps must be positive");
+  DST_CHECK(train.micro_batch_size > 0, ConfigError, "train.micro_batch_size must be positive");
+  DST_CHECK(train.grad_accum > 0, ConfigError, "train.grad_accum must be positive");
+  DST_CHECK(train.log_every > 0, ConfigError, "train.log_every must be positive");
+  DST_CHECK(train.eval_every >= 0, ConfigError, "train.eval_every must be non-negative");
+  DST_CHECK(train.eval_batches > 0, ConfigError, "train.eval_batches must be positive");
+  DST_CHECK(!train.output_dir.empty(), ConfigError, "train.output_dir must not be empty");
+  DST_CHECK(train.threads >= 0, ConfigError, "train.threads must be non-negative");
+  DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "local", ConfigError,
+            "comm.backend '" << comm.backend << "' is not one of auto, mpi, local");
+  DST_CHECK(comm.timeout_s > 0, ConfigError, "comm.timeout_s must be positive");
+  DST_CHECK(model.vocab_size >= 259 || data.tokenizer != "byte", ConfigError,
+            "model.vocab_size (" << model.vocab_size
+                                 << ") is smaller than the byte tokenizer's 259 ids");
+}
+
+}  // namespace dst

@@ -1,0 +1,281 @@
+#include "deepseek_train/train/trainer.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <sstream>
+
+#include "deepseek_train/checkpoint/weights_file.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/data/byte_tokenizer.h"
+#include "deepseek_train/data/distributed_sampler.h"
+#include "deepseek_train/data/synthetic_corpus.h"
+#include "deepseek_train/data/token_dataset.h"
+#include "deepseek_train/optim/adamw.h"
+#include "deepseek_train/optim/grad_clip.h"
+#include "deepseek_train/optim/lr_schedule.h"
+#include "deepseek_train/sharding/grad_reducer.h"
+#include "deepseek_train/train/metrics.h"
+
+namespace dst {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Sums `values` over the group in fp64 (in place).
+std::vector<double> all_reduce_sum(comm::Communicator& group, std::vector<double> values) {
+  if (group.size() == 1) return values;
+  torch::Tensor buffer = torch::tensor(values, torch::kFloat64);
+  group.all_reduce(buffer, comm::ReduceOp::kSum)->wait();
+  auto accessor = buffer.accessor<double, 1>();
+  for (size_t i = 0; i < values.size(); ++i) values[i] = accessor[static_cast<int64_t>(i)];
+  return values;
+}
+
+// The held-out batches this rank evaluates: `batches` micro-batches of `rows` sequences, each
+// rank taking its own rows of a fixed, wrapping walk over the validation set.
+std::vector<MicroBatch> validation_batches(const TokenDataset& dataset, int64_t batches,
+                                           int64_t rows, int dp_rank, int dp_size) {
+  std::vector<MicroBatch> result;
+  int64_t next = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    std::vector<int64_t> indices;
+    for (int r = 0; r < dp_size; ++r) {
+      for (int64_t i = 0; i < rows; ++i) {
+        if (r == dp_rank) indices.push_back(next % dataset.size());
+        ++next;
+      }
+    }
+    result.push_back(to_micro_batch(dataset.batch(indices)));
+    if (next >= dataset.size() * 2) break;  // small validation sets: at most two passes
+  }
+  return result;
+}
+
+}  // namespace
+
+MicroBatch to_micro_batch(const TokenBatch& batch) {
+  auto options = torch::TensorOptions().dtype(torch::kInt64);
+  MicroBatch micro;
+  micro.input_ids = torch::from_blob(const_cast<int64_t*>(batch.input_ids.data()),
+                                     {batch.rows, batch.seq_len}, options)
+                        .clone();
+  micro.labels = torch::from_blob(const_cast<int64_t*>(batch.labels.data()),
+                                  {batch.rows, batch.seq_len}, options)
+                     .clone();
+  return micro;
+}
+
+int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env) {
+  const int threads =
+      default_intra_op_threads(options.threads, affinity_cores(), hardware_cores(), env.local_size);
+  at::set_num_threads(threads);
+  return threads;
+}
+
+Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
+    : config_(config), groups_(std::move(groups)), logger_(std::move(logger)) {
+  config_.validate();
+  model_ = LlamaModel(config_.model);
+  model_->initialize(config_.train.seed);
+  std::vector<torch::Tensor> parameters;
+  std::vector<NamedParameter> optimizer_parameters;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    parameters.push_back(item.value());
+    optimizer_parameters.push_back(
+        {item.key(), item.value(), !is_no_decay_parameter(item.key(), item.value())});
+  }
+  reducer_ = std::make_unique<GradientReducer>(parameters, groups_.dp_ptr(), config_.data_parallel);
+  optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), config_.optim);
+}
+
+Trainer::~Trainer() = default;
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> result;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true))
+    result.emplace_back(item.key(), item.value());
+  return result;
+}
+
+StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
+  DST_CHECK(!micro_batches.empty(), DataError, "train_step: no micro-batches");
+  const auto start = Clock::now();
+  const comm::CommStats stats_before = groups_.total_stats();
+  comm::Communicator& dp = groups_.dp();
+  model_->train();
+
+  // The step's loss is the mean over every target token of every rank's micro-batches, so each
+  // micro-batch's summed loss is divided by the global count (known before any backward).
+  double local_tokens = 0;
+  for (const MicroBatch& mb : micro_batches) local_tokens += count_target_tokens(mb.labels);
+  const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
+  DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
+
+  reducer_->zero_grad();
+  double local_loss_sum = 0.0;
+  for (size_t k = 0; k < micro_batches.size(); ++k) {
+    reducer_->set_sync(k + 1 == micro_batches.size());
+    torch::Tensor logits = model_->forward(micro_batches[k].input_ids);
+    torch::Tensor loss_sum = cross_entropy_sum(logits, micro_batches[k].labels);
+    (loss_sum / global_tokens).backward();
+    local_loss_sum += loss_sum.item<double>();
+  }
+  reducer_->finish();
+  const double loss = all_reduce_sum(dp, {local_loss_sum})[0] / global_tokens;
+
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model_->parameters()) grads.push_back(p.grad());
+  const double grad_norm = clip_grad_norm(grads, config_.optim.grad_clip, nullptr);
+  const double lr = learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
+  optimizer_->step(lr);
+  ++step_;
+
+  const comm::CommStats stats_after = groups_.total_stats();
+  StepResult result;
+  result.step = step_;
+  result.loss = loss;
+  result.grad_norm = grad_norm;
+  result.lr = lr;
+  result.tokens = static_cast<int64_t>(global_tokens);
+  result.seconds = seconds_since(start);
+  result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
+  result.comm_wait_seconds = stats_after.total_wait_seconds() - stats_before.total_wait_seconds();
+  return result;
+}
+
+double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  double loss_sum = 0.0, tokens = 0.0;
+  for (const MicroBatch& mb : batches) {
+    loss_sum += cross_entropy_sum(model_->forward(mb.input_ids), mb.labels).item<double>();
+    tokens += count_target_tokens(mb.labels);
+  }
+  auto totals = all_reduce_sum(groups_.dp(), {loss_sum, tokens});
+  model_->train();
+  DST_CHECK(totals[1] > 0, DataError, "evaluate: no target tokens in the evaluation batches");
+  return totals[0] / totals[1];
+}
+
+std::string Trainer::save_weights(const std::string& directory) {
+  const std::string path = (std::filesystem::path(directory) / "model.h5").string();
+  if (groups_.world().rank() == 0) {
+    save_weights_file(path, named_parameters());
+    save_hf_config_json((std::filesystem::path(directory) / "config.json").string(), config_.model);
+  }
+  groups_.world().barrier()->wait();
+  return path;
+}
+
+TrainSummary Trainer::run() {
+  const TrainOptions& opts = config_.train;
+  const DataOptions& data = config_.data;
+  DST_CHECK(!data.train_path.empty(), ConfigError, "data.train_path is required for a training run");
+  ByteTokenizer tokenizer;
+
+  std::vector<std::string> train_docs, val_docs;
+  std::vector<std::string> documents = read_text_corpus(data.train_path);
+  if (data.val_path.empty()) {
+    split_documents(documents, data.val_fraction, &train_docs, &val_docs);
+  } else {
+    train_docs = std::move(documents);
+    val_docs = read_text_corpus(data.val_path);
+  }
+  const std::string val_source = data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
+  DST_CHECK(!val_docs.empty(), DataError,
+            data.train_path << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
+  TokenDataset train_set(train_docs, tokenizer, data.seq_len, data.train_path);
+  TokenDataset val_set(val_docs, tokenizer, data.seq_len, val_source);
+
+  const int dp_rank = groups_.coord().dp;
+  const int dp_size = groups_.dims().dp;
+  DistributedSampler sampler(train_set.size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
+                             opts.grad_accum);
+  const std::vector<MicroBatch> eval_batches =
+      validation_batches(val_set, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
+
+  const bool is_rank0 = groups_.world().rank() == 0;
+  std::unique_ptr<MetricsWriter> metrics;
+  if (is_rank0) {
+    std::filesystem::create_directories(opts.output_dir);
+    const std::string metrics_path = (std::filesystem::path(opts.output_dir) / "metrics.jsonl").string();
+    std::filesystem::remove(metrics_path);
+    metrics = std::make_unique<MetricsWriter>(metrics_path);
+  }
+
+  {
+    std::ostringstream plan;
+    plan << "model: " << config_.model.num_parameters() << " parameters, "
+         << config_.model.num_hidden_layers << " layers, hidden " << config_.model.hidden_size
+         << "; data: " << train_set.size() << " train / " << val_set.size()
+         << " validation sequences of " << data.seq_len << " tokens; global batch "
+         << sampler.global_batch_size() << " sequences (" << dp_size << " ranks x "
+         << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
+         << reducer_->num_buckets() << " gradient buckets";
+    logger_.info(plan.str());
+  }
+
+  TrainSummary summary;
+  summary.initial_eval_loss = evaluate(eval_batches);
+  logger_.info("step 0 | eval loss " + std::to_string(summary.initial_eval_loss));
+
+  const auto run_start = Clock::now();
+  double window_tokens = 0, window_seconds = 0, total_tokens = 0;
+  for (int64_t s = 0; s < opts.steps; ++s) {
+    std::vector<MicroBatch> micro_batches;
+    for (const auto& indices : sampler.next_step())
+      micro_batches.push_back(to_micro_batch(train_set.batch(indices)));
+    const StepResult result = train_step(micro_batches);
+    window_tokens += result.tokens;
+    window_seconds += result.seconds;
+    total_tokens += result.tokens;
+
+    StepMetrics m;
+    m.step = result.step;
+    m.total_steps = opts.steps;
+    m.loss = result.loss;
+    m.lr = result.lr;
+    m.grad_norm = result.grad_norm;
+    m.tokens = result.tokens;
+    m.step_time_s = result.seconds;
+    m.tokens_per_s = result.seconds > 0 ? result.tokens / result.seconds : 0.0;
+    m.comm_bytes = result.comm_bytes;
+    m.comm_wait_s = result.comm_wait_seconds;
+    const bool last = result.step == opts.steps;
+    if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
+      m.eval_loss = evaluate(eval_batches);
+      summary.final_eval_loss = *m.eval_loss;
+    }
+    if (metrics) metrics->write(m);
+    if (result.step == 1 || last || result.step % opts.log_every == 0 || m.eval_loss) {
+      StepMetrics shown = m;
+      shown.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0.0;
+      const double elapsed = seconds_since(run_start);
+      const double eta = elapsed / result.step * (opts.steps - result.step);
+      logger_.info(format_progress_line(shown, eta));
+      window_tokens = window_seconds = 0;
+    }
+    summary.final_loss = result.loss;
+  }
+  summary.steps = step_;
+  const double elapsed = seconds_since(run_start);
+  summary.tokens_per_second = elapsed > 0 ? total_tokens / elapsed : 0.0;
+  summary.weights_path = save_weights(opts.output_dir);
+  std::ostringstream done;
+  done << "done: " << step_ << " steps in " << format_duration(elapsed) << ", "
+       << format_count(summary.tokens_per_second) << " tok/s; eval loss "
+       << summary.initial_eval_loss << " -> " << summary.final_eval_loss << "; weights "
+       << summary.weights_path;
+  logger_.info(done.str());
+  return summary;
+}
+
+}  // namespace dst

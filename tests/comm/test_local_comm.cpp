@@ -1,0 +1,39 @@
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+
+#include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/core/error.h"
+
+using namespace dst;
+
+TEST_CASE("split_sizes gives balanced parts that sum to n", "[comm]") {
+  CHECK(comm::split_sizes(10, 4) == std::vector<int64_t>{3, 3, 2, 2});
+  CHECK(comm::split_sizes(3, 4) == std::vector<int64_t>{1, 1, 1, 0});
+  CHECK(comm::split_sizes(0, 2) == std::vector<int64_t>{0, 0});
+  CHECK(comm::split_offset(10, 4, 0) == 0);
+  CHECK(comm::split_offset(10, 4, 2) == 6);
+  CHECK(comm::split_offset(10, 4, 3) == 8);
+}
+
+TEST_CASE("local communicator: collectives are identities on one rank", "[comm]") {
+  auto world = comm::make_local_communicator();
+  CHECK(world->size() == 1);
+  CHECK(world->rank() == 0);
+  at::Tensor t = at::arange(5, at::kFloat);
+  world->all_reduce(t, comm::ReduceOp::kAvg)->wait();
+  CHECK(at::equal(t, at::arange(5, at::kFloat)));
+  at::Tensor out = at::zeros({5});
+  world->all_gather(out, t)->wait();
+  CHECK(at::equal(out, t));
+  out.zero_();
+  world->reduce_scatter(out, t, comm::ReduceOp::kSum)->wait();
+  CHECK(at::equal(out, t));
+  CHECK(world->barrier()->is_completed());
+  at::Tensor bad = at::zeros({3});
+  CHECK_THROWS_AS(world->all_gather(bad, t), CommError);
+  CHECK_THROWS_AS(world->send(t, 1, 0), CommError);
+  CHECK(world->split(0, 0, "sub")->size() == 1);
+  CHECK(world->split(-1, 0, "none") == nullptr);
+  CHECK(world->stats().at(comm::OpType::kAllReduce).calls == 1);
+  CHECK(world->stats().total_bytes() == 0);
+}

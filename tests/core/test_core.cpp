@@ -1,0 +1,97 @@
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/core/launch_env.h"
+#include "deepseek_train/core/log.h"
+
+using namespace dst;
+
+namespace {
+EnvLookup fake_env(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+}  // namespace
+
+TEST_CASE("DST_CHECK throws the requested type with file:line", "[core]") {
+  try {
+    DST_CHECK(1 + 1 == 3, ConfigError, "bad value " << 42);
+    FAIL("no throw");
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("bad value 42") == 0);
+    CHECK(what.find("tests/core/test_core.cpp:") != std::string::npos);
+    CHECK(what.find('\n') == std::string::npos);
+  }
+  CHECK_THROWS_AS([] { DST_THROW(CommError, "x"); }(), CommError);
+  CHECK_THROWS_AS([] { DST_THROW(DataError, "x"); }(), Error);
+  CHECK_THROWS_AS([] { DST_THROW(CheckpointError, "x"); }(), std::runtime_error);
+  CHECK_NOTHROW([] { DST_CHECK(true, ConfigError, "never"); }());
+}
+
+TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {
+  LaunchEnv none = detect_launch_env(fake_env({}));
+  CHECK(none.launcher == "none");
+  CHECK(none.rank == 0);
+  CHECK(none.world_size == 1);
+
+  LaunchEnv ompi = detect_launch_env(fake_env({{"OMPI_COMM_WORLD_RANK", "3"},
+                                               {"OMPI_COMM_WORLD_SIZE", "8"},
+                                               {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                               {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                                               {"SLURM_PROCID", "5"}}));
+  CHECK(ompi.launcher == "openmpi");
+  CHECK(ompi.rank == 3);
+  CHECK(ompi.world_size == 8);
+  CHECK(ompi.local_rank == 1);
+  CHECK(ompi.local_size == 2);
+
+  LaunchEnv slurm = detect_launch_env(fake_env(
+      {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_NNODES", "2"}}));
+  CHECK(slurm.launcher == "slurm");
+  CHECK(slurm.rank == 5);
+  CHECK(slurm.world_size == 8);
+  CHECK(slurm.local_rank == 1);
+  CHECK(slurm.local_size == 4);
+
+  LaunchEnv pmix = detect_launch_env(fake_env({{"PMIX_RANK", "2"}, {"PMIX_SIZE", "4"}}));
+  CHECK(pmix.launcher == "pmix");
+  CHECK(pmix.rank == 2);
+
+  LaunchEnv pmi = detect_launch_env(fake_env({{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}}));
+  CHECK(pmi.launcher == "pmi");
+  CHECK(pmi.world_size == 2);
+}
+
+TEST_CASE("launch environment: malformed values name the variable", "[core]") {
+  CHECK_THROWS_WITH(detect_launch_env(fake_env({{"OMPI_COMM_WORLD_RANK", "x1"}})),
+                    Catch::Contains("OMPI_COMM_WORLD_RANK"));
+  CHECK_THROWS_WITH(
+      detect_launch_env(fake_env({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}})),
+      Catch::Contains("SLURM_PROCID=4 is not below SLURM_NTASKS=4"));
+}
+
+TEST_CASE("intra-op threads: cores divided among local ranks, capped by affinity", "[core]") {
+  CHECK(default_intra_op_threads(3, 2, 2, 2) == 3);
+  CHECK(default_intra_op_threads(0, 2, 2, 2) == 1);
+  CHECK(default_intra_op_threads(0, 2, 2, 1) == 2);
+  CHECK(default_intra_op_threads(0, 1, 2, 1) == 1);
+  CHECK(default_intra_op_threads(0, 16, 32, 2) == 16);
+  CHECK(default_intra_op_threads(0, 2, 2, 4) == 1);
+}
+
+TEST_CASE("logger: rank 0 prints info, every rank prints warnings", "[core]") {
+  Logger rank0(0, 4), rank1(1, 4), all(1, 4, LogLevel::kInfo, true);
+  CHECK(rank0.enabled(LogLevel::kInfo));
+  CHECK_FALSE(rank1.enabled(LogLevel::kInfo));
+  CHECK(rank1.enabled(LogLevel::kWarn));
+  CHECK(all.enabled(LogLevel::kInfo));
+  CHECK_FALSE(rank0.enabled(LogLevel::kDebug));
+  CHECK(parse_log_level("WARN") == LogLevel::kWarn);
+  CHECK_THROWS_AS(parse_log_level("loud"), ConfigError);
+}

@@ -1,0 +1,489 @@
+// Tests of YAML recipes: parsing, strictness (one-line errors naming file, line and key),
+// overrides, validation, hf_config loading and the recipe_to_yaml round trip.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/recipe/recipe.h"
+
+namespace fs = std::filesystem;
+using dst::ConfigError;
+using dst::parse_recipe;
+using dst::TrainConfig;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& tag) {
+    path =
+        fs::temp_directory_path() / ("dst_test_recipe_" + tag + "_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+void write_file(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path);
+  out << text;
+}
+
+// The ConfigError message of fn(), checked to be a single line; fails the test if none is thrown.
+std::string config_error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    const std::string message = e.what();
+    CHECK(message.find('\n') == std::string::npos);
+    return message;
+  }
+  FAIL("expected a ConfigError");
+  return "";
+}
+
+std::string parse_error(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  return config_error_of([&] { parse_recipe(yaml, "configs/x.yaml", overrides); });
+}
+
+bool starts_with(const std::string& text, const std::string& prefix) {
+  return text.compare(0, prefix.size(), prefix) == 0;
+}
+
+const char* const kFullRecipe = R"(# a full recipe
+model:
+  vocab_size: 300
+  hidden_size: 64
+  intermediate_size: 176
+  num_hidden_layers: 3
+  num_attention_heads: 8
+  num_key_value_heads: 2
+  rms_norm_eps: 1.0e-6
+  rope_theta: 500000
+  max_position_embeddings: 512
+  tie_word_embeddings: true
+  initializer_range: 0.01
+parallel:
+  dp: 4
+  tp: 1
+  pp: 1
+  bucket_mb: 12.5
+  zero_stage: 0
+optim:
+  name: adamw
+  lr: 1e-3
+  beta1: 0.8
+  beta2: 0.99
+  eps: 1e-7
+  weight_decay: 0.05
+  grad_clip: 0.5
+schedule:
+  type: linear
+  warmup_steps: 20
+  min_lr: 1e-4
+data:
+  train_path: data/train.txt
+  val_path: data/val.txt
+  val_fraction: 0.1
+  seq_len: 256
+  tokenizer: byte
+train:
+  steps: 1000
+  micro_batch_size: 8
+  grad_accum: 2
+  seed: 18446744073709551615
+  log_every: 5
+  eval_every: 0
+  eval_batches: 3
+  output_dir: runs/full
+  threads: 2
+  log_level: debug
+comm:
+  backend: local
+  timeout_s: 60
+)";
+
+}  // namespace
+
+TEST_CASE("recipe: a full recipe fills every field", "[recipe]") {
+  const TrainConfig c = parse_recipe(kFullRecipe, "full.yaml");
+  CHECK(c.model.vocab_size == 300);
+  CHECK(c.model.hidden_size == 64);
+  CHECK(c.model.intermediate_size == 176);
+  CHECK(c.model.num_hidden_layers == 3);
+  CHECK(c.model.num_attention_heads == 8);
+  CHECK(c.model.num_key_value_heads == 2);
+  CHECK(c.model.rms_norm_eps == 1.0e-6);
+  CHECK(c.model.rope_theta == 500000.0);
+  CHECK(c.model.max_position_embeddings == 512);
+  CHECK(c.model.tie_word_embeddings);
+  CHECK(c.model.initializer_range == 0.01);
+  CHECK(c.parallel.dp == 4);
+  CHECK(c.parallel.tp == 1);
+  CHECK(c.parallel.pp == 1);
+  CHECK(c.data_parallel.bucket_mb == 12.5);
+  CHECK(c.data_parallel.zero_stage == 0);
+  CHECK(c.optim.lr == 1e-3);
+  CHECK(c.optim.beta1 == 0.8);
+  CHECK(c.optim.beta2 == 0.99);
+  CHECK(c.optim.eps == 1e-7);
+  CHECK(c.optim.weight_decay == 0.05);
+  CHECK(c.optim.grad_clip == 0.5);
+  CHECK(c.schedule.type == dst::LrScheduleType::kLinear);
+  CHECK(c.schedule.warmup_steps == 20);
+  CHECK(c.schedule.min_lr == 1e-4);
+  CHECK(c.data.train_path == "data/train.txt");
+  CHECK(c.data.val_path == "data/val.txt");
+  CHECK(c.data.val_fraction == 0.1);
+  CHECK(c.data.seq_len == 256);
+  CHECK(c.data.tokenizer == "byte");
+  CHECK(c.train.steps == 1000);
+  CHECK(c.train.micro_batch_size == 8);
+  CHECK(c.train.grad_accum == 2);
+  CHECK(c.train.seed == 18446744073709551615ull);
+  CHECK(c.train.log_every == 5);
+  CHECK(c.train.eval_every == 0);
+  CHECK(c.train.eval_batches == 3);
+  CHECK(c.train.output_dir == "runs/full");
+  CHECK(c.train.threads == 2);
+  CHECK(c.train.log_level == "debug");
+  CHECK(c.comm.backend == "local");
+  CHECK(c.comm.timeout_s == 60.0);
+}
+
+TEST_CASE("recipe: absent sections and keys keep the struct defaults", "[recipe]") {
+  const TrainConfig defaults;
+  for (const std::string text : {"", "# only a comment\n", "model:\n", "train: {}\n"}) {
+    INFO("recipe text: " << text);
+    const TrainConfig c = parse_recipe(text, "empty.yaml");
+    CHECK(c.model.hidden_size == defaults.model.hidden_size);
+    CHECK(c.model.rms_norm_eps == defaults.model.rms_norm_eps);
+    CHECK(c.parallel.dp == defaults.parallel.dp);
+    CHECK(c.data_parallel.bucket_mb == defaults.data_parallel.bucket_mb);
+    CHECK(c.optim.lr == defaults.optim.lr);
+    CHECK(c.schedule.type == defaults.schedule.type);
+    CHECK(c.data.seq_len == defaults.data.seq_len);
+    CHECK(c.train.steps == defaults.train.steps);
+    CHECK(c.train.seed == defaults.train.seed);
+    CHECK(c.train.output_dir == defaults.train.output_dir);
+    CHECK(c.comm.backend == defaults.comm.backend);
+  }
+  const TrainConfig partial = parse_recipe("train:\n  steps: 7\n", "partial.yaml");
+  CHECK(partial.train.steps == 7);
+  CHECK(partial.train.micro_batch_size == defaults.train.micro_batch_size);
+}
+
+TEST_CASE("recipe: optim.betas and optim.name", "[recipe]") {
+  const TrainConfig c = parse_recipe("optim:\n  betas: [0.85, 0.98]\n", "b.yaml");
+  CHECK(c.optim.beta1 == 0.85);
+  CHECK(c.optim.beta2 == 0.98);
+  CHECK_THAT(parse_error("optim:\n  betas: [0.9]\n"), Catch::Contains("configs/x.yaml:2:") &&
+                                                          Catch::Contains("'optim.betas'") &&
+                                                          Catch::Contains("sequence of 2"));
+  CHECK_THAT(parse_error("optim:\n  betas: [0.9, x]\n"),
+             Catch::Contains("configs/x.yaml:2:") && Catch::Contains("optim.betas[1]"));
+  CHECK_THAT(parse_error("optim:\n  betas: [0.9, 0.95]\n  beta1: 0.8\n"),
+             Catch::Contains("optim.betas") && Catch::Contains("optim.beta1"));
+  CHECK_THAT(parse_error("optim:\n  lr: 0.1\n  name: sgd\n"),
+             Catch::Contains("configs/x.yaml:3:") && Catch::Contains("'optim.name'") &&
+                 Catch::Contains("sgd"));
+}
+
+TEST_CASE("recipe: unknown keys name the file, line and dotted key", "[recipe]") {
+  const std::string message = parse_error("model:\n  vocab_size: 300\n  hiden_size: 64\n");
+  CHECK(starts_with(message, "configs/x.yaml:3: unknown key 'model.hiden_size'"));
+  CHECK_THAT(message, Catch::Contains("hidden_size"));  // the known keys are listed
+
+  CHECK(starts_with(parse_error("train:\n  steps: 1\nmodle:\n  vocab_size: 3\n"),
+                    "configs/x.yaml:3: unknown key 'modle'"));
+  CHECK(starts_with(parse_error("model: 5\n"),
+                    "configs/x.yaml:1: section 'model' must be a mapping"));
+  CHECK(starts_with(parse_error("\n\ntrain: [1, 2]\n"),
+                    "configs/x.yaml:3: section 'train' must be a mapping"));
+  CHECK_THAT(parse_error("- model\n- train\n"),
+             Catch::StartsWith("configs/x.yaml:1:") && Catch::Contains("mapping"));
+}
+
+TEST_CASE("recipe: values of the wrong type are rejected", "[recipe]") {
+  SECTION("integers") {
+    for (const std::string bad : {"abc", "1.5", "true", "1e3", "[1]", "{a: 1}", "", "~", "0x10"}) {
+      INFO("value: " << bad);
+      const std::string message = parse_error("train:\n  seed: 1\n  steps: " + bad + "\n");
+      CHECK(starts_with(message, "configs/x.yaml:3: key 'train.steps' expects an integer"));
+    }
+    CHECK_THAT(
+        parse_error("train:\n  steps: abc\n"),
+        Catch::Contains("configs/x.yaml:2: key 'train.steps' expects an integer, got 'abc'"));
+    // Out of range for the member's type.
+    CHECK_THAT(parse_error("parallel:\n  dp: 3000000000\n"), Catch::Contains("configs/x.yaml:2:") &&
+                                                                 Catch::Contains("'parallel.dp'") &&
+                                                                 Catch::Contains("3000000000"));
+    CHECK_THAT(parse_error("train:\n  steps: 99999999999999999999\n"),
+               Catch::Contains("configs/x.yaml:2:") && Catch::Contains("'train.steps'"));
+    CHECK_THAT(parse_error("train:\n  seed: -1\n"),
+               Catch::Contains("configs/x.yaml:2:") && Catch::Contains("'train.seed'"));
+    CHECK(parse_recipe("train:\n  steps: +12\n", "ok.yaml").train.steps == 12);
+  }
+  SECTION("floats") {
+    for (const std::string bad : {"abc", "true", "[0.1]", "", "1.0.0", "inf", "0x1p3"}) {
+      INFO("value: " << bad);
+      CHECK(starts_with(parse_error("optim:\n  lr: " + bad + "\n"),
+                        "configs/x.yaml:2: key 'optim.lr' expects a number"));
+    }
+    CHECK(parse_recipe("optim:\n  lr: 1\n", "ok.yaml").optim.lr == 1.0);
+    CHECK(parse_recipe("optim:\n  lr: .5\n", "ok.yaml").optim.lr == 0.5);
+    CHECK(parse_recipe("optim:\n  grad_clip: -1\n", "ok.yaml").optim.grad_clip == -1.0);
+    CHECK_THAT(parse_error("optim:\n  lr: 1e999\n"),
+               Catch::Contains("configs/x.yaml:2:") && Catch::Contains("'optim.lr'"));
+  }
+  SECTION("booleans") {
+    for (const std::string bad : {"yes", "1", "True", "on", "", "[true]"}) {
+      INFO("value: " << bad);
+      CHECK(starts_with(parse_error("model:\n  tie_word_embeddings: " + bad + "\n"),
+                        "configs/x.yaml:2: key 'model.tie_word_embeddings' expects a boolean"));
+    }
+    CHECK_FALSE(
+        parse_recipe("model:\n  tie_word_embeddings: false\n", "ok").model.tie_word_embeddings);
+  }
+  SECTION("strings") {
+    CHECK(starts_with(parse_error("train:\n  output_dir: [a, b]\n"),
+                      "configs/x.yaml:2: key 'train.output_dir' expects a string, got a sequence"));
+    CHECK(starts_with(parse_error("train:\n  output_dir: {a: b}\n"),
+                      "configs/x.yaml:2: key 'train.output_dir' expects a string, got a mapping"));
+    CHECK(starts_with(parse_error("train:\n  output_dir:\n  steps: 3\n"),
+                      "configs/x.yaml:2: key 'train.output_dir' expects a string, got null"));
+    // Any scalar is a string.
+    CHECK(parse_recipe("train:\n  output_dir: 123\n", "ok").train.output_dir == "123");
+  }
+  SECTION("schedule type") {
+    CHECK_THAT(parse_error("schedule:\n  type: exponential\n"),
+               Catch::StartsWith("configs/x.yaml:2: key 'schedule.type'") &&
+                   Catch::Contains("exponential"));
+    CHECK(parse_recipe("schedule:\n  type: constant\n", "ok").schedule.type ==
+          dst::LrScheduleType::kConstant);
+  }
+}
+
+TEST_CASE("recipe: malformed YAML reports the line", "[recipe]") {
+  const std::string message = parse_error("model:\n  vocab_size: 300\n  betas: [1,\ntrain:\n");
+  CHECK_THAT(message, Catch::StartsWith("configs/x.yaml:") && Catch::Contains("malformed YAML"));
+  CHECK_THAT(message, !Catch::Contains("yaml-cpp: error at"));
+  const std::string bad_indent = parse_error("model:\n  vocab_size: 300\n hidden_size: 3\n");
+  CHECK_THAT(bad_indent, Catch::StartsWith("configs/x.yaml:3: malformed YAML: "));
+}
+
+TEST_CASE("recipe: duplicate keys are rejected", "[recipe]") {
+  CHECK(
+      starts_with(parse_error("model:\n  hidden_size: 64\n  vocab_size: 300\n  hidden_size: 32\n"),
+                  "configs/x.yaml:4: duplicate key 'model.hidden_size'"));
+  CHECK(starts_with(parse_error("train:\n  steps: 1\ntrain:\n  steps: 2\n"),
+                    "configs/x.yaml:3: duplicate key 'train'"));
+}
+
+TEST_CASE("recipe: overrides", "[recipe]") {
+  const std::string base = "model:\n  hidden_size: 64\ntrain:\n  steps: 10\n";
+  SECTION("values are applied in order, sections are created") {
+    const TrainConfig c =
+        parse_recipe(base, "x.yaml",
+                     {"train.steps=20", "model.hidden_size=32", "optim.lr=0.01",
+                      "optim.betas=[0.5, 0.6]", "schedule.type=constant", "train.steps=30",
+                      "data.train_path=a/b c.txt", "model.tie_word_embeddings=true"});
+    CHECK(c.train.steps == 30);
+    CHECK(c.model.hidden_size == 32);
+    CHECK(c.optim.lr == 0.01);
+    CHECK(c.optim.beta1 == 0.5);
+    CHECK(c.optim.beta2 == 0.6);
+    CHECK(c.schedule.type == dst::LrScheduleType::kConstant);
+    CHECK(c.data.train_path == "a/b c.txt");
+    CHECK(c.model.tie_word_embeddings);
+    // Only the overridden keys change.
+    CHECK(c.model.vocab_size == TrainConfig().model.vocab_size);
+    // Overrides apply to an empty recipe too, and into a "section:" left null.
+    CHECK(parse_recipe("", "e.yaml", {"comm.backend=mpi"}).comm.backend == "mpi");
+    CHECK(parse_recipe("comm:\n", "e.yaml", {"comm.timeout_s=5"}).comm.timeout_s == 5.0);
+    CHECK(parse_recipe(base, "x.yaml", {"train={steps: 9}"}).train.steps == 9);
+  }
+  SECTION("bad format") {
+    for (const std::string bad : {"train.steps", "=5", "train..steps=5", ".steps=5", "train.=1"}) {
+      INFO("override: " << bad);
+      CHECK_THAT(parse_error(base, {bad}),
+                 Catch::StartsWith("override '" + bad + "': expected key.path=value"));
+    }
+    CHECK_THAT(parse_error(base, {"optim.betas=[0.9,"}),
+               Catch::StartsWith("override 'optim.betas=[0.9,': malformed value"));
+    CHECK_THAT(
+        parse_error("model: 5\n", {"model.hidden_size=3"}),
+        Catch::StartsWith("override 'model.hidden_size=3':") && Catch::Contains("not a mapping"));
+  }
+  SECTION("unknown keys name the override") {
+    CHECK(starts_with(parse_error(base, {"model.hiden=3"}),
+                      "override 'model.hiden=3': unknown key 'model.hiden'"));
+    CHECK(starts_with(parse_error(base, {"modl.hidden_size=3"}),
+                      "override 'modl.hidden_size=3': unknown key 'modl'"));
+    CHECK(starts_with(parse_error(base, {"model.hidden_size.x=3"}),
+                      "override 'model.hidden_size.x=3':"));
+    CHECK(starts_with(parse_error(base, {"train={stepz: 9}"}),
+                      "override 'train={stepz: 9}': unknown key 'train.stepz'"));
+  }
+  SECTION("wrong types name the override") {
+    CHECK(
+        starts_with(parse_error(base, {"train.steps=abc"}),
+                    "override 'train.steps=abc': key 'train.steps' expects an integer, got 'abc'"));
+    CHECK(starts_with(parse_error(base, {"train.seed=abc"}),
+                      "override 'train.seed=abc': key 'train.seed' expects an integer, got 'abc'"));
+    CHECK(starts_with(parse_error(base, {"train.steps="}),
+                      "override 'train.steps=': key 'train.steps' expects an integer, got null"));
+    CHECK(starts_with(parse_error(base, {"model=5"}),
+                      "override 'model=5': section 'model' must be a mapping"));
+  }
+  SECTION("errors in the file still point at the file") {
+    CHECK(starts_with(parse_error("train:\n  steps: abc\n", {"train.seed=3"}),
+                      "configs/x.yaml:2: key 'train.steps'"));
+  }
+}
+
+TEST_CASE("recipe: TrainConfig::validate errors surface with the source", "[recipe]") {
+  CHECK_THAT(parse_error("parallel:\n  tp: 2\n"),
+             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("parallel.tp"));
+  CHECK_THAT(parse_error("model:\n  hidden_size: 130\n  num_attention_heads: 4\n"),
+             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("model.hidden_size") &&
+                 Catch::Contains("num_attention_heads"));
+  CHECK_THAT(parse_error("data:\n  seq_len: 4096\n"),
+             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("max_position_embeddings"));
+  CHECK_THAT(parse_error("", {"train.steps=0"}),
+             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("train.steps"));
+}
+
+TEST_CASE("recipe: load_recipe reads files and resolves hf_config", "[recipe]") {
+  TempDir dir("hf");
+  write_file(dir.path / "models" / "config.json",
+             R"({"vocab_size": 512, "hidden_size": 96, "intermediate_size": 256,
+                 "num_hidden_layers": 5, "num_attention_heads": 6, "num_key_value_heads": 3,
+                 "rms_norm_eps": 1e-6, "max_position_embeddings": 1024,
+                 "tie_word_embeddings": true, "architectures": ["LlamaForCausalLM"]})");
+  write_file(dir.path / "configs" / "run.yaml",
+             "model:\n"
+             "  num_hidden_layers: 7\n"
+             "  hf_config: ../models/config.json\n"
+             "train:\n"
+             "  steps: 3\n");
+
+  SECTION("relative to the recipe's directory; other model keys override it") {
+    const TrainConfig c = dst::load_recipe((dir.path / "configs" / "run.yaml").string());
+    CHECK(c.model.vocab_size == 512);
+    CHECK(c.model.hidden_size == 96);
+    CHECK(c.model.num_attention_heads == 6);
+    CHECK(c.model.num_key_value_heads == 3);
+    CHECK(c.model.tie_word_embeddings);
+    CHECK(c.model.num_hidden_layers == 7);  // recipe key wins over config.json
+    CHECK(c.train.steps == 3);
+  }
+  SECTION("absolute path, and overrides on top") {
+    const std::string abs = (dir.path / "models" / "config.json").string();
+    write_file(dir.path / "abs.yaml", "model:\n  hf_config: " + abs + "\n");
+    const TrainConfig c = dst::load_recipe(
+        (dir.path / "abs.yaml").string(),
+        {"model.hidden_size=48", "model.num_attention_heads=4", "model.num_key_value_heads=2"});
+    CHECK(c.model.vocab_size == 512);
+    CHECK(c.model.hidden_size == 48);
+    CHECK(c.model.num_attention_heads == 4);
+  }
+  SECTION("a missing hf_config names the recipe line and the key") {
+    const fs::path recipe = dir.path / "configs" / "bad.yaml";
+    write_file(recipe, "train:\n  steps: 3\nmodel:\n  hf_config: nope/config.json\n");
+    const std::string message = config_error_of([&] { dst::load_recipe(recipe.string()); });
+    CHECK_THAT(message, Catch::StartsWith(recipe.string() + ":4: key 'model.hf_config'") &&
+                            Catch::Contains("nope/config.json"));
+  }
+  SECTION("a missing recipe file") {
+    const std::string path = (dir.path / "missing.yaml").string();
+    CHECK_THAT(config_error_of([&] { dst::load_recipe(path); }),
+               Catch::StartsWith(path + ": cannot open recipe"));
+    CHECK_THAT(config_error_of([&] { dst::load_recipe(dir.path.string()); }),
+               Catch::StartsWith(dir.path.string() + ": cannot open recipe"));
+  }
+  SECTION("errors from a file name the file") {
+    const fs::path recipe = dir.path / "typo.yaml";
+    write_file(recipe, "model:\n  hidden_size: 64\n  hiden_size: 64\n");
+    CHECK_THAT(config_error_of([&] { dst::load_recipe(recipe.string()); }),
+               Catch::StartsWith(recipe.string() + ":3: unknown key 'model.hiden_size'"));
+  }
+}
+
+TEST_CASE("recipe: recipe_to_yaml round-trips", "[recipe]") {
+  TrainConfig original = parse_recipe(kFullRecipe, "full.yaml");
+  original.optim.lr = 3e-4 + 1e-19;  // not exactly representable in few digits
+  original.optim.weight_decay = 0.1 / 3.0;
+  original.model.rope_theta = 1e6;
+  original.train.output_dir = "null";  // strings that look like YAML specials stay strings
+  original.data.val_path = "";
+  original.comm.timeout_s = 1.0 / 7.0;
+
+  const std::string yaml = dst::recipe_to_yaml(original);
+  CHECK_THAT(yaml, Catch::Contains("type: linear") && Catch::Contains("name: adamw") &&
+                       !Catch::Contains("hf_config") && !Catch::Contains("betas"));
+  const TrainConfig c = parse_recipe(yaml, "roundtrip.yaml");
+  CHECK(c.model.vocab_size == original.model.vocab_size);
+  CHECK(c.model.hidden_size == original.model.hidden_size);
+  CHECK(c.model.intermediate_size == original.model.intermediate_size);
+  CHECK(c.model.num_hidden_layers == original.model.num_hidden_layers);
+  CHECK(c.model.num_attention_heads == original.model.num_attention_heads);
+  CHECK(c.model.num_key_value_heads == original.model.num_key_value_heads);
+  CHECK(c.model.rms_norm_eps == original.model.rms_norm_eps);
+  CHECK(c.model.rope_theta == original.model.rope_theta);
+  CHECK(c.model.max_position_embeddings == original.model.max_position_embeddings);
+  CHECK(c.model.tie_word_embeddings == original.model.tie_word_embeddings);
+  CHECK(c.model.initializer_range == original.model.initializer_range);
+  CHECK(c.parallel.dp == original.parallel.dp);
+  CHECK(c.parallel.tp == original.parallel.tp);
+  CHECK(c.parallel.pp == original.parallel.pp);
+  CHECK(c.data_parallel.bucket_mb == original.data_parallel.bucket_mb);
+  CHECK(c.data_parallel.zero_stage == original.data_parallel.zero_stage);
+  CHECK(c.optim.lr == original.optim.lr);
+  CHECK(c.optim.beta1 == original.optim.beta1);
+  CHECK(c.optim.beta2 == original.optim.beta2);
+  CHECK(c.optim.eps == original.optim.eps);
+  CHECK(c.optim.weight_decay == original.optim.weight_decay);
+  CHECK(c.optim.grad_clip == original.optim.grad_clip);
+  CHECK(c.schedule.type == original.schedule.type);
+  CHECK(c.schedule.warmup_steps == original.schedule.warmup_steps);
+  CHECK(c.schedule.min_lr == original.schedule.min_lr);
+  CHECK(c.data.train_path == original.data.train_path);
+  CHECK(c.data.val_path == original.data.val_path);
+  CHECK(c.data.val_fraction == original.data.val_fraction);
+  CHECK(c.data.seq_len == original.data.seq_len);
+  CHECK(c.data.tokenizer == original.data.tokenizer);
+  CHECK(c.train.steps == original.train.steps);
+  CHECK(c.train.micro_batch_size == original.train.micro_batch_size);
+  CHECK(c.train.grad_accum == original.train.grad_accum);
+  CHECK(c.train.seed == original.train.seed);
+  CHECK(c.train.log_every == original.train.log_every);
+  CHECK(c.train.eval_every == original.train.eval_every);
+  CHECK(c.train.eval_batches == original.train.eval_batches);
+  CHECK(c.train.output_dir == original.train.output_dir);
+  CHECK(c.train.threads == original.train.threads);
+  CHECK(c.train.log_level == original.train.log_level);
+  CHECK(c.comm.backend == original.comm.backend);
+  CHECK(c.comm.timeout_s == original.comm.timeout_s);
+  // Emitting again gives the same text.
+  CHECK(dst::recipe_to_yaml(c) == yaml);
+
+  // The defaults round-trip too.
+  const TrainConfig defaults;
+  const TrainConfig d = parse_recipe(dst::recipe_to_yaml(defaults), "defaults.yaml");
+  CHECK(d.model.rms_norm_eps == defaults.model.rms_norm_eps);
+  CHECK(d.optim.eps == defaults.optim.eps);
+  CHECK(d.schedule.type == defaults.schedule.type);
+  CHECK(d.data.train_path.empty());
+  CHECK(dst::recipe_to_yaml(d) == dst::recipe_to_yaml(defaults));
+}
