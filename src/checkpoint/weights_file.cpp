@@ -138,29 +138,44 @@ void save_weights_file(const std::string& path, const NamedTensors& tensors) {
 }
 
 namespace {
-struct CollectContext {
+// Names of the root group's links, through calls that are the same in HDF5 1.10 and 1.12+.
+std::vector<std::string> root_names(hid_t file, const std::string& path) {
+  H5G_info_t info;
+  DST_CHECK(H5Gget_info(file, &info) >= 0, CheckpointError, path << ": cannot list datasets");
   std::vector<std::string> names;
-};
-herr_t collect_name(hid_t, const char* name, const H5L_info2_t*, void* data) {
-  static_cast<CollectContext*>(data)->names.emplace_back(name);
-  return 0;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    const ssize_t size =
+        H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    DST_CHECK(size >= 0, CheckpointError, path << ": cannot read dataset name " << i);
+    std::string name(static_cast<size_t>(size) + 1, '\0');
+    H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                       H5P_DEFAULT);
+    name.resize(static_cast<size_t>(size));
+    names.push_back(name);
+  }
+  return names;
+}
+
+bool is_hdf5_file(const std::string& path) {
+#if H5_VERSION_GE(1, 12, 0)
+  return H5Fis_accessible(path.c_str(), H5P_DEFAULT) > 0;
+#else
+  return H5Fis_hdf5(path.c_str()) > 0;
+#endif
 }
 }  // namespace
 
 std::map<std::string, at::Tensor> load_weights_file(const std::string& path) {
   QuietHdf5 quiet;
   DST_CHECK(std::filesystem::exists(path), CheckpointError, path << ": no such weights file");
-  DST_CHECK(H5Fis_accessible(path.c_str(), H5P_DEFAULT) > 0, CheckpointError,
+  DST_CHECK(is_hdf5_file(path), CheckpointError,
             path << ": not an HDF5 file");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DST_CHECK(file.ok(), CheckpointError, path << ": cannot open HDF5 file");
   DST_CHECK(H5Aexists(file.get(), kFormatAttribute) > 0, CheckpointError,
             path << ": not a deepseek_train weights file (no '" << kFormatAttribute << "' attribute)");
-  CollectContext context;
-  hsize_t index = 0;
-  H5Literate2(file.get(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_name, &context);
   std::map<std::string, at::Tensor> result;
-  for (const std::string& name : context.names) {
+  for (const std::string& name : root_names(file.get(), path)) {
     Handle dataset(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
     DST_CHECK(dataset.ok(), CheckpointError, path << ": cannot open dataset '" << name << "'");
     Handle space(H5Dget_space(dataset.get()), H5Sclose);

@@ -37,12 +37,20 @@ struct SynthArgs {
   uint64_t seed = 1;
 };
 
+// Library errors are one line already; errors raised inside libtorch carry a backtrace after
+// the first line, which is noise for a user.
+std::string first_line(const char* what) {
+  std::string text = what;
+  const size_t newline = text.find('\n');
+  return newline == std::string::npos ? text : text.substr(0, newline);
+}
+
 void write_text_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text;
-    DST_CHECK(out.good(), dst::DataError, tmp << ": cannot write");
+    DST_CHECK(out.good(), DataError, tmp << ": cannot write");
   }
   std::filesystem::rename(tmp, path);
 }
@@ -67,6 +75,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   }
   world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeout_s * 1000)));
   try {
+    config.parallel.validate(world->size());
     const int threads = dst::configure_intra_op_threads(config.train, env);
     logger.info(std::string("deepseek_train ") + dst::kVersion + " | " + env.describe() +
                 " | backend " + world->backend() + " | " + config.parallel.describe() + " | " +
@@ -84,7 +93,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     const int code = bad_input ? kExitBadInput : kExitRuntimeError;
     // Errors from the same input are raised on every rank; say it once.
     if (world->rank() == 0 || !bad_input)
-      std::fprintf(stderr, "dstrain: error: %s\n", e.what());
+      std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
     if (mpi && world->size() > 1) {
       std::fflush(stderr);
       mpi->abort(code);
@@ -95,7 +104,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
 }
 
 int run_synth(const SynthArgs& args) {
-  DST_CHECK(args.documents > 0, dst::ConfigError, "synth: --docs must be positive");
+  DST_CHECK(args.documents > 0, ConfigError, "synth: --docs must be positive");
   auto documents = dst::generate_synthetic_corpus(args.documents, args.seed);
   dst::write_text_corpus(args.output, documents);
   size_t bytes = 0;
@@ -125,6 +134,11 @@ int main(int argc, char** argv) {
   synth->add_option("--docs", synth_args.documents, "number of documents")->capture_default_str();
   synth->add_option("--seed", synth_args.seed, "random seed")->capture_default_str();
 
+  if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1])) {
+    std::fprintf(stderr, "dstrain: error: unknown command '%s' (expected train or synth; see dstrain --help)\n",
+                 argv[1]);
+    return kExitBadInput;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -144,10 +158,10 @@ int main(int argc, char** argv) {
     if (*train) return run_train(train_args, env);
     if (*synth) return run_synth(synth_args);
   } catch (const dst::ConfigError& e) {
-    if (env.rank == 0) std::fprintf(stderr, "dstrain: error: %s\n", e.what());
+    if (env.rank == 0) std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
     return kExitBadInput;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "dstrain: error: %s\n", e.what());
+    std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
     return kExitRuntimeError;
   }
   return 0;

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Bad input to dstrain ends with exactly one "dstrain: error:" line naming the problem and a
+# non-zero exit code — never a crash, a stack trace or a hang.
+# usage: test_cli_errors.sh DSTRAIN WORKDIR
+set -uo pipefail
+DSTRAIN=$1
+WORK=$2
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+failures=0
+
+# expect_error NAME EXPECTED_EXIT PATTERN -- command...
+expect_error() {
+  local name=$1 expected_exit=$2 pattern=$3
+  shift 4
+  local out rc
+  out=$(timeout 120 "$@" 2>&1 >/dev/null)
+  rc=$?
+  local error_lines
+  error_lines=$(printf '%s\n' "$out" | grep -c '^dstrain: error:' || true)
+  if [ "$rc" -ne "$expected_exit" ]; then
+    echo "FAIL $name: exit $rc, expected $expected_exit; output: $out"; failures=$((failures + 1)); return
+  fi
+  if [ "$error_lines" -ne 1 ]; then
+    echo "FAIL $name: $error_lines error lines, expected 1; output: $out"; failures=$((failures + 1)); return
+  fi
+  if ! printf '%s\n' "$out" | grep '^dstrain: error:' | grep -q -- "$pattern"; then
+    echo "FAIL $name: error does not match '$pattern': $out"; failures=$((failures + 1)); return
+  fi
+  if printf '%s\n' "$out" | grep -qi 'terminate called\|segmentation\|core dumped'; then
+    echo "FAIL $name: crashed: $out"; failures=$((failures + 1)); return
+  fi
+  echo "ok   $name: $(printf '%s\n' "$out" | grep '^dstrain: error:')"
+}
+
+cat > good.yaml <<'YAML'
+model:
+  hidden_size: 32
+  intermediate_size: 64
+  num_hidden_layers: 1
+  num_attention_heads: 2
+  num_key_value_heads: 1
+train:
+  steps: 2
+  output_dir: out
+data:
+  train_path: corpus.txt
+  seq_len: 16
+YAML
+printf 'model:\n  hidden_size: 32\n  hiden_size: 3\n' > unknown_key.yaml
+printf 'train:\n  steps: many\n' > wrong_type.yaml
+printf 'train:\n  steps: 3\n   seed: [1, 2\n' > malformed.yaml
+printf 'parallel:\n  tp: 2\n' > tp2.yaml
+
+expect_error "no subcommand" 2 "subcommand" -- "$DSTRAIN"
+expect_error "unknown subcommand" 2 "frobnicate" -- "$DSTRAIN" frobnicate
+expect_error "missing recipe file" 2 "missing.yaml" -- "$DSTRAIN" train missing.yaml
+expect_error "unknown key" 2 "unknown_key.yaml:3: unknown key 'model.hiden_size'" -- "$DSTRAIN" train unknown_key.yaml
+expect_error "wrong type" 2 "wrong_type.yaml:2: key 'train.steps' expects an integer" -- "$DSTRAIN" train wrong_type.yaml
+expect_error "malformed yaml" 2 "malformed.yaml:[0-9]*: malformed YAML" -- "$DSTRAIN" train malformed.yaml
+expect_error "bad override format" 2 "expected key.path=value" -- "$DSTRAIN" train good.yaml train.steps
+expect_error "override unknown key" 2 "unknown key 'train.stepz'" -- "$DSTRAIN" train good.yaml train.stepz=3
+expect_error "override wrong type" 2 "expects an integer" -- "$DSTRAIN" train good.yaml train.steps=1.5
+expect_error "tp not implemented" 2 "parallel.tp=2" -- "$DSTRAIN" train tp2.yaml
+expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml
+expect_error "world size mismatch" 2 "does not equal the world size 2" -- \
+  mpirun -np 2 --bind-to none "$DSTRAIN" train good.yaml parallel.dp=4
+
+# Help and version succeed.
+"$DSTRAIN" --help | grep -q "train" || { echo "FAIL --help"; failures=$((failures + 1)); }
+"$DSTRAIN" --version | grep -q "dstrain 0\." || { echo "FAIL --version"; failures=$((failures + 1)); }
+"$DSTRAIN" train good.yaml train.steps=7 --print-config | grep -q "steps: 7" ||
+  { echo "FAIL --print-config"; failures=$((failures + 1)); }
+
+if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
+echo "all CLI error cases passed"
