@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
 
     std::vector<dst::NamedParameter> parameters;
     for (const auto& item : model->named_parameters())
-      parameters.push_back({item.key(), item.value(), !dst::is_no_decay_parameter(item.key(), item.value())});
+      parameters.push_back(
+          {item.key(), item.value(), !dst::is_no_decay_parameter(item.key(), item.value())});
     dst::AdamWOptions adamw_options;
     adamw_options.lr = 3e-3;
     dst::AdamW optimizer(parameters, adamw_options);

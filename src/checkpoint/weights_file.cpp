@@ -56,11 +56,16 @@ class Handle {
 
 hid_t hdf5_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return H5T_NATIVE_FLOAT;
-    case at::kDouble: return H5T_NATIVE_DOUBLE;
-    case at::kInt: return H5T_NATIVE_INT32;
-    case at::kLong: return H5T_NATIVE_INT64;
-    default: return -1;
+    case at::kFloat:
+      return H5T_NATIVE_FLOAT;
+    case at::kDouble:
+      return H5T_NATIVE_DOUBLE;
+    case at::kInt:
+      return H5T_NATIVE_INT32;
+    case at::kLong:
+      return H5T_NATIVE_INT64;
+    default:
+      return -1;
   }
 }
 
@@ -78,9 +83,9 @@ void write_file(const std::string& tmp, const NamedTensors& tensors) {
     Handle space(H5Screate(H5S_SCALAR), H5Sclose);
     Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(type.get(), std::strlen(kFormatName));
-    Handle attr(H5Acreate2(file.get(), kFormatAttribute, type.get(), space.get(), H5P_DEFAULT,
-                           H5P_DEFAULT),
-                H5Aclose);
+    Handle attr(
+        H5Acreate2(file.get(), kFormatAttribute, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+        H5Aclose);
     DST_CHECK(attr.ok() && H5Awrite(attr.get(), type.get(), kFormatName) >= 0, CheckpointError,
               tmp << ": cannot write format attribute");
   }
@@ -168,19 +173,20 @@ bool is_hdf5_file(const std::string& path) {
 std::map<std::string, at::Tensor> load_weights_file(const std::string& path) {
   QuietHdf5 quiet;
   DST_CHECK(std::filesystem::exists(path), CheckpointError, path << ": no such weights file");
-  DST_CHECK(is_hdf5_file(path), CheckpointError,
-            path << ": not an HDF5 file");
+  DST_CHECK(is_hdf5_file(path), CheckpointError, path << ": not an HDF5 file");
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   DST_CHECK(file.ok(), CheckpointError, path << ": cannot open HDF5 file");
-  DST_CHECK(H5Aexists(file.get(), kFormatAttribute) > 0, CheckpointError,
-            path << ": not a deepseek_train weights file (no '" << kFormatAttribute << "' attribute)");
+  DST_CHECK(
+      H5Aexists(file.get(), kFormatAttribute) > 0, CheckpointError,
+      path << ": not a deepseek_train weights file (no '" << kFormatAttribute << "' attribute)");
   std::map<std::string, at::Tensor> result;
   for (const std::string& name : root_names(file.get(), path)) {
     Handle dataset(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
     DST_CHECK(dataset.ok(), CheckpointError, path << ": cannot open dataset '" << name << "'");
     Handle space(H5Dget_space(dataset.get()), H5Sclose);
     const int rank = H5Sget_simple_extent_ndims(space.get());
-    DST_CHECK(rank >= 0 && rank <= 8, CheckpointError, path << ": dataset '" << name << "' has a bad shape");
+    DST_CHECK(rank >= 0 && rank <= 8, CheckpointError,
+              path << ": dataset '" << name << "' has a bad shape");
     std::vector<hsize_t> dims(rank);
     H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
     Handle type(H5Dget_type(dataset.get()), H5Tclose);
@@ -202,8 +208,8 @@ std::map<std::string, at::Tensor> load_weights_file(const std::string& path) {
   return result;
 }
 
-void assign_weights(const NamedTensors& parameters, const std::map<std::string, at::Tensor>& weights,
-                    const std::string& source) {
+void assign_weights(const NamedTensors& parameters,
+                    const std::map<std::string, at::Tensor>& weights, const std::string& source) {
   at::NoGradGuard no_grad;
   for (const auto& [name, parameter] : parameters) {
     auto it = weights.find(name);
@@ -213,8 +219,9 @@ void assign_weights(const NamedTensors& parameters, const std::map<std::string, 
                      << ", the model expects " << parameter.sizes());
     parameter.copy_(it->second);
   }
-  DST_CHECK(weights.size() == parameters.size(), CheckpointError,
-            source << ": holds " << weights.size() << " tensors, the model has " << parameters.size());
+  DST_CHECK(
+      weights.size() == parameters.size(), CheckpointError,
+      source << ": holds " << weights.size() << " tensors, the model has " << parameters.size());
 }
 
 void save_hf_config_json(const std::string& path, const ModelConfig& c) {

@@ -2,7 +2,6 @@
 // overrides), synth (write the synthetic quickstart corpus). Every failure ends with one line on
 // stderr and a non-zero exit code: 2 for bad input (recipe, arguments), 1 for anything else.
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -83,8 +82,9 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     dst::ProcessGroups groups = dst::ProcessGroups::create(world, config.parallel);
     if (world->rank() == 0) {
       std::filesystem::create_directories(config.train.output_dir);
-      write_text_atomically((std::filesystem::path(config.train.output_dir) / "recipe.yaml").string(),
-                            dst::recipe_to_yaml(config));
+      write_text_atomically(
+          (std::filesystem::path(config.train.output_dir) / "recipe.yaml").string(),
+          dst::recipe_to_yaml(config));
     }
     dst::Trainer trainer(config, std::move(groups), logger);
     trainer.run();
@@ -109,7 +109,8 @@ int run_synth(const SynthArgs& args) {
   dst::write_text_corpus(args.output, documents);
   size_t bytes = 0;
   for (const auto& d : documents) bytes += d.size() + 1;
-  std::printf("wrote %zu documents (%zu bytes) to %s\n", documents.size(), bytes, args.output.c_str());
+  std::printf("wrote %zu documents (%zu bytes) to %s\n", documents.size(), bytes,
+              args.output.c_str());
   return 0;
 }
 
@@ -129,14 +130,17 @@ int main(int argc, char** argv) {
                   "print the resolved recipe (defaults and overrides applied) and exit");
 
   SynthArgs synth_args;
-  auto* synth = app.add_subcommand("synth", "write the synthetic quickstart corpus (one document per line)");
+  auto* synth =
+      app.add_subcommand("synth", "write the synthetic quickstart corpus (one document per line)");
   synth->add_option("output", synth_args.output, "output text file")->required();
   synth->add_option("--docs", synth_args.documents, "number of documents")->capture_default_str();
   synth->add_option("--seed", synth_args.seed, "random seed")->capture_default_str();
 
   if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1])) {
-    std::fprintf(stderr, "dstrain: error: unknown command '%s' (expected train or synth; see dstrain --help)\n",
-                 argv[1]);
+    std::fprintf(
+        stderr,
+        "dstrain: error: unknown command '%s' (expected train or synth; see dstrain --help)\n",
+        argv[1]);
     return kExitBadInput;
   }
   try {

@@ -6,22 +6,32 @@ namespace dst::comm {
 
 const char* op_name(OpType op) {
   switch (op) {
-    case OpType::kAllReduce: return "all_reduce";
-    case OpType::kReduceScatter: return "reduce_scatter";
-    case OpType::kAllGather: return "all_gather";
-    case OpType::kBroadcast: return "broadcast";
-    case OpType::kSend: return "send";
-    case OpType::kRecv: return "recv";
-    case OpType::kBarrier: return "barrier";
+    case OpType::kAllReduce:
+      return "all_reduce";
+    case OpType::kReduceScatter:
+      return "reduce_scatter";
+    case OpType::kAllGather:
+      return "all_gather";
+    case OpType::kBroadcast:
+      return "broadcast";
+    case OpType::kSend:
+      return "send";
+    case OpType::kRecv:
+      return "recv";
+    case OpType::kBarrier:
+      return "barrier";
   }
   return "?";
 }
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
   }
   return "?";
 }
@@ -65,7 +75,8 @@ std::vector<int64_t> split_sizes(int64_t n, int p) {
 }
 
 int64_t split_offset(int64_t n, int p, int rank) {
-  DST_CHECK(rank >= 0 && rank < p, CommError, "split_offset: rank " << rank << " not in [0, " << p << ")");
+  DST_CHECK(rank >= 0 && rank < p, CommError,
+            "split_offset: rank " << rank << " not in [0, " << p << ")");
   const int64_t base = n / p;
   const int64_t extra = n % p;
   return rank * base + std::min<int64_t>(rank, extra);

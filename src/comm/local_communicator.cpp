@@ -35,16 +35,17 @@ class LocalCommunicator final : public Communicator {
   WorkPtr broadcast(at::Tensor& tensor, int root) override {
     count(OpType::kBroadcast);
     check(tensor, "broadcast");
-    DST_CHECK(root == 0, CommError, "broadcast on '" << name_ << "': root " << root << " is not in a group of 1");
+    DST_CHECK(root == 0, CommError,
+              "broadcast on '" << name_ << "': root " << root << " is not in a group of 1");
     return completed_work();
   }
   WorkPtr send(const at::Tensor&, int dst_rank, int) override {
-    DST_THROW(CommError, "send on single-process communicator '" << name_ << "' to rank " << dst_rank
-                                                                 << ": there is no peer");
+    DST_THROW(CommError, "send on single-process communicator '"
+                             << name_ << "' to rank " << dst_rank << ": there is no peer");
   }
   WorkPtr recv(at::Tensor&, int src_rank, int) override {
-    DST_THROW(CommError, "recv on single-process communicator '" << name_ << "' from rank "
-                                                                 << src_rank << ": there is no peer");
+    DST_THROW(CommError, "recv on single-process communicator '"
+                             << name_ << "' from rank " << src_rank << ": there is no peer");
   }
   WorkPtr barrier() override {
     count(OpType::kBarrier);
@@ -58,7 +59,8 @@ class LocalCommunicator final : public Communicator {
  private:
   void count(OpType op) { stats_->at(op).calls += 1; }
   void check(const at::Tensor& t, const char* op) const {
-    DST_CHECK(t.is_contiguous(), CommError, op << " on '" << name_ << "': tensor is not contiguous");
+    DST_CHECK(t.is_contiguous(), CommError,
+              op << " on '" << name_ << "': tensor is not contiguous");
   }
   void copy(at::Tensor& output, const at::Tensor& input, const char* op) const {
     check(output, op);

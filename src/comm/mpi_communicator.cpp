@@ -281,7 +281,8 @@ class MpiCommunicator final : public Communicator {
     DST_CHECK(t.defined(), CommError, op << " on '" << name_ << "': undefined tensor");
     DST_CHECK(t.device().is_cpu(), CommError,
               op << " on '" << name_ << "': the MPI backend takes CPU tensors, got " << t.device());
-    DST_CHECK(t.is_contiguous(), CommError, op << " on '" << name_ << "': tensor is not contiguous");
+    DST_CHECK(t.is_contiguous(), CommError,
+              op << " on '" << name_ << "': tensor is not contiguous");
     mpi_type(t);
   }
 
@@ -310,12 +311,17 @@ class MpiCommunicator final : public Communicator {
 
   MPI_Datatype mpi_type(const at::Tensor& t) const {
     switch (t.scalar_type()) {
-      case at::kFloat: return MPI_FLOAT;
-      case at::kDouble: return MPI_DOUBLE;
-      case at::kInt: return MPI_INT32_T;
-      case at::kLong: return MPI_INT64_T;
+      case at::kFloat:
+        return MPI_FLOAT;
+      case at::kDouble:
+        return MPI_DOUBLE;
+      case at::kInt:
+        return MPI_INT32_T;
+      case at::kLong:
+        return MPI_INT64_T;
       case at::kBFloat16:
-      case at::kHalf: return types_->half_type;
+      case at::kHalf:
+        return types_->half_type;
       default:
         DST_THROW(CommError, "communicator '" << name_ << "': dtype " << t.scalar_type()
                                               << " is not supported by the MPI backend");
@@ -325,9 +331,12 @@ class MpiCommunicator final : public Communicator {
   MPI_Op mpi_op(ReduceOp op, const at::Tensor& t) const {
     const bool max = op == ReduceOp::kMax;
     switch (t.scalar_type()) {
-      case at::kBFloat16: return max ? types_->bf16_max : types_->bf16_sum;
-      case at::kHalf: return max ? types_->f16_max : types_->f16_sum;
-      default: return max ? MPI_MAX : MPI_SUM;
+      case at::kBFloat16:
+        return max ? types_->bf16_max : types_->bf16_sum;
+      case at::kHalf:
+        return max ? types_->f16_max : types_->f16_sum;
+      default:
+        return max ? MPI_MAX : MPI_SUM;
     }
   }
 

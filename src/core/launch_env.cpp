@@ -80,9 +80,9 @@ LaunchEnv detect_launch_env(const EnvLookup& lookup) {
       if (env.local_size == 0) env.local_size = (env.world_size + nodes - 1) / nodes;
     }
     DST_CHECK(env.world_size >= 1, ConfigError, scheme.size << " must be at least 1");
-    DST_CHECK(env.rank < env.world_size, ConfigError,
-              scheme.rank << "=" << env.rank << " is not below " << scheme.size << "="
-                          << env.world_size);
+    DST_CHECK(
+        env.rank < env.world_size, ConfigError,
+        scheme.rank << "=" << env.rank << " is not below " << scheme.size << "=" << env.world_size);
     if (env.local_size < 1) env.local_size = 1;
     if (env.local_rank >= env.local_size) env.local_size = env.local_rank + 1;
     return env;

@@ -13,10 +13,14 @@ namespace dst {
 namespace {
 const char* level_tag(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "D";
-    case LogLevel::kInfo: return "I";
-    case LogLevel::kWarn: return "W";
-    case LogLevel::kError: return "E";
+    case LogLevel::kDebug:
+      return "D";
+    case LogLevel::kInfo:
+      return "I";
+    case LogLevel::kWarn:
+      return "W";
+    case LogLevel::kError:
+      return "E";
   }
   return "?";
 }
@@ -36,8 +40,8 @@ void Logger::log(LogLevel level, const std::string& message) const {
   char stamp[32];
   std::strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm_utc);
   std::ostringstream line;
-  line << "[" << stamp << " " << level_tag(level) << " rank " << rank_ << "/" << world_size_
-       << "] " << message << "\n";
+  line << "[" << stamp << " " << level_tag(level) << " rank " << rank_ << "/" << world_size_ << "] "
+       << message << "\n";
   // One write per line so lines from different ranks do not interleave mid-line.
   std::cerr << line.str() << std::flush;
 }

@@ -31,9 +31,9 @@ MeshCoord coord_of_rank(const ParallelDims& dims, int rank) {
 }
 
 int rank_of_coord(const ParallelDims& dims, const MeshCoord& c) {
-  DST_CHECK(c.dp >= 0 && c.dp < dims.dp && c.tp >= 0 && c.tp < dims.tp && c.pp >= 0 &&
-                c.pp < dims.pp,
-            ConfigError, "mesh coordinate out of range for " << dims.describe());
+  DST_CHECK(
+      c.dp >= 0 && c.dp < dims.dp && c.tp >= 0 && c.tp < dims.tp && c.pp >= 0 && c.pp < dims.pp,
+      ConfigError, "mesh coordinate out of range for " << dims.describe());
   return c.tp + dims.tp * (c.dp + dims.dp * c.pp);
 }
 

@@ -27,7 +27,8 @@ torch::Tensor apply_rotary(const torch::Tensor& x, double theta) {
   const int64_t seq = x.size(-2);
   const int64_t dim = x.size(-1);
   auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
-  auto inv_freq = 1.0 / torch::pow(theta, torch::arange(0, dim, 2, opts) / static_cast<double>(dim));
+  auto inv_freq =
+      1.0 / torch::pow(theta, torch::arange(0, dim, 2, opts) / static_cast<double>(dim));
   auto positions = torch::arange(seq, opts);
   auto freqs = torch::outer(positions, inv_freq);  // [seq, dim/2]
   auto emb = torch::cat({freqs, freqs}, -1);       // [seq, dim]
@@ -64,8 +65,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
     v = v.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
   }
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-  auto future = torch::ones({seq, seq}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-                    .triu(1);
+  auto future =
+      torch::ones({seq, seq}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+          .triu(1);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
@@ -117,7 +119,8 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config) : config_(config) {
   if (!config_.tie_word_embeddings) {
     lm_head = register_module(
         "lm_head",
-        torch::nn::Linear(torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
+        torch::nn::Linear(
+            torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
   }
 }
 

@@ -9,7 +9,8 @@ namespace dst {
 
 void ModelConfig::validate() const {
   DST_CHECK(vocab_size > 0, ConfigError, "model.vocab_size must be positive, got " << vocab_size);
-  DST_CHECK(hidden_size > 0, ConfigError, "model.hidden_size must be positive, got " << hidden_size);
+  DST_CHECK(hidden_size > 0, ConfigError,
+            "model.hidden_size must be positive, got " << hidden_size);
   DST_CHECK(intermediate_size > 0, ConfigError,
             "model.intermediate_size must be positive, got " << intermediate_size);
   DST_CHECK(num_hidden_layers > 0, ConfigError,
@@ -17,7 +18,8 @@ void ModelConfig::validate() const {
   DST_CHECK(num_attention_heads > 0, ConfigError,
             "model.num_attention_heads must be positive, got " << num_attention_heads);
   DST_CHECK(hidden_size % num_attention_heads == 0, ConfigError,
-            "model.hidden_size (" << hidden_size << ") is not divisible by model.num_attention_heads ("
+            "model.hidden_size (" << hidden_size
+                                  << ") is not divisible by model.num_attention_heads ("
                                   << num_attention_heads << ")");
   DST_CHECK(head_dim() % 2 == 0, ConfigError,
             "model: head dimension hidden_size/num_attention_heads = " << head_dim()
@@ -51,8 +53,8 @@ void read_field(const nlohmann::json& json, const std::string& path, const char*
   try {
     *out = it->get<T>();
   } catch (const nlohmann::json::exception&) {
-    DST_THROW(ConfigError, path << ": field '" << key << "' has the wrong type (" << it->type_name()
-                                << ")");
+    DST_THROW(ConfigError,
+              path << ": field '" << key << "' has the wrong type (" << it->type_name() << ")");
   }
 }
 }  // namespace

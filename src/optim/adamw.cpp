@@ -11,7 +11,8 @@ namespace dst {
 AdamW::AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options)
     : parameters_(std::move(parameters)), options_(options) {
   for (const NamedParameter& p : parameters_) {
-    DST_CHECK(p.tensor.defined(), ConfigError, "optimizer parameter '" << p.name << "' is undefined");
+    DST_CHECK(p.tensor.defined(), ConfigError,
+              "optimizer parameter '" << p.name << "' is undefined");
     exp_avg_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
     exp_avg_sq_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
   }

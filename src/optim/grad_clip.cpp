@@ -10,7 +10,9 @@ double squared_norm(const std::vector<at::Tensor>& tensors) {
   double total = 0.0;
   for (const at::Tensor& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
-    total += t.to(at::kDouble).pow(2).sum().item<double>();
+    // fp32 norm (cascade-summed by ATen, one pass, no fp64 copy), squared and added in fp64.
+    const double norm = t.norm().item<double>();
+    total += norm * norm;
   }
   return total;
 }

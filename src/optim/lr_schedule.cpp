@@ -14,8 +14,10 @@ double learning_rate_at(int64_t step, int64_t total_steps, double base_lr,
       std::clamp(static_cast<double>(step - warmup) / static_cast<double>(decay_steps), 0.0, 1.0);
   const double min_lr = options.min_lr;
   switch (options.type) {
-    case LrScheduleType::kConstant: return base_lr;
-    case LrScheduleType::kLinear: return min_lr + (base_lr - min_lr) * (1.0 - progress);
+    case LrScheduleType::kConstant:
+      return base_lr;
+    case LrScheduleType::kLinear:
+      return min_lr + (base_lr - min_lr) * (1.0 - progress);
     case LrScheduleType::kCosine:
       return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * progress));
   }

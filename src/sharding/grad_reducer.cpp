@@ -33,8 +33,7 @@ struct GradientReducer::HookHandles {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
 };
 
-GradientReducer::GradientReducer(std::vector<at::Tensor> parameters,
-                                 comm::CommunicatorPtr dp_group,
+GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, comm::CommunicatorPtr dp_group,
                                  const DataParallelOptions& options)
     : parameters_(std::move(parameters)),
       bucket_of_parameter_(parameters_.size(), -1),
@@ -43,14 +42,16 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> parameters,
   DST_CHECK(!parameters_.empty(), ConfigError, "data parallel: the model has no parameters");
   const auto dtype = parameters_.front().scalar_type();
   const auto device = parameters_.front().device();
-  const int64_t bucket_limit = std::max<int64_t>(1, static_cast<int64_t>(options.bucket_mb * 1024 * 1024));
+  const int64_t bucket_limit =
+      std::max<int64_t>(1, static_cast<int64_t>(options.bucket_mb * 1024 * 1024));
 
   // Assign parameters to buckets in reverse order.
   std::vector<std::vector<int>> groups;
   int64_t current_bytes = 0;
   for (int i = static_cast<int>(parameters_.size()) - 1; i >= 0; --i) {
     const at::Tensor& p = parameters_[i];
-    DST_CHECK(p.requires_grad(), ConfigError, "data parallel: parameter " << i << " does not require grad");
+    DST_CHECK(p.requires_grad(), ConfigError,
+              "data parallel: parameter " << i << " does not require grad");
     DST_CHECK(p.scalar_type() == dtype && p.device() == device, ConfigError,
               "data parallel: parameters must share one dtype and device");
     const int64_t bytes = p.numel() * p.element_size();
@@ -82,7 +83,8 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> parameters,
   for (int i = 0; i < static_cast<int>(parameters_.size()); ++i) {
     auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[i]);
     DST_ASSERT(accumulator != nullptr, "no gradient accumulator for parameter " << i);
-    accumulator->add_post_hook(std::make_unique<GradReadyHook>([this, i] { on_gradient_ready(i); }));
+    accumulator->add_post_hook(
+        std::make_unique<GradReadyHook>([this, i] { on_gradient_ready(i); }));
     hooks_->accumulators.push_back(std::move(accumulator));
   }
 }
@@ -103,10 +105,14 @@ void GradientReducer::set_sync(bool sync) { sync_ = sync; }
 void GradientReducer::on_gradient_ready(int parameter_index) {
   if (!sync_) return;
   Bucket& bucket = buckets_[bucket_of_parameter_[parameter_index]];
-  DST_ASSERT(bucket.pending > 0, "gradient of parameter " << parameter_index
-                                                          << " became ready twice in one backward");
+  DST_ASSERT(bucket.pending > 0,
+             "gradient of parameter " << parameter_index << " became ready twice in one backward");
   --bucket.pending;
   launch_ready_buckets();
+  // MPI's non-blocking collectives advance only inside MPI calls: test the buckets in flight so
+  // their reduction proceeds while backward computes the remaining gradients.
+  for (int b = 0; b < next_to_launch_; ++b)
+    if (buckets_[b].work) buckets_[b].work->is_completed();
 }
 
 void GradientReducer::launch_ready_buckets() {
@@ -131,7 +137,8 @@ void GradientReducer::finish() {
 
 std::vector<int64_t> GradientReducer::bucket_bytes() const {
   std::vector<int64_t> bytes;
-  for (const Bucket& bucket : buckets_) bytes.push_back(bucket.flat.numel() * bucket.flat.element_size());
+  for (const Bucket& bucket : buckets_)
+    bytes.push_back(bucket.flat.numel() * bucket.flat.element_size());
   return bytes;
 }
 

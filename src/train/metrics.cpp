@@ -29,6 +29,7 @@ void MetricsWriter::write(const StepMetrics& m) {
       {"comm_bytes", m.comm_bytes},
       {"comm_wait_s", m.comm_wait_s},
   };
+  if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (m.eval_loss) json["eval_loss"] = *m.eval_loss;
   out_ << json.dump() << "\n";
   out_.flush();
@@ -68,7 +69,8 @@ std::string format_progress_line(const StepMetrics& m, double eta_seconds) {
   std::snprintf(buffer, sizeof(buffer),
                 "step %lld/%lld | loss %.4f | lr %.2e | grad-norm %.3f | %s tok/s | ETA %s",
                 static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss, m.lr,
-                m.grad_norm, format_count(m.tokens_per_s).c_str(), format_duration(eta_seconds).c_str());
+                m.grad_norm, format_count(m.tokens_per_s).c_str(),
+                format_duration(eta_seconds).c_str());
   std::string line = buffer;
   if (m.eval_loss) {
     std::snprintf(buffer, sizeof(buffer), " | eval %.4f", *m.eval_loss);

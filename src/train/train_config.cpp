@@ -7,12 +7,14 @@ namespace dst {
 void TrainConfig::validate() const {
   model.validate();
   DST_CHECK(parallel.dp >= 1, ConfigError, "parallel.dp must be at least 1, got " << parallel.dp);
-  DST_CHECK(parallel.tp == 1, ConfigError,
-            "parallel.tp=" << parallel.tp
-                           << " is not supported yet (tensor parallelism is not implemented); use 1");
-  DST_CHECK(parallel.pp == 1, ConfigError,
-            "parallel.pp=" << parallel.pp
-                           << " is not supported yet (pipeline parallelism is not implemented); use 1");
+  DST_CHECK(
+      parallel.tp == 1, ConfigError,
+      "parallel.tp=" << parallel.tp
+                     << " is not supported yet (tensor parallelism is not implemented); use 1");
+  DST_CHECK(
+      parallel.pp == 1, ConfigError,
+      "parallel.pp=" << parallel.pp
+                     << " is not supported yet (pipeline parallelism is not implemented); use 1");
   DST_CHECK(data_parallel.zero_stage == 0, ConfigError,
             "parallel.zero_stage=" << data_parallel.zero_stage
                                    << " is not supported yet (ZeRO is not implemented); use 0");
@@ -44,9 +46,9 @@ void TrainConfig::validate() const {
   DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "local", ConfigError,
             "comm.backend '" << comm.backend << "' is not one of auto, mpi, local");
   DST_CHECK(comm.timeout_s > 0, ConfigError, "comm.timeout_s must be positive");
-  DST_CHECK(model.vocab_size >= 259 || data.tokenizer != "byte", ConfigError,
-            "model.vocab_size (" << model.vocab_size
-                                 << ") is smaller than the byte tokenizer's 259 ids");
+  DST_CHECK(
+      model.vocab_size >= 259 || data.tokenizer != "byte", ConfigError,
+      "model.vocab_size (" << model.vocab_size << ") is smaller than the byte tokenizer's 259 ids");
 }
 
 }  // namespace dst

@@ -98,6 +98,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
 
 Trainer::~Trainer() = default;
 
+std::vector<int64_t> Trainer::gradient_bucket_bytes() const { return reducer_->bucket_bytes(); }
+
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
@@ -134,7 +136,8 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   std::vector<torch::Tensor> grads;
   for (const auto& p : model_->parameters()) grads.push_back(p.grad());
   const double grad_norm = clip_grad_norm(grads, config_.optim.grad_clip, nullptr);
-  const double lr = learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
+  const double lr =
+      learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
   optimizer_->step(lr);
   ++step_;
 
@@ -148,6 +151,11 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
   result.comm_wait_seconds = stats_after.total_wait_seconds() - stats_before.total_wait_seconds();
+  for (int op = 0; op < comm::kNumOpTypes; ++op) {
+    const auto type = static_cast<comm::OpType>(op);
+    const uint64_t bytes = stats_after.at(type).bytes - stats_before.at(type).bytes;
+    if (bytes > 0) result.comm_bytes_by_op[comm::op_name(type)] = bytes;
+  }
   return result;
 }
 
@@ -178,7 +186,8 @@ std::string Trainer::save_weights(const std::string& directory) {
 TrainSummary Trainer::run() {
   const TrainOptions& opts = config_.train;
   const DataOptions& data = config_.data;
-  DST_CHECK(!data.train_path.empty(), ConfigError, "data.train_path is required for a training run");
+  DST_CHECK(!data.train_path.empty(), ConfigError,
+            "data.train_path is required for a training run");
   ByteTokenizer tokenizer;
 
   std::vector<std::string> train_docs, val_docs;
@@ -189,9 +198,11 @@ TrainSummary Trainer::run() {
     train_docs = std::move(documents);
     val_docs = read_text_corpus(data.val_path);
   }
-  const std::string val_source = data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
-  DST_CHECK(!val_docs.empty(), DataError,
-            data.train_path << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
+  const std::string val_source =
+      data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
+  DST_CHECK(
+      !val_docs.empty(), DataError,
+      data.train_path << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
   TokenDataset train_set(train_docs, tokenizer, data.seq_len, data.train_path);
   TokenDataset val_set(val_docs, tokenizer, data.seq_len, val_source);
 
@@ -206,7 +217,8 @@ TrainSummary Trainer::run() {
   std::unique_ptr<MetricsWriter> metrics;
   if (is_rank0) {
     std::filesystem::create_directories(opts.output_dir);
-    const std::string metrics_path = (std::filesystem::path(opts.output_dir) / "metrics.jsonl").string();
+    const std::string metrics_path =
+        (std::filesystem::path(opts.output_dir) / "metrics.jsonl").string();
     std::filesystem::remove(metrics_path);
     metrics = std::make_unique<MetricsWriter>(metrics_path);
   }
@@ -249,6 +261,7 @@ TrainSummary Trainer::run() {
     m.tokens_per_s = result.seconds > 0 ? result.tokens / result.seconds : 0.0;
     m.comm_bytes = result.comm_bytes;
     m.comm_wait_s = result.comm_wait_seconds;
+    m.comm_bytes_by_op = result.comm_bytes_by_op;
     const bool last = result.step == opts.steps;
     if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
       m.eval_loss = evaluate(eval_batches);

@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/comm/local_communicator.h"

@@ -1,6 +1,7 @@
 // Collectives of the MPI backend on every supported dtype, checked against values computed from
 // rank arithmetic. Runs under mpirun with 2 and 4 ranks.
 #include <ATen/ATen.h>
+
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/core/error.h"
@@ -24,7 +25,8 @@ at::Tensor expected_sum(int64_t n, int world, at::ScalarType type) {
 }
 }  // namespace
 
-TEST_CASE("all_reduce sum/avg/max for every dtype, including sizes not divisible by the world", "[comm]") {
+TEST_CASE("all_reduce sum/avg/max for every dtype, including sizes not divisible by the world",
+          "[comm]") {
   auto world = testing::world();
   const int p = world->size(), r = world->rank();
   for (at::ScalarType type : kAllTypes) {
@@ -96,7 +98,8 @@ TEST_CASE("broadcast, send/recv, barrier, empty tensors", "[comm]") {
   auto world = testing::world();
   const int p = world->size(), r = world->rank();
   for (at::ScalarType type : kAllTypes) {
-    at::Tensor t = r == p - 1 ? at::arange(6, at::kLong).to(type) : at::zeros({6}, at::TensorOptions().dtype(type));
+    at::Tensor t = r == p - 1 ? at::arange(6, at::kLong).to(type)
+                              : at::zeros({6}, at::TensorOptions().dtype(type));
     world->broadcast(t, p - 1)->wait();
     CHECK(at::equal(t, at::arange(6, at::kLong).to(type)));
   }
@@ -159,12 +162,15 @@ TEST_CASE("split into sub-communicators; byte counters follow the ring formulas"
   at::Tensor buffer = at::zeros({100}, at::kFloat);
   counted->all_reduce(buffer, ReduceOp::kSum)->wait();
   const int64_t own = comm::split_sizes(100, p)[r];
-  CHECK(counted->stats().at(comm::OpType::kAllReduce).bytes == static_cast<uint64_t>(2 * (100 - own) * 4));
+  CHECK(counted->stats().at(comm::OpType::kAllReduce).bytes ==
+        static_cast<uint64_t>(2 * (100 - own) * 4));
   at::Tensor shard = at::zeros({own}, at::kFloat);
   counted->reduce_scatter(shard, buffer, ReduceOp::kSum)->wait();
   counted->all_gather(buffer, shard)->wait();
-  CHECK(counted->stats().at(comm::OpType::kReduceScatter).bytes == static_cast<uint64_t>((100 - own) * 4));
-  CHECK(counted->stats().at(comm::OpType::kAllGather).bytes == static_cast<uint64_t>((100 - own) * 4));
+  CHECK(counted->stats().at(comm::OpType::kReduceScatter).bytes ==
+        static_cast<uint64_t>((100 - own) * 4));
+  CHECK(counted->stats().at(comm::OpType::kAllGather).bytes ==
+        static_cast<uint64_t>((100 - own) * 4));
   CHECK(counted->stats().total_bytes() == static_cast<uint64_t>(4 * (100 - own) * 4));
   CHECK(counted->stats().at(comm::OpType::kAllReduce).calls == 1);
 }

@@ -1,5 +1,4 @@
 #include <catch2/catch.hpp>
-
 #include <map>
 
 #include "deepseek_train/core/error.h"
@@ -51,8 +50,10 @@ TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {
   CHECK(ompi.local_rank == 1);
   CHECK(ompi.local_size == 2);
 
-  LaunchEnv slurm = detect_launch_env(fake_env(
-      {{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_NNODES", "2"}}));
+  LaunchEnv slurm = detect_launch_env(fake_env({{"SLURM_PROCID", "5"},
+                                                {"SLURM_NTASKS", "8"},
+                                                {"SLURM_LOCALID", "1"},
+                                                {"SLURM_NNODES", "2"}}));
   CHECK(slurm.launcher == "slurm");
   CHECK(slurm.rank == 5);
   CHECK(slurm.world_size == 8);
@@ -71,9 +72,8 @@ TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {
 TEST_CASE("launch environment: malformed values name the variable", "[core]") {
   CHECK_THROWS_WITH(detect_launch_env(fake_env({{"OMPI_COMM_WORLD_RANK", "x1"}})),
                     Catch::Contains("OMPI_COMM_WORLD_RANK"));
-  CHECK_THROWS_WITH(
-      detect_launch_env(fake_env({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}})),
-      Catch::Contains("SLURM_PROCID=4 is not below SLURM_NTASKS=4"));
+  CHECK_THROWS_WITH(detect_launch_env(fake_env({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}})),
+                    Catch::Contains("SLURM_PROCID=4 is not below SLURM_NTASKS=4"));
 }
 
 TEST_CASE("intra-op threads: cores divided among local ranks, capped by affinity", "[core]") {

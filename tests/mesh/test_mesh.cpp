@@ -1,5 +1,4 @@
 #include <catch2/catch.hpp>
-
 #include <set>
 
 #include "deepseek_train/core/error.h"
@@ -33,7 +32,8 @@ TEST_CASE("mesh: rank <-> coordinates is a bijection, tp innermost then dp then 
   CHECK(rank_of_coord(dims, {0, 0, 1}) == 4);
 }
 
-TEST_CASE("mesh: a layout that does not factor the world size is an error with the numbers", "[mesh]") {
+TEST_CASE("mesh: a layout that does not factor the world size is an error with the numbers",
+          "[mesh]") {
   CHECK_THROWS_WITH((ParallelDims{2, 1, 1}.validate(4)),
                     Catch::Contains("dp(2) x tp(1) x pp(1) = 2 does not equal the world size 4"));
   CHECK_THROWS_WITH((ParallelDims{3, 2, 1}.validate(7)), Catch::Contains("world size 7"));

@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/core/error.h"
@@ -11,7 +12,8 @@ TEST_CASE("process groups: one communicator per axis with the right members", "[
   auto world = testing::world();
   const int p = world->size();
   std::vector<ParallelDims> layouts = {{p, 1, 1}, {1, p, 1}, {1, 1, p}};
-  if (p == 4) layouts.push_back({2, 2, 1}), layouts.push_back({1, 2, 2}), layouts.push_back({2, 1, 2});
+  if (p == 4)
+    layouts.push_back({2, 2, 1}), layouts.push_back({1, 2, 2}), layouts.push_back({2, 1, 2});
   for (const ParallelDims& dims : layouts) {
     INFO(dims.describe());
     ProcessGroups groups = ProcessGroups::create(world, dims);

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 
 #include "deepseek_train/core/error.h"
@@ -109,8 +109,9 @@ TEST_CASE("model: RoPE follows the rotate_half convention (hand-computed)", "[mo
   CHECK(torch::allclose(y[0][0][0], x[0][0][0]));
   // Position 1: x*cos + [-x3, -x4, x1, x2]*sin.
   const double c1 = std::cos(1.0), s1 = std::sin(1.0), c2 = std::cos(0.1), s2 = std::sin(0.1);
-  auto expected = torch::tensor({static_cast<float>(1 * c1 - 3 * s1), static_cast<float>(2 * c2 - 4 * s2),
-                                 static_cast<float>(3 * c1 + 1 * s1), static_cast<float>(4 * c2 + 2 * s2)});
+  auto expected =
+      torch::tensor({static_cast<float>(1 * c1 - 3 * s1), static_cast<float>(2 * c2 - 4 * s2),
+                     static_cast<float>(3 * c1 + 1 * s1), static_cast<float>(4 * c2 + 2 * s2)});
   CHECK(torch::allclose(y[0][0][1], expected, 1e-5, 1e-6));
 }
 

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 
 #include "deepseek_train/optim/adamw.h"
@@ -22,7 +22,8 @@ TEST_CASE("AdamW matches a scalar re-derivation of the update", "[optim]") {
 
   std::vector<double> w = {0.5, -1.0, 2.0}, n = {1.0, 3.0};
   std::vector<double> mw(3, 0), vw(3, 0), mn(2, 0), vn(2, 0);
-  const std::vector<std::vector<double>> grads_w = {{0.1, -0.2, 0.3}, {0.0, 0.5, -0.1}, {1.0, 1.0, 1.0}};
+  const std::vector<std::vector<double>> grads_w = {
+      {0.1, -0.2, 0.3}, {0.0, 0.5, -0.1}, {1.0, 1.0, 1.0}};
   const std::vector<std::vector<double>> grads_n = {{0.2, 0.0}, {-0.3, 0.7}, {0.05, -0.05}};
   const std::vector<double> lrs = {0.01, 0.005, 0.02};
   auto reference = [&](std::vector<double>& p, std::vector<double>& m, std::vector<double>& v,

@@ -1,9 +1,9 @@
 // Catch2 entry point of the multi-process tests: initialises MPI, runs the tests on every rank,
 // and makes the exit code non-zero on every rank when any rank failed.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <mpi.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 
 #include "deepseek_train/comm/mpi_communicator.h"

@@ -6,8 +6,9 @@
 // ||a - b|| / ||b|| per tensor: Adam divides by sqrt(v), so an element whose gradient is near zero
 // turns a rounding-level gradient difference into a visible update difference; the norm weighs
 // those few elements by their size. Measured here: 2e-7 .. 7e-7 (printed by the test).
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+
+#include <catch2/catch.hpp>
 
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/mesh/process_groups.h"
@@ -64,7 +65,8 @@ MicroBatch rows_of(const MicroBatch& batch, int64_t start, int64_t count) {
 
 // ||a - b|| / ||b|| over the whole tensor.
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a - b).to(torch::kFloat64).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30)).item<double>();
+  return ((a - b).to(torch::kFloat64).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30))
+      .item<double>();
 }
 
 void check_equivalence(int64_t grad_accum) {
@@ -83,6 +85,17 @@ void check_equivalence(int64_t grad_accum) {
   Trainer single(single_config, ProcessGroups::create(comm::make_local_communicator(), {1, 1, 1}),
                  quiet);
 
+  // Bytes this rank sends per step (ring accounting, see comm/communicator.h): each gradient
+  // bucket's all-reduce moves 2 (n - own) elements, plus two 1-element fp64 all-reduces (token
+  // count and loss sum), whose single element is owned by rank 0.
+  uint64_t expected_bytes = 0;
+  for (int64_t bytes : parallel.gradient_bucket_bytes()) {
+    const int64_t n = bytes / 4;
+    expected_bytes += 2 * (n - comm::split_sizes(n, p)[r]) * 4;
+  }
+  expected_bytes += 2 * 2 * (1 - comm::split_sizes(1, p)[r]) * 8;
+  CHECK(parallel.gradient_bucket_bytes().size() > 1);
+
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
     std::vector<MicroBatch> mine;
@@ -94,7 +107,8 @@ void check_equivalence(int64_t grad_accum) {
     CHECK(dp_result.loss == Approx(ref_result.loss).epsilon(1e-6));
     CHECK(dp_result.grad_norm == Approx(ref_result.grad_norm).epsilon(1e-5));
     CHECK(dp_result.lr == ref_result.lr);
-    CHECK(dp_result.comm_bytes > 0);
+    CHECK(dp_result.comm_bytes == expected_bytes);
+    CHECK(dp_result.comm_bytes_by_op.at("all_reduce") == expected_bytes);
   }
   auto dp_params = parallel.named_parameters();
   auto ref_params = single.named_parameters();
@@ -110,7 +124,9 @@ void check_equivalence(int64_t grad_accum) {
     world->all_reduce(max_over_ranks, comm::ReduceOp::kMax)->wait();
     CHECK(torch::equal(max_over_ranks, dp_params[i].second));
   }
-  if (r == 0) WARN("dp=" << p << " grad_accum=" << grad_accum << ": worst relative parameter difference " << worst);
+  if (r == 0)
+    WARN("dp=" << p << " grad_accum=" << grad_accum << ": worst relative parameter difference "
+               << worst);
 }
 
 }  // namespace

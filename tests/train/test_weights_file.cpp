@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 
@@ -33,7 +33,8 @@ TEST_CASE("weights file: round trip into a fresh model, atomic, clear errors", "
   assign_weights(pb, loaded, path);
   for (size_t i = 0; i < pa.size(); ++i) CHECK(torch::equal(pa[i].second, pb[i].second));
 
-  CHECK_THROWS_WITH(load_weights_file((dir / "missing.h5").string()), Catch::Contains("missing.h5"));
+  CHECK_THROWS_WITH(load_weights_file((dir / "missing.h5").string()),
+                    Catch::Contains("missing.h5"));
   {
     std::ofstream junk(dir / "junk.h5");
     junk << "not hdf5";

@@ -26,8 +26,8 @@ std::map<std::string, at::Tensor> load_weights_file(const std::string& path);
 
 // Copies `weights` into `parameters` by name; every parameter must be present with the same shape
 // (CheckpointError naming `source` and the tensor otherwise). Extra entries are an error too.
-void assign_weights(const NamedTensors& parameters, const std::map<std::string, at::Tensor>& weights,
-                    const std::string& source);
+void assign_weights(const NamedTensors& parameters,
+                    const std::map<std::string, at::Tensor>& weights, const std::string& source);
 
 // Writes a Hugging Face style config.json for the model (atomically).
 void save_hf_config_json(const std::string& path, const ModelConfig& config);

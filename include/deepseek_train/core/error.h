@@ -52,17 +52,17 @@ std::string with_location(const std::string& message, const char* file, int line
 }  // namespace dst
 
 // DST_THROW(ConfigError, "a " << b): throw a typed error with a streamed message and file:line.
-#define DST_THROW(ErrorType, stream_expr)                                              \
-  do {                                                                                 \
-    std::ostringstream dst_msg_stream_;                                                \
-    dst_msg_stream_ << stream_expr;                                                    \
-    throw ::dst::ErrorType(                                                            \
-        ::dst::detail::with_location(dst_msg_stream_.str(), __FILE__, __LINE__));      \
+#define DST_THROW(ErrorType, stream_expr)                                         \
+  do {                                                                            \
+    std::ostringstream dst_msg_stream_;                                           \
+    dst_msg_stream_ << stream_expr;                                               \
+    throw ::dst::ErrorType(                                                       \
+        ::dst::detail::with_location(dst_msg_stream_.str(), __FILE__, __LINE__)); \
   } while (0)
 
 // DST_CHECK(cond, ErrorType, "message " << x): throw ErrorType when cond is false.
-#define DST_CHECK(cond, ErrorType, stream_expr) \
-  do {                                          \
+#define DST_CHECK(cond, ErrorType, stream_expr)     \
+  do {                                              \
     if (!(cond)) DST_THROW(ErrorType, stream_expr); \
   } while (0)
 

@@ -6,6 +6,7 @@
 
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,14 +32,15 @@ struct MicroBatch {
 MicroBatch to_micro_batch(const TokenBatch& batch);
 
 struct StepResult {
-  int64_t step = 0;          // 1-based index of the step just taken
-  double loss = 0.0;         // mean token loss over every rank's micro-batches
-  double grad_norm = 0.0;    // global norm before clipping
+  int64_t step = 0;        // 1-based index of the step just taken
+  double loss = 0.0;       // mean token loss over every rank's micro-batches
+  double grad_norm = 0.0;  // global norm before clipping
   double lr = 0.0;
-  int64_t tokens = 0;        // target tokens of the step, all ranks
+  int64_t tokens = 0;  // target tokens of the step, all ranks
   double seconds = 0.0;
-  uint64_t comm_bytes = 0;   // bytes this rank sent during the step
+  uint64_t comm_bytes = 0;  // bytes this rank sent during the step
   double comm_wait_seconds = 0.0;
+  std::map<std::string, uint64_t> comm_bytes_by_op;  // op name -> bytes, ops that moved data
 };
 
 struct TrainSummary {
@@ -72,6 +74,9 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   const ProcessGroups& groups() const { return groups_; }
   int64_t step() const { return step_; }
+
+  // Bytes of each data-parallel gradient bucket, in launch order.
+  std::vector<int64_t> gradient_bucket_bytes() const;
 
   // Model parameters by Hugging Face name.
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
