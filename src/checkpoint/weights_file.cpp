@@ -2,13 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <hdf5.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst {
@@ -69,13 +69,6 @@ hid_t hdf5_type(at::ScalarType type) {
   }
 }
 
-void fsync_path(const std::string& path) {
-  if (FILE* f = std::fopen(path.c_str(), "rb")) {
-    ::fsync(fileno(f));
-    std::fclose(f);
-  }
-}
-
 void write_file(const std::string& tmp, const NamedTensors& tensors) {
   Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   DST_CHECK(file.ok(), CheckpointError, tmp << ": cannot create HDF5 file");
@@ -106,40 +99,15 @@ void write_file(const std::string& tmp, const NamedTensors& tensors) {
             tmp << ": cannot flush HDF5 file");
 }
 
-void atomic_write_text(const std::string& path, const std::string& text) {
-  std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    DST_CHECK(out.good(), CheckpointError, tmp << ": cannot write");
-  }
-  fsync_path(tmp);
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  DST_CHECK(!ec, CheckpointError, path << ": cannot rename from " << tmp << ": " << ec.message());
-}
-
 }  // namespace
 
 void save_weights_file(const std::string& path, const NamedTensors& tensors) {
   QuietHdf5 quiet;
-  std::filesystem::path target(path);
-  std::error_code ec;
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path(), ec);
-  DST_CHECK(!ec, CheckpointError, path << ": cannot create directory: " << ec.message());
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   try {
-    write_file(tmp, tensors);
-  } catch (...) {
-    std::filesystem::remove(tmp, ec);
-    throw;
+    write_atomically(path, [&](const std::string& temporary) { write_file(temporary, tensors); });
+  } catch (const IoError& e) {
+    DST_THROW(CheckpointError, path << ": " << e.what());
   }
-  fsync_path(tmp);
-  std::filesystem::rename(tmp, path, ec);
-  DST_CHECK(!ec, CheckpointError, path << ": cannot rename from " << tmp << ": " << ec.message());
 }
 
 namespace {
@@ -242,7 +210,11 @@ void save_hf_config_json(const std::string& path, const ModelConfig& c) {
       {"hidden_act", "silu"},
       {"torch_dtype", "float32"},
   };
-  atomic_write_text(path, json.dump(2) + "\n");
+  try {
+    write_file_atomically(path, json.dump(2) + "\n");
+  } catch (const IoError& e) {
+    DST_THROW(CheckpointError, path << ": " << e.what());
+  }
 }
 
 }  // namespace dst

@@ -11,6 +11,7 @@
 
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/mpi_communicator.h"
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -44,16 +45,6 @@ std::string first_line(const char* what) {
   return newline == std::string::npos ? text : text.substr(0, newline);
 }
 
-void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    DST_CHECK(out.good(), DataError, tmp << ": cannot write");
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   dst::TrainConfig config = dst::load_recipe(args.recipe, args.overrides);
   if (args.print_config) {
@@ -82,7 +73,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     dst::ProcessGroups groups = dst::ProcessGroups::create(world, config.parallel);
     if (world->rank() == 0) {
       std::filesystem::create_directories(config.train.output_dir);
-      write_text_atomically(
+      dst::write_file_atomically(
           (std::filesystem::path(config.train.output_dir) / "recipe.yaml").string(),
           dst::recipe_to_yaml(config));
     }

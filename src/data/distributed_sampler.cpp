@@ -5,26 +5,10 @@
 #include <random>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/core/random.h"
 
 namespace dst {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Uniform integer in [0, n) by rejection sampling: identical on every standard library.
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t n) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x;
-  do {
-    x = rng();
-  } while (x >= limit);
-  return x % n;
-}
 
 // Parses a non-negative decimal integer occupying the whole of [first, last).
 bool parse_count(const char* first, const char* last, int64_t* value) {

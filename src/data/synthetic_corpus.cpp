@@ -9,20 +9,12 @@
 #include <random>
 #include <system_error>
 
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/core/random.h"
 
 namespace dst {
 namespace {
-
-// Uniform integer in [0, n) by rejection sampling: identical on every standard library.
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t n) {
-  const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  uint64_t x;
-  do {
-    x = rng();
-  } while (x >= limit);
-  return x % n;
-}
 
 int64_t uniform_int(std::mt19937_64& rng, int64_t lo, int64_t hi) {  // inclusive range
   return lo + static_cast<int64_t>(uniform_below(rng, static_cast<uint64_t>(hi - lo + 1)));
@@ -111,32 +103,12 @@ void write_text_corpus(const std::string& path, const std::vector<std::string>& 
     DST_CHECK(documents[i].find('\n') == std::string::npos, DataError,
               "cannot write corpus '" << path << "': document " << i << " contains a newline");
   }
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) {
-    fs::create_directories(parent, ec);
-    DST_CHECK(!ec, DataError,
-              "cannot create directory '" << parent.string() << "' for corpus '" << path
-                                          << "': " << ec.message());
-  }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    DST_CHECK(out.is_open(), DataError,
-              "cannot open '" << tmp << "' for writing corpus '" << path << "'");
-    for (const std::string& doc : documents) out << doc << '\n';
-    out.flush();
-    out.close();
-    if (out.fail()) {
-      std::remove(tmp.c_str());
-      DST_THROW(DataError,
-                "failed to write corpus '" << path << "' (temporary file '" << tmp << "')");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    DST_THROW(DataError, "failed to rename '" << tmp << "' to corpus '" << path << "'");
+  std::string contents;
+  for (const std::string& doc : documents) contents += doc + '\n';
+  try {
+    write_file_atomically(path, contents);
+  } catch (const IoError& e) {
+    DST_THROW(DataError, "cannot write corpus '" << path << "': " << e.what());
   }
 }
 

@@ -29,8 +29,11 @@ class GradReadyHook final : public torch::autograd::FunctionPostHook {
 
 // Keeps the gradient-accumulator nodes alive: autograd holds them weakly, and a hook registered
 // on a node that is later recreated would never fire.
+// Hooks reach the reducer through `self`, which the reducer resets when it is destroyed, so a
+// graph that outlives the reducer never calls into freed memory.
 struct GradientReducer::HookHandles {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::shared_ptr<GradientReducer*> self;
 };
 
 GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, comm::CommunicatorPtr dp_group,
@@ -80,16 +83,19 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, comm::Commu
     buckets_.push_back(std::move(bucket));
   }
 
+  hooks_->self = std::make_shared<GradientReducer*>(this);
+  std::weak_ptr<GradientReducer*> weak_self = hooks_->self;
   for (int i = 0; i < static_cast<int>(parameters_.size()); ++i) {
     auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[i]);
     DST_ASSERT(accumulator != nullptr, "no gradient accumulator for parameter " << i);
-    accumulator->add_post_hook(
-        std::make_unique<GradReadyHook>([this, i] { on_gradient_ready(i); }));
+    accumulator->add_post_hook(std::make_unique<GradReadyHook>([weak_self, i] {
+      if (auto self = weak_self.lock()) (*self)->on_gradient_ready(i);
+    }));
     hooks_->accumulators.push_back(std::move(accumulator));
   }
 }
 
-GradientReducer::~GradientReducer() = default;
+GradientReducer::~GradientReducer() { hooks_->self.reset(); }
 
 void GradientReducer::zero_grad() {
   for (Bucket& bucket : buckets_) {

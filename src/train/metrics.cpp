@@ -36,6 +36,12 @@ void MetricsWriter::write(const StepMetrics& m) {
   DST_CHECK(out_.good(), DataError, path_ << ": cannot write metrics");
 }
 
+void MetricsWriter::write_eval(int64_t step, double eval_loss) {
+  out_ << nlohmann::json{{"step", step}, {"eval_loss", eval_loss}}.dump() << "\n";
+  out_.flush();
+  DST_CHECK(out_.good(), DataError, path_ << ": cannot write metrics");
+}
+
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
   const int64_t total = static_cast<int64_t>(std::llround(seconds));

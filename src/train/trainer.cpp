@@ -237,7 +237,9 @@ TrainSummary Trainer::run() {
 
   TrainSummary summary;
   summary.initial_eval_loss = evaluate(eval_batches);
-  logger_.info("step 0 | eval loss " + std::to_string(summary.initial_eval_loss));
+  if (metrics) metrics->write_eval(0, summary.initial_eval_loss);
+  logger_.info("step 0/" + std::to_string(opts.steps) + " | eval " +
+               std::to_string(summary.initial_eval_loss));
 
   const auto run_start = Clock::now();
   double window_tokens = 0, window_seconds = 0, total_tokens = 0;

@@ -19,7 +19,9 @@ test -s run/recipe.yaml || { echo "no recipe.yaml"; exit 1; }
 grep -q "step 40/40 | loss" train.log || { echo "no progress line"; exit 1; }
 python3 - <<'PY'
 import json
-rows = [json.loads(line) for line in open("run/metrics.jsonl")]
+records = [json.loads(line) for line in open("run/metrics.jsonl")]
+assert records[0]["step"] == 0 and "eval_loss" in records[0], records[0]
+rows = records[1:]
 assert len(rows) == 40, len(rows)
 for key in ("step", "loss", "lr", "grad_norm", "tokens_per_s", "comm_bytes"):
     assert all(key in r for r in rows), key
@@ -27,5 +29,6 @@ evals = [r["eval_loss"] for r in rows if "eval_loss" in r]
 assert len(evals) == 2, evals
 assert all(r["comm_bytes"] > 0 for r in rows)
 assert rows[-1]["loss"] < rows[0]["loss"] - 1.0, (rows[0]["loss"], rows[-1]["loss"])
+assert evals[-1] < records[0]["eval_loss"] - 1.0, (records[0]["eval_loss"], evals)
 print("metrics ok: loss %.3f -> %.3f, eval %s" % (rows[0]["loss"], rows[-1]["loss"], evals))
 PY

@@ -1,9 +1,13 @@
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
+#include "deepseek_train/core/random.h"
 
 using namespace dst;
 
@@ -94,4 +98,40 @@ TEST_CASE("logger: rank 0 prints info, every rank prints warnings", "[core]") {
   CHECK_FALSE(rank0.enabled(LogLevel::kDebug));
   CHECK(parse_log_level("WARN") == LogLevel::kWarn);
   CHECK_THROWS_AS(parse_log_level("loud"), ConfigError);
+}
+
+TEST_CASE("atomic writes: replace whole, never leave a partial file or a temporary", "[core]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "dst_atomic_test";
+  fs::remove_all(dir);
+  const std::string path = (dir / "a" / "b.txt").string();
+  write_file_atomically(path, "first");
+  write_file_atomically(path, "second");
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text == "second");
+  CHECK_THROWS_AS(write_atomically(path,
+                                   [](const std::string& temporary) {
+                                     std::ofstream(temporary) << "half";
+                                     throw DataError("writer failed");
+                                   }),
+                  DataError);
+  std::ifstream again(path);
+  std::string kept((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
+  CHECK(kept == "second");
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "a")) files += entry.is_regular_file();
+  CHECK(files == 1);
+  CHECK_THROWS_AS(write_file_atomically((dir / "a" / "b.txt" / "c").string(), "x"), IoError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("portable uniform integers", "[core]") {
+  std::mt19937_64 a(5), b(5);
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t x = uniform_below(a, 7);
+    CHECK(x < 7);
+    CHECK(x == uniform_below(b, 7));
+  }
+  CHECK(splitmix64(1) != splitmix64(2));
 }

@@ -41,12 +41,15 @@ TEST_CASE("metrics.jsonl: one JSON object per step", "[metrics]") {
     m.step = 2;
     m.eval_loss = 1.5;
     writer.write(m);
+    writer.write_eval(0, 5.5);
   }
   std::ifstream in(path);
   std::string line;
   std::vector<nlohmann::json> rows;
   while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
-  REQUIRE(rows.size() == 2);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[2].size() == 2);
+  CHECK(rows[2]["eval_loss"] == 5.5);
   for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "comm_bytes"})
     CHECK(rows[0].contains(key));
   CHECK(rows[0]["comm_bytes"] == 1024);

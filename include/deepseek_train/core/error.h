@@ -38,6 +38,12 @@ class CheckpointError : public Error {
   using Error::Error;
 };
 
+// A file could not be created, written, flushed or renamed.
+class IoError : public Error {
+ public:
+  using Error::Error;
+};
+
 // An internal invariant was violated (a bug in the library, not in the input).
 class InternalError : public Error {
  public:

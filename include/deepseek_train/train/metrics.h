@@ -30,6 +30,8 @@ class MetricsWriter {
   // Opens `path` for appending (creating parent directories). Throws DataError naming the path.
   explicit MetricsWriter(const std::string& path);
   void write(const StepMetrics& metrics);
+  // An evaluation outside a training step (step 0: the untrained model): {"step", "eval_loss"}.
+  void write_eval(int64_t step, double eval_loss);
 
  private:
   std::string path_;
