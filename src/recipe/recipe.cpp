@@ -329,6 +329,12 @@ const std::vector<Section>& sections() {
            field("threads", &TC::train, &TrainOptions::threads),
            field("log_level", &TC::train, &TrainOptions::log_level),
        }},
+      {"precision",
+       {
+           field("param_dtype", &TC::precision, &PrecisionOptions::param_dtype),
+           field("reduce_dtype", &TC::precision, &PrecisionOptions::reduce_dtype),
+           field("master_weights", &TC::precision, &PrecisionOptions::master_weights),
+       }},
       {"comm",
        {
            field("backend", &TC::comm, &CommOptions::backend),

@@ -18,6 +18,11 @@ void TrainConfig::validate() const {
   DST_CHECK(data_parallel.zero_stage == 0, ConfigError,
             "parallel.zero_stage=" << data_parallel.zero_stage
                                    << " is not supported yet (ZeRO is not implemented); use 0");
+  const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);
+  DST_CHECK(policy.param == Precision::kFloat32 && policy.reduce == Precision::kFloat32,
+            ConfigError,
+            "precision " << policy.describe()
+                         << " is not supported yet (mixed precision is not implemented); use fp32");
   DST_CHECK(data_parallel.bucket_mb > 0, ConfigError, "parallel.bucket_mb must be positive");
   DST_CHECK(optim.lr > 0, ConfigError, "optim.lr must be positive, got " << optim.lr);
   DST_CHECK(optim.beta1 >= 0 && optim.beta1 < 1, ConfigError, "optim.beta1 must be in [0, 1)");

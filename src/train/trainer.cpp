@@ -100,6 +100,20 @@ Trainer::~Trainer() = default;
 
 std::vector<int64_t> Trainer::gradient_bucket_bytes() const { return reducer_->bucket_bytes(); }
 
+MemoryPlan Trainer::memory_plan() const {
+  MemoryPlanInputs in;
+  in.model = config_.model;
+  in.precision = PrecisionPolicy::from_options(config_.precision);
+  in.zero_stage = config_.data_parallel.zero_stage;
+  in.dp_size = groups_.dims().dp;
+  in.dp_rank = groups_.coord().dp;
+  in.micro_batch_size = config_.train.micro_batch_size;
+  in.seq_len = config_.data.seq_len;
+  for (int64_t bytes : reducer_->bucket_bytes())
+    in.gradient_bucket_elements.push_back(bytes / bytes_of(in.precision.param));
+  return plan_memory(in);
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
@@ -233,6 +247,7 @@ TrainSummary Trainer::run() {
          << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
          << reducer_->num_buckets() << " gradient buckets";
     logger_.info(plan.str());
+    logger_.info(memory_plan().describe());
   }
 
   TrainSummary summary;

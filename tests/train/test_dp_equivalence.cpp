@@ -95,6 +95,7 @@ void check_equivalence(int64_t grad_accum) {
   }
   expected_bytes += 2 * 2 * (1 - comm::split_sizes(1, p)[r]) * 8;
   CHECK(parallel.gradient_bucket_bytes().size() > 1);
+  CHECK(parallel.memory_plan().comm_bytes_per_step() == static_cast<int64_t>(expected_bytes));
 
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);

@@ -10,6 +10,7 @@
 #include "deepseek_train/mesh/parallel_dims.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/optim/optim_options.h"
+#include "deepseek_train/precision/precision_policy.h"
 #include "deepseek_train/sharding/data_parallel_options.h"
 
 namespace dst {
@@ -31,6 +32,7 @@ struct TrainConfig {
   ModelConfig model;
   ParallelDims parallel;
   DataParallelOptions data_parallel;  // recipe keys parallel.bucket_mb, parallel.zero_stage
+  PrecisionOptions precision;         // only fp32 is implemented so far
   AdamWOptions optim;
   ScheduleOptions schedule;
   DataOptions data;

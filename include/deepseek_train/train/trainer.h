@@ -16,6 +16,7 @@
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/model/llama.h"
+#include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/train/train_config.h"
 
 namespace dst {
@@ -74,6 +75,9 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   const ProcessGroups& groups() const { return groups_; }
   int64_t step() const { return step_; }
+
+  // What this rank holds and sends per step (printed at the start of run()).
+  MemoryPlan memory_plan() const;
 
   // Bytes of each data-parallel gradient bucket, in launch order.
   std::vector<int64_t> gradient_bucket_bytes() const;

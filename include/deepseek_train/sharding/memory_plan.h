@@ -1,0 +1,64 @@
+// Per-rank memory and communication plan: what one rank holds (parameters, gradients, fp32 master
+// weights, optimizer moments, an activation estimate) and what one optimizer step sends, from the
+// model shape, the precision policy and the data-parallel layout. Printed at start-up and held to
+// by tests against the bytes the communicators actually count. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/model/model_config.h"
+#include "deepseek_train/precision/precision_policy.h"
+
+namespace dst {
+
+struct MemoryPlanInputs {
+  ModelConfig model;
+  PrecisionPolicy precision;
+  int zero_stage = 0;
+  int dp_size = 1;
+  int dp_rank = 0;
+  int64_t micro_batch_size = 1;
+  int64_t seq_len = 1;
+  // Elements of each data-parallel gradient bucket (stage 0), in launch order; communication is
+  // planned only when given.
+  std::vector<int64_t> gradient_bucket_elements;
+};
+
+struct MemoryPlan {
+  int64_t parameter_elements = 0;  // Psi: trainable parameters of the whole model
+  // Bytes this rank holds.
+  int64_t parameters = 0;
+  int64_t gradients = 0;
+  int64_t master_weights = 0;
+  int64_t optimizer_moments = 0;
+  int64_t activations = 0;  // estimate for one micro-batch (stored for backward)
+  // Bytes this rank sends per optimizer step (ring accounting, comm/communicator.h):
+  int64_t gradient_comm_bytes = 0;  // gradient reduction
+  int64_t control_comm_bytes = 0;   // step bookkeeping: token count and loss all-reduces
+
+  int64_t model_state() const {
+    return parameters + gradients + master_weights + optimizer_moments;
+  }
+  int64_t total() const { return model_state() + activations; }
+  int64_t comm_bytes_per_step() const { return gradient_comm_bytes + control_comm_bytes; }
+  // One line for the start-up log.
+  std::string describe() const;
+};
+
+// The ZeRO paper's model-state partitioning: stage 0 holds everything; stage 1 shards the
+// optimizer state (master + moments), stage 2 also the gradients, stage 3 also the parameters.
+MemoryPlan plan_memory(const MemoryPlanInputs& inputs);
+
+// Bytes of activations autograd keeps for backward for `rows` sequences of `seq_len` tokens:
+// per layer and token about 8h + 4i elements (norm inputs, q/k/v/o and MLP inputs and outputs)
+// plus 2 * heads * seq_len (attention scores and probabilities), plus 2 * vocab per token for the
+// logits and their softmax; in the compute dtype (softmax and loss in fp32).
+int64_t estimate_activation_bytes(const ModelConfig& model, int64_t rows, int64_t seq_len,
+                                  Precision compute);
+
+// "1.50 GiB", "3.2 MiB", "512 B".
+std::string format_bytes(int64_t bytes);
+
+}  // namespace dst
