@@ -124,15 +124,45 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config) : config_(config) {
   }
 }
 
+template <typename Fn>
+torch::Tensor LlamaModelImpl::run_unit(int unit, Fn&& forward) {
+  if (unit_hooks_ == nullptr) return forward();
+  unit_hooks_->before_forward(unit);
+  return unit_hooks_->after_forward(unit, forward());
+}
+
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
   DST_CHECK(input_ids.dim() == 2, ConfigError,
             "model input must be [batch, seq], got " << input_ids.dim() << " dimensions");
   DST_CHECK(input_ids.size(1) <= config_.max_position_embeddings, ConfigError,
             "sequence length " << input_ids.size(1) << " exceeds max_position_embeddings "
                                << config_.max_position_embeddings);
-  auto h = model(input_ids);
-  if (lm_head) return lm_head(h);
-  return torch::matmul(h, model->embed_tokens->weight.t());
+  // The same computation as DecoderStack::forward + head, unit by unit for the sharding hooks.
+  auto h = run_unit(0, [&] { return model->embed_tokens(input_ids); });
+  int unit = 1;
+  for (const auto& layer : *model->layers)
+    h = run_unit(unit++, [&] { return layer->as<DecoderLayer>()->forward(h); });
+  return run_unit(unit, [&] {
+    auto normed = model->norm(h);
+    if (lm_head) return lm_head(normed);
+    return torch::matmul(normed, model->embed_tokens->weight.t());
+  });
+}
+
+std::vector<std::vector<std::pair<std::string, torch::Tensor>>> LlamaModelImpl::sharding_units() {
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> units(num_units());
+  const int last = num_units() - 1;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    int unit = last;
+    if (name.rfind("model.embed_tokens.", 0) == 0) {
+      unit = 0;
+    } else if (name.rfind("model.layers.", 0) == 0) {
+      unit = 1 + std::stoi(name.substr(std::string("model.layers.").size()));
+    }
+    units[unit].emplace_back(name, item.value());
+  }
+  return units;
 }
 
 void LlamaModelImpl::initialize(uint64_t seed) {

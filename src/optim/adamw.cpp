@@ -18,23 +18,28 @@ AdamW::AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options
   }
 }
 
-void AdamW::step(double lr) {
+void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& exp_avg,
+                  const at::Tensor& exp_avg_sq, double lr, int64_t t, bool decay,
+                  const AdamWOptions& options) {
   at::NoGradGuard no_grad;
-  ++step_;
-  const double bias_correction1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
-  const double bias_correction2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
+  const double bias_correction1 = 1.0 - std::pow(options.beta1, static_cast<double>(t));
+  const double bias_correction2 = 1.0 - std::pow(options.beta2, static_cast<double>(t));
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  if (decay && options.weight_decay != 0.0) param.mul_(1.0 - lr * options.weight_decay);
+  exp_avg.lerp_(grad, 1.0 - options.beta1);
+  exp_avg_sq.mul_(options.beta2).addcmul_(grad, grad, 1.0 - options.beta2);
+  at::Tensor denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(options.eps);
+  param.addcdiv_(exp_avg, denom, -step_size);
+}
+
+void AdamW::step(double lr) {
+  ++step_;
   for (size_t i = 0; i < parameters_.size(); ++i) {
-    at::Tensor& param = parameters_[i].tensor;
-    const at::Tensor& grad = param.grad();
+    const at::Tensor& grad = parameters_[i].tensor.grad();
     if (!grad.defined()) continue;
-    if (parameters_[i].decay && options_.weight_decay != 0.0)
-      param.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].lerp_(grad, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
-    at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    param.addcdiv_(exp_avg_[i], denom, -step_size);
+    adamw_update(parameters_[i].tensor, grad, exp_avg_[i], exp_avg_sq_[i], lr, step_,
+                 parameters_[i].decay, options_);
   }
 }
 

@@ -35,15 +35,35 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   plan.activations =
       estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len, in.precision.compute);
 
-  if (in.dp_size > 1 && !in.gradient_bucket_elements.empty()) {
-    DST_CHECK(
-        in.zero_stage == 0, ConfigError,
-        "memory plan: communication of ZeRO stage " << in.zero_stage << " is not planned yet");
+  if (!in.zero_unit_padded_elements.empty()) {
+    // Sharded states hold exactly the owned shard of every (padded) unit.
+    int64_t shard_elements = 0;
+    for (int64_t padded : in.zero_unit_padded_elements) shard_elements += padded / in.dp_size;
+    if (in.zero_stage >= 3) plan.parameters = shard_elements * per_element.params;
+    if (in.zero_stage >= 2) plan.gradients = shard_elements * per_element.grads;
+    plan.master_weights = shard_elements * per_element.master;
+    plan.optimizer_moments = shard_elements * per_element.moments;
+  }
+  if (in.dp_size > 1) {
     const int64_t reduce_bytes = bytes_of(in.precision.reduce);
-    for (int64_t n : in.gradient_bucket_elements)
-      plan.gradient_comm_bytes += all_reduce_bytes(n, in.dp_size, in.dp_rank, reduce_bytes);
-    // Two fp64 scalars per step: the global target-token count and the loss sum.
-    plan.control_comm_bytes = 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+    const int64_t param_bytes = bytes_of(in.precision.param);
+    if (in.zero_stage == 0) {
+      for (int64_t n : in.gradient_bucket_elements)
+        plan.gradient_comm_bytes += all_reduce_bytes(n, in.dp_size, in.dp_rank, reduce_bytes);
+      // Two fp64 scalars per step: the global target-token count and the loss sum.
+      plan.control_comm_bytes = 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+    } else {
+      const int64_t k = in.grad_accum;
+      for (int64_t padded : in.zero_unit_padded_elements) {
+        const int64_t others = padded - padded / in.dp_size;  // elements a ring moves per rank
+        const int64_t reduce_scatters = in.zero_stage == 1 ? 1 : k;
+        const int64_t gathers = in.zero_stage == 3 ? 2 * k : 1;
+        plan.gradient_comm_bytes +=
+            reduce_scatters * others * reduce_bytes + gathers * others * param_bytes;
+      }
+      // Token count, loss sum and the squared gradient norm of the shards.
+      plan.control_comm_bytes = 3 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+    }
   }
   return plan;
 }

@@ -15,9 +15,11 @@ void TrainConfig::validate() const {
       parallel.pp == 1, ConfigError,
       "parallel.pp=" << parallel.pp
                      << " is not supported yet (pipeline parallelism is not implemented); use 1");
-  DST_CHECK(data_parallel.zero_stage == 0, ConfigError,
-            "parallel.zero_stage=" << data_parallel.zero_stage
-                                   << " is not supported yet (ZeRO is not implemented); use 0");
+  DST_CHECK(data_parallel.zero_stage >= 0 && data_parallel.zero_stage <= 3, ConfigError,
+            "parallel.zero_stage must be 0, 1, 2 or 3, got " << data_parallel.zero_stage);
+  DST_CHECK(!(data_parallel.zero_stage == 3 && model.tie_word_embeddings), ConfigError,
+            "parallel.zero_stage=3 with model.tie_word_embeddings=true is not supported yet "
+            "(the tied weight is used by the first and the last unit); untie or use stage 1-2");
   const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);
   DST_CHECK(policy.param == Precision::kFloat32 && policy.reduce == Precision::kFloat32,
             ConfigError,

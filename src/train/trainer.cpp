@@ -17,6 +17,7 @@
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/sharding/grad_reducer.h"
+#include "deepseek_train/sharding/zero.h"
 #include "deepseek_train/train/metrics.h"
 
 namespace dst {
@@ -85,6 +86,16 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   config_.validate();
   model_ = LlamaModel(config_.model);
   model_->initialize(config_.train.seed);
+  if (config_.data_parallel.zero_stage > 0) {
+    zero_ = std::make_unique<ZeroEngine>(
+        model_->sharding_units(),
+        [](const std::string& name, const at::Tensor& p) {
+          return !is_no_decay_parameter(name, p);
+        },
+        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim);
+    if (zero_->stage() >= 2) model_->set_unit_hooks(zero_.get());
+    return;
+  }
   std::vector<torch::Tensor> parameters;
   std::vector<NamedParameter> optimizer_parameters;
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
@@ -96,9 +107,17 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), config_.optim);
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  if (model_) model_->set_unit_hooks(nullptr);
+}
 
-std::vector<int64_t> Trainer::gradient_bucket_bytes() const { return reducer_->bucket_bytes(); }
+std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
+  return reducer_ ? reducer_->bucket_bytes() : std::vector<int64_t>{};
+}
+
+std::vector<int64_t> Trainer::sharding_unit_sizes() const {
+  return zero_ ? zero_->padded_unit_elements() : std::vector<int64_t>{};
+}
 
 MemoryPlan Trainer::memory_plan() const {
   MemoryPlanInputs in;
@@ -109,8 +128,10 @@ MemoryPlan Trainer::memory_plan() const {
   in.dp_rank = groups_.coord().dp;
   in.micro_batch_size = config_.train.micro_batch_size;
   in.seq_len = config_.data.seq_len;
-  for (int64_t bytes : reducer_->bucket_bytes())
+  for (int64_t bytes : gradient_bucket_bytes())
     in.gradient_bucket_elements.push_back(bytes / bytes_of(in.precision.param));
+  if (zero_) in.zero_unit_padded_elements = zero_->padded_unit_elements();
+  in.grad_accum = config_.train.grad_accum;
   return plan_memory(in);
 }
 
@@ -118,6 +139,15 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() c
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
     result.emplace_back(item.key(), item.value());
+  return result;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
+  if (zero_) zero_->gather_parameters();
+  std::vector<std::pair<std::string, torch::Tensor>> result;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true))
+    result.emplace_back(item.key(), item.value().detach().clone());
+  if (zero_) zero_->release_parameters();
   return result;
 }
 
@@ -135,24 +165,40 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
-  reducer_->zero_grad();
+  if (zero_) {
+    zero_->zero_grad();
+  } else {
+    reducer_->zero_grad();
+  }
   double local_loss_sum = 0.0;
   for (size_t k = 0; k < micro_batches.size(); ++k) {
-    reducer_->set_sync(k + 1 == micro_batches.size());
+    const bool last = k + 1 == micro_batches.size();
+    if (zero_) {
+      zero_->set_sync(last);
+    } else {
+      reducer_->set_sync(last);
+    }
     torch::Tensor logits = model_->forward(micro_batches[k].input_ids);
     torch::Tensor loss_sum = cross_entropy_sum(logits, micro_batches[k].labels);
     (loss_sum / global_tokens).backward();
     local_loss_sum += loss_sum.item<double>();
+    if (zero_) zero_->finish_backward();
   }
-  reducer_->finish();
+  if (!zero_) reducer_->finish();
   const double loss = all_reduce_sum(dp, {local_loss_sum})[0] / global_tokens;
 
-  std::vector<torch::Tensor> grads;
-  for (const auto& p : model_->parameters()) grads.push_back(p.grad());
-  const double grad_norm = clip_grad_norm(grads, config_.optim.grad_clip, nullptr);
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
-  optimizer_->step(lr);
+  double grad_norm = 0.0;
+  if (zero_) {
+    grad_norm = zero_->clip_grad_norm(config_.optim.grad_clip);
+    zero_->step(lr);
+  } else {
+    std::vector<torch::Tensor> grads;
+    for (const auto& p : model_->parameters()) grads.push_back(p.grad());
+    grad_norm = clip_grad_norm(grads, config_.optim.grad_clip, nullptr);
+    optimizer_->step(lr);
+  }
   ++step_;
 
   const comm::CommStats stats_after = groups_.total_stats();
@@ -189,8 +235,9 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
 
 std::string Trainer::save_weights(const std::string& directory) {
   const std::string path = (std::filesystem::path(directory) / "model.h5").string();
+  const auto weights = full_parameters();  // collective under ZeRO-3
   if (groups_.world().rank() == 0) {
-    save_weights_file(path, named_parameters());
+    save_weights_file(path, weights);
     save_hf_config_json((std::filesystem::path(directory) / "config.json").string(), config_.model);
   }
   groups_.world().barrier()->wait();
@@ -245,7 +292,8 @@ TrainSummary Trainer::run() {
          << " validation sequences of " << data.seq_len << " tokens; global batch "
          << sampler.global_batch_size() << " sequences (" << dp_size << " ranks x "
          << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
-         << reducer_->num_buckets() << " gradient buckets";
+         << (zero_ ? "ZeRO stage " + std::to_string(zero_->stage())
+                   : std::to_string(reducer_->num_buckets()) + " gradient buckets");
     logger_.info(plan.str());
     logger_.info(memory_plan().describe());
   }

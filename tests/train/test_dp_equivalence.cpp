@@ -14,60 +14,12 @@
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/train/trainer.h"
 #include "support/mpi_world.h"
+#include "support/train_fixtures.h"
 
 using namespace dst;
+using namespace dst::testing;
 
 namespace {
-
-TrainConfig equivalence_config(int dp, int64_t grad_accum) {
-  TrainConfig c;
-  c.model.vocab_size = 259;
-  c.model.hidden_size = 32;
-  c.model.intermediate_size = 64;
-  c.model.num_hidden_layers = 2;
-  c.model.num_attention_heads = 4;
-  c.model.num_key_value_heads = 2;
-  c.model.max_position_embeddings = 64;
-  c.parallel.dp = dp;
-  c.data_parallel.bucket_mb = 0.02;  // several buckets, so overlap and ordering are exercised
-  c.optim.lr = 1e-3;
-  c.optim.weight_decay = 0.1;
-  c.optim.grad_clip = 0.5;
-  c.schedule.warmup_steps = 2;
-  c.schedule.min_lr = 1e-4;
-  c.data.seq_len = 16;
-  c.train.steps = 5;
-  c.train.micro_batch_size = 2;
-  c.train.grad_accum = grad_accum;
-  c.train.seed = 99;
-  return c;
-}
-
-// The global batch of a step: rows of random tokens; labels are the next tokens with a varying
-// number of positions ignored per row, so micro-batches carry different token counts.
-MicroBatch global_batch(int64_t step, int64_t rows, int64_t seq) {
-  auto generator = at::detail::createCPUGenerator(1000 + step);
-  auto tokens = torch::randint(0, 259, {rows, seq + 1}, generator, torch::kInt64);
-  MicroBatch batch;
-  batch.input_ids = tokens.narrow(1, 0, seq).contiguous();
-  batch.labels = tokens.narrow(1, 1, seq).clone();
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t ignored = (r * 5 + step * 3) % seq;  // 0..seq-1 ignored positions
-    batch.labels[r].narrow(0, 0, ignored).fill_(kIgnoreIndex);
-  }
-  return batch;
-}
-
-MicroBatch rows_of(const MicroBatch& batch, int64_t start, int64_t count) {
-  return {batch.input_ids.narrow(0, start, count).contiguous(),
-          batch.labels.narrow(0, start, count).contiguous()};
-}
-
-// ||a - b|| / ||b|| over the whole tensor.
-double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
-  return ((a - b).to(torch::kFloat64).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30))
-      .item<double>();
-}
 
 void check_equivalence(int64_t grad_accum) {
   auto world = testing::world();

@@ -11,6 +11,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "deepseek_train/model/model_config.h"
+#include "deepseek_train/sharding/unit_hooks.h"
 
 namespace dst {
 
@@ -84,11 +85,23 @@ class LlamaModelImpl : public torch::nn::Module {
   // global RNG: linear and embedding weights ~ N(0, initializer_range), norm weights = 1.
   void initialize(uint64_t seed);
 
+  // Sharding units in forward order: 0 = embedding, 1..L = decoder layers, L+1 = final norm and
+  // LM head (with tied embeddings the head has no parameter of its own). Each entry lists the
+  // unit's parameters by Hugging Face name.
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> sharding_units();
+  int num_units() const { return static_cast<int>(config_.num_hidden_layers) + 2; }
+  // Hooks called around every unit's forward (nullptr: none). Not owned.
+  void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
+
   DecoderStack model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
+  template <typename Fn>
+  torch::Tensor run_unit(int unit, Fn&& forward);
+
   ModelConfig config_;
+  UnitHooks* unit_hooks_ = nullptr;
 };
 TORCH_MODULE(LlamaModel);
 

@@ -18,6 +18,12 @@ struct NamedParameter {
   bool decay = true;
 };
 
+// One AdamW update of `param` in place from `grad` and the moments, for the 1-based step `t`.
+// Shared by AdamW and the sharded (ZeRO) optimizer so both do identical arithmetic.
+void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& exp_avg,
+                  const at::Tensor& exp_avg_sq, double lr, int64_t t, bool decay,
+                  const AdamWOptions& options);
+
 class AdamW {
  public:
   AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options);

@@ -24,6 +24,10 @@ struct MemoryPlanInputs {
   // Elements of each data-parallel gradient bucket (stage 0), in launch order; communication is
   // planned only when given.
   std::vector<int64_t> gradient_bucket_elements;
+  // ZeRO stages 1-3: padded elements of each sharding unit (multiples of dp_size), and the
+  // micro-batches per step; communication is planned from these.
+  std::vector<int64_t> zero_unit_padded_elements;
+  int64_t grad_accum = 1;
 };
 
 struct MemoryPlan {
@@ -35,7 +39,7 @@ struct MemoryPlan {
   int64_t optimizer_moments = 0;
   int64_t activations = 0;  // estimate for one micro-batch (stored for backward)
   // Bytes this rank sends per optimizer step (ring accounting, comm/communicator.h):
-  int64_t gradient_comm_bytes = 0;  // gradient reduction
+  int64_t gradient_comm_bytes = 0;  // gradient reduction (+ parameter all-gathers under ZeRO)
   int64_t control_comm_bytes = 0;   // step bookkeeping: token count and loss all-reduces
 
   int64_t model_state() const {

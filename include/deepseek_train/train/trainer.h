@@ -23,6 +23,7 @@ namespace dst {
 
 class AdamW;
 class GradientReducer;
+class ZeroEngine;
 struct TokenBatch;
 
 // One micro-batch: int64 [rows, seq] input ids and labels (kIgnoreIndex = not counted).
@@ -79,11 +80,17 @@ class Trainer {
   // What this rank holds and sends per step (printed at the start of run()).
   MemoryPlan memory_plan() const;
 
+  // ZeRO: padded element count of each sharding unit (empty at stage 0).
+  std::vector<int64_t> sharding_unit_sizes() const;
+
   // Bytes of each data-parallel gradient bucket, in launch order.
   std::vector<int64_t> gradient_bucket_bytes() const;
 
-  // Model parameters by Hugging Face name.
+  // Model parameters by Hugging Face name (under ZeRO-3 their memory exists only while gathered:
+  // use full_parameters()).
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
+  // Copies of the full parameters, any ZeRO stage (collective over the dp group).
+  std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
   // Writes model.h5 and config.json into `directory` (rank 0 only writes; all ranks call).
   std::string save_weights(const std::string& directory);
 
@@ -94,6 +101,7 @@ class Trainer {
   LlamaModel model_{nullptr};
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<ZeroEngine> zero_;  // ZeRO stages 1-3 (then reducer_/optimizer_ are null)
   int64_t step_ = 0;
 };
 

@@ -1,0 +1,339 @@
+#include "deepseek_train/sharding/zero.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/torch.h>
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/optim/adamw.h"
+
+namespace dst {
+
+namespace {
+
+// Frees the memory behind a flat buffer while every view of it (parameters, gradients, tensors
+// autograd saved for backward) stays valid as an object; materialize() gives the storage memory
+// again, so those views see whatever is written into it next (the all-gathered values).
+void release_storage(const at::Tensor& flat) {
+  c10::StorageImpl* storage = flat.storage().unsafeGetStorageImpl();
+  storage->set_data_ptr_noswap(at::DataPtr(nullptr, flat.device()));
+  storage->set_nbytes(0);
+}
+
+bool is_materialized(const at::Tensor& flat) {
+  return flat.storage().unsafeGetStorageImpl()->nbytes() > 0 || flat.numel() == 0;
+}
+
+void materialize_storage(const at::Tensor& flat) {
+  if (is_materialized(flat)) return;
+  c10::StorageImpl* storage = flat.storage().unsafeGetStorageImpl();
+  const size_t bytes = static_cast<size_t>(flat.numel()) * flat.element_size();
+  storage->set_data_ptr_noswap(storage->allocator()->allocate(bytes));
+  storage->set_nbytes(bytes);
+}
+
+class PostAccumulateHook final : public torch::autograd::FunctionPostHook {
+ public:
+  explicit PostAccumulateHook(std::function<void()> callback) : callback_(std::move(callback)) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    callback_();
+    return outputs;
+  }
+
+ private:
+  std::function<void()> callback_;
+};
+
+}  // namespace
+
+struct ZeroEngine::Unit {
+  std::vector<at::Tensor> params;
+  std::vector<int64_t> offsets;
+  std::vector<bool> decay;
+  int64_t padded = 0;
+  int64_t shard = 0;
+  at::Tensor flat_param;   // [padded]; stage 3: storage present only while gathered
+  at::Tensor flat_grad;    // [padded]; stages 2-3: storage present only during the unit's backward
+  at::Tensor param_shard;  // [shard]; stages 1-2: a view of flat_param; stage 3: its own tensor
+  at::Tensor grad_shard, exp_avg, exp_avg_sq, reduce_buffer;  // [shard]
+  comm::WorkPtr gather_work;
+  comm::WorkPtr reduce_work;
+  int pending = 0;  // gradients not yet accumulated in the current backward
+};
+
+// Hooks reach the engine through this, reset when the engine is destroyed.
+struct ZeroEngine::HookState {
+  ZeroEngine* engine = nullptr;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+};
+
+ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
+                       const std::function<bool(const std::string&, const at::Tensor&)>& decays,
+                       comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options)
+    : group_(std::move(dp_group)),
+      stage_(stage),
+      options_(options),
+      hook_state_(std::make_shared<HookState>()) {
+  DST_CHECK(stage >= 1 && stage <= 3, ConfigError, "ZeRO stage must be 1, 2 or 3, got " << stage);
+  const int world = group_->size();
+  const int rank = group_->rank();
+  torch::NoGradGuard no_grad;
+  for (NamedTensorList& named : units) {
+    auto unit = std::make_unique<Unit>();
+    int64_t numel = 0;
+    for (auto& [name, param] : named) {
+      DST_CHECK(param.scalar_type() == at::kFloat, ConfigError,
+                "ZeRO: parameter '" << name << "' is " << param.scalar_type()
+                                    << "; only fp32 parameters are supported");
+      unit->offsets.push_back(numel);
+      unit->decay.push_back(decays(name, param));
+      unit->params.push_back(param);
+      numel += param.numel();
+    }
+    unit->padded = (numel + world - 1) / world * world;
+    unit->shard = unit->padded / world;
+    auto options_fp32 = torch::TensorOptions().dtype(torch::kFloat32);
+    unit->flat_param = torch::zeros({unit->padded}, options_fp32);
+    unit->flat_grad = torch::zeros({unit->padded}, options_fp32);
+    for (size_t i = 0; i < unit->params.size(); ++i) {
+      at::Tensor& p = unit->params[i];
+      at::Tensor slot = unit->flat_param.narrow(0, unit->offsets[i], p.numel()).view(p.sizes());
+      slot.copy_(p);
+      p.set_data(slot);
+      p.mutable_grad() = unit->flat_grad.narrow(0, unit->offsets[i], p.numel()).view(p.sizes());
+    }
+    at::Tensor own = unit->flat_param.narrow(0, rank * unit->shard, unit->shard);
+    unit->param_shard = stage_ == 3 ? own.clone() : own;
+    unit->grad_shard = torch::zeros({unit->shard}, options_fp32);
+    unit->exp_avg = torch::zeros({unit->shard}, options_fp32);
+    unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
+    unit->reduce_buffer = torch::zeros({unit->shard}, options_fp32);
+    unit->pending = static_cast<int>(unit->params.size());
+    units_.push_back(std::move(unit));
+  }
+  next_to_reduce_ = static_cast<int>(units_.size()) - 1;
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+    if (stage_ >= 2) release_storage(units_[u]->flat_grad);
+    if (stage_ == 3) release_storage(units_[u]->flat_param);
+  }
+
+  hook_state_->engine = this;
+  std::weak_ptr<HookState> weak = hook_state_;
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
+    for (const at::Tensor& p : units_[u]->params) {
+      auto accumulator = torch::autograd::impl::grad_accumulator(p);
+      DST_ASSERT(accumulator != nullptr, "no gradient accumulator for a parameter of unit " << u);
+      accumulator->add_post_hook(std::make_unique<PostAccumulateHook>([weak, u] {
+        if (auto state = weak.lock())
+          if (state->engine) state->engine->on_gradient_ready(u);
+      }));
+      hook_state_->accumulators.push_back(std::move(accumulator));
+    }
+  }
+}
+
+ZeroEngine::~ZeroEngine() { hook_state_->engine = nullptr; }
+
+std::vector<int64_t> ZeroEngine::padded_unit_elements() const {
+  std::vector<int64_t> result;
+  for (const auto& unit : units_) result.push_back(unit->padded);
+  return result;
+}
+
+void ZeroEngine::zero_grad() {
+  for (auto& unit : units_) {
+    DST_ASSERT(unit->reduce_work == nullptr, "zero_grad() while a reduction is in flight");
+    unit->grad_shard.zero_();
+    if (stage_ == 1) unit->flat_grad.zero_();
+    unit->pending = static_cast<int>(unit->params.size());
+  }
+  next_to_reduce_ = static_cast<int>(units_.size()) - 1;
+}
+
+void ZeroEngine::set_sync(bool last_micro_batch) { sync_ = last_micro_batch; }
+
+void ZeroEngine::start_gather(int u) {
+  Unit& unit = *units_[u];
+  if (stage_ != 3 || unit.gather_work || is_materialized(unit.flat_param)) return;
+  materialize_storage(unit.flat_param);
+  unit.gather_work = group_->all_gather(unit.flat_param, unit.param_shard);
+}
+
+void ZeroEngine::ensure_gathered(int u) {
+  if (stage_ != 3) return;
+  start_gather(u);
+  Unit& unit = *units_[u];
+  if (unit.gather_work) {
+    unit.gather_work->wait();
+    unit.gather_work.reset();
+  }
+}
+
+void ZeroEngine::release(int u) {
+  if (stage_ != 3) return;
+  Unit& unit = *units_[u];
+  DST_ASSERT(unit.gather_work == nullptr, "releasing unit " << u << " while it is being gathered");
+  release_storage(unit.flat_param);
+}
+
+void ZeroEngine::before_forward(int u) {
+  if (stage_ != 3) return;
+  ensure_gathered(u);
+  if (u + 1 < static_cast<int>(units_.size())) start_gather(u + 1);  // prefetch
+}
+
+at::Tensor ZeroEngine::after_forward(int u, const at::Tensor& output) {
+  if (stage_ == 3) release(u);
+  if (stage_ >= 2 && output.requires_grad()) {
+    std::weak_ptr<HookState> weak = hook_state_;
+    // The gradient of a unit's output is complete just before the unit's own backward starts.
+    output.register_hook([weak, u](const at::Tensor& grad) {
+      if (auto state = weak.lock())
+        if (state->engine) state->engine->on_backward_begin(u);
+      return grad;
+    });
+  }
+  return output;
+}
+
+void ZeroEngine::on_backward_begin(int u) {
+  Unit& unit = *units_[u];
+  if (unit.reduce_work) {  // the previous micro-batch's reduction still reads flat_grad
+    unit.reduce_work->wait();
+    complete_reduction(u);
+  }
+  if (!is_materialized(unit.flat_grad)) {
+    materialize_storage(unit.flat_grad);
+    unit.flat_grad.zero_();
+  }
+  if (stage_ == 3) {
+    ensure_gathered(u);
+    if (u > 0) start_gather(u - 1);  // prefetch the unit whose backward comes next
+  }
+  poll_reductions();
+}
+
+void ZeroEngine::on_gradient_ready(int u) {
+  if (stage_ == 1 && !sync_) return;
+  Unit& unit = *units_[u];
+  DST_ASSERT(unit.pending > 0, "a gradient of unit " << u << " became ready twice in one backward");
+  --unit.pending;
+  launch_ready_reductions();
+  poll_reductions();
+}
+
+void ZeroEngine::launch_ready_reductions() {
+  while (next_to_reduce_ >= 0 && units_[next_to_reduce_]->pending == 0) {
+    Unit& unit = *units_[next_to_reduce_];
+    DST_ASSERT(unit.reduce_work == nullptr, "unit " << next_to_reduce_ << " reduced twice");
+    unit.reduce_work =
+        group_->reduce_scatter(unit.reduce_buffer, unit.flat_grad, comm::ReduceOp::kSum);
+    --next_to_reduce_;
+  }
+}
+
+void ZeroEngine::complete_reduction(int u) {
+  Unit& unit = *units_[u];
+  unit.reduce_work.reset();
+  unit.grad_shard.add_(unit.reduce_buffer);
+  unit.pending = static_cast<int>(unit.params.size());
+  if (stage_ >= 2) release_storage(unit.flat_grad);
+  if (stage_ == 3) release(u);
+}
+
+void ZeroEngine::poll_reductions() {
+  for (int u = static_cast<int>(units_.size()) - 1; u > next_to_reduce_; --u) {
+    Unit& unit = *units_[u];
+    if (unit.reduce_work && unit.reduce_work->is_completed()) complete_reduction(u);
+  }
+}
+
+void ZeroEngine::finish_backward() {
+  if (stage_ == 1 && !sync_) return;
+  torch::NoGradGuard no_grad;
+  // Units not reduced yet (their gradients never arrived: unused parameters) reduce what they
+  // have, still in order.
+  for (int u = 0; u <= next_to_reduce_; ++u) {
+    Unit* unit = units_[u].get();
+    if (unit->pending > 0) {
+      if (!is_materialized(unit->flat_grad)) {
+        materialize_storage(unit->flat_grad);
+        unit->flat_grad.zero_();
+      }
+      unit->pending = 0;
+    }
+  }
+  launch_ready_reductions();
+  for (int u = static_cast<int>(units_.size()) - 1; u >= 0; --u) {
+    Unit& unit = *units_[u];
+    if (unit.reduce_work) {
+      unit.reduce_work->wait();
+      complete_reduction(u);
+    }
+    if (unit.gather_work) {  // a prefetch nobody used
+      unit.gather_work->wait();
+      unit.gather_work.reset();
+      release(u);
+    }
+  }
+  next_to_reduce_ = static_cast<int>(units_.size()) - 1;
+}
+
+double ZeroEngine::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  double squared = 0.0;
+  for (const auto& unit : units_) {
+    const double norm = unit->grad_shard.norm().item<double>();
+    squared += norm * norm;
+  }
+  at::Tensor total = torch::full({1}, squared, torch::kFloat64);
+  group_->all_reduce(total, comm::ReduceOp::kSum)->wait();
+  const double norm = std::sqrt(total.item<double>());
+  if (max_norm > 0.0 && std::isfinite(norm) && norm > max_norm) {
+    const double scale = max_norm / (norm + 1e-6);
+    for (auto& unit : units_) unit->grad_shard.mul_(scale);
+  }
+  return norm;
+}
+
+void ZeroEngine::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++step_count_;
+  const int rank = group_->rank();
+  for (auto& unit_ptr : units_) {
+    Unit& unit = *unit_ptr;
+    const int64_t shard_begin = rank * unit.shard;
+    const int64_t shard_end = shard_begin + unit.shard;
+    // AdamW per parameter segment inside the shard, so decay applies per parameter.
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      const int64_t begin = std::max(unit.offsets[i], shard_begin);
+      const int64_t end = std::min(unit.offsets[i] + unit.params[i].numel(), shard_end);
+      if (begin >= end) continue;
+      const int64_t local = begin - shard_begin, length = end - begin;
+      adamw_update(unit.param_shard.narrow(0, local, length),
+                   unit.grad_shard.narrow(0, local, length), unit.exp_avg.narrow(0, local, length),
+                   unit.exp_avg_sq.narrow(0, local, length), lr, step_count_, unit.decay[i],
+                   options_);
+    }
+  }
+  if (stage_ == 3) return;
+  std::vector<comm::WorkPtr> gathers;
+  for (auto& unit : units_)
+    gathers.push_back(group_->all_gather(unit->flat_param, unit->param_shard));
+  comm::wait_all(gathers);
+}
+
+void ZeroEngine::gather_parameters() {
+  if (stage_ != 3) return;
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) start_gather(u);
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) ensure_gathered(u);
+}
+
+void ZeroEngine::release_parameters() {
+  if (stage_ != 3) return;
+  for (int u = 0; u < static_cast<int>(units_.size()); ++u) release(u);
+}
+
+}  // namespace dst
