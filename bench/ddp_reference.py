@@ -1,7 +1,7 @@
 """PyTorch DDP reference for bench-small: the same LLaMA-style model (RMSNorm, RoPE, SwiGLU),
 batch and optimizer as bench/bench-small.yaml, on 2 gloo ranks x 1 thread. Prints the median
-tokens/s over the timed steps as `ddp_tokens_per_s <value>`."""
-import math, os, statistics, sys, time
+tokens/s over the timed steps and rank 0's peak RSS in MB as `ddp_tokens_per_s <tps> <rss>`."""
+import math, os, resource, statistics, sys, time
 
 import torch
 import torch.distributed as dist
@@ -91,7 +91,8 @@ def worker(rank, world, steps, port, queue):
         times.append(time.perf_counter() - t0)
     if rank == 0:
         timed = times[2:] if len(times) > 4 else times
-        queue.put(world * MBS * SEQ / statistics.median(timed))
+        queue.put((world * MBS * SEQ / statistics.median(timed),
+                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0))
     dist.destroy_process_group()
 
 
@@ -101,7 +102,8 @@ def main():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     mp.spawn(worker, args=(2, steps, port, queue), nprocs=2, join=True)
-    print(f"ddp_tokens_per_s {queue.get():.1f}")
+    tokens_per_s, rss_mb = queue.get()
+    print(f"ddp_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
 
 
 if __name__ == "__main__":

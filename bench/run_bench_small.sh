@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# bench-small: dstrain (2 MPI ranks x 1 thread) against a PyTorch DDP reference (2 gloo ranks x
-# 1 thread) of the same model, batch and optimizer, measured in the same invocation. Prints the
-# tokens/s of each and their ratio (dstrain / DDP; > 1 means dstrain is faster).
-# usage: bench/run_bench_small.sh [steps]   (run after scripts/build.sh)
+# bench-small: the same model, global batch (8 sequences of 256 tokens) and 2 cores, four ways,
+# in one invocation:
+#   dstrain ZeRO-3        2 MPI ranks x 1 thread
+#   dstrain DDP (stage 0) 2 MPI ranks x 1 thread
+#   dstrain single        1 process x 2 threads
+#   PyTorch DDP (gloo)    2 ranks x 1 thread (Debian python3-torch)
+# Prints tokens/s and peak RSS per rank of each, and the ratios. Each is run twice, alternating,
+# and its best median kept: this machine's speed drifts over minutes.
+# usage: bench/run_bench_small.sh [steps]   (after scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-12}
@@ -15,23 +20,49 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
 fi
 mkdir -p data runs
 [ -s data/bench.txt ] || build/dstrain synth data/bench.txt --docs 6000 --seed 5 > /dev/null
+
+# dstrain NAME NP ARGS...: prints "tokens_per_s peak_rss_mb" (median over steps after warm-up).
 run_dstrain() {
-  rm -rf runs/bench-small
-  mpirun -np 2 --bind-to none build/dstrain train bench/bench-small.yaml train.steps="$STEPS" 2> runs/bench-small.log
+  local name=$1 np=$2
+  shift 2
+  rm -rf "runs/bench-$name"
+  mpirun -np "$np" --bind-to none build/dstrain train bench/bench-small.yaml train.steps="$STEPS" \
+    train.output_dir="runs/bench-$name" "$@" 2> "runs/bench-$name.log"
   python3 -c "
 import json, statistics
-rows = [json.loads(l) for l in open('runs/bench-small/metrics.jsonl')]
+rows = [json.loads(l) for l in open('runs/bench-$name/metrics.jsonl') if '\"loss\"' in l]
 timed = rows[2:] if len(rows) > 4 else rows
-print('%.1f' % statistics.median(r['tokens'] / r['step_time_s'] for r in timed))"
+print('%.1f %.0f' % (statistics.median(r['tokens'] / r['step_time_s'] for r in timed),
+                     max(r['peak_rss_mb'] for r in rows)))"
 }
-run_ddp() { /usr/bin/python3 bench/ddp_reference.py "$STEPS" | awk '/ddp_tokens_per_s/ {print $2}'; }
-best() { python3 -c "import sys; print(max(float(x) for x in sys.argv[1:]))" "$@"; }
-# Alternate the two twice and keep each one's best run: this machine's speed drifts over minutes.
-D1=$(run_dstrain); P1=$(run_ddp); D2=$(run_dstrain); P2=$(run_ddp)
-echo "[bench] dstrain runs: $D1 $D2; DDP runs: $P1 $P2"
-DST=$(best "$D1" "$D2")
-DDP=$(best "$P1" "$P2")
-echo "bench-small (2 ranks x 1 thread, seq 256, micro-batch 4, fp32 AdamW, $STEPS steps, median)"
-echo "  dstrain     tokens/s: $DST"
-echo "  PyTorch DDP tokens/s: $DDP"
-python3 -c "print('  ratio dstrain/DDP: %.3f' % ($DST / $DDP))"
+run_ddp() { /usr/bin/python3 bench/ddp_reference.py "$STEPS" | awk '/ddp_tokens_per_s/ {print $2, $3}'; }
+
+declare -A best_tps best_rss
+record() {  # record NAME "TPS RSS"
+  local tps=${2% *} rss=${2#* }
+  if [ -z "${best_tps[$1]:-}" ] || python3 -c "import sys; sys.exit(0 if $tps > ${best_tps[$1]} else 1)"; then
+    best_tps[$1]=$tps
+    best_rss[$1]=$rss
+  fi
+  echo "[bench] $1: $tps tokens/s, peak RSS $rss MB"
+}
+for round in 1 2; do
+  record zero3 "$(run_dstrain zero3 2 parallel.zero_stage=3)"
+  record ddp "$(run_dstrain ddp 2 parallel.zero_stage=0)"
+  record single "$(run_dstrain single 1 parallel.dp=1 train.micro_batch_size=8 train.threads=2)"
+  record torch_ddp "$(run_ddp)"
+done
+
+echo "bench-small (vocab 4096, hidden 384, 6 layers, seq 256, global batch 8, fp32 AdamW, $STEPS steps)"
+printf "  %-28s %10s %14s\n" "run" "tokens/s" "peak RSS/rank"
+printf "  %-28s %10s %11s MB\n" "dstrain ZeRO-3 2x1" "${best_tps[zero3]}" "${best_rss[zero3]}"
+printf "  %-28s %10s %11s MB\n" "dstrain DDP 2x1" "${best_tps[ddp]}" "${best_rss[ddp]}"
+printf "  %-28s %10s %11s MB\n" "dstrain single 1x2 threads" "${best_tps[single]}" "${best_rss[single]}"
+printf "  %-28s %10s %11s MB\n" "PyTorch DDP (gloo) 2x1" "${best_tps[torch_ddp]}" "${best_rss[torch_ddp]}"
+python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" <<'PY'
+import sys
+zero3, ddp, single, torch_ddp = map(float, sys.argv[1:])
+print(f"  ratio dstrain DDP / PyTorch DDP:    {ddp / torch_ddp:.3f}")
+print(f"  ratio dstrain ZeRO-3 / PyTorch DDP: {zero3 / torch_ddp:.3f}")
+print(f"  ratio dstrain ZeRO-3 / single 2 threads: {zero3 / single:.3f}")
+PY

@@ -28,6 +28,7 @@ void MetricsWriter::write(const StepMetrics& m) {
       {"step_time_s", m.step_time_s},
       {"comm_bytes", m.comm_bytes},
       {"comm_wait_s", m.comm_wait_s},
+      {"peak_rss_mb", m.peak_rss_mb},
   };
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (m.eval_loss) json["eval_loss"] = *m.eval_loss;

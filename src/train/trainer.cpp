@@ -1,6 +1,7 @@
 #include "deepseek_train/train/trainer.h"
 
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -25,6 +26,12 @@ namespace dst {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double peak_rss_megabytes() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -327,6 +334,7 @@ TrainSummary Trainer::run() {
     m.comm_bytes = result.comm_bytes;
     m.comm_wait_s = result.comm_wait_seconds;
     m.comm_bytes_by_op = result.comm_bytes_by_op;
+    m.peak_rss_mb = peak_rss_megabytes();
     const bool last = result.step == opts.steps;
     if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
       m.eval_loss = evaluate(eval_batches);
