@@ -1,31 +1,11 @@
 #include "deepseek_train/sharding/grad_reducer.h"
 
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "deepseek_train/core/error.h"
+#include "post_accumulate_hook.h"
 
 namespace dst {
-
-namespace {
-
-// Runs after a parameter's AccumulateGrad node, i.e. once its gradient is in param.grad().
-class GradReadyHook final : public torch::autograd::FunctionPostHook {
- public:
-  explicit GradReadyHook(std::function<void()> callback) : callback_(std::move(callback)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
-    callback_();
-    return outputs;
-  }
-
- private:
-  std::function<void()> callback_;
-};
-
-}  // namespace
 
 // Keeps the gradient-accumulator nodes alive: autograd holds them weakly, and a hook registered
 // on a node that is later recreated would never fire.
@@ -86,12 +66,9 @@ GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, comm::Commu
   hooks_->self = std::make_shared<GradientReducer*>(this);
   std::weak_ptr<GradientReducer*> weak_self = hooks_->self;
   for (int i = 0; i < static_cast<int>(parameters_.size()); ++i) {
-    auto accumulator = torch::autograd::impl::grad_accumulator(parameters_[i]);
-    DST_ASSERT(accumulator != nullptr, "no gradient accumulator for parameter " << i);
-    accumulator->add_post_hook(std::make_unique<GradReadyHook>([weak_self, i] {
+    hooks_->accumulators.push_back(detail::add_post_accumulate_hook(parameters_[i], [weak_self, i] {
       if (auto self = weak_self.lock()) (*self)->on_gradient_ready(i);
     }));
-    hooks_->accumulators.push_back(std::move(accumulator));
   }
 }
 

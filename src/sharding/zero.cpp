@@ -1,12 +1,10 @@
 #include "deepseek_train/sharding/zero.h"
 
-#include <torch/csrc/autograd/function.h>
-#include <torch/csrc/autograd/function_hook.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/optim/adamw.h"
+#include "post_accumulate_hook.h"
 
 namespace dst {
 
@@ -32,19 +30,6 @@ void materialize_storage(const at::Tensor& flat) {
   storage->set_data_ptr_noswap(storage->allocator()->allocate(bytes));
   storage->set_nbytes(bytes);
 }
-
-class PostAccumulateHook final : public torch::autograd::FunctionPostHook {
- public:
-  explicit PostAccumulateHook(std::function<void()> callback) : callback_(std::move(callback)) {}
-  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
-    callback_();
-    return outputs;
-  }
-
- private:
-  std::function<void()> callback_;
-};
 
 }  // namespace
 
@@ -123,13 +108,10 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
   std::weak_ptr<HookState> weak = hook_state_;
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     for (const at::Tensor& p : units_[u]->params) {
-      auto accumulator = torch::autograd::impl::grad_accumulator(p);
-      DST_ASSERT(accumulator != nullptr, "no gradient accumulator for a parameter of unit " << u);
-      accumulator->add_post_hook(std::make_unique<PostAccumulateHook>([weak, u] {
+      hook_state_->accumulators.push_back(detail::add_post_accumulate_hook(p, [weak, u] {
         if (auto state = weak.lock())
           if (state->engine) state->engine->on_gradient_ready(u);
       }));
-      hook_state_->accumulators.push_back(std::move(accumulator));
     }
   }
 }
