@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ccache pkg-config git
+  build-essential cmake ccache pkg-config git python3
   libtorch-dev libopenblas0-openmp
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libhdf5-dev nlohmann-json3-dev libcli11-dev libeigen3-dev libfmt-dev
