@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/optim/cpu_adamw.h"
 
 namespace dst {
 
@@ -22,6 +23,21 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
                   const at::Tensor& exp_avg_sq, double lr, int64_t t, bool decay,
                   const AdamWOptions& options) {
   at::NoGradGuard no_grad;
+  if (options.offload == "cpu") {
+    for (const at::Tensor* tensor : {&param, &grad, &exp_avg, &exp_avg_sq}) {
+      DST_CHECK(tensor->device().is_cpu() && tensor->scalar_type() == at::kFloat &&
+                    tensor->is_contiguous(),
+                ConfigError,
+                "optim.offload=cpu needs contiguous fp32 host tensors (device parameters with a "
+                "host-side master copy are not implemented yet), got "
+                    << tensor->scalar_type() << " on " << tensor->device());
+    }
+    cpu_adamw_update(
+        param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
+        exp_avg_sq.data_ptr<float>(), param.numel(),
+        AdamWStep{lr, options.beta1, options.beta2, options.eps, options.weight_decay, t}, decay);
+    return;
+  }
   const double bias_correction1 = 1.0 - std::pow(options.beta1, static_cast<double>(t));
   const double bias_correction2 = 1.0 - std::pow(options.beta2, static_cast<double>(t));
   const double step_size = lr / bias_correction1;

@@ -300,6 +300,7 @@ const std::vector<Section>& sections() {
            field("eps", &TC::optim, &AdamWOptions::eps),
            field("weight_decay", &TC::optim, &AdamWOptions::weight_decay),
            field("grad_clip", &TC::optim, &AdamWOptions::grad_clip),
+           field("offload", &TC::optim, &AdamWOptions::offload),
        }},
       {"schedule",
        {

@@ -30,6 +30,8 @@ void TrainConfig::validate() const {
   DST_CHECK(optim.beta1 >= 0 && optim.beta1 < 1, ConfigError, "optim.beta1 must be in [0, 1)");
   DST_CHECK(optim.beta2 >= 0 && optim.beta2 < 1, ConfigError, "optim.beta2 must be in [0, 1)");
   DST_CHECK(optim.eps > 0, ConfigError, "optim.eps must be positive");
+  DST_CHECK(optim.offload == "none" || optim.offload == "cpu", ConfigError,
+            "optim.offload '" << optim.offload << "' is not one of none, cpu");
   DST_CHECK(optim.weight_decay >= 0, ConfigError, "optim.weight_decay must be non-negative");
   DST_CHECK(schedule.warmup_steps >= 0, ConfigError, "schedule.warmup_steps must be non-negative");
   DST_CHECK(schedule.min_lr >= 0 && schedule.min_lr <= optim.lr, ConfigError,

@@ -1,8 +1,10 @@
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
 
+#include "deepseek_train/core/error.h"
 #include "deepseek_train/optim/adamw.h"
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
@@ -83,4 +85,39 @@ TEST_CASE("global grad-norm clipping", "[optim]") {
   CHECK(clip_grad_norm({c}, 1.0) == Approx(0.5));
   CHECK(c[0].item<double>() == Approx(0.3));  // under the limit: untouched
   CHECK(clip_grad_norm({c}, 0.0) == Approx(0.5));
+}
+
+TEST_CASE("CPU-offloaded AdamW equals the ATen AdamW", "[optim]") {
+  AdamWOptions device_options;
+  device_options.lr = 1e-2;
+  device_options.weight_decay = 0.1;
+  AdamWOptions offload_options = device_options;
+  offload_options.offload = "cpu";
+  auto generator = at::detail::createCPUGenerator(3);
+  auto w0 = torch::randn({64, 33}, generator);
+  auto b0 = torch::randn({33}, generator);
+  auto wa = w0.clone().requires_grad_(true), wb = w0.clone().requires_grad_(true);
+  auto ba = b0.clone().requires_grad_(true), bb = b0.clone().requires_grad_(true);
+  AdamW on_device({{"w", wa, true}, {"norm.weight", ba, false}}, device_options);
+  AdamW offloaded({{"w", wb, true}, {"norm.weight", bb, false}}, offload_options);
+  for (int step = 0; step < 5; ++step) {
+    auto gw = torch::randn({64, 33}, generator), gb = torch::randn({33}, generator);
+    wa.mutable_grad() = gw.clone();
+    wb.mutable_grad() = gw.clone();
+    ba.mutable_grad() = gb.clone();
+    bb.mutable_grad() = gb.clone();
+    on_device.step(1e-2);
+    offloaded.step(1e-2);
+  }
+  auto relative = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return ((a - b).norm() / b.norm()).item<double>();
+  };
+  CHECK(relative(wb, wa) <= 1e-6);
+  CHECK(relative(bb, ba) <= 1e-6);
+  CHECK_FALSE(torch::equal(wa, w0));
+  AdamWOptions bad = offload_options;
+  auto half = torch::zeros({4}, torch::kFloat64).requires_grad_(true);
+  half.mutable_grad() = torch::ones({4}, torch::kFloat64);
+  AdamW wrong({{"h", half, true}}, bad);
+  CHECK_THROWS_AS(wrong.step(1e-3), ConfigError);
 }

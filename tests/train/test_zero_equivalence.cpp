@@ -18,12 +18,13 @@ using namespace dst::testing;
 
 namespace {
 
-void check_stage(int stage, int64_t grad_accum) {
+void check_stage(int stage, int64_t grad_accum, const std::string& offload = "none") {
   auto world = dst::testing::world();
   const int p = world->size(), r = world->rank();
   TrainConfig plain_config = equivalence_config(p, grad_accum);
   TrainConfig zero_config = plain_config;
   zero_config.data_parallel.zero_stage = stage;
+  zero_config.optim.offload = offload;
   const int64_t mbs = plain_config.train.micro_batch_size;
   const int64_t rows = p * grad_accum * mbs;
 
@@ -68,7 +69,7 @@ void check_stage(int stage, int64_t grad_accum) {
     CHECK(diff <= 1e-6);
   }
   if (r == 0)
-    WARN("ZeRO-" << stage << " dp=" << p << " grad_accum=" << grad_accum
+    WARN("ZeRO-" << stage << " offload=" << offload << " dp=" << p << " grad_accum=" << grad_accum
                  << ": worst relative parameter difference vs DDP " << worst);
 }
 
@@ -87,4 +88,8 @@ TEST_CASE("ZeRO-2 equals plain data parallel", "[zero]") {
 TEST_CASE("ZeRO-3 equals plain data parallel", "[zero]") {
   check_stage(3, 1);
   check_stage(3, 4);
+}
+
+TEST_CASE("ZeRO-2 with the CPU-offloaded optimizer equals plain data parallel", "[zero]") {
+  check_stage(2, 1, "cpu");
 }

@@ -13,6 +13,10 @@ struct AdamWOptions {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // max global grad norm; <= 0 disables clipping
+  // "none": update with ATen ops where the parameters live; "cpu": fp32 master weights and moments
+  // in host memory, updated by the vectorised Eigen kernel (optim/cpu_adamw.h). With CPU
+  // parameters both run on the host and "cpu" is a second implementation of the same update.
+  std::string offload = "none";
 };
 
 enum class LrScheduleType { kConstant, kLinear, kCosine };
