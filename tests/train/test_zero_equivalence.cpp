@@ -50,6 +50,8 @@ void check_stage(int stage, int64_t grad_accum, const std::string& offload = "no
     INFO("stage " << stage << " grad_accum " << grad_accum << " step " << step);
     CHECK(b.loss == Approx(a.loss).epsilon(1e-6));
     CHECK(b.grad_norm == Approx(a.grad_norm).epsilon(1e-6));
+    // Clipping is active at the first step: the sharded clipping equals the unsharded one.
+    if (step == 0) CHECK(a.grad_norm > plain_config.optim.grad_clip);
     CHECK(b.comm_bytes == static_cast<uint64_t>(plan.comm_bytes_per_step()));
   }
   // Evaluation runs under every stage (ZeRO-3 gathers units one by one without gradients).
