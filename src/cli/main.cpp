@@ -82,9 +82,15 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   } catch (const std::exception& e) {
     const bool bad_input = dynamic_cast<const dst::ConfigError*>(&e) != nullptr;
     const int code = bad_input ? kExitBadInput : kExitRuntimeError;
-    // Errors from the same input are raised on every rank; say it once.
-    if (world->rank() == 0 || !bad_input)
-      std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
+    // Errors from the same input are raised on every rank: say them once. Other errors may be
+    // rank-specific (a file missing on one node): each rank says its own, naming itself.
+    if (bad_input || world->size() == 1) {
+      if (world->rank() == 0)
+        std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
+    } else {
+      std::fprintf(stderr, "dstrain: error: rank %d: %s\n", world->rank(),
+                   first_line(e.what()).c_str());
+    }
     if (mpi && world->size() > 1) {
       std::fflush(stderr);
       mpi->abort(code);

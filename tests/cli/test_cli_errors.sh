@@ -65,6 +65,16 @@ expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml
 expect_error "world size mismatch" 2 "does not equal the world size 2" -- \
   mpirun -np 2 --bind-to none "$DSTRAIN" train good.yaml parallel.dp=4
 
+# A runtime error on every rank of an MPI job: each rank names itself, the job ends (MPI_Abort)
+# with a non-zero exit instead of leaving ranks waiting in a collective.
+out=$(timeout 120 mpirun -np 2 --bind-to none "$DSTRAIN" train good.yaml parallel.dp=2 2>&1 >/dev/null)
+rc=$?
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || ! printf '%s\n' "$out" | grep -q "^dstrain: error: rank [01]: .*corpus.txt"; then
+  echo "FAIL runtime error under mpirun: exit $rc; output: $out"; failures=$((failures + 1))
+else
+  echo "ok   runtime error under mpirun: exit $rc"
+fi
+
 # Help and version succeed.
 "$DSTRAIN" --help | grep -q "train" || { echo "FAIL --help"; failures=$((failures + 1)); }
 "$DSTRAIN" --version | grep -q "dstrain 0\." || { echo "FAIL --version"; failures=$((failures + 1)); }
