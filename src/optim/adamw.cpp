@@ -14,8 +14,9 @@ AdamW::AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options
   for (const NamedParameter& p : parameters_) {
     DST_CHECK(p.tensor.defined(), ConfigError,
               "optimizer parameter '" << p.name << "' is undefined");
-    exp_avg_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
-    exp_avg_sq_.push_back(at::zeros_like(p.tensor, at::MemoryFormat::Contiguous));
+    const at::Tensor& state_like = p.master.defined() ? p.master : p.tensor;
+    exp_avg_.push_back(at::zeros_like(state_like, at::MemoryFormat::Contiguous));
+    exp_avg_sq_.push_back(at::zeros_like(state_like, at::MemoryFormat::Contiguous));
   }
 }
 
@@ -52,10 +53,17 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
 void AdamW::step(double lr) {
   ++step_;
   for (size_t i = 0; i < parameters_.size(); ++i) {
-    const at::Tensor& grad = parameters_[i].tensor.grad();
+    const NamedParameter& p = parameters_[i];
+    const at::Tensor& grad = p.tensor.grad();
     if (!grad.defined()) continue;
-    adamw_update(parameters_[i].tensor, grad, exp_avg_[i], exp_avg_sq_[i], lr, step_,
-                 parameters_[i].decay, options_);
+    if (p.master.defined()) {
+      at::NoGradGuard no_grad;
+      adamw_update(p.master, grad.to(p.master.scalar_type()), exp_avg_[i], exp_avg_sq_[i], lr,
+                   step_, p.decay, options_);
+      p.tensor.copy_(p.master);
+    } else {
+      adamw_update(p.tensor, grad, exp_avg_[i], exp_avg_sq_[i], lr, step_, p.decay, options_);
+    }
   }
 }
 

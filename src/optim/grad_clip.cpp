@@ -11,7 +11,10 @@ double squared_norm(const std::vector<at::Tensor>& tensors) {
   for (const at::Tensor& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
     // fp32 norm (cascade-summed by ATen, one pass, no fp64 copy), squared and added in fp64.
-    const double norm = t.norm().item<double>();
+    const double norm =
+        (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ? t : t.to(at::kFloat))
+            .norm()
+            .item<double>();
     total += norm * norm;
   }
   return total;

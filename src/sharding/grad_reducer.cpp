@@ -17,10 +17,11 @@ struct GradientReducer::HookHandles {
 };
 
 GradientReducer::GradientReducer(std::vector<at::Tensor> parameters, comm::CommunicatorPtr dp_group,
-                                 const DataParallelOptions& options)
+                                 const DataParallelOptions& options, at::ScalarType reduce_type)
     : parameters_(std::move(parameters)),
       bucket_of_parameter_(parameters_.size(), -1),
       group_(std::move(dp_group)),
+      reduce_type_(reduce_type),
       hooks_(std::make_unique<HookHandles>()) {
   DST_CHECK(!parameters_.empty(), ConfigError, "data parallel: the model has no parameters");
   const auto dtype = parameters_.front().scalar_type();
@@ -102,7 +103,12 @@ void GradientReducer::launch_ready_buckets() {
   while (next_to_launch_ < static_cast<int>(buckets_.size()) &&
          buckets_[next_to_launch_].pending == 0) {
     Bucket& bucket = buckets_[next_to_launch_++];
-    bucket.work = group_->all_reduce(bucket.flat, comm::ReduceOp::kSum);
+    if (bucket.flat.scalar_type() == reduce_type_) {
+      bucket.work = group_->all_reduce(bucket.flat, comm::ReduceOp::kSum);
+    } else {
+      bucket.reduce_copy = bucket.flat.to(reduce_type_);
+      bucket.work = group_->all_reduce(bucket.reduce_copy, comm::ReduceOp::kSum);
+    }
   }
 }
 
@@ -113,6 +119,10 @@ void GradientReducer::finish() {
   for (Bucket& bucket : buckets_) {
     if (bucket.work) bucket.work->wait();
     bucket.work.reset();
+    if (bucket.reduce_copy.defined()) {
+      bucket.flat.copy_(bucket.reduce_copy);
+      bucket.reduce_copy = at::Tensor();
+    }
     bucket.pending = static_cast<int>(bucket.parameter_indices.size());
   }
   next_to_launch_ = 0;

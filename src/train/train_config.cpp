@@ -21,10 +21,16 @@ void TrainConfig::validate() const {
             "parallel.zero_stage=3 with model.tie_word_embeddings=true is not supported yet "
             "(the tied weight is used by the first and the last unit); untie or use stage 1-2");
   const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);
-  DST_CHECK(policy.param == Precision::kFloat32 && policy.reduce == Precision::kFloat32,
-            ConfigError,
-            "precision " << policy.describe()
-                         << " is not supported yet (mixed precision is not implemented); use fp32");
+  DST_CHECK(policy.param != Precision::kFloat16, ConfigError,
+            "precision.param_dtype=fp16 is not supported yet (needs half-precision matmul, which "
+            "CPU libtorch lacks, and the loss scaler wiring); use bf16 or fp32");
+  DST_CHECK(policy.param == Precision::kFloat32 || data_parallel.zero_stage == 0, ConfigError,
+            "precision.param_dtype=" << to_string(policy.param)
+                                     << " with parallel.zero_stage=" << data_parallel.zero_stage
+                                     << " is not supported yet; use zero_stage 0 or fp32");
+  DST_CHECK(
+      policy.reduce == Precision::kFloat32 || policy.reduce == policy.param, ConfigError,
+      "precision.reduce_dtype must be fp32 or the param dtype, got " << to_string(policy.reduce));
   DST_CHECK(data_parallel.bucket_mb > 0, ConfigError, "parallel.bucket_mb must be positive");
   DST_CHECK(optim.lr > 0, ConfigError, "optim.lr must be positive, got " << optim.lr);
   DST_CHECK(optim.beta1 >= 0 && optim.beta1 < 1, ConfigError, "optim.beta1 must be in [0, 1)");

@@ -93,6 +93,20 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   config_.validate();
   model_ = LlamaModel(config_.model);
   model_->initialize(config_.train.seed);
+  const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
+  const auto torch_dtype = [](Precision p) {
+    return p == Precision::kBFloat16
+               ? torch::kBFloat16
+               : (p == Precision::kFloat16 ? torch::kFloat16 : torch::kFloat32);
+  };
+  // Low-precision parameters are rounded from the fp32 initialisation, which the optimizer keeps
+  // as its master copy.
+  std::map<std::string, torch::Tensor> masters;
+  if (precision.param != Precision::kFloat32) {
+    for (const auto& item : model_->named_parameters(/*recurse=*/true))
+      masters[item.key()] = item.value().detach().clone();
+    model_->to(torch_dtype(precision.param));
+  }
   if (config_.data_parallel.zero_stage > 0) {
     zero_ = std::make_unique<ZeroEngine>(
         model_->sharding_units(),
@@ -108,9 +122,11 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
     parameters.push_back(item.value());
     optimizer_parameters.push_back(
-        {item.key(), item.value(), !is_no_decay_parameter(item.key(), item.value())});
+        {item.key(), item.value(), !is_no_decay_parameter(item.key(), item.value()),
+         masters.count(item.key()) ? masters[item.key()] : torch::Tensor()});
   }
-  reducer_ = std::make_unique<GradientReducer>(parameters, groups_.dp_ptr(), config_.data_parallel);
+  reducer_ = std::make_unique<GradientReducer>(parameters, groups_.dp_ptr(), config_.data_parallel,
+                                               torch_dtype(precision.reduce));
   optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), config_.optim);
 }
 

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "deepseek_train/optim/optim_options.h"
@@ -13,9 +14,18 @@
 namespace dst {
 
 struct NamedParameter {
+  NamedParameter(std::string name_, at::Tensor tensor_, bool decay_ = true, at::Tensor master_ = {})
+      : name(std::move(name_)),
+        tensor(std::move(tensor_)),
+        decay(decay_),
+        master(std::move(master_)) {}
+
   std::string name;
   at::Tensor tensor;  // updated in place from tensor.grad()
   bool decay = true;
+  // Optional fp32 master copy (for bf16/fp16 parameters): the update is applied to it, with the
+  // gradient widened to fp32, and the result rounded into `tensor`.
+  at::Tensor master;
 };
 
 // One AdamW update of `param` in place from `grad` and the moments, for the 1-based step `t`.

@@ -21,8 +21,10 @@ namespace dst {
 class GradientReducer {
  public:
   // `parameters` must all require grad, be contiguous, share one dtype and device.
+  // Gradients are reduced in `reduce_type` (e.g. fp32 for bf16 parameters: each bucket is
+  // widened for the all-reduce and the sum rounded back once).
   GradientReducer(std::vector<at::Tensor> parameters, comm::CommunicatorPtr dp_group,
-                  const DataParallelOptions& options);
+                  const DataParallelOptions& options, at::ScalarType reduce_type = at::kFloat);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -42,6 +44,7 @@ class GradientReducer {
  private:
   struct Bucket {
     at::Tensor flat;
+    at::Tensor reduce_copy;  // flat widened to the reduce dtype while it is reduced (if different)
     std::vector<int> parameter_indices;
     int pending = 0;
     comm::WorkPtr work;
@@ -53,6 +56,7 @@ class GradientReducer {
   std::vector<int> bucket_of_parameter_;
   std::vector<Bucket> buckets_;
   comm::CommunicatorPtr group_;
+  at::ScalarType reduce_type_;
   bool sync_ = true;
   int next_to_launch_ = 0;
   struct HookHandles;
