@@ -56,10 +56,12 @@ struct ZeroEngine::HookState {
 
 ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
                        const std::function<bool(const std::string&, const at::Tensor&)>& decays,
-                       comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options)
+                       comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
+                       bool first_unit_reused_by_last)
     : group_(std::move(dp_group)),
       stage_(stage),
       options_(options),
+      tied_(first_unit_reused_by_last),
       hook_state_(std::make_shared<HookState>()) {
   DST_CHECK(stage >= 1 && stage <= 3, ConfigError, "ZeRO stage must be 1, 2 or 3, got " << stage);
   const int world = group_->size();
@@ -167,7 +169,9 @@ void ZeroEngine::before_forward(int u) {
 }
 
 at::Tensor ZeroEngine::after_forward(int u, const at::Tensor& output) {
-  if (stage_ == 3) release(u);
+  const int last = static_cast<int>(units_.size()) - 1;
+  if (stage_ == 3 && !(tied_ && u == 0)) release(u);
+  if (stage_ == 3 && tied_ && u == last) release(0);
   if (stage_ >= 2 && output.requires_grad()) {
     std::weak_ptr<HookState> weak = hook_state_;
     // The gradient of a unit's output is complete just before the unit's own backward starts.
@@ -192,6 +196,7 @@ void ZeroEngine::on_backward_begin(int u) {
   }
   if (stage_ == 3) {
     ensure_gathered(u);
+    if (tied_ && u == static_cast<int>(units_.size()) - 1) ensure_gathered(0);
     if (u > 0) start_gather(u - 1);  // prefetch the unit whose backward comes next
   }
   poll_reductions();

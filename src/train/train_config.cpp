@@ -17,9 +17,6 @@ void TrainConfig::validate() const {
                      << " is not supported yet (pipeline parallelism is not implemented); use 1");
   DST_CHECK(data_parallel.zero_stage >= 0 && data_parallel.zero_stage <= 3, ConfigError,
             "parallel.zero_stage must be 0, 1, 2 or 3, got " << data_parallel.zero_stage);
-  DST_CHECK(!(data_parallel.zero_stage == 3 && model.tie_word_embeddings), ConfigError,
-            "parallel.zero_stage=3 with model.tie_word_embeddings=true is not supported yet "
-            "(the tied weight is used by the first and the last unit); untie or use stage 1-2");
   const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);
   DST_CHECK(policy.param != Precision::kFloat16, ConfigError,
             "precision.param_dtype=fp16 is not supported yet (needs half-precision matmul, which "

@@ -113,7 +113,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
         [](const std::string& name, const at::Tensor& p) {
           return !is_no_decay_parameter(name, p);
         },
-        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim);
+        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim,
+        /*first_unit_reused_by_last=*/config_.model.tie_word_embeddings);
     if (zero_->stage() >= 2) model_->set_unit_hooks(zero_.get());
     return;
   }

@@ -18,10 +18,12 @@ using namespace dst::testing;
 
 namespace {
 
-void check_stage(int stage, int64_t grad_accum, const std::string& offload = "none") {
+void check_stage(int stage, int64_t grad_accum, const std::string& offload = "none",
+                 bool tied = false) {
   auto world = dst::testing::world();
   const int p = world->size(), r = world->rank();
   TrainConfig plain_config = equivalence_config(p, grad_accum);
+  plain_config.model.tie_word_embeddings = tied;
   TrainConfig zero_config = plain_config;
   zero_config.data_parallel.zero_stage = stage;
   zero_config.optim.offload = offload;
@@ -71,8 +73,9 @@ void check_stage(int stage, int64_t grad_accum, const std::string& offload = "no
     CHECK(diff <= 1e-6);
   }
   if (r == 0)
-    WARN("ZeRO-" << stage << " offload=" << offload << " dp=" << p << " grad_accum=" << grad_accum
-                 << ": worst relative parameter difference vs DDP " << worst);
+    WARN("ZeRO-" << stage << " tied=" << tied << " offload=" << offload << " dp=" << p
+                 << " grad_accum=" << grad_accum << ": worst relative parameter difference vs DDP "
+                 << worst);
 }
 
 }  // namespace
@@ -94,4 +97,9 @@ TEST_CASE("ZeRO-3 equals plain data parallel", "[zero]") {
 
 TEST_CASE("ZeRO-2 with the CPU-offloaded optimizer equals plain data parallel", "[zero]") {
   check_stage(2, 1, "cpu");
+}
+
+TEST_CASE("ZeRO-3 with tied embeddings equals plain data parallel", "[zero]") {
+  check_stage(3, 1, "none", /*tied=*/true);
+  check_stage(3, 4, "none", /*tied=*/true);
 }

@@ -34,9 +34,13 @@ class ZeroEngine final : public UnitHooks {
   // `units`: parameters per sharding unit in forward order (the model's sharding_units()).
   // `decays(name, tensor)`: whether weight decay applies. The parameters are moved into flat
   // buffers (their values are kept). Collective over `dp_group`.
+  // `first_unit_reused_by_last`: the last unit also computes with unit 0's parameters (tied
+  // embeddings); ZeRO-3 then keeps unit 0 gathered from its forward through the last unit's
+  // forward, and from the last unit's backward until unit 0's gradient is reduced.
   ZeroEngine(std::vector<NamedTensorList> units,
              const std::function<bool(const std::string&, const at::Tensor&)>& decays,
-             comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options);
+             comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
+             bool first_unit_reused_by_last = false);
   ~ZeroEngine() override;
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;
@@ -80,6 +84,7 @@ class ZeroEngine final : public UnitHooks {
   comm::CommunicatorPtr group_;
   int stage_;
   AdamWOptions options_;
+  bool tied_ = false;
   bool sync_ = true;
   int next_to_reduce_ = 0;  // units reduce in reverse order: counts down from the last
   int64_t step_count_ = 0;
