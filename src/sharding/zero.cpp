@@ -39,9 +39,11 @@ struct ZeroEngine::Unit {
   std::vector<bool> decay;
   int64_t padded = 0;
   int64_t shard = 0;
-  at::Tensor flat_param;   // [padded]; stage 3: storage present only while gathered
-  at::Tensor flat_grad;    // [padded]; stages 2-3: storage present only during the unit's backward
-  at::Tensor param_shard;  // [shard]; stages 1-2: a view of flat_param; stage 3: its own tensor
+  at::Tensor flat_param;    // [padded]; stage 3: storage present only while gathered
+  at::Tensor flat_grad;     // [padded]; stages 2-3: storage present only during the unit's backward
+  at::Tensor param_shard;   // [shard]; stages 1-2: a view of flat_param; stage 3: its own tensor
+  at::Tensor master_shard;  // [shard] fp32; the same tensor as param_shard for fp32 parameters
+  at::Tensor reduce_input;  // flat_grad widened to the reduce dtype while it is reduced
   at::Tensor grad_shard, exp_avg, exp_avg_sq, reduce_buffer;  // [shard]
   comm::WorkPtr gather_work;
   comm::WorkPtr reduce_work;
@@ -57,11 +59,13 @@ struct ZeroEngine::HookState {
 ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
                        const std::function<bool(const std::string&, const at::Tensor&)>& decays,
                        comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
-                       bool first_unit_reused_by_last)
+                       bool first_unit_reused_by_last, at::ScalarType param_type,
+                       at::ScalarType reduce_type)
     : group_(std::move(dp_group)),
       stage_(stage),
       options_(options),
       tied_(first_unit_reused_by_last),
+      reduce_type_(reduce_type),
       hook_state_(std::make_shared<HookState>()) {
   DST_CHECK(stage >= 1 && stage <= 3, ConfigError, "ZeRO stage must be 1, 2 or 3, got " << stage);
   const int world = group_->size();
@@ -73,7 +77,7 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
     for (auto& [name, param] : named) {
       DST_CHECK(param.scalar_type() == at::kFloat, ConfigError,
                 "ZeRO: parameter '" << name << "' is " << param.scalar_type()
-                                    << "; only fp32 parameters are supported");
+                                    << "; pass fp32 parameters (the engine casts them)");
       unit->offsets.push_back(numel);
       unit->decay.push_back(decays(name, param));
       unit->params.push_back(param);
@@ -82,10 +86,14 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
     unit->padded = (numel + world - 1) / world * world;
     unit->shard = unit->padded / world;
     auto options_fp32 = torch::TensorOptions().dtype(torch::kFloat32);
-    unit->flat_param = torch::zeros({unit->padded}, options_fp32);
-    unit->flat_grad = torch::zeros({unit->padded}, options_fp32);
+    auto options_param = torch::TensorOptions().dtype(param_type);
+    // The fp32 values (before any rounding to the parameter dtype) seed the master shard.
+    at::Tensor flat_fp32 = torch::zeros({unit->padded}, options_fp32);
+    unit->flat_param = torch::zeros({unit->padded}, options_param);
+    unit->flat_grad = torch::zeros({unit->padded}, options_param);
     for (size_t i = 0; i < unit->params.size(); ++i) {
       at::Tensor& p = unit->params[i];
+      flat_fp32.narrow(0, unit->offsets[i], p.numel()).copy_(p.reshape({-1}));
       at::Tensor slot = unit->flat_param.narrow(0, unit->offsets[i], p.numel()).view(p.sizes());
       slot.copy_(p);
       p.set_data(slot);
@@ -93,10 +101,13 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
     }
     at::Tensor own = unit->flat_param.narrow(0, rank * unit->shard, unit->shard);
     unit->param_shard = stage_ == 3 ? own.clone() : own;
+    unit->master_shard = param_type == at::kFloat
+                             ? unit->param_shard
+                             : flat_fp32.narrow(0, rank * unit->shard, unit->shard).clone();
     unit->grad_shard = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
-    unit->reduce_buffer = torch::zeros({unit->shard}, options_fp32);
+    unit->reduce_buffer = torch::zeros({unit->shard}, torch::TensorOptions().dtype(reduce_type_));
     unit->pending = static_cast<int>(unit->params.size());
     units_.push_back(std::move(unit));
   }
@@ -215,8 +226,14 @@ void ZeroEngine::launch_ready_reductions() {
   while (next_to_reduce_ >= 0 && units_[next_to_reduce_]->pending == 0) {
     Unit& unit = *units_[next_to_reduce_];
     DST_ASSERT(unit.reduce_work == nullptr, "unit " << next_to_reduce_ << " reduced twice");
-    unit.reduce_work =
-        group_->reduce_scatter(unit.reduce_buffer, unit.flat_grad, comm::ReduceOp::kSum);
+    if (unit.flat_grad.scalar_type() == reduce_type_) {
+      unit.reduce_work =
+          group_->reduce_scatter(unit.reduce_buffer, unit.flat_grad, comm::ReduceOp::kSum);
+    } else {
+      unit.reduce_input = unit.flat_grad.to(reduce_type_);
+      unit.reduce_work =
+          group_->reduce_scatter(unit.reduce_buffer, unit.reduce_input, comm::ReduceOp::kSum);
+    }
     --next_to_reduce_;
   }
 }
@@ -224,6 +241,7 @@ void ZeroEngine::launch_ready_reductions() {
 void ZeroEngine::complete_reduction(int u) {
   Unit& unit = *units_[u];
   unit.reduce_work.reset();
+  unit.reduce_input = at::Tensor();
   unit.grad_shard.add_(unit.reduce_buffer);
   unit.pending = static_cast<int>(unit.params.size());
   if (stage_ >= 2) release_storage(unit.flat_grad);
@@ -299,12 +317,14 @@ void ZeroEngine::step(double lr) {
       const int64_t end = std::min(unit.offsets[i] + unit.params[i].numel(), shard_end);
       if (begin >= end) continue;
       const int64_t local = begin - shard_begin, length = end - begin;
-      adamw_update(unit.param_shard.narrow(0, local, length),
+      adamw_update(unit.master_shard.narrow(0, local, length),
                    unit.grad_shard.narrow(0, local, length), unit.exp_avg.narrow(0, local, length),
                    unit.exp_avg_sq.narrow(0, local, length), lr, step_count_, unit.decay[i],
                    options_);
     }
   }
+  for (auto& unit : units_)
+    if (!unit->master_shard.is_same(unit->param_shard)) unit->param_shard.copy_(unit->master_shard);
   if (stage_ == 3) return;
   std::vector<comm::WorkPtr> gathers;
   for (auto& unit : units_)

@@ -21,10 +21,6 @@ void TrainConfig::validate() const {
   DST_CHECK(policy.param != Precision::kFloat16, ConfigError,
             "precision.param_dtype=fp16 is not supported yet (needs half-precision matmul, which "
             "CPU libtorch lacks, and the loss scaler wiring); use bf16 or fp32");
-  DST_CHECK(policy.param == Precision::kFloat32 || data_parallel.zero_stage == 0, ConfigError,
-            "precision.param_dtype=" << to_string(policy.param)
-                                     << " with parallel.zero_stage=" << data_parallel.zero_stage
-                                     << " is not supported yet; use zero_stage 0 or fp32");
   DST_CHECK(
       policy.reduce == Precision::kFloat32 || policy.reduce == policy.param, ConfigError,
       "precision.reduce_dtype must be fp32 or the param dtype, got " << to_string(policy.reduce));

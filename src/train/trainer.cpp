@@ -99,6 +99,20 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
                ? torch::kBFloat16
                : (p == Precision::kFloat16 ? torch::kFloat16 : torch::kFloat32);
   };
+  if (config_.data_parallel.zero_stage > 0) {
+    // The engine takes the fp32 initialisation, keeps it as master shards and casts the
+    // parameters to the parameter dtype itself.
+    zero_ = std::make_unique<ZeroEngine>(
+        model_->sharding_units(),
+        [](const std::string& name, const at::Tensor& p) {
+          return !is_no_decay_parameter(name, p);
+        },
+        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim,
+        /*first_unit_reused_by_last=*/config_.model.tie_word_embeddings,
+        torch_dtype(precision.param), torch_dtype(precision.reduce));
+    if (zero_->stage() >= 2) model_->set_unit_hooks(zero_.get());
+    return;
+  }
   // Low-precision parameters are rounded from the fp32 initialisation, which the optimizer keeps
   // as its master copy.
   std::map<std::string, torch::Tensor> masters;
@@ -106,17 +120,6 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     for (const auto& item : model_->named_parameters(/*recurse=*/true))
       masters[item.key()] = item.value().detach().clone();
     model_->to(torch_dtype(precision.param));
-  }
-  if (config_.data_parallel.zero_stage > 0) {
-    zero_ = std::make_unique<ZeroEngine>(
-        model_->sharding_units(),
-        [](const std::string& name, const at::Tensor& p) {
-          return !is_no_decay_parameter(name, p);
-        },
-        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim,
-        /*first_unit_reused_by_last=*/config_.model.tie_word_embeddings);
-    if (zero_->stage() >= 2) model_->set_unit_hooks(zero_.get());
-    return;
   }
   std::vector<torch::Tensor> parameters;
   std::vector<NamedParameter> optimizer_parameters;

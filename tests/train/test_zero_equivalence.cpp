@@ -103,3 +103,45 @@ TEST_CASE("ZeRO-3 with tied embeddings equals plain data parallel", "[zero]") {
   check_stage(3, 1, "none", /*tied=*/true);
   check_stage(3, 4, "none", /*tied=*/true);
 }
+
+TEST_CASE("ZeRO 1-3 in bf16: fp32 masters, fp32 reduce-scatter, bf16 gathers", "[zero]") {
+  auto world = dst::testing::world();
+  const int p = world->size(), r = world->rank();
+  TrainConfig fp32_config = equivalence_config(p, 2);
+  Logger quiet(r, p, LogLevel::kWarn);
+  Trainer reference(fp32_config, ProcessGroups::create(world, fp32_config.parallel), quiet);
+  std::vector<std::unique_ptr<Trainer>> stages;
+  for (int stage = 1; stage <= 3; ++stage) {
+    TrainConfig c = fp32_config;
+    c.data_parallel.zero_stage = stage;
+    c.precision.param_dtype = "bf16";
+    stages.push_back(std::make_unique<Trainer>(c, ProcessGroups::create(world, c.parallel), quiet));
+    for (const auto& [name, tensor] : stages.back()->named_parameters())
+      CHECK(tensor.scalar_type() == torch::kBFloat16);
+  }
+  const int64_t mbs = fp32_config.train.micro_batch_size;
+  for (int64_t step = 0; step < fp32_config.train.steps; ++step) {
+    const MicroBatch batch = global_batch(step, p * 2 * mbs, fp32_config.data.seq_len);
+    std::vector<MicroBatch> mine;
+    for (int64_t k = 0; k < 2; ++k) mine.push_back(rows_of(batch, (k * p + r) * mbs, mbs));
+    const StepResult expected = reference.train_step(mine);
+    std::vector<StepResult> results;
+    for (auto& trainer : stages) {
+      results.push_back(trainer->train_step(mine));
+      // Gradients reduce-scatter in fp32 (4 bytes), parameters all-gather in bf16 (2 bytes).
+      CHECK(results.back().comm_bytes ==
+            static_cast<uint64_t>(trainer->memory_plan().comm_bytes_per_step()));
+    }
+    INFO("step " << step);
+    // bf16 rounding of parameters and activations: close to fp32, not equal.
+    for (const StepResult& result : results)
+      CHECK(result.loss == Approx(expected.loss).epsilon(0.02));
+    // The stages do the same bf16 arithmetic; they differ only in when gradients are reduced.
+    CHECK(results[1].loss == Approx(results[0].loss).epsilon(1e-3));
+    CHECK(results[2].loss == Approx(results[1].loss).epsilon(1e-5));
+  }
+  const MemoryPlan plan = stages[2]->memory_plan();
+  int64_t shard = 0;
+  for (int64_t padded : stages[2]->sharding_unit_sizes()) shard += padded / p;
+  CHECK(plan.model_state() == 16 * shard);  // bf16 params + grads (2 + 2) + fp32 master + moments
+}

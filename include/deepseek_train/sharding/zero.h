@@ -1,4 +1,6 @@
-// ZeRO stages 1-3 on the data-parallel axis (fp32). Each sharding unit's parameters live in one
+// ZeRO stages 1-3 on the data-parallel axis. Parameters may be fp32 or bf16 (then the engine
+// keeps fp32 master shards, reduces gradients in the reduce dtype into fp32 gradient shards, and
+// rounds updated masters into the parameter shards). Each sharding unit's parameters live in one
 // flat buffer padded to a multiple of the dp size; rank r owns the contiguous shard
 // [r * S, (r + 1) * S) and keeps the AdamW moments (and, at stage 3, the parameters) only for it.
 //   stage 1: gradients accumulate in full; after the step's last micro-batch each unit's gradient
@@ -40,7 +42,8 @@ class ZeroEngine final : public UnitHooks {
   ZeroEngine(std::vector<NamedTensorList> units,
              const std::function<bool(const std::string&, const at::Tensor&)>& decays,
              comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
-             bool first_unit_reused_by_last = false);
+             bool first_unit_reused_by_last = false, at::ScalarType param_type = at::kFloat,
+             at::ScalarType reduce_type = at::kFloat);
   ~ZeroEngine() override;
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;
@@ -85,6 +88,7 @@ class ZeroEngine final : public UnitHooks {
   int stage_;
   AdamWOptions options_;
   bool tied_ = false;
+  at::ScalarType reduce_type_ = at::kFloat;
   bool sync_ = true;
   int next_to_reduce_ = 0;  // units reduce in reverse order: counts down from the last
   int64_t step_count_ = 0;
