@@ -59,9 +59,27 @@ printf "  %-28s %10s %11s MB\n" "dstrain ZeRO-3 2x1" "${best_tps[zero3]}" "${bes
 printf "  %-28s %10s %11s MB\n" "dstrain DDP 2x1" "${best_tps[ddp]}" "${best_rss[ddp]}"
 printf "  %-28s %10s %11s MB\n" "dstrain single 1x2 threads" "${best_tps[single]}" "${best_rss[single]}"
 printf "  %-28s %10s %11s MB\n" "PyTorch DDP (gloo) 2x1" "${best_tps[torch_ddp]}" "${best_rss[torch_ddp]}"
-python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" <<'PY'
+# The machine's fp32 matmul rate on 2 cores (libtorch with the same OpenBLAS), for model FLOP/s.
+MATMUL_GFLOPS=$(/usr/bin/python3 - <<'PY'
+import time, torch
+torch.set_num_threads(2)
+a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+for _ in range(3): a @ b
+best = 0.0
+for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(10): a @ b
+    best = max(best, 10 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9)
+print(f"{best:.1f}")
+PY
+)
+PARAMS=$(grep -o "model: [0-9]* parameters" runs/bench-zero3.log | head -1 | awk '{print $2}')
+python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" "$MATMUL_GFLOPS" "$PARAMS" <<'PY'
 import sys
-zero3, ddp, single, torch_ddp = map(float, sys.argv[1:])
+zero3, ddp, single, torch_ddp, matmul_gflops, params = map(float, sys.argv[1:])
+model_gflops = 6 * params * zero3 / 1e9
+print(f"  model FLOP/s of ZeRO-3 (6 x {params / 1e6:.1f} M params x tokens/s): {model_gflops:.1f} GFLOP/s;"
+      f" fp32 matmul rate on 2 cores: {matmul_gflops:.1f} GFLOP/s; ratio {model_gflops / matmul_gflops:.3f}")
 print(f"  ratio dstrain DDP / PyTorch DDP:    {ddp / torch_ddp:.3f}")
 print(f"  ratio dstrain ZeRO-3 / PyTorch DDP: {zero3 / torch_ddp:.3f}")
 print(f"  ratio dstrain ZeRO-3 / single 2 threads: {zero3 / single:.3f}")
