@@ -113,6 +113,7 @@ void GradientReducer::launch_ready_buckets() {
 }
 
 void GradientReducer::finish() {
+  if (!sync_) return;  // an accumulation micro-batch: nothing was launched
   // Buckets whose gradients never arrived (unused parameters) are launched now, still in order.
   for (Bucket& bucket : buckets_) bucket.pending = 0;
   launch_ready_buckets();

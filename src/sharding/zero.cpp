@@ -4,6 +4,7 @@
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/optim/adamw.h"
+#include "deepseek_train/optim/grad_clip.h"
 #include "post_accumulate_hook.h"
 
 namespace dst {
@@ -56,22 +57,20 @@ struct ZeroEngine::HookState {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
 };
 
-ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
-                       const std::function<bool(const std::string&, const at::Tensor&)>& decays,
-                       comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
-                       bool first_unit_reused_by_last, at::ScalarType param_type,
-                       at::ScalarType reduce_type)
-    : group_(std::move(dp_group)),
-      stage_(stage),
-      options_(options),
-      tied_(first_unit_reused_by_last),
-      reduce_type_(reduce_type),
+ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
+    : group_(spec.dp_group),
+      stage_(spec.data_parallel.zero_stage),
+      options_(spec.optim),
+      tied_(spec.first_unit_reused_by_last),
+      reduce_type_(spec.reduce_type),
       hook_state_(std::make_shared<HookState>()) {
+  const int stage = stage_;
+  const at::ScalarType param_type = spec.param_type;
   DST_CHECK(stage >= 1 && stage <= 3, ConfigError, "ZeRO stage must be 1, 2 or 3, got " << stage);
   const int world = group_->size();
   const int rank = group_->rank();
   torch::NoGradGuard no_grad;
-  for (NamedTensorList& named : units) {
+  for (const auto& named : spec.units) {
     auto unit = std::make_unique<Unit>();
     int64_t numel = 0;
     for (auto& [name, param] : named) {
@@ -79,7 +78,7 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
                 "ZeRO: parameter '" << name << "' is " << param.scalar_type()
                                     << "; pass fp32 parameters (the engine casts them)");
       unit->offsets.push_back(numel);
-      unit->decay.push_back(decays(name, param));
+      unit->decay.push_back(spec.decays(name, param));
       unit->params.push_back(param);
       numel += param.numel();
     }
@@ -87,13 +86,15 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
     unit->shard = unit->padded / world;
     auto options_fp32 = torch::TensorOptions().dtype(torch::kFloat32);
     auto options_param = torch::TensorOptions().dtype(param_type);
-    // The fp32 values (before any rounding to the parameter dtype) seed the master shard.
-    at::Tensor flat_fp32 = torch::zeros({unit->padded}, options_fp32);
+    // With narrower parameters, the fp32 values (before rounding) seed the master shard.
+    const bool separate_master = param_type != at::kFloat;
+    at::Tensor flat_fp32 =
+        separate_master ? torch::zeros({unit->padded}, options_fp32) : at::Tensor();
     unit->flat_param = torch::zeros({unit->padded}, options_param);
     unit->flat_grad = torch::zeros({unit->padded}, options_param);
     for (size_t i = 0; i < unit->params.size(); ++i) {
       at::Tensor& p = unit->params[i];
-      flat_fp32.narrow(0, unit->offsets[i], p.numel()).copy_(p.reshape({-1}));
+      if (separate_master) flat_fp32.narrow(0, unit->offsets[i], p.numel()).copy_(p.reshape({-1}));
       at::Tensor slot = unit->flat_param.narrow(0, unit->offsets[i], p.numel()).view(p.sizes());
       slot.copy_(p);
       p.set_data(slot);
@@ -101,9 +102,9 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
     }
     at::Tensor own = unit->flat_param.narrow(0, rank * unit->shard, unit->shard);
     unit->param_shard = stage_ == 3 ? own.clone() : own;
-    unit->master_shard = param_type == at::kFloat
-                             ? unit->param_shard
-                             : flat_fp32.narrow(0, rank * unit->shard, unit->shard).clone();
+    unit->master_shard = separate_master
+                             ? flat_fp32.narrow(0, rank * unit->shard, unit->shard).clone()
+                             : unit->param_shard;
     unit->grad_shard = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
@@ -130,6 +131,10 @@ ZeroEngine::ZeroEngine(std::vector<NamedTensorList> units,
 }
 
 ZeroEngine::~ZeroEngine() { hook_state_->engine = nullptr; }
+
+void ZeroEngine::describe_layout(MemoryPlanInputs& inputs) const {
+  inputs.zero_unit_padded_elements = padded_unit_elements();
+}
 
 std::vector<int64_t> ZeroEngine::padded_unit_elements() const {
   std::vector<int64_t> result;
@@ -287,20 +292,9 @@ void ZeroEngine::finish_backward() {
 }
 
 double ZeroEngine::clip_grad_norm(double max_norm) {
-  torch::NoGradGuard no_grad;
-  double squared = 0.0;
-  for (const auto& unit : units_) {
-    const double norm = unit->grad_shard.norm().item<double>();
-    squared += norm * norm;
-  }
-  at::Tensor total = torch::full({1}, squared, torch::kFloat64);
-  group_->all_reduce(total, comm::ReduceOp::kSum)->wait();
-  const double norm = std::sqrt(total.item<double>());
-  if (max_norm > 0.0 && std::isfinite(norm) && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
-    for (auto& unit : units_) unit->grad_shard.mul_(scale);
-  }
-  return norm;
+  std::vector<at::Tensor> shards;
+  for (const auto& unit : units_) shards.push_back(unit->grad_shard);
+  return dst::clip_grad_norm(shards, max_norm, group_.get());
 }
 
 void ZeroEngine::step(double lr) {

@@ -14,11 +14,8 @@
 #include "deepseek_train/data/distributed_sampler.h"
 #include "deepseek_train/data/synthetic_corpus.h"
 #include "deepseek_train/data/token_dataset.h"
-#include "deepseek_train/optim/adamw.h"
-#include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
-#include "deepseek_train/sharding/grad_reducer.h"
-#include "deepseek_train/sharding/zero.h"
+#include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/metrics.h"
 
 namespace dst {
@@ -99,39 +96,21 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
                ? torch::kBFloat16
                : (p == Precision::kFloat16 ? torch::kFloat16 : torch::kFloat32);
   };
-  if (config_.data_parallel.zero_stage > 0) {
-    // The engine takes the fp32 initialisation, keeps it as master shards and casts the
-    // parameters to the parameter dtype itself.
-    zero_ = std::make_unique<ZeroEngine>(
-        model_->sharding_units(),
-        [](const std::string& name, const at::Tensor& p) {
-          return !is_no_decay_parameter(name, p);
-        },
-        groups_.dp_ptr(), config_.data_parallel.zero_stage, config_.optim,
-        /*first_unit_reused_by_last=*/config_.model.tie_word_embeddings,
-        torch_dtype(precision.param), torch_dtype(precision.reduce));
-    if (zero_->stage() >= 2) model_->set_unit_hooks(zero_.get());
-    return;
-  }
-  // Low-precision parameters are rounded from the fp32 initialisation, which the optimizer keeps
-  // as its master copy.
-  std::map<std::string, torch::Tensor> masters;
-  if (precision.param != Precision::kFloat32) {
-    for (const auto& item : model_->named_parameters(/*recurse=*/true))
-      masters[item.key()] = item.value().detach().clone();
-    model_->to(torch_dtype(precision.param));
-  }
-  std::vector<torch::Tensor> parameters;
-  std::vector<NamedParameter> optimizer_parameters;
-  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
-    parameters.push_back(item.value());
-    optimizer_parameters.push_back(
-        {item.key(), item.value(), !is_no_decay_parameter(item.key(), item.value()),
-         masters.count(item.key()) ? masters[item.key()] : torch::Tensor()});
-  }
-  reducer_ = std::make_unique<GradientReducer>(parameters, groups_.dp_ptr(), config_.data_parallel,
-                                               torch_dtype(precision.reduce));
-  optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), config_.optim);
+  DataParallelEngineSpec spec;
+  spec.units = model_->sharding_units();
+  spec.decays = [](const std::string& name, const at::Tensor& p) {
+    return !is_no_decay_parameter(name, p);
+  };
+  spec.dp_group = groups_.dp_ptr();
+  spec.data_parallel = config_.data_parallel;
+  spec.optim = config_.optim;
+  spec.param_type = torch_dtype(precision.param);
+  spec.reduce_type = torch_dtype(precision.reduce);
+  spec.first_unit_reused_by_last = config_.model.tie_word_embeddings;
+  // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
+  // is narrower) and casts the parameters itself.
+  engine_ = make_data_parallel_engine(spec);
+  model_->set_unit_hooks(engine_->unit_hooks());
 }
 
 Trainer::~Trainer() {
@@ -139,15 +118,24 @@ Trainer::~Trainer() {
 }
 
 std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
-  return reducer_ ? reducer_->bucket_bytes() : std::vector<int64_t>{};
+  MemoryPlanInputs layout;
+  engine_->describe_layout(layout);
+  std::vector<int64_t> bytes;
+  const int64_t element_bytes = bytes_of(PrecisionPolicy::from_options(config_.precision).param);
+  for (int64_t elements : layout.gradient_bucket_elements)
+    bytes.push_back(elements * element_bytes);
+  return bytes;
 }
 
 std::vector<int64_t> Trainer::sharding_unit_sizes() const {
-  return zero_ ? zero_->padded_unit_elements() : std::vector<int64_t>{};
+  MemoryPlanInputs layout;
+  engine_->describe_layout(layout);
+  return layout.zero_unit_padded_elements;
 }
 
 MemoryPlan Trainer::memory_plan() const {
   MemoryPlanInputs in;
+  engine_->describe_layout(in);
   in.model = config_.model;
   in.precision = PrecisionPolicy::from_options(config_.precision);
   in.zero_stage = config_.data_parallel.zero_stage;
@@ -155,9 +143,6 @@ MemoryPlan Trainer::memory_plan() const {
   in.dp_rank = groups_.coord().dp;
   in.micro_batch_size = config_.train.micro_batch_size;
   in.seq_len = config_.data.seq_len;
-  for (int64_t bytes : gradient_bucket_bytes())
-    in.gradient_bucket_elements.push_back(bytes / bytes_of(in.precision.param));
-  if (zero_) in.zero_unit_padded_elements = zero_->padded_unit_elements();
   in.grad_accum = config_.train.grad_accum;
   return plan_memory(in);
 }
@@ -170,11 +155,11 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() c
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
-  if (zero_) zero_->gather_parameters();
+  engine_->gather_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
     result.emplace_back(item.key(), item.value().detach().clone());
-  if (zero_) zero_->release_parameters();
+  engine_->release_parameters();
   return result;
 }
 
@@ -192,40 +177,22 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
-  if (zero_) {
-    zero_->zero_grad();
-  } else {
-    reducer_->zero_grad();
-  }
+  engine_->zero_grad();
   double local_loss_sum = 0.0;
   for (size_t k = 0; k < micro_batches.size(); ++k) {
-    const bool last = k + 1 == micro_batches.size();
-    if (zero_) {
-      zero_->set_sync(last);
-    } else {
-      reducer_->set_sync(last);
-    }
+    engine_->set_sync(k + 1 == micro_batches.size());
     torch::Tensor logits = model_->forward(micro_batches[k].input_ids);
     torch::Tensor loss_sum = cross_entropy_sum(logits, micro_batches[k].labels);
     (loss_sum / global_tokens).backward();
     local_loss_sum += loss_sum.item<double>();
-    if (zero_) zero_->finish_backward();
+    engine_->finish_backward();
   }
-  if (!zero_) reducer_->finish();
   const double loss = all_reduce_sum(dp, {local_loss_sum})[0] / global_tokens;
 
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
-  double grad_norm = 0.0;
-  if (zero_) {
-    grad_norm = zero_->clip_grad_norm(config_.optim.grad_clip);
-    zero_->step(lr);
-  } else {
-    std::vector<torch::Tensor> grads;
-    for (const auto& p : model_->parameters()) grads.push_back(p.grad());
-    grad_norm = clip_grad_norm(grads, config_.optim.grad_clip, nullptr);
-    optimizer_->step(lr);
-  }
+  const double grad_norm = engine_->clip_grad_norm(config_.optim.grad_clip);
+  engine_->step(lr);
   ++step_;
 
   const comm::CommStats stats_after = groups_.total_stats();
@@ -319,8 +286,7 @@ TrainSummary Trainer::run() {
          << " validation sequences of " << data.seq_len << " tokens; global batch "
          << sampler.global_batch_size() << " sequences (" << dp_size << " ranks x "
          << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
-         << (zero_ ? "ZeRO stage " + std::to_string(zero_->stage())
-                   : std::to_string(reducer_->num_buckets()) + " gradient buckets");
+         << "ZeRO stage " << config_.data_parallel.zero_stage;
     logger_.info(plan.str());
     logger_.info(memory_plan().describe());
   }

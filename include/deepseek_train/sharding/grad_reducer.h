@@ -34,7 +34,8 @@ class GradientReducer {
   // Whether the next backward is the step's last micro-batch (its hooks launch the all-reduces).
   // With false, gradients only accumulate locally (like DDP's no_sync()).
   void set_sync(bool sync);
-  // Launches any bucket not launched yet and waits for every all-reduce of the step.
+  // After a backward: on the step's last micro-batch, launches any bucket not launched yet and
+  // waits for every all-reduce; otherwise a no-op.
   void finish();
 
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

@@ -16,55 +16,40 @@
 //   stage 2: k (P - S) + (P - S);   stage 3: 3 k (P - S)
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
-#include <functional>
 #include <memory>
-#include <string>
-#include <utility>
 #include <vector>
 
-#include "deepseek_train/comm/communicator.h"
-#include "deepseek_train/optim/optim_options.h"
-#include "deepseek_train/sharding/unit_hooks.h"
+#include "deepseek_train/sharding/data_parallel_engine.h"
 
 namespace dst {
 
-class ZeroEngine final : public UnitHooks {
+class ZeroEngine final : public DataParallelEngine, public UnitHooks {
  public:
-  using NamedTensorList = std::vector<std::pair<std::string, at::Tensor>>;
-  // `units`: parameters per sharding unit in forward order (the model's sharding_units()).
-  // `decays(name, tensor)`: whether weight decay applies. The parameters are moved into flat
-  // buffers (their values are kept). Collective over `dp_group`.
-  // `first_unit_reused_by_last`: the last unit also computes with unit 0's parameters (tied
-  // embeddings); ZeRO-3 then keeps unit 0 gathered from its forward through the last unit's
-  // forward, and from the last unit's backward until unit 0's gradient is reduced.
-  ZeroEngine(std::vector<NamedTensorList> units,
-             const std::function<bool(const std::string&, const at::Tensor&)>& decays,
-             comm::CommunicatorPtr dp_group, int stage, const AdamWOptions& options,
-             bool first_unit_reused_by_last = false, at::ScalarType param_type = at::kFloat,
-             at::ScalarType reduce_type = at::kFloat);
+  // Moves each unit's parameters (fp32) into flat buffers of spec.param_type (their values are
+  // kept; fp32 masters are kept when narrower). `first_unit_reused_by_last` (tied embeddings):
+  // ZeRO-3 keeps unit 0 gathered from its forward through the last unit's forward, and from the
+  // last unit's backward until unit 0's gradient is reduced. Collective over the dp group.
+  explicit ZeroEngine(const DataParallelEngineSpec& spec);
   ~ZeroEngine() override;
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;
 
   int stage() const { return stage_; }
-  // Zeroes the gradient shards (and, stage 1, the full gradients). Before a step's first backward.
-  void zero_grad();
-  // Whether the coming backward is the step's last micro-batch.
-  void set_sync(bool last_micro_batch);
-  // Waits for the gradient reductions of the micro-batch just back-propagated (call after every
-  // micro-batch's backward; at stage 1 only the last one reduces).
-  void finish_backward();
+  // Zeroes the gradient shards (and, stage 1, the full gradients).
+  void zero_grad() override;
+  void set_sync(bool last_micro_batch) override;
+  // Waits for the gradient reductions of the micro-batch just back-propagated (at stage 1 only
+  // the last micro-batch reduces).
+  void finish_backward() override;
   // Global L2 norm of the gradient (all shards); clips the shards to max_norm when > 0.
-  double clip_grad_norm(double max_norm);
+  double clip_grad_norm(double max_norm) override;
   // AdamW on this rank's shards, then (stages 1-2) all-gather of the updated parameters.
-  void step(double lr);
-
+  void step(double lr) override;
   // Stage 3: make every unit's full parameters present (collective) / release them again.
-  // No-ops at stages 1-2, where full parameters are always present.
-  void gather_parameters();
-  void release_parameters();
+  void gather_parameters() override;
+  void release_parameters() override;
+  UnitHooks* unit_hooks() override { return stage_ >= 2 ? this : nullptr; }
+  void describe_layout(MemoryPlanInputs& inputs) const override;
 
   // Padded element count of each unit (a multiple of the dp size).
   std::vector<int64_t> padded_unit_elements() const;

@@ -32,7 +32,7 @@ struct TrainConfig {
   ModelConfig model;
   ParallelDims parallel;
   DataParallelOptions data_parallel;  // recipe keys parallel.bucket_mb, parallel.zero_stage
-  PrecisionOptions precision;         // only fp32 is implemented so far
+  PrecisionOptions precision;         // fp32 or bf16 (fp16 is rejected for now)
   AdamWOptions optim;
   ScheduleOptions schedule;
   DataOptions data;

@@ -21,9 +21,7 @@
 
 namespace dst {
 
-class AdamW;
-class GradientReducer;
-class ZeroEngine;
+class DataParallelEngine;
 struct TokenBatch;
 
 // One micro-batch: int64 [rows, seq] input ids and labels (kIgnoreIndex = not counted).
@@ -99,9 +97,7 @@ class Trainer {
   ProcessGroups groups_;
   Logger logger_;
   LlamaModel model_{nullptr};
-  std::unique_ptr<GradientReducer> reducer_;
-  std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<ZeroEngine> zero_;  // ZeRO stages 1-3 (then reducer_/optimizer_ are null)
+  std::unique_ptr<DataParallelEngine> engine_;  // gradient sync + optimizer, any ZeRO stage
   int64_t step_ = 0;
 };
 

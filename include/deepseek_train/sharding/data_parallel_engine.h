@@ -1,0 +1,63 @@
+// The data-parallel engine a trainer drives, whatever the ZeRO stage: it owns gradient
+// synchronisation across the dp group and the optimizer state, and takes the model's fp32
+// parameters (casting them to the parameter dtype and keeping fp32 masters when narrower).
+//   stage 0: ReplicatedEngine (replicated_engine.h) — bucketed all-reduce, full AdamW on each rank
+//   stages 1-3: ZeroEngine (zero.h) — sharded optimizer state / gradients / parameters
+// Per step: zero_grad(); for each micro-batch { set_sync(last); forward; backward;
+// finish_backward(); } clip_grad_norm(); step(lr).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/optim/optim_options.h"
+#include "deepseek_train/sharding/data_parallel_options.h"
+#include "deepseek_train/sharding/memory_plan.h"
+#include "deepseek_train/sharding/unit_hooks.h"
+
+namespace dst {
+
+class DataParallelEngine {
+ public:
+  virtual ~DataParallelEngine() = default;
+  // Before a step's first micro-batch.
+  virtual void zero_grad() = 0;
+  // Whether the coming backward is the step's last micro-batch.
+  virtual void set_sync(bool last_micro_batch) = 0;
+  // After every micro-batch's backward: waits for the reductions that micro-batch started.
+  virtual void finish_backward() = 0;
+  // Global L2 gradient norm before clipping; clips to max_norm when > 0.
+  virtual double clip_grad_norm(double max_norm) = 0;
+  virtual void step(double lr) = 0;
+  // Full parameters present (collective) / released again; no-ops unless parameters are sharded.
+  virtual void gather_parameters() {}
+  virtual void release_parameters() {}
+  // Hooks the model must call around its units (nullptr: none needed).
+  virtual UnitHooks* unit_hooks() { return nullptr; }
+  // Fills what the memory plan needs to know of this engine's layout (buckets or units).
+  virtual void describe_layout(MemoryPlanInputs& inputs) const = 0;
+};
+
+// Everything an engine is built from.
+struct DataParallelEngineSpec {
+  // Parameters (fp32) per sharding unit in forward order, by name.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
+  std::function<bool(const std::string&, const at::Tensor&)> decays;
+  comm::CommunicatorPtr dp_group;
+  DataParallelOptions data_parallel;
+  AdamWOptions optim;
+  at::ScalarType param_type = at::kFloat;
+  at::ScalarType reduce_type = at::kFloat;
+  bool first_unit_reused_by_last = false;  // tied embeddings
+};
+
+// ReplicatedEngine for stage 0, ZeroEngine for stages 1-3.
+std::unique_ptr<DataParallelEngine> make_data_parallel_engine(const DataParallelEngineSpec& spec);
+
+}  // namespace dst

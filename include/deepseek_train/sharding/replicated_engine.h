@@ -1,0 +1,31 @@
+// ZeRO stage 0: every rank keeps full parameters, gradients and AdamW state; gradients are
+// all-reduced in buckets by GradientReducer. Parameters narrower than fp32 get fp32 master copies
+// in the optimizer.
+#pragma once
+
+#include <memory>
+
+#include "deepseek_train/optim/adamw.h"
+#include "deepseek_train/sharding/data_parallel_engine.h"
+#include "deepseek_train/sharding/grad_reducer.h"
+
+namespace dst {
+
+class ReplicatedEngine final : public DataParallelEngine {
+ public:
+  explicit ReplicatedEngine(const DataParallelEngineSpec& spec);
+
+  void zero_grad() override { reducer_->zero_grad(); }
+  void set_sync(bool last_micro_batch) override { reducer_->set_sync(last_micro_batch); }
+  void finish_backward() override { reducer_->finish(); }
+  double clip_grad_norm(double max_norm) override;
+  void step(double lr) override { optimizer_->step(lr); }
+  void describe_layout(MemoryPlanInputs& inputs) const override;
+
+ private:
+  std::vector<at::Tensor> parameters_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<AdamW> optimizer_;
+};
+
+}  // namespace dst
