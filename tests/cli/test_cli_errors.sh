@@ -61,6 +61,10 @@ expect_error "bad override format" 2 "expected key.path=value" -- "$DSTRAIN" tra
 expect_error "override unknown key" 2 "unknown key 'train.stepz'" -- "$DSTRAIN" train good.yaml train.stepz=3
 expect_error "override wrong type" 2 "expects an integer" -- "$DSTRAIN" train good.yaml train.steps=1.5
 expect_error "tp not implemented" 2 "parallel.tp=2" -- "$DSTRAIN" train tp2.yaml
+expect_error "unknown param dtype" 2 "precision.param_dtype 'fp8'" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp8
+expect_error "fp16 not implemented" 2 "precision.param_dtype=fp16" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp16
+expect_error "unknown offload" 2 "optim.offload 'gpu'" -- "$DSTRAIN" train good.yaml optim.offload=gpu
+expect_error "bad zero stage" 2 "parallel.zero_stage must be 0, 1, 2 or 3" -- "$DSTRAIN" train good.yaml parallel.zero_stage=4
 expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml
 expect_error "world size mismatch" 2 "does not equal the world size 2" -- \
   mpirun -np 2 --bind-to none "$DSTRAIN" train good.yaml parallel.dp=4
