@@ -11,6 +11,15 @@ namespace dst {
 
 namespace F = torch::nn::functional;
 
+namespace {
+
+// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it).
+torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x) {
+  return F::linear(x, linear->weight.to(x.scalar_type()));
+}
+
+}  // namespace
+
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
@@ -20,7 +29,7 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   auto x32 = x.to(torch::kFloat32);
   auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
   auto normed = (x32 * torch::rsqrt(variance + eps_)).to(x.scalar_type());
-  return weight * normed;
+  return weight.to(normed.scalar_type()) * normed;
 }
 
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta) {
@@ -55,9 +64,9 @@ AttentionImpl::AttentionImpl(const ModelConfig& c)
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const int64_t batch = x.size(0), seq = x.size(1);
-  auto q = q_proj(x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  auto k = k_proj(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  auto v = v_proj(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  auto q = project(q_proj, x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  auto k = project(k_proj, x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  auto v = project(v_proj, x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rotary(q, rope_theta_);
   k = apply_rotary(k, rope_theta_);
   if (kv_heads_ != heads_) {  // grouped-query attention: each kv head serves heads/kv_heads heads
@@ -71,7 +80,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
-  return o_proj(out);
+  return project(o_proj, out);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c) {
@@ -84,7 +93,7 @@ MlpImpl::MlpImpl(const ModelConfig& c) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down_proj(F::silu(gate_proj(x)) * up_proj(x));
+  return project(down_proj, F::silu(project(gate_proj, x)) * project(up_proj, x));
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
@@ -138,14 +147,17 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
             "sequence length " << input_ids.size(1) << " exceeds max_position_embeddings "
                                << config_.max_position_embeddings);
   // The same computation as DecoderStack::forward + head, unit by unit for the sharding hooks.
-  auto h = run_unit(0, [&] { return model->embed_tokens(input_ids); });
+  auto h = run_unit(0, [&] {
+    auto embedded = model->embed_tokens(input_ids);
+    return compute_dtype_ ? embedded.to(*compute_dtype_) : embedded;
+  });
   int unit = 1;
   for (const auto& layer : *model->layers)
     h = run_unit(unit++, [&] { return layer->as<DecoderLayer>()->forward(h); });
   return run_unit(unit, [&] {
     auto normed = model->norm(h);
-    if (lm_head) return lm_head(normed);
-    return torch::matmul(normed, model->embed_tokens->weight.t());
+    if (lm_head) return project(lm_head, normed);
+    return torch::matmul(normed, model->embed_tokens->weight.to(normed.scalar_type()).t());
   });
 }
 

@@ -50,18 +50,20 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
   param.addcdiv_(exp_avg, denom, -step_size);
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_multiplier) {
   ++step_;
+  at::NoGradGuard no_grad;
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const NamedParameter& p = parameters_[i];
     const at::Tensor& grad = p.tensor.grad();
     if (!grad.defined()) continue;
     if (p.master.defined()) {
-      at::NoGradGuard no_grad;
-      adamw_update(p.master, grad.to(p.master.scalar_type()), exp_avg_[i], exp_avg_sq_[i], lr,
-                   step_, p.decay, options_);
+      at::Tensor wide = grad.to(p.master.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+      if (grad_multiplier != 1.0) wide.mul_(grad_multiplier);
+      adamw_update(p.master, wide, exp_avg_[i], exp_avg_sq_[i], lr, step_, p.decay, options_);
       p.tensor.copy_(p.master);
     } else {
+      if (grad_multiplier != 1.0) grad.mul_(grad_multiplier);
       adamw_update(p.tensor, grad, exp_avg_[i], exp_avg_sq_[i], lr, step_, p.decay, options_);
     }
   }

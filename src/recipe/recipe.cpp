@@ -6,6 +6,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -226,6 +227,18 @@ Field field(const char* key, S TrainConfig::*section, T S::*member) {
       }};
 }
 
+// A field one mapping deeper: key "group.name" bound to config.*section.*group.*member.
+template <typename S, typename G, typename T>
+Field nested(const char* key, S TrainConfig::*section, G S::*group, T G::*member) {
+  return {key,
+          [section, group, member](TrainConfig& c, const Value& v) {
+            ((c.*section).*group).*member = read_as<T>(v);
+          },
+          [section, group, member](const TrainConfig& c, YAML::Emitter& out) {
+            emit_as(out, ((c.*section).*group).*member);
+          }};
+}
+
 void set_hf_config(TrainConfig& config, const Value& v) {
   const fs::path path(read_string(v));
   // Paths written in the recipe are relative to the recipe's directory; paths given by an
@@ -335,6 +348,18 @@ const std::vector<Section>& sections() {
            field("param_dtype", &TC::precision, &PrecisionOptions::param_dtype),
            field("reduce_dtype", &TC::precision, &PrecisionOptions::reduce_dtype),
            field("master_weights", &TC::precision, &PrecisionOptions::master_weights),
+           nested("loss_scaler.initial_scale", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::initial_scale),
+           nested("loss_scaler.growth_factor", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::growth_factor),
+           nested("loss_scaler.backoff_factor", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::backoff_factor),
+           nested("loss_scaler.growth_interval", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::growth_interval),
+           nested("loss_scaler.min_scale", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::min_scale),
+           nested("loss_scaler.max_scale", &TC::precision, &PrecisionOptions::loss_scaler,
+                  &LossScalerOptions::max_scale),
        }},
       {"comm",
        {
@@ -387,9 +412,29 @@ void parse_section(const Section& section, const Entry& entry, TrainConfig& conf
   if (!node.IsMap()) {
     ctx.fail(section.name, entry.key.Mark(), "section '" + section.name + "' must be a mapping");
   }
+  // Keys "group.name" are read from a nested mapping `group:` (one level deep).
   std::vector<std::string> known;
-  for (const Field& f : section.fields) known.push_back(f.key);
-  const auto entries = collect_entries(node, section.name + ".", known, "known", ctx);
+  std::map<std::string, std::vector<std::string>> groups;
+  for (const Field& f : section.fields) {
+    const auto dot = f.key.find('.');
+    const std::string top = f.key.substr(0, dot);
+    if (std::find(known.begin(), known.end(), top) == known.end()) known.push_back(top);
+    if (dot != std::string::npos) groups[top].push_back(f.key.substr(dot + 1));
+  }
+  auto entries = collect_entries(node, section.name + ".", known, "known", ctx);
+  for (const auto& [group, members] : groups) {
+    const auto it = entries.find(group);
+    if (it == entries.end()) continue;
+    const Entry group_entry = it->second;
+    entries.erase(it);
+    if (group_entry.value.IsNull()) continue;
+    const std::string dotted = section.name + "." + group;
+    if (!group_entry.value.IsMap())
+      ctx.fail(dotted, group_entry.key.Mark(), "'" + dotted + "' must be a mapping");
+    for (auto& [name, inner] :
+         collect_entries(group_entry.value, dotted + ".", members, "known", ctx))
+      entries.emplace(group + "." + name, inner);
+  }
   // Applied in table order, not document order (hf_config first).
   for (const Field& f : section.fields) {
     const auto it = entries.find(f.key);
@@ -518,11 +563,20 @@ std::string recipe_to_yaml(const TrainConfig& config) {
   out << YAML::BeginMap;
   for (const Section& section : sections()) {
     out << YAML::Key << section.name << YAML::Value << YAML::BeginMap;
+    std::string open_group;  // nested mapping being written ("" = none)
     for (const Field& f : section.fields) {
       if (!f.emit) continue;
-      out << YAML::Key << f.key << YAML::Value;
+      const auto dot = f.key.find('.');
+      const std::string group = dot == std::string::npos ? "" : f.key.substr(0, dot);
+      if (group != open_group) {
+        if (!open_group.empty()) out << YAML::EndMap;
+        if (!group.empty()) out << YAML::Key << group << YAML::Value << YAML::BeginMap;
+        open_group = group;
+      }
+      out << YAML::Key << (group.empty() ? f.key : f.key.substr(dot + 1)) << YAML::Value;
       f.emit(config, out);
     }
+    if (!open_group.empty()) out << YAML::EndMap;
     out << YAML::EndMap;
   }
   out << YAML::EndMap;

@@ -28,10 +28,18 @@ ReplicatedEngine::ReplicatedEngine(const DataParallelEngineSpec& spec) {
   optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), spec.optim);
 }
 
-double ReplicatedEngine::clip_grad_norm(double max_norm) {
+double ReplicatedEngine::clip_grad_norm(double max_norm, double loss_scale) {
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : parameters_) grads.push_back(p.grad());
-  return dst::clip_grad_norm(grads, max_norm, /*shard_group=*/nullptr);
+  // Gradients are identical on every rank after the all-reduce: no norm reduction needed.
+  const double norm = global_grad_norm(grads, /*shard_group=*/nullptr, loss_scale);
+  grad_multiplier_ = gradient_multiplier(norm, max_norm, loss_scale);
+  return norm;
+}
+
+void ReplicatedEngine::step(double lr) {
+  optimizer_->step(lr, grad_multiplier_);
+  grad_multiplier_ = 1.0;
 }
 
 void ReplicatedEngine::describe_layout(MemoryPlanInputs& inputs) const {

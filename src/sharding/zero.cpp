@@ -291,10 +291,11 @@ void ZeroEngine::finish_backward() {
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
 }
 
-double ZeroEngine::clip_grad_norm(double max_norm) {
+double ZeroEngine::clip_grad_norm(double max_norm, double loss_scale) {
   std::vector<at::Tensor> shards;
   for (const auto& unit : units_) shards.push_back(unit->grad_shard);
-  return dst::clip_grad_norm(shards, max_norm, group_.get());
+  // The fp32 gradient shards are unscaled and clipped in place.
+  return dst::clip_grad_norm(shards, max_norm, group_.get(), loss_scale);
 }
 
 void ZeroEngine::step(double lr) {

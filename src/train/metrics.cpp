@@ -29,6 +29,9 @@ void MetricsWriter::write(const StepMetrics& m) {
       {"comm_bytes", m.comm_bytes},
       {"comm_wait_s", m.comm_wait_s},
       {"peak_rss_mb", m.peak_rss_mb},
+      {"loss_scale", m.loss_scale},
+      {"skipped", m.skipped},
+      {"skipped_steps", m.skipped_steps},
   };
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (m.eval_loss) json["eval_loss"] = *m.eval_loss;
@@ -79,6 +82,11 @@ std::string format_progress_line(const StepMetrics& m, double eta_seconds) {
                 m.grad_norm, format_count(m.tokens_per_s).c_str(),
                 format_duration(eta_seconds).c_str());
   std::string line = buffer;
+  if (m.loss_scale != 1.0) {
+    std::snprintf(buffer, sizeof(buffer), " | scale %g", m.loss_scale);
+    line += buffer;
+  }
+  if (m.skipped) line += " | skipped (non-finite gradients)";
   if (m.eval_loss) {
     std::snprintf(buffer, sizeof(buffer), " | eval %.4f", *m.eval_loss);
     line += buffer;

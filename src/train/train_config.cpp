@@ -18,9 +18,6 @@ void TrainConfig::validate() const {
   DST_CHECK(data_parallel.zero_stage >= 0 && data_parallel.zero_stage <= 3, ConfigError,
             "parallel.zero_stage must be 0, 1, 2 or 3, got " << data_parallel.zero_stage);
   const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);
-  DST_CHECK(policy.param != Precision::kFloat16, ConfigError,
-            "precision.param_dtype=fp16 is not supported yet (needs half-precision matmul, which "
-            "CPU libtorch lacks, and the loss scaler wiring); use bf16 or fp32");
   DST_CHECK(
       policy.reduce == Precision::kFloat32 || policy.reduce == policy.param, ConfigError,
       "precision.reduce_dtype must be fp32 or the param dtype, got " << to_string(policy.reduce));

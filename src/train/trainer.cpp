@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 
@@ -86,7 +87,11 @@ int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env
 }
 
 Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
-    : config_(config), groups_(std::move(groups)), logger_(std::move(logger)) {
+    : config_(config),
+      groups_(std::move(groups)),
+      logger_(std::move(logger)),
+      scaler_(config.precision.loss_scaler,
+              PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
   model_ = LlamaModel(config_.model);
   model_->initialize(config_.train.seed);
@@ -111,6 +116,15 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   // is narrower) and casts the parameters itself.
   engine_ = make_data_parallel_engine(spec);
   model_->set_unit_hooks(engine_->unit_hooks());
+  if (spec.param_type == torch::kFloat16) {
+    // Parameters live on the CPU, whose libtorch kernels have no fp16 matmul: keep fp16 storage
+    // (and fp16 gradients, which the loss scaler protects) and compute activations in fp32.
+    model_->set_compute_dtype(torch::kFloat32);
+    std::ostringstream line;
+    line << "precision: fp16 parameters and gradients, fp32 compute on CPU, loss scale "
+         << scaler_.scale();
+    logger_.info(line.str());
+  }
 }
 
 Trainer::~Trainer() {
@@ -178,12 +192,14 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
   engine_->zero_grad();
+  const double loss_scale = scaler_.scale();
   double local_loss_sum = 0.0;
   for (size_t k = 0; k < micro_batches.size(); ++k) {
     engine_->set_sync(k + 1 == micro_batches.size());
     torch::Tensor logits = model_->forward(micro_batches[k].input_ids);
     torch::Tensor loss_sum = cross_entropy_sum(logits, micro_batches[k].labels);
-    (loss_sum / global_tokens).backward();
+    (loss_scale == 1.0 ? loss_sum / global_tokens : loss_sum * (loss_scale / global_tokens))
+        .backward();
     local_loss_sum += loss_sum.item<double>();
     engine_->finish_backward();
   }
@@ -191,8 +207,10 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
 
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
-  const double grad_norm = engine_->clip_grad_norm(config_.optim.grad_clip);
-  engine_->step(lr);
+  // The norm is agreed by every rank, so all of them apply or skip the update together.
+  const double grad_norm = engine_->clip_grad_norm(config_.optim.grad_clip, loss_scale);
+  const bool apply = scaler_.update(!std::isfinite(grad_norm));
+  if (apply) engine_->step(lr);
   ++step_;
 
   const comm::CommStats stats_after = groups_.total_stats();
@@ -201,6 +219,8 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.loss = loss;
   result.grad_norm = grad_norm;
   result.lr = lr;
+  result.loss_scale = loss_scale;
+  result.skipped = !apply;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
@@ -321,6 +341,9 @@ TrainSummary Trainer::run() {
     m.comm_wait_s = result.comm_wait_seconds;
     m.comm_bytes_by_op = result.comm_bytes_by_op;
     m.peak_rss_mb = peak_rss_megabytes();
+    m.loss_scale = result.loss_scale;
+    m.skipped = result.skipped;
+    m.skipped_steps = scaler_.skipped_steps();
     const bool last = result.step == opts.steps;
     if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
       m.eval_loss = evaluate(eval_batches);

@@ -62,7 +62,7 @@ expect_error "override unknown key" 2 "unknown key 'train.stepz'" -- "$DSTRAIN" 
 expect_error "override wrong type" 2 "expects an integer" -- "$DSTRAIN" train good.yaml train.steps=1.5
 expect_error "tp not implemented" 2 "parallel.tp=2" -- "$DSTRAIN" train tp2.yaml
 expect_error "unknown param dtype" 2 "precision.param_dtype 'fp8'" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp8
-expect_error "fp16 not implemented" 2 "precision.param_dtype=fp16" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp16
+expect_error "bad loss scaler" 2 "precision.loss_scaler.growth_factor must be > 1" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp16 precision.loss_scaler.growth_factor=0.5
 expect_error "unknown offload" 2 "optim.offload 'gpu'" -- "$DSTRAIN" train good.yaml optim.offload=gpu
 expect_error "bad zero stage" 2 "parallel.zero_stage must be 0, 1, 2 or 3" -- "$DSTRAIN" train good.yaml parallel.zero_stage=4
 expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml

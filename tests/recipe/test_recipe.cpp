@@ -487,3 +487,32 @@ TEST_CASE("recipe: recipe_to_yaml round-trips", "[recipe]") {
   CHECK(d.data.train_path.empty());
   CHECK(dst::recipe_to_yaml(d) == dst::recipe_to_yaml(defaults));
 }
+
+TEST_CASE("recipe: precision.loss_scaler is a nested mapping", "[recipe]") {
+  const TrainConfig c = parse_recipe(
+      "precision:\n  param_dtype: fp16\n  loss_scaler:\n    initial_scale: 1024\n"
+      "    growth_interval: 100\n    backoff_factor: 0.25\n",
+      "fp16.yaml");
+  CHECK(c.precision.param_dtype == "fp16");
+  CHECK(c.precision.loss_scaler.initial_scale == 1024);
+  CHECK(c.precision.loss_scaler.growth_interval == 100);
+  CHECK(c.precision.loss_scaler.backoff_factor == 0.25);
+  CHECK(c.precision.loss_scaler.growth_factor == 2.0);  // default kept
+  const TrainConfig overridden =
+      parse_recipe("precision:\n  param_dtype: fp16\n", "fp16.yaml",
+                   {"precision.loss_scaler.min_scale=4", "precision.loss_scaler.initial_scale=8"});
+  CHECK(overridden.precision.loss_scaler.min_scale == 4);
+  CHECK(overridden.precision.loss_scaler.initial_scale == 8);
+  const TrainConfig round_trip = parse_recipe(dst::recipe_to_yaml(c), "again.yaml");
+  CHECK(round_trip.precision.loss_scaler.initial_scale == 1024);
+  CHECK(round_trip.precision.loss_scaler.growth_interval == 100);
+
+  CHECK(starts_with(parse_error("precision:\n  loss_scaler:\n    initial: 5\n"),
+                    "configs/x.yaml:3: unknown key 'precision.loss_scaler.initial' (known: "
+                    "initial_scale, growth_factor, backoff_factor, growth_interval, min_scale, "
+                    "max_scale)"));
+  CHECK(starts_with(parse_error("precision:\n  loss_scaler: 5\n"),
+                    "configs/x.yaml:2: 'precision.loss_scaler' must be a mapping"));
+  CHECK(starts_with(parse_error("precision:\n  loss_scaler:\n    growth_factor: 0.5\n"),
+                    "configs/x.yaml: precision.loss_scaler.growth_factor must be > 1 (got 0.5)"));
+}

@@ -92,6 +92,10 @@ class LlamaModelImpl : public torch::nn::Module {
   int num_units() const { return static_cast<int>(config_.num_hidden_layers) + 2; }
   // Hooks called around every unit's forward (nullptr: none). Not owned.
   void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
+  // Activation dtype when it differs from the parameters' (fp16 storage with fp32 compute on
+  // CPUs without fp16 matmul): weights are cast at use, so their gradients keep the parameter
+  // dtype. Undefined (default): compute in the parameters' dtype.
+  void set_compute_dtype(c10::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
 
   DecoderStack model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
@@ -102,6 +106,7 @@ class LlamaModelImpl : public torch::nn::Module {
 
   ModelConfig config_;
   UnitHooks* unit_hooks_ = nullptr;
+  c10::optional<at::ScalarType> compute_dtype_;
 };
 TORCH_MODULE(LlamaModel);
 

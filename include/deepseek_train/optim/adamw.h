@@ -38,8 +38,10 @@ class AdamW {
  public:
   AdamW(std::vector<NamedParameter> parameters, const AdamWOptions& options);
 
-  // One update with learning rate `lr`. Parameters without a gradient are skipped.
-  void step(double lr);
+  // One update with learning rate `lr` from the gradients times grad_multiplier (unscaling and
+  // clipping; applied in fp32 after widening for parameters with a master copy). Parameters
+  // without a gradient are skipped.
+  void step(double lr, double grad_multiplier = 1.0);
 
   int64_t step_count() const { return step_; }
   const std::vector<NamedParameter>& parameters() const { return parameters_; }

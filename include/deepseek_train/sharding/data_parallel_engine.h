@@ -32,8 +32,10 @@ class DataParallelEngine {
   virtual void set_sync(bool last_micro_batch) = 0;
   // After every micro-batch's backward: waits for the reductions that micro-batch started.
   virtual void finish_backward() = 0;
-  // Global L2 gradient norm before clipping; clips to max_norm when > 0.
-  virtual double clip_grad_norm(double max_norm) = 0;
+  // Global L2 norm of the true gradient (the stored one divided by loss_scale) before clipping;
+  // prepares step() to apply 1/loss_scale and the clip to max_norm (when > 0). Non-finite when
+  // any gradient element on any rank is: the caller then skips step().
+  virtual double clip_grad_norm(double max_norm, double loss_scale) = 0;
   virtual void step(double lr) = 0;
   // Full parameters present (collective) / released again; no-ops unless parameters are sharded.
   virtual void gather_parameters() {}

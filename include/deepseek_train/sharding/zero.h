@@ -42,7 +42,7 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   // the last micro-batch reduces).
   void finish_backward() override;
   // Global L2 norm of the gradient (all shards); clips the shards to max_norm when > 0.
-  double clip_grad_norm(double max_norm) override;
+  double clip_grad_norm(double max_norm, double loss_scale) override;
   // AdamW on this rank's shards, then (stages 1-2) all-gather of the updated parameters.
   void step(double lr) override;
   // Stage 3: make every unit's full parameters present (collective) / release them again.

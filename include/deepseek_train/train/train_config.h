@@ -32,7 +32,7 @@ struct TrainConfig {
   ModelConfig model;
   ParallelDims parallel;
   DataParallelOptions data_parallel;  // recipe keys parallel.bucket_mb, parallel.zero_stage
-  PrecisionOptions precision;         // fp32 or bf16 (fp16 is rejected for now)
+  PrecisionOptions precision;         // fp32, bf16 or fp16 (with dynamic loss scaling)
   AdamWOptions optim;
   ScheduleOptions schedule;
   DataOptions data;

@@ -16,6 +16,7 @@
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/model/llama.h"
+#include "deepseek_train/precision/loss_scaler.h"
 #include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/train/train_config.h"
 
@@ -41,6 +42,8 @@ struct StepResult {
   uint64_t comm_bytes = 0;  // bytes this rank sent during the step
   double comm_wait_seconds = 0.0;
   std::map<std::string, uint64_t> comm_bytes_by_op;  // op name -> bytes, ops that moved data
+  double loss_scale = 1.0;  // the loss scale this step's backward used (fp16; 1 otherwise)
+  bool skipped = false;     // non-finite gradients on some rank: no update was applied anywhere
 };
 
 struct TrainSummary {
@@ -64,7 +67,9 @@ class Trainer {
   TrainSummary run();
 
   // One optimizer step over this rank's micro-batches; the loss is normalised by the total number
-  // of target tokens of the step across all data-parallel ranks.
+  // of target tokens of the step across all data-parallel ranks. When any gradient element on
+  // any rank is inf/NaN, every rank skips the update (StepResult::skipped) and the fp16 loss
+  // scale backs off.
   StepResult train_step(const std::vector<MicroBatch>& micro_batches);
 
   // Mean token loss over every rank's batches (no gradient).
@@ -74,6 +79,8 @@ class Trainer {
   const TrainConfig& config() const { return config_; }
   const ProcessGroups& groups() const { return groups_; }
   int64_t step() const { return step_; }
+  // fp16 dynamic loss scaling (disabled, scale 1, for fp32/bf16); counts skipped steps always.
+  const DynamicLossScaler& loss_scaler() const { return scaler_; }
 
   // What this rank holds and sends per step (printed at the start of run()).
   MemoryPlan memory_plan() const;
@@ -98,6 +105,7 @@ class Trainer {
   Logger logger_;
   LlamaModel model_{nullptr};
   std::unique_ptr<DataParallelEngine> engine_;  // gradient sync + optimizer, any ZeRO stage
+  DynamicLossScaler scaler_;
   int64_t step_ = 0;
 };
 
