@@ -4,8 +4,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdint>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/tensor_parallel/autograd_ops.h"
 
 namespace dst {
 
@@ -13,10 +15,67 @@ namespace F = torch::nn::functional;
 
 namespace {
 
+int group_size(const comm::CommunicatorPtr& group) { return group ? group->size() : 1; }
+
+// Identity when there is no tp group.
+torch::Tensor enter_tp(const torch::Tensor& x, const comm::CommunicatorPtr& group) {
+  return group_size(group) > 1 ? copy_to_tp_region(x, *group) : x;
+}
+torch::Tensor leave_tp(const torch::Tensor& x, const comm::CommunicatorPtr& group) {
+  return group_size(group) > 1 ? reduce_from_tp_region(x, *group) : x;
+}
+
 // A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it).
 torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x) {
   return F::linear(x, linear->weight.to(x.scalar_type()));
 }
+
+torch::nn::Linear linear(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+int64_t local_count(int64_t total, int tp, const char* what) {
+  DST_CHECK(total % tp == 0, ConfigError,
+            "tensor parallel: " << what << " (" << total << ") is not divisible by parallel.tp="
+                                << tp);
+  return total / tp;
+}
+
+// FNV-1a: a stable per-parameter seed component (std::hash is not stable across platforms).
+uint64_t fnv1a(const std::string& text) {
+  uint64_t hash = 1469598103934665603ULL;
+  for (unsigned char c : text) {
+    hash ^= c;
+    hash *= 1099511628211ULL;
+  }
+  return hash;
+}
+
+// Activation checkpointing of one decoder layer: forward without saving activations, recompute
+// (with autograd) in backward. The layer travels as its address (autograd contexts hold IValues);
+// the model owns it for longer than any graph.
+struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               DecoderLayerImpl* layer) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));
+    torch::NoGradGuard no_grad;
+    return layer->forward(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(
+        static_cast<intptr_t>(ctx->saved_data["layer"].toInt()));
+    torch::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    torch::Tensor out;
+    {
+      torch::AutoGradMode enable(true);
+      out = layer->forward(x);
+    }
+    torch::autograd::backward({out}, {grads[0]});
+    return {x.grad(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -48,21 +107,20 @@ torch::Tensor apply_rotary(const torch::Tensor& x, double theta) {
   return x * cos + rotated * sin;
 }
 
-AttentionImpl::AttentionImpl(const ModelConfig& c)
-    : heads_(c.num_attention_heads),
-      kv_heads_(c.num_key_value_heads),
+AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group)
+    : tp_(std::move(tp_group)),
+      heads_(local_count(c.num_attention_heads, group_size(tp_), "num_attention_heads")),
+      kv_heads_(local_count(c.num_key_value_heads, group_size(tp_), "num_key_value_heads")),
       head_dim_(c.head_dim()),
       rope_theta_(c.rope_theta) {
-  auto linear = [](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-  };
   q_proj = register_module("q_proj", linear(c.hidden_size, heads_ * head_dim_));
   k_proj = register_module("k_proj", linear(c.hidden_size, kv_heads_ * head_dim_));
   v_proj = register_module("v_proj", linear(c.hidden_size, kv_heads_ * head_dim_));
   o_proj = register_module("o_proj", linear(heads_ * head_dim_, c.hidden_size));
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
+  const torch::Tensor x = enter_tp(input, tp_);
   const int64_t batch = x.size(0), seq = x.size(1);
   auto q = project(q_proj, x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
   auto k = project(k_proj, x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
@@ -80,25 +138,25 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
-  return project(o_proj, out);
+  return leave_tp(project(o_proj, out), tp_);
 }
 
-MlpImpl::MlpImpl(const ModelConfig& c) {
-  auto linear = [](int64_t in, int64_t out) {
-    return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
-  };
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, c.intermediate_size));
-  up_proj = register_module("up_proj", linear(c.hidden_size, c.intermediate_size));
-  down_proj = register_module("down_proj", linear(c.intermediate_size, c.hidden_size));
+MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std::move(tp_group)) {
+  const int64_t local = local_count(c.intermediate_size, group_size(tp_), "intermediate_size");
+  gate_proj = register_module("gate_proj", linear(c.hidden_size, local));
+  up_proj = register_module("up_proj", linear(c.hidden_size, local));
+  down_proj = register_module("down_proj", linear(local, c.hidden_size));
 }
 
-torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return project(down_proj, F::silu(project(gate_proj, x)) * project(up_proj, x));
+torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
+  const torch::Tensor x = enter_tp(input, tp_);
+  auto hidden = F::silu(project(gate_proj, x)) * project(up_proj, x);
+  return leave_tp(project(down_proj, hidden), tp_);
 }
 
-DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c) {
-  self_attn = register_module("self_attn", Attention(c));
-  mlp = register_module("mlp", Mlp(c));
+DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) {
+  self_attn = register_module("self_attn", Attention(c, tp_group));
+  mlp = register_module("mlp", Mlp(c, tp_group));
   input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   post_attention_layernorm =
       register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
@@ -109,27 +167,47 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x) {
   return h + mlp(post_attention_layernorm(h));
 }
 
-DecoderStackImpl::DecoderStackImpl(const ModelConfig& c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
-  layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(DecoderLayer(c));
-  norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
-}
-
-torch::Tensor DecoderStackImpl::forward(const torch::Tensor& input_ids) {
-  auto h = embed_tokens(input_ids);
-  for (const auto& layer : *layers) h = layer->as<DecoderLayer>()->forward(h);
-  return norm(h);
-}
-
-LlamaModelImpl::LlamaModelImpl(const ModelConfig& config) : config_(config) {
+LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
+    : config_(config),
+      tp_(group_size(shard.tp_group) > 1 ? shard.tp_group : nullptr),
+      chunks_(std::move(shard.chunks)),
+      checkpoint_every_(shard.checkpoint_every) {
   config_.validate();
-  model = register_module("model", DecoderStack(config_));
-  if (!config_.tie_word_embeddings) {
-    lm_head = register_module(
-        "lm_head",
-        torch::nn::Linear(
-            torch::nn::LinearOptions(config_.hidden_size, config_.vocab_size).bias(false)));
+  if (chunks_.empty()) chunks_.push_back(whole_model(config_.num_hidden_layers));
+  vocab_ = dst::vocab_shard(config_.vocab_size, tp_size(), tp_ ? tp_->rank() : 0);
+  bool has_embedding = false, has_head = false;
+  for (const LayerChunk& chunk : chunks_) {
+    DST_CHECK(chunk.begin >= 0 && chunk.begin <= chunk.end &&
+                  chunk.end <= config_.num_hidden_layers,
+              ConfigError,
+              "model chunk [" << chunk.begin << ", " << chunk.end << ") is outside the "
+                              << config_.num_hidden_layers << " layers");
+    has_embedding = has_embedding || chunk.has_embedding;
+    has_head = has_head || chunk.has_head;
+  }
+  DST_CHECK(!config_.tie_word_embeddings || has_embedding == has_head, ConfigError,
+            "tie_word_embeddings with the embedding and the LM head on different pipeline stages "
+            "is not supported yet; use parallel.pp=1 or an untied model");
+
+  auto stack = register_module("model", std::make_shared<torch::nn::Module>());
+  if (has_embedding) {
+    embed_tokens = stack->register_module(
+        "embed_tokens", torch::nn::Embedding(vocab_.size(), config_.hidden_size));
+  }
+  auto layer_holder = stack->register_module("layers", std::make_shared<torch::nn::Module>());
+  for (const LayerChunk& chunk : chunks_) {
+    for (int64_t i = chunk.begin; i < chunk.end; ++i)
+      layers.emplace(i, layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_)));
+  }
+  if (has_head) {
+    norm = stack->register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
+    if (!config_.tie_word_embeddings)
+      lm_head = register_module("lm_head", linear(config_.hidden_size, vocab_.size()));
+  }
+  for (const LayerChunk& chunk : chunks_) {
+    first_unit_of_chunk_.push_back(num_units_);
+    num_units_ += static_cast<int>(chunk.end - chunk.begin) + (chunk.has_embedding ? 1 : 0) +
+                  (chunk.has_head ? 1 : 0);
   }
 }
 
@@ -140,57 +218,166 @@ torch::Tensor LlamaModelImpl::run_unit(int unit, Fn&& forward) {
   return unit_hooks_->after_forward(unit, forward());
 }
 
-torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
-  DST_CHECK(input_ids.dim() == 2, ConfigError,
-            "model input must be [batch, seq], got " << input_ids.dim() << " dimensions");
-  DST_CHECK(input_ids.size(1) <= config_.max_position_embeddings, ConfigError,
-            "sequence length " << input_ids.size(1) << " exceeds max_position_embeddings "
-                               << config_.max_position_embeddings);
-  // The same computation as DecoderStack::forward + head, unit by unit for the sharding hooks.
-  auto h = run_unit(0, [&] {
-    auto embedded = model->embed_tokens(input_ids);
-    return compute_dtype_ ? embedded.to(*compute_dtype_) : embedded;
-  });
-  int unit = 1;
-  for (const auto& layer : *model->layers)
-    h = run_unit(unit++, [&] { return layer->as<DecoderLayer>()->forward(h); });
-  return run_unit(unit, [&] {
-    auto normed = model->norm(h);
-    if (lm_head) return project(lm_head, normed);
-    return torch::matmul(normed, model->embed_tokens->weight.to(normed.scalar_type()).t());
-  });
+torch::Tensor LlamaModelImpl::run_layer(int64_t index, const torch::Tensor& h) {
+  DecoderLayer& layer = layers.at(index);
+  const bool checkpoint = checkpoint_every_ > 0 && index % checkpoint_every_ == 0 &&
+                          torch::GradMode::is_enabled() && h.requires_grad();
+  if (!checkpoint) return layer->forward(h);
+  return CheckpointedLayer::apply(h, layer.get());
 }
 
-std::vector<std::vector<std::pair<std::string, torch::Tensor>>> LlamaModelImpl::sharding_units() {
-  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> units(num_units());
-  const int last = num_units() - 1;
-  for (const auto& item : named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    int unit = last;
-    if (name.rfind("model.embed_tokens.", 0) == 0) {
-      unit = 0;
-    } else if (name.rfind("model.layers.", 0) == 0) {
-      unit = 1 + std::stoi(name.substr(std::string("model.layers.").size()));
-    }
-    units[unit].emplace_back(name, item.value());
+torch::Tensor LlamaModelImpl::head_logits(const torch::Tensor& h) {
+  auto normed = enter_tp(norm(h), tp_);
+  if (lm_head) return project(lm_head, normed);
+  return F::linear(normed, embed_tokens->weight.to(normed.scalar_type()));
+}
+
+torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor& input) {
+  DST_CHECK(chunk_index >= 0 && chunk_index < num_chunks(), ConfigError,
+            "forward_chunk: chunk " << chunk_index << " of " << num_chunks());
+  const LayerChunk& chunk = chunks_[chunk_index];
+  int unit = first_unit_of_chunk_[chunk_index];
+  torch::Tensor h = input;
+  if (chunk.has_embedding) {
+    DST_CHECK(input.dim() == 2, ConfigError,
+              "model input must be [batch, seq], got " << input.dim() << " dimensions");
+    DST_CHECK(input.size(1) <= config_.max_position_embeddings, ConfigError,
+              "sequence length " << input.size(1) << " exceeds max_position_embeddings "
+                                 << config_.max_position_embeddings);
+    h = run_unit(unit++, [&] {
+      torch::Tensor embedded = tp_ ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_,
+                                                              *tp_)
+                                   : embed_tokens(input);
+      return compute_dtype_ ? embedded.to(*compute_dtype_) : embedded;
+    });
   }
-  return units;
+  for (int64_t i = chunk.begin; i < chunk.end; ++i) {
+    const torch::Tensor layer_input = h;
+    h = run_unit(unit++, [&] { return run_layer(i, layer_input); });
+  }
+  if (chunk.has_head) {
+    const torch::Tensor head_input = h;
+    h = run_unit(unit++, [&] { return head_logits(head_input); });
+  }
+  return h;
+}
+
+torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
+  DST_CHECK(num_chunks() == 1 && chunks_[0].has_embedding && chunks_[0].has_head, ConfigError,
+            "forward(): this rank holds only part of the pipeline; use forward_chunk()");
+  torch::Tensor logits = forward_chunk(0, input_ids);
+  if (!tp_) return logits;
+  return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
+}
+
+torch::Tensor LlamaModelImpl::loss_sum(const torch::Tensor& logits,
+                                       const torch::Tensor& labels) const {
+  if (!tp_) return cross_entropy_sum(logits, labels);
+  return vocab_parallel_cross_entropy_sum(logits, labels, vocab_, *tp_, kIgnoreIndex);
+}
+
+TpSplit LlamaModelImpl::tp_split(const std::string& name) const {
+  auto ends_with = [&](const char* suffix) {
+    const std::string s(suffix);
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  if (ends_with("embed_tokens.weight") || ends_with("lm_head.weight")) return TpSplit::kDim0;
+  for (const char* column : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight",
+                             "up_proj.weight"})
+    if (ends_with(column)) return TpSplit::kDim0;
+  if (ends_with("o_proj.weight") || ends_with("down_proj.weight")) return TpSplit::kDim1;
+  return TpSplit::kReplicated;
+}
+
+std::vector<int64_t> LlamaModelImpl::full_shape(const std::string& name,
+                                                const torch::Tensor& local) const {
+  std::vector<int64_t> shape = local.sizes().vec();
+  switch (tp_split(name)) {
+    case TpSplit::kReplicated:
+      break;
+    case TpSplit::kDim0:
+      shape[0] *= tp_size();
+      break;
+    case TpSplit::kDim1:
+      shape[1] *= tp_size();
+      break;
+  }
+  const bool vocab_rows = name.find("embed_tokens") != std::string::npos ||
+                          name.find("lm_head") != std::string::npos;
+  if (vocab_rows) shape[0] = config_.vocab_size;
+  return shape;
+}
+
+torch::Tensor LlamaModelImpl::gather_tp_parameter(const std::string& name,
+                                                  const torch::Tensor& local) const {
+  const TpSplit split = tp_split(name);
+  if (!tp_ || split == TpSplit::kReplicated) return local.detach().clone();
+  const int64_t dim = split == TpSplit::kDim0 ? 0 : 1;
+  torch::Tensor moved = local.detach().transpose(dim, -1);
+  torch::Tensor full = all_gather_last_dim(moved, *tp_).transpose(dim, -1).contiguous();
+  const std::vector<int64_t> shape = full_shape(name, local);
+  return full.narrow(0, 0, shape[0]).contiguous();
 }
 
 void LlamaModelImpl::initialize(uint64_t seed) {
   torch::NoGradGuard no_grad;
-  auto generator = at::detail::createCPUGenerator(seed);
+  const int tp_rank = tp_ ? tp_->rank() : 0;
   for (auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
     torch::Tensor& p = item.value();
-    if (p.dim() == 1) {
+    if (p.dim() == 1 && tp_split(name) == TpSplit::kReplicated) {
       p.fill_(1.0);
-    } else {
-      // Draw on CPU from the explicit generator so every rank and device gets the same values.
-      auto values = torch::empty(p.sizes(), torch::kFloat32);
-      values.normal_(0.0, config_.initializer_range, generator);
-      p.copy_(values);
+      continue;
+    }
+    // The full tensor from a generator of its own, so every layout draws the same values.
+    auto generator = at::detail::createCPUGenerator(seed ^ fnv1a(name));
+    const std::vector<int64_t> shape = full_shape(name, p);
+    torch::Tensor full = torch::empty(shape, torch::kFloat32);
+    full.normal_(0.0, config_.initializer_range, generator);
+    switch (tp_split(name)) {
+      case TpSplit::kReplicated:
+        p.copy_(full);
+        break;
+      case TpSplit::kDim0: {
+        const int64_t rows = p.size(0), begin = tp_rank * rows;
+        // Vocabulary padding rows (beyond the full tensor) stay zero.
+        p.zero_();
+        const int64_t available = std::max<int64_t>(0, std::min(rows, shape[0] - begin));
+        if (available > 0) p.narrow(0, 0, available).copy_(full.narrow(0, begin, available));
+        break;
+      }
+      case TpSplit::kDim1:
+        p.copy_(full.narrow(1, tp_rank * p.size(1), p.size(1)));
+        break;
     }
   }
+}
+
+int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
+  for (int c = 0; c < num_chunks(); ++c) {
+    const LayerChunk& chunk = chunks_[c];
+    int unit = first_unit_of_chunk_[c];
+    if (chunk.has_embedding) {
+      if (name.rfind("model.embed_tokens.", 0) == 0) return unit;
+      ++unit;
+    }
+    const std::string prefix = "model.layers.";
+    if (name.rfind(prefix, 0) == 0) {
+      const int64_t index = std::stoll(name.substr(prefix.size()));
+      if (index >= chunk.begin && index < chunk.end) return unit + static_cast<int>(index - chunk.begin);
+    }
+    unit += static_cast<int>(chunk.end - chunk.begin);
+    if (chunk.has_head && (name.rfind("model.norm.", 0) == 0 || name.rfind("lm_head.", 0) == 0))
+      return unit;
+  }
+  DST_THROW(InternalError, "parameter '" << name << "' belongs to no unit of this rank");
+}
+
+std::vector<std::vector<std::pair<std::string, torch::Tensor>>> LlamaModelImpl::sharding_units() {
+  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> units(num_units_);
+  for (const auto& item : named_parameters(/*recurse=*/true))
+    units[unit_of_parameter(item.key())].emplace_back(item.key(), item.value());
+  return units;
 }
 
 torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels) {

@@ -261,6 +261,25 @@ void set_betas(TrainConfig& config, const Value& v) {
   }
 }
 
+void set_layers_per_stage(TrainConfig& config, const Value& v) {
+  if (!v.node.IsSequence()) v.wrong_type("a sequence of layer counts");
+  config.model_parallel.layers_per_stage.clear();
+  for (size_t i = 0; i < v.node.size(); ++i) {
+    const YAML::Node element = v.node[i];
+    const Value ev{element, v.dotted + "[" + std::to_string(i) + "]", v.mark, v.ctx};
+    config.model_parallel.layers_per_stage.push_back(read_integer<int64_t>(ev));
+  }
+}
+
+// true = every block, false = off, k = every k-th block.
+void set_activation_checkpointing(TrainConfig& config, const Value& v) {
+  if (v.node.IsScalar() && (v.node.Scalar() == "true" || v.node.Scalar() == "false")) {
+    config.model_parallel.activation_checkpointing = read_bool(v) ? 1 : 0;
+  } else {
+    config.model_parallel.activation_checkpointing = read_integer<int>(v);
+  }
+}
+
 void set_optimizer_name(TrainConfig&, const Value& v) {
   const std::string name = read_string(v);
   if (name != "adamw")
@@ -302,6 +321,19 @@ const std::vector<Section>& sections() {
            field("pp", &TC::parallel, &ParallelDims::pp),
            field("bucket_mb", &TC::data_parallel, &DataParallelOptions::bucket_mb),
            field("zero_stage", &TC::data_parallel, &DataParallelOptions::zero_stage),
+           field("micro_batches", &TC::train, &TrainOptions::grad_accum),
+           field("schedule", &TC::model_parallel, &ModelParallelOptions::schedule),
+           field("virtual_stages", &TC::model_parallel, &ModelParallelOptions::virtual_stages),
+           {"layers_per_stage", set_layers_per_stage,
+            [](const TC& c, YAML::Emitter& out) {
+              out << YAML::Flow << c.model_parallel.layers_per_stage;
+            }},
+           {"activation_checkpointing", set_activation_checkpointing,
+            [](const TC& c, YAML::Emitter& out) {
+              out << c.model_parallel.activation_checkpointing;
+            }},
+           field("sequence_parallel", &TC::model_parallel,
+                 &ModelParallelOptions::sequence_parallel),
        }},
       {"optim",
        {

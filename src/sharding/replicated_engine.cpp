@@ -20,6 +20,7 @@ ReplicatedEngine::ReplicatedEngine(const DataParallelEngineSpec& spec) {
         param.set_data(param.detach().to(spec.param_type));
       }
       parameters_.push_back(param);
+      counted_.push_back(!spec.counts_in_norm || spec.counts_in_norm(name));
       optimizer_parameters.emplace_back(name, param, spec.decays(name, param), master);
     }
   }
@@ -28,18 +29,11 @@ ReplicatedEngine::ReplicatedEngine(const DataParallelEngineSpec& spec) {
   optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), spec.optim);
 }
 
-double ReplicatedEngine::clip_grad_norm(double max_norm, double loss_scale) {
+double ReplicatedEngine::local_grad_squared_norm() {
   std::vector<at::Tensor> grads;
-  for (const at::Tensor& p : parameters_) grads.push_back(p.grad());
-  // Gradients are identical on every rank after the all-reduce: no norm reduction needed.
-  const double norm = global_grad_norm(grads, /*shard_group=*/nullptr, loss_scale);
-  grad_multiplier_ = gradient_multiplier(norm, max_norm, loss_scale);
-  return norm;
-}
-
-void ReplicatedEngine::step(double lr) {
-  optimizer_->step(lr, grad_multiplier_);
-  grad_multiplier_ = 1.0;
+  for (size_t i = 0; i < parameters_.size(); ++i)
+    if (counted_[i]) grads.push_back(parameters_[i].grad());
+  return squared_norm(grads);
 }
 
 void ReplicatedEngine::describe_layout(MemoryPlanInputs& inputs) const {

@@ -38,6 +38,7 @@ struct ZeroEngine::Unit {
   std::vector<at::Tensor> params;
   std::vector<int64_t> offsets;
   std::vector<bool> decay;
+  std::vector<bool> counted;  // in the gradient norm
   int64_t padded = 0;
   int64_t shard = 0;
   at::Tensor flat_param;    // [padded]; stage 3: storage present only while gathered
@@ -79,6 +80,7 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
                                     << "; pass fp32 parameters (the engine casts them)");
       unit->offsets.push_back(numel);
       unit->decay.push_back(spec.decays(name, param));
+      unit->counted.push_back(!spec.counts_in_norm || spec.counts_in_norm(name));
       unit->params.push_back(param);
       numel += param.numel();
     }
@@ -291,15 +293,32 @@ void ZeroEngine::finish_backward() {
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
 }
 
-double ZeroEngine::clip_grad_norm(double max_norm, double loss_scale) {
-  std::vector<at::Tensor> shards;
-  for (const auto& unit : units_) shards.push_back(unit->grad_shard);
-  // The fp32 gradient shards are unscaled and clipped in place.
-  return dst::clip_grad_norm(shards, max_norm, group_.get(), loss_scale);
+double ZeroEngine::local_grad_squared_norm() {
+  std::vector<at::Tensor> counted;
+  const int rank = group_->rank();
+  for (const auto& unit : units_) {
+    bool all_counted = true;
+    for (bool c : unit->counted) all_counted = all_counted && c;
+    if (all_counted) {
+      counted.push_back(unit->grad_shard);
+      continue;
+    }
+    // Only the counted parameters' segments of the shard.
+    const int64_t shard_begin = rank * unit->shard;
+    for (size_t i = 0; i < unit->params.size(); ++i) {
+      const int64_t begin = std::max(unit->offsets[i], shard_begin);
+      const int64_t end = std::min(unit->offsets[i] + unit->params[i].numel(), shard_begin + unit->shard);
+      if (unit->counted[i] && begin < end)
+        counted.push_back(unit->grad_shard.narrow(0, begin - shard_begin, end - begin));
+    }
+  }
+  return squared_norm(counted);
 }
 
-void ZeroEngine::step(double lr) {
+void ZeroEngine::step(double lr, double grad_multiplier) {
   torch::NoGradGuard no_grad;
+  if (grad_multiplier != 1.0)
+    for (auto& unit : units_) unit->grad_shard.mul_(grad_multiplier);
   ++step_count_;
   const int rank = group_->rank();
   for (auto& unit_ptr : units_) {

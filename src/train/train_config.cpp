@@ -1,20 +1,40 @@
 #include "deepseek_train/train/train_config.h"
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/pipeline/partition.h"
+#include "deepseek_train/pipeline/schedule.h"
 
 namespace dst {
 
 void TrainConfig::validate() const {
   model.validate();
   DST_CHECK(parallel.dp >= 1, ConfigError, "parallel.dp must be at least 1, got " << parallel.dp);
-  DST_CHECK(
-      parallel.tp == 1, ConfigError,
-      "parallel.tp=" << parallel.tp
-                     << " is not supported yet (tensor parallelism is not implemented); use 1");
-  DST_CHECK(
-      parallel.pp == 1, ConfigError,
-      "parallel.pp=" << parallel.pp
-                     << " is not supported yet (pipeline parallelism is not implemented); use 1");
+  DST_CHECK(parallel.tp >= 1, ConfigError, "parallel.tp must be at least 1, got " << parallel.tp);
+  DST_CHECK(parallel.pp >= 1, ConfigError, "parallel.pp must be at least 1, got " << parallel.pp);
+  for (const auto& [key, count] : {std::pair<const char*, int64_t>{"model.num_attention_heads",
+                                                                    model.num_attention_heads},
+                                   {"model.num_key_value_heads", model.num_key_value_heads},
+                                   {"model.intermediate_size", model.intermediate_size}}) {
+    DST_CHECK(count % parallel.tp == 0, ConfigError,
+              key << " (" << count << ") is not divisible by parallel.tp=" << parallel.tp);
+  }
+  const ModelParallelOptions& mp = model_parallel;
+  DST_CHECK(!mp.sequence_parallel, ConfigError,
+            "parallel.sequence_parallel is not implemented yet; set it to false");
+  DST_CHECK(mp.activation_checkpointing >= 0, ConfigError,
+            "parallel.activation_checkpointing must be >= 0 (0 off, k: every k-th block), got "
+                << mp.activation_checkpointing);
+  const ScheduleKind schedule_kind = parse_schedule_kind(mp.schedule);
+  DST_CHECK(parallel.pp > 1 || mp.virtual_stages == 1, ConfigError,
+            "parallel.virtual_stages=" << mp.virtual_stages << " needs parallel.pp > 1");
+  if (parallel.pp > 1) {
+    dst::validate(ScheduleSpec{schedule_kind, parallel.pp, static_cast<int>(train.grad_accum),
+                          mp.virtual_stages});
+    DST_CHECK(!model.tie_word_embeddings, ConfigError,
+              "model.tie_word_embeddings with parallel.pp > 1 is not supported yet (the embedding "
+              "and the LM head sit on different stages)");
+  }
+  partition_layers(model.num_hidden_layers, parallel.pp, mp.virtual_stages, mp.layers_per_stage);
   DST_CHECK(data_parallel.zero_stage >= 0 && data_parallel.zero_stage <= 3, ConfigError,
             "parallel.zero_stage must be 0, 1, 2 or 3, got " << data_parallel.zero_stage);
   const PrecisionPolicy policy = PrecisionPolicy::from_options(precision);

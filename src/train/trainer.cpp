@@ -16,7 +16,11 @@
 #include "deepseek_train/data/synthetic_corpus.h"
 #include "deepseek_train/data/token_dataset.h"
 #include "deepseek_train/optim/lr_schedule.h"
+#include "deepseek_train/optim/grad_clip.h"
+#include "deepseek_train/pipeline/partition.h"
+#include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
+#include "pipeline_executor.h"
 #include "deepseek_train/train/metrics.h"
 
 namespace dst {
@@ -65,6 +69,49 @@ std::vector<MicroBatch> validation_batches(const TokenDataset& dataset, int64_t 
   return result;
 }
 
+// Pipeline rank 0 receives every other stage's (name, tensor) list, in stage order, and returns
+// the concatenation; the other stages send theirs and get an empty list. Tensors travel as fp32.
+std::vector<std::pair<std::string, torch::Tensor>> collect_pipeline_stages(
+    comm::Communicator& pp, std::vector<std::pair<std::string, torch::Tensor>> own) {
+  auto send_ints = [&](std::vector<int64_t> values, int to) {
+    torch::Tensor t = torch::tensor(values, torch::kInt64);
+    pp.send(t, to, 0)->wait();
+  };
+  auto recv_ints = [&](int64_t count, int from) {
+    torch::Tensor t = torch::empty({count}, torch::kInt64);
+    pp.recv(t, from, 0)->wait();
+    return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + count);
+  };
+  if (pp.rank() != 0) {
+    send_ints({static_cast<int64_t>(own.size())}, 0);
+    for (const auto& [name, tensor] : own) {
+      std::vector<int64_t> header{static_cast<int64_t>(name.size()), tensor.dim(),
+                                  static_cast<int64_t>(tensor.scalar_type())};
+      for (int64_t d : tensor.sizes()) header.push_back(d);
+      send_ints({static_cast<int64_t>(header.size())}, 0);
+      send_ints(header, 0);
+      std::vector<int64_t> chars(name.begin(), name.end());
+      send_ints(chars, 0);
+      torch::Tensor data = tensor.to(torch::kFloat32).contiguous();
+      pp.send(data, 0, 0)->wait();
+    }
+    return {};
+  }
+  for (int stage = 1; stage < pp.size(); ++stage) {
+    const int64_t count = recv_ints(1, stage)[0];
+    for (int64_t i = 0; i < count; ++i) {
+      const std::vector<int64_t> header = recv_ints(recv_ints(1, stage)[0], stage);
+      const std::vector<int64_t> chars = recv_ints(header[0], stage);
+      std::vector<int64_t> shape(header.begin() + 3, header.end());
+      torch::Tensor data = torch::empty(shape, torch::kFloat32);
+      pp.recv(data, stage, 0)->wait();
+      own.emplace_back(std::string(chars.begin(), chars.end()),
+                       data.to(static_cast<at::ScalarType>(header[2])));
+    }
+  }
+  return own;
+}
+
 }  // namespace
 
 MicroBatch to_micro_batch(const TokenBatch& batch) {
@@ -86,6 +133,30 @@ int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env
   return threads;
 }
 
+// Routes the model's unit hooks (numbered over all local chunks) to the engine of each chunk.
+class ChunkUnitHooks final : public UnitHooks {
+ public:
+  void add(UnitHooks* hooks, int units) {
+    for (int u = 0; u < units; ++u) targets_.emplace_back(hooks, u);
+  }
+  void before_forward(int unit) override {
+    auto& [hooks, local] = targets_.at(unit);
+    if (hooks) hooks->before_forward(local);
+  }
+  at::Tensor after_forward(int unit, const at::Tensor& output) override {
+    auto& [hooks, local] = targets_.at(unit);
+    return hooks ? hooks->after_forward(local, output) : output;
+  }
+  bool any() const {
+    for (const auto& target : targets_)
+      if (target.first) return true;
+    return false;
+  }
+
+ private:
+  std::vector<std::pair<UnitHooks*, int>> targets_;
+};
+
 Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     : config_(config),
       groups_(std::move(groups)),
@@ -93,7 +164,17 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
       scaler_(config.precision.loss_scaler,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
-  model_ = LlamaModel(config_.model);
+  const ParallelDims& dims = groups_.dims();
+  const ModelParallelOptions& mp = config_.model_parallel;
+  ModelShardSpec shard;
+  shard.tp_group = groups_.tp_ptr();
+  shard.checkpoint_every = mp.activation_checkpointing;
+  if (dims.pp > 1) {
+    shard.chunks = chunks_of_rank(partition_layers(config_.model.num_hidden_layers, dims.pp,
+                                                   mp.virtual_stages, mp.layers_per_stage),
+                                  dims.pp, groups_.coord().pp);
+  }
+  model_ = LlamaModel(config_.model, shard);
   model_->initialize(config_.train.seed);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
   const auto torch_dtype = [](Precision p) {
@@ -101,29 +182,55 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
                ? torch::kBFloat16
                : (p == Precision::kFloat16 ? torch::kFloat16 : torch::kFloat32);
   };
-  DataParallelEngineSpec spec;
-  spec.units = model_->sharding_units();
-  spec.decays = [](const std::string& name, const at::Tensor& p) {
-    return !is_no_decay_parameter(name, p);
-  };
-  spec.dp_group = groups_.dp_ptr();
-  spec.data_parallel = config_.data_parallel;
-  spec.optim = config_.optim;
-  spec.param_type = torch_dtype(precision.param);
-  spec.reduce_type = torch_dtype(precision.reduce);
-  spec.first_unit_reused_by_last = config_.model.tie_word_embeddings;
-  // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
-  // is narrower) and casts the parameters itself.
-  engine_ = make_data_parallel_engine(spec);
-  model_->set_unit_hooks(engine_->unit_hooks());
-  if (spec.param_type == torch::kFloat16) {
+  const bool first_tp_rank = groups_.coord().tp == 0;
+  const LlamaModel model = model_;
+  const auto all_units = model_->sharding_units();
+  unit_hooks_ = std::make_unique<ChunkUnitHooks>();
+  size_t next_unit = 0;
+  for (const LayerChunk& chunk : model_->chunks()) {
+    const size_t units = static_cast<size_t>(chunk.end - chunk.begin) +
+                         (chunk.has_embedding ? 1 : 0) + (chunk.has_head ? 1 : 0);
+    DataParallelEngineSpec spec;
+    spec.units.assign(all_units.begin() + next_unit, all_units.begin() + next_unit + units);
+    next_unit += units;
+    spec.decays = [](const std::string& name, const at::Tensor& p) {
+      return !is_no_decay_parameter(name, p);
+    };
+    // Parameters replicated across tp ranks (norm weights) count once in the gradient norm.
+    spec.counts_in_norm = [model, first_tp_rank](const std::string& name) {
+      return first_tp_rank || model->tp_split(name) != TpSplit::kReplicated;
+    };
+    spec.dp_group = groups_.dp_ptr();
+    spec.data_parallel = config_.data_parallel;
+    spec.optim = config_.optim;
+    spec.param_type = torch_dtype(precision.param);
+    spec.reduce_type = torch_dtype(precision.reduce);
+    spec.first_unit_reused_by_last =
+        config_.model.tie_word_embeddings && chunk.has_embedding && chunk.has_head;
+    // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
+    // is narrower) and casts the parameters itself.
+    engines_.push_back(make_data_parallel_engine(spec));
+    unit_hooks_->add(engines_.back()->unit_hooks(), static_cast<int>(units));
+  }
+  model_->set_unit_hooks(unit_hooks_->any() ? unit_hooks_.get() : nullptr);
+  at::ScalarType activation_dtype = torch_dtype(precision.param);
+  if (activation_dtype == torch::kFloat16) {
     // Parameters live on the CPU, whose libtorch kernels have no fp16 matmul: keep fp16 storage
     // (and fp16 gradients, which the loss scaler protects) and compute activations in fp32.
-    model_->set_compute_dtype(torch::kFloat32);
+    activation_dtype = torch::kFloat32;
+    model_->set_compute_dtype(activation_dtype);
     std::ostringstream line;
     line << "precision: fp16 parameters and gradients, fp32 compute on CPU, loss scale "
          << scaler_.scale();
     logger_.info(line.str());
+  }
+  if (dims.pp > 1) {
+    std::vector<DataParallelEngine*> engines;
+    for (auto& engine : engines_) engines.push_back(engine.get());
+    const ScheduleSpec schedule{parse_schedule_kind(mp.schedule), dims.pp,
+                                static_cast<int>(config_.train.grad_accum), mp.virtual_stages};
+    pipeline_ = std::make_unique<PipelineExecutor>(model_, std::move(engines), groups_.pp_ptr(),
+                                                   schedule, activation_dtype);
   }
 }
 
@@ -133,7 +240,7 @@ Trainer::~Trainer() {
 
 std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
   MemoryPlanInputs layout;
-  engine_->describe_layout(layout);
+  for (const auto& engine : engines_) engine->describe_layout(layout);
   std::vector<int64_t> bytes;
   const int64_t element_bytes = bytes_of(PrecisionPolicy::from_options(config_.precision).param);
   for (int64_t elements : layout.gradient_bucket_elements)
@@ -143,13 +250,13 @@ std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
 
 std::vector<int64_t> Trainer::sharding_unit_sizes() const {
   MemoryPlanInputs layout;
-  engine_->describe_layout(layout);
+  for (const auto& engine : engines_) engine->describe_layout(layout);
   return layout.zero_unit_padded_elements;
 }
 
 MemoryPlan Trainer::memory_plan() const {
   MemoryPlanInputs in;
-  engine_->describe_layout(in);
+  for (const auto& engine : engines_) engine->describe_layout(in);
   in.model = config_.model;
   in.precision = PrecisionPolicy::from_options(config_.precision);
   in.zero_stage = config_.data_parallel.zero_stage;
@@ -169,12 +276,27 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() c
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
-  engine_->gather_parameters();
+  for (auto& engine : engines_) engine->gather_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
-    result.emplace_back(item.key(), item.value().detach().clone());
-  engine_->release_parameters();
+    result.emplace_back(item.key(), model_->gather_tp_parameter(item.key(), item.value()));
+  for (auto& engine : engines_) engine->release_parameters();
   return result;
+}
+
+double Trainer::sum_over_data_and_pipeline(double value) {
+  value = all_reduce_sum(groups_.dp(), {value})[0];
+  if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
+  return value;
+}
+
+double Trainer::global_grad_norm(double loss_scale) {
+  double squared = 0.0;
+  for (auto& engine : engines_) squared += engine->local_grad_squared_norm();
+  if (engines_.front()->gradients_sharded()) squared = all_reduce_sum(groups_.dp(), {squared})[0];
+  if (groups_.dims().tp > 1) squared = all_reduce_sum(groups_.tp(), {squared})[0];
+  if (groups_.dims().pp > 1) squared = all_reduce_sum(groups_.pp(), {squared})[0];
+  return std::sqrt(squared) / loss_scale;
 }
 
 StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
@@ -191,26 +313,33 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
-  engine_->zero_grad();
+  for (auto& engine : engines_) engine->zero_grad();
   const double loss_scale = scaler_.scale();
   double local_loss_sum = 0.0;
-  for (size_t k = 0; k < micro_batches.size(); ++k) {
-    engine_->set_sync(k + 1 == micro_batches.size());
-    torch::Tensor logits = model_->forward(micro_batches[k].input_ids);
-    torch::Tensor loss_sum = cross_entropy_sum(logits, micro_batches[k].labels);
-    (loss_scale == 1.0 ? loss_sum / global_tokens : loss_sum * (loss_scale / global_tokens))
-        .backward();
-    local_loss_sum += loss_sum.item<double>();
-    engine_->finish_backward();
+  if (pipeline_) {
+    local_loss_sum = pipeline_->train_step(micro_batches, loss_scale, global_tokens);
+  } else {
+    DataParallelEngine& engine = *engines_.front();
+    for (size_t k = 0; k < micro_batches.size(); ++k) {
+      engine.set_sync(k + 1 == micro_batches.size());
+      torch::Tensor logits = model_->forward_chunk(0, micro_batches[k].input_ids);
+      torch::Tensor loss_sum = model_->loss_sum(logits, micro_batches[k].labels);
+      (loss_scale == 1.0 ? loss_sum / global_tokens : loss_sum * (loss_scale / global_tokens))
+          .backward();
+      local_loss_sum += loss_sum.item<double>();
+      engine.finish_backward();
+    }
   }
-  const double loss = all_reduce_sum(dp, {local_loss_sum})[0] / global_tokens;
+  const double loss = sum_over_data_and_pipeline(local_loss_sum) / global_tokens;
 
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
   // The norm is agreed by every rank, so all of them apply or skip the update together.
-  const double grad_norm = engine_->clip_grad_norm(config_.optim.grad_clip, loss_scale);
+  const double grad_norm = global_grad_norm(loss_scale);
   const bool apply = scaler_.update(!std::isfinite(grad_norm));
-  if (apply) engine_->step(lr);
+  const double multiplier = gradient_multiplier(grad_norm, config_.optim.grad_clip, loss_scale);
+  if (apply)
+    for (auto& engine : engines_) engine->step(lr, multiplier);
   ++step_;
 
   const comm::CommStats stats_after = groups_.total_stats();
@@ -237,19 +366,25 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
   torch::NoGradGuard no_grad;
   model_->eval();
   double loss_sum = 0.0, tokens = 0.0;
-  for (const MicroBatch& mb : batches) {
-    loss_sum += cross_entropy_sum(model_->forward(mb.input_ids), mb.labels).item<double>();
-    tokens += count_target_tokens(mb.labels);
+  if (pipeline_) {
+    loss_sum = pipeline_->evaluate(batches);
+  } else {
+    for (const MicroBatch& mb : batches)
+      loss_sum += model_->loss_sum(model_->forward_chunk(0, mb.input_ids), mb.labels).item<double>();
   }
-  auto totals = all_reduce_sum(groups_.dp(), {loss_sum, tokens});
+  for (const MicroBatch& mb : batches) tokens += count_target_tokens(mb.labels);
+  const double total_loss = sum_over_data_and_pipeline(loss_sum);
+  const double total_tokens = all_reduce_sum(groups_.dp(), {tokens})[0];
   model_->train();
-  DST_CHECK(totals[1] > 0, DataError, "evaluate: no target tokens in the evaluation batches");
-  return totals[0] / totals[1];
+  DST_CHECK(total_tokens > 0, DataError, "evaluate: no target tokens in the evaluation batches");
+  return total_loss / total_tokens;
 }
 
 std::string Trainer::save_weights(const std::string& directory) {
   const std::string path = (std::filesystem::path(directory) / "model.h5").string();
-  const auto weights = full_parameters();  // collective under ZeRO-3
+  auto weights = full_parameters();  // collective under ZeRO-3 and tp
+  if (groups_.dims().pp > 1 && groups_.coord().dp == 0 && groups_.coord().tp == 0)
+    weights = collect_pipeline_stages(groups_.pp(), std::move(weights));
   if (groups_.world().rank() == 0) {
     save_weights_file(path, weights);
     save_hf_config_json((std::filesystem::path(directory) / "config.json").string(), config_.model);

@@ -61,8 +61,8 @@ TEST_CASE("model: initialisation is deterministic from the seed", "[model]") {
     if (pa[i].dim() > 1) any_differs = any_differs || !torch::equal(pa[i], pc[i]);
   }
   CHECK(any_differs);
-  CHECK(torch::equal(a->model->norm->weight, torch::ones({32})));
-  const double std = a->model->embed_tokens->weight.std().item<double>();
+  CHECK(torch::equal(a->norm->weight, torch::ones({32})));
+  const double std = a->embed_tokens->weight.std().item<double>();
   CHECK(std == Approx(0.02).epsilon(0.1));
 }
 

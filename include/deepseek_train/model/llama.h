@@ -2,18 +2,44 @@
 // RMSNorm -> causal self-attention (RoPE, grouped-query) -> residual -> RMSNorm -> SwiGLU MLP ->
 // residual; final RMSNorm; LM head (tied to the embedding or not). Parameter names match Hugging
 // Face checkpoints (model.layers.0.self_attn.q_proj.weight, model.norm.weight, lm_head.weight).
+//
+// A rank may build only part of the model (ModelShardSpec): under tensor parallelism each
+// projection holds its Megatron shard (q/k/v/gate/up column-parallel, o/down row-parallel, the
+// embedding and LM head split along the padded vocabulary); under pipeline parallelism the rank
+// holds one or more chunks of consecutive layers. Parameter names stay the global HF names, with
+// the shard's shape; initialisation draws every full tensor from a generator seeded by
+// (seed, name) and keeps this rank's slice, so every layout starts from the same weights.
 #pragma once
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/model_config.h"
+#include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/sharding/unit_hooks.h"
+#include "deepseek_train/tensor_parallel/vocab_parallel.h"
 
 namespace dst {
+
+// Which part of the model a rank builds.
+struct ModelShardSpec {
+  comm::CommunicatorPtr tp_group;  // null or size 1: no tensor parallelism
+  std::vector<LayerChunk> chunks;  // empty: the whole model as one chunk
+  int checkpoint_every = 0;        // activation checkpointing of every k-th layer (0: off)
+};
+
+// How a parameter is split across the tp group: not at all, along dim 0 (column-parallel
+// projections, vocabulary rows) or along dim 1 (row-parallel projections).
+enum class TpSplit { kReplicated, kDim0, kDim1 };
 
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -32,30 +58,36 @@ TORCH_MODULE(RMSNorm);
 // x: [batch, heads, seq, head_dim]; positions 0..seq-1.
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta);
 
+// Self-attention over this rank's heads (num_attention_heads / tp of them, and
+// num_key_value_heads / tp key/value heads).
 class AttentionImpl : public torch::nn::Module {
  public:
-  explicit AttentionImpl(const ModelConfig& config);
+  AttentionImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   // x: [batch, seq, hidden] -> [batch, seq, hidden], causal.
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
-  int64_t heads_, kv_heads_, head_dim_;
+  comm::CommunicatorPtr tp_;
+  int64_t heads_, kv_heads_, head_dim_;  // local to this tp rank
   double rope_theta_;
 };
 TORCH_MODULE(Attention);
 
 class MlpImpl : public torch::nn::Module {
  public:
-  explicit MlpImpl(const ModelConfig& config);
+  MlpImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  comm::CommunicatorPtr tp_;
 };
 TORCH_MODULE(Mlp);
 
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit DecoderLayerImpl(const ModelConfig& config);
+  DecoderLayerImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   torch::Tensor forward(const torch::Tensor& x);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
@@ -63,33 +95,44 @@ class DecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
-// The "model." prefix of Hugging Face names: embeddings, layers and the final norm.
-class DecoderStackImpl : public torch::nn::Module {
- public:
-  explicit DecoderStackImpl(const ModelConfig& config);
-  torch::Tensor forward(const torch::Tensor& input_ids);  // -> final hidden states
-  torch::nn::Embedding embed_tokens{nullptr};
-  torch::nn::ModuleList layers{nullptr};
-  RMSNorm norm{nullptr};
-};
-TORCH_MODULE(DecoderStack);
-
 class LlamaModelImpl : public torch::nn::Module {
  public:
-  explicit LlamaModelImpl(const ModelConfig& config);
-  // input_ids: int64 [batch, seq] -> logits float [batch, seq, vocab].
-  torch::Tensor forward(const torch::Tensor& input_ids);
-  const ModelConfig& config() const { return config_; }
+  explicit LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard = {});
 
-  // Deterministic initialisation from a seed, identical on every rank and independent of the
-  // global RNG: linear and embedding weights ~ N(0, initializer_range), norm weights = 1.
+  // Whole model on this rank only (no pipeline split): input_ids int64 [batch, seq] -> logits
+  // [batch, seq, vocab] over the full vocabulary (gathered across tp; use forward_chunk and
+  // loss_sum in training, which never gather the vocabulary).
+  torch::Tensor forward(const torch::Tensor& input_ids);
+
+  // One local chunk: takes input ids (a chunk with the embedding) or hidden states [batch, seq,
+  // hidden]; returns hidden states, or this rank's vocabulary columns of the logits for the chunk
+  // with the head.
+  torch::Tensor forward_chunk(int chunk, const torch::Tensor& input);
+  // Sum of token cross-entropies of forward_chunk's logits (vocab-parallel under tp).
+  torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const;
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<LayerChunk>& chunks() const { return chunks_; }
+  int num_chunks() const { return static_cast<int>(chunks_.size()); }
+  int tp_size() const { return tp_ ? tp_->size() : 1; }
+  const VocabShard& vocab_shard() const { return vocab_; }
+
+  // Deterministic initialisation, identical for every layout: for each parameter the full
+  // tensor ~ N(0, initializer_range) (norm weights = 1) from a generator seeded by (seed, name),
+  // vocabulary padding rows zero; this rank keeps its slice.
   void initialize(uint64_t seed);
 
-  // Sharding units in forward order: 0 = embedding, 1..L = decoder layers, L+1 = final norm and
-  // LM head (with tied embeddings the head has no parameter of its own). Each entry lists the
-  // unit's parameters by Hugging Face name.
+  // How `name` is split across tp, and its full (unsharded, unpadded) shape.
+  TpSplit tp_split(const std::string& name) const;
+  std::vector<int64_t> full_shape(const std::string& name, const torch::Tensor& local) const;
+  // The full parameter from every tp rank's slice (collective over tp; padding removed).
+  torch::Tensor gather_tp_parameter(const std::string& name, const torch::Tensor& local) const;
+
+  // Sharding units in forward order over the local chunks: per chunk the embedding (if any), one
+  // unit per decoder layer, the final norm and LM head (if any; with tied embeddings the head has
+  // no parameter of its own). Each entry lists the unit's parameters by Hugging Face name.
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> sharding_units();
-  int num_units() const { return static_cast<int>(config_.num_hidden_layers) + 2; }
+  int num_units() const { return num_units_; }
   // Hooks called around every unit's forward (nullptr: none). Not owned.
   void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
   // Activation dtype when it differs from the parameters' (fp16 storage with fp32 compute on
@@ -97,14 +140,26 @@ class LlamaModelImpl : public torch::nn::Module {
   // dtype. Undefined (default): compute in the parameters' dtype.
   void set_compute_dtype(c10::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
 
-  DecoderStack model{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
+  // Submodules that exist on this rank (null otherwise), under their Hugging Face names.
+  torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens"
+  std::map<int64_t, DecoderLayer> layers;      // "model.layers.<i>", global index i
+  RMSNorm norm{nullptr};                       // "model.norm"
+  torch::nn::Linear lm_head{nullptr};          // "lm_head" (null when tied)
 
  private:
   template <typename Fn>
   torch::Tensor run_unit(int unit, Fn&& forward);
+  torch::Tensor run_layer(int64_t index, const torch::Tensor& h);
+  torch::Tensor head_logits(const torch::Tensor& h);
+  int unit_of_parameter(const std::string& name) const;
 
   ModelConfig config_;
+  comm::CommunicatorPtr tp_;
+  VocabShard vocab_;
+  std::vector<LayerChunk> chunks_;
+  std::vector<int> first_unit_of_chunk_;
+  int num_units_ = 0;
+  int checkpoint_every_ = 0;
   UnitHooks* unit_hooks_ = nullptr;
   c10::optional<at::ScalarType> compute_dtype_;
 };

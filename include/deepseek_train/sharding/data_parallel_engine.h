@@ -4,7 +4,8 @@
 //   stage 0: ReplicatedEngine (replicated_engine.h) — bucketed all-reduce, full AdamW on each rank
 //   stages 1-3: ZeroEngine (zero.h) — sharded optimizer state / gradients / parameters
 // Per step: zero_grad(); for each micro-batch { set_sync(last); forward; backward;
-// finish_backward(); } clip_grad_norm(); step(lr).
+// finish_backward(); } local_grad_squared_norm() (summed by the caller over the groups that
+// split the gradient); step(lr, multiplier).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,11 +33,14 @@ class DataParallelEngine {
   virtual void set_sync(bool last_micro_batch) = 0;
   // After every micro-batch's backward: waits for the reductions that micro-batch started.
   virtual void finish_backward() = 0;
-  // Global L2 norm of the true gradient (the stored one divided by loss_scale) before clipping;
-  // prepares step() to apply 1/loss_scale and the clip to max_norm (when > 0). Non-finite when
-  // any gradient element on any rank is: the caller then skips step().
-  virtual double clip_grad_norm(double max_norm, double loss_scale) = 0;
-  virtual void step(double lr) = 0;
+  // This rank's share of the squared L2 norm of the stored gradient: with gradients_sharded()
+  // each element of the dp group's gradient is counted on exactly one dp rank (sum the shares
+  // over dp), otherwise every dp rank holds and counts all of it. Parameters for which
+  // spec.counts_in_norm is false are left out. Non-finite when any counted element is.
+  virtual double local_grad_squared_norm() = 0;
+  virtual bool gradients_sharded() const = 0;
+  // AdamW from the stored gradients times grad_multiplier (unscaling and clipping).
+  virtual void step(double lr, double grad_multiplier) = 0;
   // Full parameters present (collective) / released again; no-ops unless parameters are sharded.
   virtual void gather_parameters() {}
   virtual void release_parameters() {}
@@ -57,6 +61,9 @@ struct DataParallelEngineSpec {
   at::ScalarType param_type = at::kFloat;
   at::ScalarType reduce_type = at::kFloat;
   bool first_unit_reused_by_last = false;  // tied embeddings
+  // Whether a parameter's gradient counts in this rank's norm share (null: all do). Parameters
+  // replicated across tensor-parallel ranks are counted on one of them only.
+  std::function<bool(const std::string&)> counts_in_norm;
 };
 
 // ReplicatedEngine for stage 0, ZeroEngine for stages 1-3.

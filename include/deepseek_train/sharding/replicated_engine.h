@@ -18,15 +18,16 @@ class ReplicatedEngine final : public DataParallelEngine {
   void zero_grad() override { reducer_->zero_grad(); }
   void set_sync(bool last_micro_batch) override { reducer_->set_sync(last_micro_batch); }
   void finish_backward() override { reducer_->finish(); }
-  double clip_grad_norm(double max_norm, double loss_scale) override;
-  void step(double lr) override;
+  double local_grad_squared_norm() override;
+  bool gradients_sharded() const override { return false; }
+  void step(double lr, double grad_multiplier) override { optimizer_->step(lr, grad_multiplier); }
   void describe_layout(MemoryPlanInputs& inputs) const override;
 
  private:
   std::vector<at::Tensor> parameters_;
+  std::vector<bool> counted_;  // in the gradient norm
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<AdamW> optimizer_;
-  double grad_multiplier_ = 1.0;  // unscale and clip, applied by the optimizer (fp32 math)
 };
 
 }  // namespace dst

@@ -42,9 +42,10 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   // the last micro-batch reduces).
   void finish_backward() override;
   // Global L2 norm of the gradient (all shards); clips the shards to max_norm when > 0.
-  double clip_grad_norm(double max_norm, double loss_scale) override;
+  double local_grad_squared_norm() override;
+  bool gradients_sharded() const override { return true; }
   // AdamW on this rank's shards, then (stages 1-2) all-gather of the updated parameters.
-  void step(double lr) override;
+  void step(double lr, double grad_multiplier) override;
   // Stage 3: make every unit's full parameters present (collective) / release them again.
   void gather_parameters() override;
   void release_parameters() override;

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "deepseek_train/comm/comm_options.h"
 #include "deepseek_train/data/data_options.h"
@@ -28,10 +29,22 @@ struct TrainOptions {
   std::string log_level = "info";
 };
 
+// Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,
+// sequence_parallel}; parallel.micro_batches is train.grad_accum (pipeline micro-batches and
+// gradient accumulation are the same thing).
+struct ModelParallelOptions {
+  std::string schedule = "1f1b";          // gpipe | 1f1b | interleaved_1f1b (when pp > 1)
+  int virtual_stages = 1;                 // model chunks per pipeline rank (interleaved)
+  std::vector<int64_t> layers_per_stage;  // empty: balanced; else one count per virtual stage
+  int activation_checkpointing = 0;       // recompute every k-th block in backward (0: off)
+  bool sequence_parallel = false;         // not implemented: must stay false
+};
+
 struct TrainConfig {
   ModelConfig model;
   ParallelDims parallel;
   DataParallelOptions data_parallel;  // recipe keys parallel.bucket_mb, parallel.zero_stage
+  ModelParallelOptions model_parallel;
   PrecisionOptions precision;         // fp32, bf16 or fp16 (with dynamic loss scaling)
   AdamWOptions optim;
   ScheduleOptions schedule;
@@ -39,8 +52,9 @@ struct TrainConfig {
   TrainOptions train;
   CommOptions comm;
 
-  // Cross-field checks that need no world size (model shape, positive counts, tp/pp not yet
-  // implemented, seq_len within max_position_embeddings, ...). Throws ConfigError naming the key.
+  // Cross-field checks that need no world size (model shape against tp and pp, the pipeline
+  // schedule, positive counts, seq_len within max_position_embeddings, ...). Throws ConfigError
+  // naming the key.
   void validate() const;
 };
 

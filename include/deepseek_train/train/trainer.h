@@ -23,6 +23,8 @@
 namespace dst {
 
 class DataParallelEngine;
+class PipelineExecutor;
+class ChunkUnitHooks;
 struct TokenBatch;
 
 // One micro-batch: int64 [rows, seq] input ids and labels (kIgnoreIndex = not counted).
@@ -85,18 +87,20 @@ class Trainer {
   // What this rank holds and sends per step (printed at the start of run()).
   MemoryPlan memory_plan() const;
 
-  // ZeRO: padded element count of each sharding unit (empty at stage 0).
+  // ZeRO: padded element count of each sharding unit of this rank (empty at stage 0).
   std::vector<int64_t> sharding_unit_sizes() const;
 
   // Bytes of each data-parallel gradient bucket, in launch order.
   std::vector<int64_t> gradient_bucket_bytes() const;
 
-  // Model parameters by Hugging Face name (under ZeRO-3 their memory exists only while gathered:
-  // use full_parameters()).
+  // This rank's model parameters by Hugging Face name, as it holds them (tensor-parallel
+  // shards; under ZeRO-3 their memory exists only while gathered: use full_parameters()).
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
-  // Copies of the full parameters, any ZeRO stage (collective over the dp group).
+  // Copies of the full parameters of this rank's pipeline chunks, any ZeRO stage, gathered
+  // across tp with vocabulary padding removed (collective over the dp and tp groups).
   std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
-  // Writes model.h5 and config.json into `directory` (rank 0 only writes; all ranks call).
+  // Writes model.h5 and config.json of the whole model into `directory` (world rank 0 writes,
+  // after collecting the other pipeline stages' parameters; every rank calls).
   std::string save_weights(const std::string& directory);
 
  private:
@@ -104,8 +108,15 @@ class Trainer {
   ProcessGroups groups_;
   Logger logger_;
   LlamaModel model_{nullptr};
-  std::unique_ptr<DataParallelEngine> engine_;  // gradient sync + optimizer, any ZeRO stage
+  // Gradient sync + optimizer (any ZeRO stage), one per local model chunk.
+  std::vector<std::unique_ptr<DataParallelEngine>> engines_;
+  std::unique_ptr<ChunkUnitHooks> unit_hooks_;
+  std::unique_ptr<PipelineExecutor> pipeline_;  // pp > 1 only
   DynamicLossScaler scaler_;
+
+  double global_grad_norm(double loss_scale);
+  // Sums over the dp group, then (when there is a pipeline) over the pp group.
+  double sum_over_data_and_pipeline(double value);
   int64_t step_ = 0;
 };
 
