@@ -49,7 +49,7 @@ YAML
 printf 'model:\n  hidden_size: 32\n  hiden_size: 3\n' > unknown_key.yaml
 printf 'train:\n  steps: many\n' > wrong_type.yaml
 printf 'train:\n  steps: 3\n   seed: [1, 2\n' > malformed.yaml
-printf 'parallel:\n  tp: 2\n' > tp2.yaml
+printf 'parallel:\n  tp: 3\n' > tp3.yaml
 
 expect_error "no subcommand" 2 "subcommand" -- "$DSTRAIN"
 expect_error "unknown subcommand" 2 "frobnicate" -- "$DSTRAIN" frobnicate
@@ -60,7 +60,10 @@ expect_error "malformed yaml" 2 "malformed.yaml:[0-9]*: malformed YAML" -- "$DST
 expect_error "bad override format" 2 "expected key.path=value" -- "$DSTRAIN" train good.yaml train.steps
 expect_error "override unknown key" 2 "unknown key 'train.stepz'" -- "$DSTRAIN" train good.yaml train.stepz=3
 expect_error "override wrong type" 2 "expects an integer" -- "$DSTRAIN" train good.yaml train.steps=1.5
-expect_error "tp not implemented" 2 "parallel.tp=2" -- "$DSTRAIN" train tp2.yaml
+expect_error "heads not divisible by tp" 2 "model.num_attention_heads (4) is not divisible by parallel.tp=3" -- "$DSTRAIN" train tp3.yaml
+expect_error "layers not divisible into stages" 2 "parallel.pp x parallel.virtual_stages = 4 pipeline stages but only 1 layers" -- "$DSTRAIN" train good.yaml parallel.pp=2 parallel.virtual_stages=2 parallel.schedule=interleaved_1f1b train.grad_accum=2
+expect_error "interleaved without virtual stages" 2 "parallel.virtual_stages" -- "$DSTRAIN" train good.yaml parallel.pp=2 parallel.schedule=interleaved_1f1b
+expect_error "bad schedule" 2 "parallel.schedule 'zigzag'" -- "$DSTRAIN" train good.yaml parallel.schedule=zigzag
 expect_error "unknown param dtype" 2 "precision.param_dtype 'fp8'" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp8
 expect_error "bad loss scaler" 2 "precision.loss_scaler.growth_factor must be > 1" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp16 precision.loss_scaler.growth_factor=0.5
 expect_error "unknown offload" 2 "optim.offload 'gpu'" -- "$DSTRAIN" train good.yaml optim.offload=gpu
