@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 #include <map>
 
+#include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/train/trainer.h"
@@ -88,6 +89,19 @@ void check_layout(const Layout& layout) {
     worst = std::max(worst, diff);
     CHECK(diff <= 1e-5);
   }
+  // The exported weights hold the whole model (every stage, gathered across tp, unpadded).
+  const std::string directory = "parallel_equivalence_weights";
+  const std::string path = parallel.save_weights(directory);
+  if (world->rank() == 0) {
+    const auto saved = load_weights_file(path);
+    CHECK(saved.size() == reference.size());
+    for (const auto& [name, tensor] : reference) {
+      INFO(name);
+      REQUIRE(saved.count(name) == 1);
+      CHECK(relative_difference(saved.at(name), tensor) <= 1e-5);
+    }
+  }
+  world->barrier()->wait();
   if (world->rank() == 0)
     WARN("dp" << layout.dp << " tp" << layout.tp << " pp" << layout.pp << " " << layout.schedule
               << " v" << layout.virtual_stages << " ZeRO-" << layout.zero_stage
