@@ -25,15 +25,49 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
             "parallel.zero_stage must be 0, 1, 2 or 3, got " << in.zero_stage);
   const ModelStateBytes per_element = model_state_bytes_per_element(in.precision);
   MemoryPlan plan;
-  const int64_t psi = in.model.num_parameters();
+  const int64_t psi =
+      in.local_parameter_elements > 0 ? in.local_parameter_elements : in.model.num_parameters();
   const int64_t shard = ceil_div(psi, in.dp_size);
   plan.parameter_elements = psi;
   plan.parameters = (in.zero_stage >= 3 ? shard : psi) * per_element.params;
   plan.gradients = (in.zero_stage >= 2 ? shard : psi) * per_element.grads;
   plan.master_weights = (in.zero_stage >= 1 ? shard : psi) * per_element.master;
   plan.optimizer_moments = (in.zero_stage >= 1 ? shard : psi) * per_element.moments;
-  plan.activations =
-      estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len, in.precision.compute);
+  const int64_t layers = in.local_layers >= 0 ? in.local_layers : in.model.num_hidden_layers;
+  plan.activations = in.pipeline_in_flight *
+                     estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
+                                               in.precision.compute, in.tp_size, layers,
+                                               in.has_head, in.checkpointed_layers);
+  plan.activations_without_checkpointing =
+      in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
+                                                        in.precision.compute, in.tp_size, layers,
+                                                        in.has_head, 0);
+  // Tensor parallel, per micro-batch: all-reduces of [tokens, hidden] activations — the
+  // embedding's output, two per layer forward (attention and MLP outputs), two per layer backward
+  // (their inputs' gradients), two more per recomputed layer, the head input's gradient — and the
+  // vocab-parallel cross-entropy's fp32 [tokens] max and [2, tokens] sums.
+  const int64_t tokens = in.micro_batch_size * in.seq_len;
+  const int64_t activation_bytes = bytes_of(in.precision.compute);
+  if (in.tp_size > 1) {
+    const int64_t hidden_all_reduces = (in.has_embedding ? 1 : 0) + 4 * layers +
+                                       2 * in.checkpointed_layers + (in.has_head ? 1 : 0);
+    const int64_t per_micro_batch =
+        hidden_all_reduces * all_reduce_bytes(tokens * in.model.hidden_size, in.tp_size,
+                                              in.tp_rank, activation_bytes) +
+        (in.has_head ? all_reduce_bytes(tokens, in.tp_size, in.tp_rank, 4) +
+                           all_reduce_bytes(2 * tokens, in.tp_size, in.tp_rank, 4)
+                     : 0);
+    plan.tensor_parallel_comm_bytes = in.grad_accum * per_micro_batch;
+    // The squared gradient norm is summed over tp.
+    plan.control_comm_bytes += all_reduce_bytes(1, in.tp_size, in.tp_rank, 8);
+  }
+  if (in.pp_size > 1) {
+    plan.pipeline_comm_bytes = in.grad_accum *
+                               (in.pipeline_activation_sends + in.pipeline_gradient_sends) *
+                               tokens * in.model.hidden_size * activation_bytes;
+    // The loss and the squared gradient norm are summed over pp.
+    plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
+  }
 
   if (!in.zero_unit_padded_elements.empty()) {
     // Sharded states hold exactly the owned shard of every (padded) unit.
@@ -51,7 +85,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
       for (int64_t n : in.gradient_bucket_elements)
         plan.gradient_comm_bytes += all_reduce_bytes(n, in.dp_size, in.dp_rank, reduce_bytes);
       // Two fp64 scalars per step: the global target-token count and the loss sum.
-      plan.control_comm_bytes = 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+      plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     } else {
       const int64_t k = in.grad_accum;
       for (int64_t padded : in.zero_unit_padded_elements) {
@@ -62,20 +96,27 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
             reduce_scatters * others * reduce_bytes + gathers * others * param_bytes;
       }
       // Token count, loss sum and the squared gradient norm of the shards.
-      plan.control_comm_bytes = 3 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+      plan.control_comm_bytes += 3 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     }
   }
   return plan;
 }
 
 int64_t estimate_activation_bytes(const ModelConfig& m, int64_t rows, int64_t seq_len,
-                                  Precision compute) {
+                                  Precision compute, int tp_size, int64_t layers,
+                                  bool with_logits, int64_t checkpointed_layers) {
+  if (layers < 0) layers = m.num_hidden_layers;
   const int64_t tokens = rows * seq_len;
   const int64_t per_layer_token =
-      8 * m.hidden_size + 4 * m.intermediate_size + 2 * m.num_attention_heads * seq_len;
-  const int64_t layers = m.num_hidden_layers * tokens * per_layer_token * bytes_of(compute);
-  const int64_t logits = tokens * 2 * m.vocab_size * 4;
-  return layers + logits;
+      4 * m.hidden_size +
+      (4 * m.hidden_size + 4 * m.intermediate_size + 2 * m.num_attention_heads * seq_len) /
+          tp_size;
+  const int64_t full_layer = tokens * per_layer_token * bytes_of(compute);
+  const int64_t kept_input = tokens * m.hidden_size * bytes_of(compute);
+  int64_t bytes = (layers - checkpointed_layers) * full_layer + checkpointed_layers * kept_input;
+  if (checkpointed_layers > 0) bytes += full_layer;  // the layer being recomputed
+  if (with_logits) bytes += tokens * 2 * (m.vocab_size / tp_size) * 4;
+  return bytes;
 }
 
 std::string format_bytes(int64_t bytes) {
@@ -97,8 +138,16 @@ std::string MemoryPlan::describe() const {
   return "memory plan per rank: parameters " + format_bytes(parameters) + ", gradients " +
          format_bytes(gradients) + ", master weights " + format_bytes(master_weights) +
          ", optimizer moments " + format_bytes(optimizer_moments) + ", activations ~" +
-         format_bytes(activations) + " per micro-batch; total ~" + format_bytes(total()) +
-         "; communication per step " + format_bytes(comm_bytes_per_step());
+         format_bytes(activations) +
+         (activations != activations_without_checkpointing
+              ? " (checkpointing; " + format_bytes(activations_without_checkpointing) + " without)"
+              : std::string()) +
+         "; total ~" + format_bytes(total()) + "; communication per step " +
+         format_bytes(comm_bytes_per_step()) +
+         (tensor_parallel_comm_bytes > 0 ? " (tp " + format_bytes(tensor_parallel_comm_bytes) + ")"
+                                         : std::string()) +
+         (pipeline_comm_bytes > 0 ? " (pp " + format_bytes(pipeline_comm_bytes) + ")"
+                                  : std::string());
 }
 
 }  // namespace dst

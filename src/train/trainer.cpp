@@ -265,6 +265,43 @@ MemoryPlan Trainer::memory_plan() const {
   in.micro_batch_size = config_.train.micro_batch_size;
   in.seq_len = config_.data.seq_len;
   in.grad_accum = config_.train.grad_accum;
+  // Model parallelism: what this rank holds of the model and what it exchanges with tp and pp
+  // peers.
+  const ParallelDims& dims = groups_.dims();
+  for (const auto& item : model_->named_parameters(/*recurse=*/true))
+    in.local_parameter_elements += item.value().numel();
+  in.tp_size = dims.tp;
+  in.tp_rank = groups_.coord().tp;
+  in.pp_size = dims.pp;
+  in.pp_rank = groups_.coord().pp;
+  in.local_layers = 0;
+  in.has_embedding = in.has_head = false;
+  const int checkpoint_every = config_.model_parallel.activation_checkpointing;
+  for (const LayerChunk& chunk : model_->chunks()) {
+    in.local_layers += chunk.end - chunk.begin;
+    in.has_embedding = in.has_embedding || chunk.has_embedding;
+    in.has_head = in.has_head || chunk.has_head;
+    for (int64_t i = chunk.begin; checkpoint_every > 0 && i < chunk.end; ++i)
+      if (i % checkpoint_every == 0) ++in.checkpointed_layers;
+    if (dims.pp > 1) {
+      in.pipeline_activation_sends += chunk.has_head ? 0 : 1;
+      in.pipeline_gradient_sends += chunk.has_embedding ? 0 : 1;
+    }
+  }
+  if (dims.pp > 1) {
+    // Micro-batches whose activations a stage holds at its peak (schedule.h).
+    const int64_t m = config_.train.grad_accum, p = dims.pp, r = groups_.coord().pp;
+    const int64_t v = config_.model_parallel.virtual_stages;
+    const ScheduleKind kind = parse_schedule_kind(config_.model_parallel.schedule);
+    if (kind == ScheduleKind::kGPipe) {
+      in.pipeline_in_flight = m;
+    } else if (kind == ScheduleKind::kOneFOneB) {
+      in.pipeline_in_flight = std::min(p - r, m);
+    } else {
+      const int64_t chunks = std::min((p - r - 1) * 2 + (v - 1) * p + 1, m * v);
+      in.pipeline_in_flight = (chunks + v - 1) / v;
+    }
+  }
   return plan_memory(in);
 }
 

@@ -2,8 +2,9 @@
 // process on the same seed and data: losses of 5 AdamW steps and every parameter afterwards
 // within 1e-5 relative (||a - b|| / ||b||); different reduction orders make bitwise equality
 // impossible. Each rank runs the single-process reference itself (the model is tiny) and
-// compares the parameters of the pipeline chunks it holds, gathered across tp. Also: activation
-// checkpointing gives the same losses and gradients as without.
+// compares the parameters of the pipeline chunks it holds, gathered across tp. The bytes each
+// step moves equal the memory plan's figure exactly. Also: activation checkpointing gives the
+// same losses and gradients as without.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -56,6 +57,10 @@ void check_layout(const Layout& layout) {
 
   const int64_t mbs = config.train.micro_batch_size;
   const int64_t rows = layout.dp * m * mbs;
+  const MemoryPlan plan = parallel.memory_plan();
+  if (layout.tp > 1) CHECK(plan.tensor_parallel_comm_bytes > 0);
+  if (layout.pp > 1) CHECK(plan.pipeline_comm_bytes > 0);
+  if (layout.checkpointing > 0) CHECK(plan.activations < plan.activations_without_checkpointing);
   INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " "
              << layout.schedule << " v " << layout.virtual_stages << " ZeRO "
              << layout.zero_stage);
@@ -71,6 +76,8 @@ void check_layout(const Layout& layout) {
     CHECK(actual.loss == Approx(expected.loss).epsilon(1e-5));
     CHECK(actual.grad_norm == Approx(expected.grad_norm).epsilon(1e-5));
     if (step == 0) CHECK(expected.grad_norm > config.optim.grad_clip);  // clipping is active
+    // Every byte the step moved (dp, tp and pp traffic and control scalars) is in the plan.
+    CHECK(actual.comm_bytes == static_cast<uint64_t>(plan.comm_bytes_per_step()));
   }
   const MicroBatch eval = global_batch(77, layout.dp * mbs, config.data.seq_len);
   CHECK(parallel.evaluate({rows_of(eval, dp_rank * mbs, mbs)}) ==

@@ -28,6 +28,26 @@ struct MemoryPlanInputs {
   // micro-batches per step; communication is planned from these.
   std::vector<int64_t> zero_unit_padded_elements;
   int64_t grad_accum = 1;
+
+  // Model parallelism. The rank holds local_parameter_elements (0: the whole model) of
+  // local_layers decoder layers (-1: all), split across tp_size ranks; it holds the embedding
+  // and/or the head when the flags say so. pipeline_in_flight micro-batches keep activations at
+  // once (1 without a pipeline). Every checkpoint_every-th layer keeps only its input and is
+  // recomputed in backward (0: off).
+  int64_t local_parameter_elements = 0;
+  int tp_size = 1;
+  int tp_rank = 0;
+  int64_t local_layers = -1;
+  bool has_embedding = true;
+  bool has_head = true;
+  int64_t checkpointed_layers = 0;  // of the local layers
+  int64_t pipeline_in_flight = 1;
+  // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]
+  // each, in the activation dtype).
+  int64_t pipeline_activation_sends = 0;
+  int64_t pipeline_gradient_sends = 0;
+  int pp_size = 1;
+  int pp_rank = 0;
 };
 
 struct MemoryPlan {
@@ -40,13 +60,19 @@ struct MemoryPlan {
   int64_t activations = 0;  // estimate for one micro-batch (stored for backward)
   // Bytes this rank sends per optimizer step (ring accounting, comm/communicator.h):
   int64_t gradient_comm_bytes = 0;  // gradient reduction (+ parameter all-gathers under ZeRO)
-  int64_t control_comm_bytes = 0;   // step bookkeeping: token count and loss all-reduces
+  int64_t control_comm_bytes = 0;   // step bookkeeping: token count, loss, gradient norm
+  int64_t tensor_parallel_comm_bytes = 0;  // tp all-reduces of activations and their gradients
+  int64_t pipeline_comm_bytes = 0;         // activations and gradients sent to other stages
+  int64_t activations_without_checkpointing = 0;  // the same estimate with checkpointing off
 
   int64_t model_state() const {
     return parameters + gradients + master_weights + optimizer_moments;
   }
   int64_t total() const { return model_state() + activations; }
-  int64_t comm_bytes_per_step() const { return gradient_comm_bytes + control_comm_bytes; }
+  int64_t comm_bytes_per_step() const {
+    return gradient_comm_bytes + control_comm_bytes + tensor_parallel_comm_bytes +
+           pipeline_comm_bytes;
+  }
   // One line for the start-up log.
   std::string describe() const;
 };
@@ -58,9 +84,13 @@ MemoryPlan plan_memory(const MemoryPlanInputs& inputs);
 // Bytes of activations autograd keeps for backward for `rows` sequences of `seq_len` tokens:
 // per layer and token about 8h + 4i elements (norm inputs, q/k/v/o and MLP inputs and outputs)
 // plus 2 * heads * seq_len (attention scores and probabilities), plus 2 * vocab per token for the
-// logits and their softmax; in the compute dtype (softmax and loss in fp32).
+// logits and their softmax; in the compute dtype (softmax and loss in fp32). Under tp the
+// projections' outputs, the attention and the logits are split tp ways (the 4h of norm inputs
+// and residuals are not). A checkpointed layer keeps only its input (h per token); one layer's
+// full activations exist during its recompute.
 int64_t estimate_activation_bytes(const ModelConfig& model, int64_t rows, int64_t seq_len,
-                                  Precision compute);
+                                  Precision compute, int tp_size = 1, int64_t layers = -1,
+                                  bool with_logits = true, int64_t checkpointed_layers = 0);
 
 // "1.50 GiB", "3.2 MiB", "512 B".
 std::string format_bytes(int64_t bytes);
