@@ -35,9 +35,9 @@ torch::nn::Linear linear(int64_t in, int64_t out) {
 }
 
 int64_t local_count(int64_t total, int tp, const char* what) {
-  DST_CHECK(total % tp == 0, ConfigError,
-            "tensor parallel: " << what << " (" << total << ") is not divisible by parallel.tp="
-                                << tp);
+  DST_CHECK(
+      total % tp == 0, ConfigError,
+      "tensor parallel: " << what << " (" << total << ") is not divisible by parallel.tp=" << tp);
   return total / tp;
 }
 
@@ -177,11 +177,11 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
   vocab_ = dst::vocab_shard(config_.vocab_size, tp_size(), tp_ ? tp_->rank() : 0);
   bool has_embedding = false, has_head = false;
   for (const LayerChunk& chunk : chunks_) {
-    DST_CHECK(chunk.begin >= 0 && chunk.begin <= chunk.end &&
-                  chunk.end <= config_.num_hidden_layers,
-              ConfigError,
-              "model chunk [" << chunk.begin << ", " << chunk.end << ") is outside the "
-                              << config_.num_hidden_layers << " layers");
+    DST_CHECK(
+        chunk.begin >= 0 && chunk.begin <= chunk.end && chunk.end <= config_.num_hidden_layers,
+        ConfigError,
+        "model chunk [" << chunk.begin << ", " << chunk.end << ") is outside the "
+                        << config_.num_hidden_layers << " layers");
     has_embedding = has_embedding || chunk.has_embedding;
     has_head = has_head || chunk.has_head;
   }
@@ -191,13 +191,14 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
 
   auto stack = register_module("model", std::make_shared<torch::nn::Module>());
   if (has_embedding) {
-    embed_tokens = stack->register_module(
-        "embed_tokens", torch::nn::Embedding(vocab_.size(), config_.hidden_size));
+    embed_tokens = stack->register_module("embed_tokens",
+                                          torch::nn::Embedding(vocab_.size(), config_.hidden_size));
   }
   auto layer_holder = stack->register_module("layers", std::make_shared<torch::nn::Module>());
   for (const LayerChunk& chunk : chunks_) {
     for (int64_t i = chunk.begin; i < chunk.end; ++i)
-      layers.emplace(i, layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_)));
+      layers.emplace(i,
+                     layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_)));
   }
   if (has_head) {
     norm = stack->register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
@@ -245,9 +246,9 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
               "sequence length " << input.size(1) << " exceeds max_position_embeddings "
                                  << config_.max_position_embeddings);
     h = run_unit(unit++, [&] {
-      torch::Tensor embedded = tp_ ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_,
-                                                              *tp_)
-                                   : embed_tokens(input);
+      torch::Tensor embedded =
+          tp_ ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_, *tp_)
+              : embed_tokens(input);
       return compute_dtype_ ? embedded.to(*compute_dtype_) : embedded;
     });
   }
@@ -282,8 +283,8 @@ TpSplit LlamaModelImpl::tp_split(const std::string& name) const {
     return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
   };
   if (ends_with("embed_tokens.weight") || ends_with("lm_head.weight")) return TpSplit::kDim0;
-  for (const char* column : {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight",
-                             "up_proj.weight"})
+  for (const char* column :
+       {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight"})
     if (ends_with(column)) return TpSplit::kDim0;
   if (ends_with("o_proj.weight") || ends_with("down_proj.weight")) return TpSplit::kDim1;
   return TpSplit::kReplicated;
@@ -302,8 +303,8 @@ std::vector<int64_t> LlamaModelImpl::full_shape(const std::string& name,
       shape[1] *= tp_size();
       break;
   }
-  const bool vocab_rows = name.find("embed_tokens") != std::string::npos ||
-                          name.find("lm_head") != std::string::npos;
+  const bool vocab_rows =
+      name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos;
   if (vocab_rows) shape[0] = config_.vocab_size;
   return shape;
 }
@@ -364,7 +365,8 @@ int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
     const std::string prefix = "model.layers.";
     if (name.rfind(prefix, 0) == 0) {
       const int64_t index = std::stoll(name.substr(prefix.size()));
-      if (index >= chunk.begin && index < chunk.end) return unit + static_cast<int>(index - chunk.begin);
+      if (index >= chunk.begin && index < chunk.end)
+        return unit + static_cast<int>(index - chunk.begin);
     }
     unit += static_cast<int>(chunk.end - chunk.begin);
     if (chunk.has_head && (name.rfind("model.norm.", 0) == 0 || name.rfind("lm_head.", 0) == 0))

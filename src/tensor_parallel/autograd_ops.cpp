@@ -73,9 +73,9 @@ at::Tensor all_reduce_sum(const at::Tensor& x, comm::Communicator& group) {
 
 at::Tensor split_last_dim(const at::Tensor& x, comm::Communicator& group) {
   const int64_t width = x.size(-1);
-  DST_CHECK(width % group.size() == 0, ConfigError,
-            "tensor parallel: last dimension " << width << " does not divide by tp="
-                                               << group.size());
+  DST_CHECK(
+      width % group.size() == 0, ConfigError,
+      "tensor parallel: last dimension " << width << " does not divide by tp=" << group.size());
   const int64_t local = width / group.size();
   return x.narrow(-1, group.rank() * local, local).contiguous();
 }

@@ -53,8 +53,8 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     grad.scatter_add_(1, local_index.unsqueeze(1), -saved[2].to(at::kFloat).unsqueeze(1));
     grad.mul_(saved[3].to(at::kFloat).unsqueeze(1)).mul_(grads[0]);
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    return {grad.view(ctx->saved_data["shape"].toIntVector()).to(dtype), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad.view(ctx->saved_data["shape"].toIntVector()).to(dtype), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -77,8 +77,8 @@ at::Tensor vocab_parallel_embedding(const at::Tensor& ids, const at::Tensor& wei
   if (group.size() == 1) return torch::nn::functional::embedding(ids, weight_shard);
   at::Tensor outside = ids.lt(shard.begin) | ids.ge(shard.end);
   at::Tensor local_ids = (ids - shard.begin).masked_fill(outside, 0);
-  at::Tensor partial =
-      torch::nn::functional::embedding(local_ids, weight_shard).masked_fill(outside.unsqueeze(-1), 0);
+  at::Tensor partial = torch::nn::functional::embedding(local_ids, weight_shard)
+                           .masked_fill(outside.unsqueeze(-1), 0);
   return reduce_from_tp_region(partial, group);
 }
 

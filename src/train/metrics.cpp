@@ -33,6 +33,7 @@ void MetricsWriter::write(const StepMetrics& m) {
       {"skipped", m.skipped},
       {"skipped_steps", m.skipped_steps},
   };
+  if (m.pipeline_wait_s > 0) json["pipeline_wait_s"] = m.pipeline_wait_s;
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (m.eval_loss) json["eval_loss"] = *m.eval_loss;
   out_ << json.dump() << "\n";

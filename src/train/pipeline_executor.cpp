@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
 #include <utility>
 
@@ -42,8 +43,8 @@ int PipelineExecutor::tag(int sending_stage, bool gradient, int micro_batch) con
   return (sending_stage * 2 + (gradient ? 1 : 0)) * spec_.micro_batches + micro_batch;
 }
 
-double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches,
-                                    double loss_scale, double global_tokens) {
+double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches, double loss_scale,
+                                    double global_tokens) {
   DST_CHECK(static_cast<int>(micro_batches.size()) == spec_.micro_batches, ConfigError,
             "pipeline step: " << micro_batches.size() << " micro-batches, the schedule has "
                               << spec_.micro_batches);
@@ -54,6 +55,13 @@ double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches
   std::vector<comm::WorkPtr> sends;
   std::vector<torch::Tensor> send_buffers;  // alive until their sends complete
   double loss_sum = 0.0;
+  last_wait_seconds_ = 0.0;
+  auto timed_wait = [this](const comm::WorkPtr& work) {
+    const auto start = std::chrono::steady_clock::now();
+    work->wait();
+    last_wait_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
 
   for (const Action& action : actions_) {
     const int mb = action.micro_batch, chunk = action.chunk;
@@ -63,10 +71,10 @@ double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches
     const MicroBatch& batch = micro_batches[mb];
     switch (action.type) {
       case ActionType::kRecvActivation: {
-        torch::Tensor buffer = torch::empty(
-            {batch.input_ids.size(0), batch.input_ids.size(1), hidden},
-            torch::TensorOptions().dtype(activation_dtype_));
-        pp_->recv(buffer, action.peer, tag(stage - 1, false, mb))->wait();
+        torch::Tensor buffer =
+            torch::empty({batch.input_ids.size(0), batch.input_ids.size(1), hidden},
+                         torch::TensorOptions().dtype(activation_dtype_));
+        timed_wait(pp_->recv(buffer, action.peer, tag(stage - 1, false, mb)));
         slot.input = buffer.requires_grad_(true);
         break;
       }
@@ -87,14 +95,13 @@ double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches
         break;
       case ActionType::kRecvGrad:
         slot.output_grad = torch::empty_like(slot.output);
-        pp_->recv(slot.output_grad, action.peer, tag(stage + 1, true, mb))->wait();
+        timed_wait(pp_->recv(slot.output_grad, action.peer, tag(stage + 1, true, mb)));
         break;
       case ActionType::kBackward: {
         DataParallelEngine& engine = *engines_[chunk];
         engine.set_sync(--backwards_left[chunk] == 0);
         if (layers.has_head) {
-          (loss_scale == 1.0 ? slot.loss / global_tokens
-                             : slot.loss * (loss_scale / global_tokens))
+          (loss_scale == 1.0 ? slot.loss / global_tokens : slot.loss * (loss_scale / global_tokens))
               .backward();
         } else {
           slot.output.backward(slot.output_grad);

@@ -29,6 +29,10 @@ class PipelineExecutor {
   double train_step(const std::vector<MicroBatch>& micro_batches, double loss_scale,
                     double global_tokens);
 
+  // Seconds the last train_step spent waiting for activations or gradients from other stages
+  // (the pipeline bubble plus transfer time).
+  double last_wait_seconds() const { return last_wait_seconds_; }
+
   // Forward only; returns the summed token loss (last stage only, 0 elsewhere).
   double evaluate(const std::vector<MicroBatch>& batches);
 
@@ -41,6 +45,7 @@ class PipelineExecutor {
   ScheduleSpec spec_;
   std::vector<Action> actions_;
   at::ScalarType activation_dtype_;
+  double last_wait_seconds_ = 0.0;
 };
 
 }  // namespace dst

@@ -11,10 +11,10 @@ void TrainConfig::validate() const {
   DST_CHECK(parallel.dp >= 1, ConfigError, "parallel.dp must be at least 1, got " << parallel.dp);
   DST_CHECK(parallel.tp >= 1, ConfigError, "parallel.tp must be at least 1, got " << parallel.tp);
   DST_CHECK(parallel.pp >= 1, ConfigError, "parallel.pp must be at least 1, got " << parallel.pp);
-  for (const auto& [key, count] : {std::pair<const char*, int64_t>{"model.num_attention_heads",
-                                                                    model.num_attention_heads},
-                                   {"model.num_key_value_heads", model.num_key_value_heads},
-                                   {"model.intermediate_size", model.intermediate_size}}) {
+  for (const auto& [key, count] :
+       {std::pair<const char*, int64_t>{"model.num_attention_heads", model.num_attention_heads},
+        {"model.num_key_value_heads", model.num_key_value_heads},
+        {"model.intermediate_size", model.intermediate_size}}) {
     DST_CHECK(count % parallel.tp == 0, ConfigError,
               key << " (" << count << ") is not divisible by parallel.tp=" << parallel.tp);
   }
@@ -29,7 +29,7 @@ void TrainConfig::validate() const {
             "parallel.virtual_stages=" << mp.virtual_stages << " needs parallel.pp > 1");
   if (parallel.pp > 1) {
     dst::validate(ScheduleSpec{schedule_kind, parallel.pp, static_cast<int>(train.grad_accum),
-                          mp.virtual_stages});
+                               mp.virtual_stages});
     DST_CHECK(!model.tie_word_embeddings, ConfigError,
               "model.tie_word_embeddings with parallel.pp > 1 is not supported yet (the embedding "
               "and the LM head sit on different stages)");

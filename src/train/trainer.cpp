@@ -15,13 +15,13 @@
 #include "deepseek_train/data/distributed_sampler.h"
 #include "deepseek_train/data/synthetic_corpus.h"
 #include "deepseek_train/data/token_dataset.h"
-#include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/optim/grad_clip.h"
+#include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
-#include "pipeline_executor.h"
 #include "deepseek_train/train/metrics.h"
+#include "pipeline_executor.h"
 
 namespace dst {
 
@@ -352,9 +352,10 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
 
   for (auto& engine : engines_) engine->zero_grad();
   const double loss_scale = scaler_.scale();
-  double local_loss_sum = 0.0;
+  double local_loss_sum = 0.0, pipeline_wait = 0.0;
   if (pipeline_) {
     local_loss_sum = pipeline_->train_step(micro_batches, loss_scale, global_tokens);
+    pipeline_wait = pipeline_->last_wait_seconds();
   } else {
     DataParallelEngine& engine = *engines_.front();
     for (size_t k = 0; k < micro_batches.size(); ++k) {
@@ -387,6 +388,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.lr = lr;
   result.loss_scale = loss_scale;
   result.skipped = !apply;
+  result.pipeline_wait_seconds = pipeline_wait;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
@@ -407,7 +409,8 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
     loss_sum = pipeline_->evaluate(batches);
   } else {
     for (const MicroBatch& mb : batches)
-      loss_sum += model_->loss_sum(model_->forward_chunk(0, mb.input_ids), mb.labels).item<double>();
+      loss_sum +=
+          model_->loss_sum(model_->forward_chunk(0, mb.input_ids), mb.labels).item<double>();
   }
   for (const MicroBatch& mb : batches) tokens += count_target_tokens(mb.labels);
   const double total_loss = sum_over_data_and_pipeline(loss_sum);
@@ -516,6 +519,7 @@ TrainSummary Trainer::run() {
     m.loss_scale = result.loss_scale;
     m.skipped = result.skipped;
     m.skipped_steps = scaler_.skipped_steps();
+    m.pipeline_wait_s = result.pipeline_wait_seconds;
     const bool last = result.step == opts.steps;
     if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
       m.eval_loss = evaluate(eval_batches);

@@ -53,8 +53,7 @@ Measured run(int checkpoint_every, const torch::Tensor& ids, const torch::Tensor
 
 }  // namespace
 
-TEST_CASE("activation checkpointing: same gradients, less memory held for backward",
-          "[model]") {
+TEST_CASE("activation checkpointing: same gradients, less memory held for backward", "[model]") {
   auto generator = at::detail::createCPUGenerator(9);
   const int64_t rows = 8, seq = 128;
   torch::Tensor ids = torch::randint(0, 259, {rows, seq}, generator, torch::kInt64);

@@ -353,16 +353,21 @@ TEST_CASE("recipe: overrides", "[recipe]") {
 }
 
 TEST_CASE("recipe: TrainConfig::validate errors surface with the source", "[recipe]") {
-  CHECK_THAT(parse_error("parallel:\n  tp: 3\n"),
-             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("not divisible by parallel.tp=3"));
+  CHECK_THAT(
+      parse_error("parallel:\n  tp: 3\n"),
+      Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("not divisible by parallel.tp=3"));
   CHECK_THAT(parse_error("model:\n  num_hidden_layers: 2\nparallel:\n  pp: 4\n"),
-             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("4 pipeline stages but only 2 layers"));
-  CHECK_THAT(parse_error("parallel:\n  pp: 2\n  schedule: interleaved_1f1b\n  virtual_stages: 2\n"
-                         "train:\n  grad_accum: 3\n"),
-             Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("parallel.micro_batches (3)"));
-  CHECK_THAT(parse_error("parallel:\n  schedule: zigzag\n"),
-             Catch::Contains("parallel.schedule 'zigzag' is not one of gpipe, 1f1b, interleaved_1f1b"));
-  CHECK_THAT(parse_error("parallel:\n  virtual_stages: 2\n"), Catch::Contains("needs parallel.pp > 1"));
+             Catch::StartsWith("configs/x.yaml: ") &&
+                 Catch::Contains("4 pipeline stages but only 2 layers"));
+  CHECK_THAT(
+      parse_error("parallel:\n  pp: 2\n  schedule: interleaved_1f1b\n  virtual_stages: 2\n"
+                  "train:\n  grad_accum: 3\n"),
+      Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("parallel.micro_batches (3)"));
+  CHECK_THAT(
+      parse_error("parallel:\n  schedule: zigzag\n"),
+      Catch::Contains("parallel.schedule 'zigzag' is not one of gpipe, 1f1b, interleaved_1f1b"));
+  CHECK_THAT(parse_error("parallel:\n  virtual_stages: 2\n"),
+             Catch::Contains("needs parallel.pp > 1"));
   CHECK_THAT(parse_error("model:\n  hidden_size: 130\n  num_attention_heads: 4\n"),
              Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("model.hidden_size") &&
                  Catch::Contains("num_attention_heads"));

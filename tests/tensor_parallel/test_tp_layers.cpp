@@ -99,7 +99,7 @@ TEST_CASE("tp: vocab-parallel cross-entropy with padding equals the full cross-e
 TEST_CASE("tp: the sharded model equals the full model (logits and gathered gradients)", "[tp]") {
   auto group = world();
   const int p = group->size();
-  if (4 % p != 0) return;  // the small model has 4 heads
+  if (4 % p != 0) return;                                // the small model has 4 heads
   const ModelConfig config = small_model(/*vocab=*/37);  // padded under tp
   LlamaModel full(config);
   full->initialize(7);

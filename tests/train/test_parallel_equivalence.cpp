@@ -61,9 +61,8 @@ void check_layout(const Layout& layout) {
   if (layout.tp > 1) CHECK(plan.tensor_parallel_comm_bytes > 0);
   if (layout.pp > 1) CHECK(plan.pipeline_comm_bytes > 0);
   if (layout.checkpointing > 0) CHECK(plan.activations < plan.activations_without_checkpointing);
-  INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " "
-             << layout.schedule << " v " << layout.virtual_stages << " ZeRO "
-             << layout.zero_stage);
+  INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " " << layout.schedule
+             << " v " << layout.virtual_stages << " ZeRO " << layout.zero_stage);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
     std::vector<MicroBatch> everything, mine;

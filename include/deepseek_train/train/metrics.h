@@ -24,9 +24,10 @@ struct StepMetrics {
   double peak_rss_mb = 0.0;                          // this process's peak resident memory so far
   std::map<std::string, uint64_t> comm_bytes_by_op;  // e.g. {"all_reduce": 55070208}
   std::optional<double> eval_loss;
-  double loss_scale = 1.0;    // fp16 dynamic loss scale used by the step (1 otherwise)
-  bool skipped = false;       // update skipped: non-finite gradients
-  int64_t skipped_steps = 0;  // skipped so far in the run
+  double loss_scale = 1.0;       // fp16 dynamic loss scale used by the step (1 otherwise)
+  bool skipped = false;          // update skipped: non-finite gradients
+  int64_t skipped_steps = 0;     // skipped so far in the run
+  double pipeline_wait_s = 0.0;  // rank 0's wait on other pipeline stages (bubble + transfers)
 };
 
 class MetricsWriter {

@@ -45,7 +45,7 @@ struct TrainConfig {
   ParallelDims parallel;
   DataParallelOptions data_parallel;  // recipe keys parallel.bucket_mb, parallel.zero_stage
   ModelParallelOptions model_parallel;
-  PrecisionOptions precision;         // fp32, bf16 or fp16 (with dynamic loss scaling)
+  PrecisionOptions precision;  // fp32, bf16 or fp16 (with dynamic loss scaling)
   AdamWOptions optim;
   ScheduleOptions schedule;
   DataOptions data;

@@ -46,6 +46,7 @@ struct StepResult {
   std::map<std::string, uint64_t> comm_bytes_by_op;  // op name -> bytes, ops that moved data
   double loss_scale = 1.0;  // the loss scale this step's backward used (fp16; 1 otherwise)
   bool skipped = false;     // non-finite gradients on some rank: no update was applied anywhere
+  double pipeline_wait_seconds = 0.0;  // waiting on other pipeline stages (bubble + transfers)
 };
 
 struct TrainSummary {
