@@ -529,3 +529,31 @@ TEST_CASE("recipe: precision.loss_scaler is a nested mapping", "[recipe]") {
   CHECK(starts_with(parse_error("precision:\n  loss_scaler:\n    growth_factor: 0.5\n"),
                     "configs/x.yaml: precision.loss_scaler.growth_factor must be > 1 (got 0.5)"));
 }
+
+TEST_CASE("recipe: model-parallel keys and their bad values", "[recipe]") {
+  const TrainConfig c = parse_recipe(
+      "model:\n  num_hidden_layers: 4\nparallel:\n  pp: 2\n  layers_per_stage: [3, 1]\n"
+      "  activation_checkpointing: true\n  micro_batches: 4\n",
+      "mp.yaml");
+  CHECK(c.model_parallel.layers_per_stage == std::vector<int64_t>{3, 1});
+  CHECK(c.model_parallel.activation_checkpointing == 1);
+  CHECK(c.train.grad_accum == 4);
+  CHECK(parse_recipe("parallel:\n  activation_checkpointing: 2\n", "k.yaml")
+            .model_parallel.activation_checkpointing == 2);
+
+  CHECK_THAT(parse_error("model:\n  num_hidden_layers: 4\nparallel:\n  pp: 2\n"
+                         "  layers_per_stage: [3, 2]\n"),
+             Catch::StartsWith("configs/x.yaml: ") &&
+                 Catch::Contains("parallel.layers_per_stage sums to 5 but the model has 4 layers"));
+  CHECK_THAT(parse_error("model:\n  num_hidden_layers: 4\nparallel:\n  pp: 2\n"
+                         "  layers_per_stage: [4]\n"),
+             Catch::Contains("parallel.layers_per_stage has 1 entries, expected"));
+  CHECK_THAT(parse_error("parallel:\n  layers_per_stage: 3\n"),
+             Catch::StartsWith("configs/x.yaml:2: key 'parallel.layers_per_stage'"));
+  CHECK_THAT(parse_error("parallel:\n  activation_checkpointing: -1\n"),
+             Catch::Contains("parallel.activation_checkpointing must be >= 0"));
+  CHECK_THAT(parse_error("parallel:\n  sequence_parallel: true\n"),
+             Catch::Contains("parallel.sequence_parallel is not implemented"));
+  CHECK_THAT(parse_error("model:\n  tie_word_embeddings: true\nparallel:\n  pp: 2\n"),
+             Catch::Contains("model.tie_word_embeddings with parallel.pp > 1"));
+}
