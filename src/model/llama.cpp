@@ -185,12 +185,11 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
     has_embedding = has_embedding || chunk.has_embedding;
     has_head = has_head || chunk.has_head;
   }
-  DST_CHECK(!config_.tie_word_embeddings || has_embedding == has_head, ConfigError,
-            "tie_word_embeddings with the embedding and the LM head on different pipeline stages "
-            "is not supported yet; use parallel.pp=1 or an untied model");
-
+  // Tied embeddings with the head on another pipeline stage: the last stage keeps its own copy
+  // of the embedding (same name, same initialisation) for the head; the trainer keeps the two
+  // copies equal by summing their gradients across the stages.
   auto stack = register_module("model", std::make_shared<torch::nn::Module>());
-  if (has_embedding) {
+  if (has_embedding || (config_.tie_word_embeddings && has_head)) {
     embed_tokens = stack->register_module("embed_tokens",
                                           torch::nn::Embedding(vocab_.size(), config_.hidden_size));
   }
@@ -207,9 +206,17 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
   }
   for (const LayerChunk& chunk : chunks_) {
     first_unit_of_chunk_.push_back(num_units_);
-    num_units_ += static_cast<int>(chunk.end - chunk.begin) + (chunk.has_embedding ? 1 : 0) +
-                  (chunk.has_head ? 1 : 0);
+    num_units_ += units_of_chunk(chunk);
   }
+}
+
+bool LlamaModelImpl::holds_embedding_copy(const LayerChunk& chunk) const {
+  return config_.tie_word_embeddings && chunk.has_head && !chunk.has_embedding;
+}
+
+int LlamaModelImpl::units_of_chunk(const LayerChunk& chunk) const {
+  return static_cast<int>(chunk.end - chunk.begin) + (chunk.has_embedding ? 1 : 0) +
+         (holds_embedding_copy(chunk) ? 1 : 0) + (chunk.has_head ? 1 : 0);
 }
 
 template <typename Fn>
@@ -238,6 +245,7 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
             "forward_chunk: chunk " << chunk_index << " of " << num_chunks());
   const LayerChunk& chunk = chunks_[chunk_index];
   int unit = first_unit_of_chunk_[chunk_index];
+  if (holds_embedding_copy(chunk)) ++unit;  // used by the head, no forward of its own
   torch::Tensor h = input;
   if (chunk.has_embedding) {
     DST_CHECK(input.dim() == 2, ConfigError,
@@ -358,7 +366,7 @@ int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
   for (int c = 0; c < num_chunks(); ++c) {
     const LayerChunk& chunk = chunks_[c];
     int unit = first_unit_of_chunk_[c];
-    if (chunk.has_embedding) {
+    if (chunk.has_embedding || holds_embedding_copy(chunk)) {
       if (name.rfind("model.embed_tokens.", 0) == 0) return unit;
       ++unit;
     }

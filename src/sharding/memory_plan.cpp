@@ -34,10 +34,10 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   plan.master_weights = (in.zero_stage >= 1 ? shard : psi) * per_element.master;
   plan.optimizer_moments = (in.zero_stage >= 1 ? shard : psi) * per_element.moments;
   const int64_t layers = in.local_layers >= 0 ? in.local_layers : in.model.num_hidden_layers;
-  plan.activations = in.pipeline_in_flight *
-                     estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
-                                               in.precision.compute, in.tp_size, layers,
-                                               in.has_head, in.checkpointed_layers);
+  plan.activations =
+      in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
+                                                        in.precision.compute, in.tp_size, layers,
+                                                        in.has_head, in.checkpointed_layers);
   plan.activations_without_checkpointing =
       in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
                                                         in.precision.compute, in.tp_size, layers,
@@ -52,8 +52,8 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     const int64_t hidden_all_reduces = (in.has_embedding ? 1 : 0) + 4 * layers +
                                        2 * in.checkpointed_layers + (in.has_head ? 1 : 0);
     const int64_t per_micro_batch =
-        hidden_all_reduces * all_reduce_bytes(tokens * in.model.hidden_size, in.tp_size,
-                                              in.tp_rank, activation_bytes) +
+        hidden_all_reduces * all_reduce_bytes(tokens * in.model.hidden_size, in.tp_size, in.tp_rank,
+                                              activation_bytes) +
         (in.has_head ? all_reduce_bytes(tokens, in.tp_size, in.tp_rank, 4) +
                            all_reduce_bytes(2 * tokens, in.tp_size, in.tp_rank, 4)
                      : 0);
@@ -65,6 +65,9 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     plan.pipeline_comm_bytes = in.grad_accum *
                                (in.pipeline_activation_sends + in.pipeline_gradient_sends) *
                                tokens * in.model.hidden_size * activation_bytes;
+    plan.pipeline_comm_bytes +=
+        all_reduce_bytes(in.tied_embedding_sync_elements, 2, in.tied_embedding_sync_rank,
+                         in.tied_embedding_sync_element_bytes);
     // The loss and the squared gradient norm are summed over pp.
     plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
   }
@@ -103,14 +106,13 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
 }
 
 int64_t estimate_activation_bytes(const ModelConfig& m, int64_t rows, int64_t seq_len,
-                                  Precision compute, int tp_size, int64_t layers,
-                                  bool with_logits, int64_t checkpointed_layers) {
+                                  Precision compute, int tp_size, int64_t layers, bool with_logits,
+                                  int64_t checkpointed_layers) {
   if (layers < 0) layers = m.num_hidden_layers;
   const int64_t tokens = rows * seq_len;
   const int64_t per_layer_token =
       4 * m.hidden_size +
-      (4 * m.hidden_size + 4 * m.intermediate_size + 2 * m.num_attention_heads * seq_len) /
-          tp_size;
+      (4 * m.hidden_size + 4 * m.intermediate_size + 2 * m.num_attention_heads * seq_len) / tp_size;
   const int64_t full_layer = tokens * per_layer_token * bytes_of(compute);
   const int64_t kept_input = tokens * m.hidden_size * bytes_of(compute);
   int64_t bytes = (layers - checkpointed_layers) * full_layer + checkpointed_layers * kept_input;

@@ -46,4 +46,28 @@ std::unique_ptr<DataParallelEngine> make_data_parallel_engine(const DataParallel
   return std::make_unique<ZeroEngine>(spec);
 }
 
+std::vector<ParameterStateSlice> ReplicatedEngine::state_slices() {
+  std::vector<ParameterStateSlice> slices;
+  const auto& parameters = optimizer_->parameters();
+  for (size_t i = 0; i < parameters.size(); ++i) {
+    const NamedParameter& p = parameters[i];
+    ParameterStateSlice slice;
+    slice.name = p.name;
+    slice.end = p.tensor.numel();
+    slice.parameter = p.tensor.detach().view({-1});
+    slice.master = p.master.defined() ? p.master.view({-1}) : slice.parameter;
+    slice.exp_avg = optimizer_->exp_avg()[i].view({-1});
+    slice.exp_avg_sq = optimizer_->exp_avg_sq()[i].view({-1});
+    if (p.tensor.grad().defined()) slice.gradient = p.tensor.grad().view({-1});
+    slices.push_back(std::move(slice));
+  }
+  return slices;
+}
+
+void ReplicatedEngine::state_restored() {
+  at::NoGradGuard no_grad;
+  for (const NamedParameter& p : optimizer_->parameters())
+    if (p.master.defined()) p.tensor.detach().copy_(p.master);
+}
+
 }  // namespace dst

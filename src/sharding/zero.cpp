@@ -35,6 +35,7 @@ void materialize_storage(const at::Tensor& flat) {
 }  // namespace
 
 struct ZeroEngine::Unit {
+  std::vector<std::string> names;
   std::vector<at::Tensor> params;
   std::vector<int64_t> offsets;
   std::vector<bool> decay;
@@ -78,6 +79,7 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
       DST_CHECK(param.scalar_type() == at::kFloat, ConfigError,
                 "ZeRO: parameter '" << name << "' is " << param.scalar_type()
                                     << "; pass fp32 parameters (the engine casts them)");
+      unit->names.push_back(name);
       unit->offsets.push_back(numel);
       unit->decay.push_back(spec.decays(name, param));
       unit->counted.push_back(!spec.counts_in_norm || spec.counts_in_norm(name));
@@ -182,6 +184,7 @@ void ZeroEngine::release(int u) {
 
 void ZeroEngine::before_forward(int u) {
   if (stage_ != 3) return;
+  if (tied_ && u == static_cast<int>(units_.size()) - 1) ensure_gathered(0);
   ensure_gathered(u);
   if (u + 1 < static_cast<int>(units_.size())) start_gather(u + 1);  // prefetch
 }
@@ -202,7 +205,7 @@ at::Tensor ZeroEngine::after_forward(int u, const at::Tensor& output) {
   return output;
 }
 
-void ZeroEngine::on_backward_begin(int u) {
+void ZeroEngine::prepare_gradient_buffer(int u) {
   Unit& unit = *units_[u];
   if (unit.reduce_work) {  // the previous micro-batch's reduction still reads flat_grad
     unit.reduce_work->wait();
@@ -212,9 +215,15 @@ void ZeroEngine::on_backward_begin(int u) {
     materialize_storage(unit.flat_grad);
     unit.flat_grad.zero_();
   }
+}
+
+void ZeroEngine::on_backward_begin(int u) {
+  const bool uses_first_unit = tied_ && u == static_cast<int>(units_.size()) - 1;
+  prepare_gradient_buffer(u);
+  if (uses_first_unit) prepare_gradient_buffer(0);
   if (stage_ == 3) {
     ensure_gathered(u);
-    if (tied_ && u == static_cast<int>(units_.size()) - 1) ensure_gathered(0);
+    if (uses_first_unit) ensure_gathered(0);
     if (u > 0) start_gather(u - 1);  // prefetch the unit whose backward comes next
   }
   poll_reductions();
@@ -307,7 +316,8 @@ double ZeroEngine::local_grad_squared_norm() {
     const int64_t shard_begin = rank * unit->shard;
     for (size_t i = 0; i < unit->params.size(); ++i) {
       const int64_t begin = std::max(unit->offsets[i], shard_begin);
-      const int64_t end = std::min(unit->offsets[i] + unit->params[i].numel(), shard_begin + unit->shard);
+      const int64_t end =
+          std::min(unit->offsets[i] + unit->params[i].numel(), shard_begin + unit->shard);
       if (unit->counted[i] && begin < end)
         counted.push_back(unit->grad_shard.narrow(0, begin - shard_begin, end - begin));
     }
@@ -337,6 +347,40 @@ void ZeroEngine::step(double lr, double grad_multiplier) {
                    options_);
     }
   }
+  publish_parameters();
+}
+
+std::vector<ParameterStateSlice> ZeroEngine::state_slices() {
+  std::vector<ParameterStateSlice> slices;
+  const int64_t rank = group_->rank();
+  for (auto& unit_ptr : units_) {
+    Unit& unit = *unit_ptr;
+    const int64_t shard_begin = rank * unit.shard;
+    for (size_t i = 0; i < unit.params.size(); ++i) {
+      const int64_t begin = std::max(unit.offsets[i], shard_begin);
+      const int64_t end =
+          std::min(unit.offsets[i] + unit.params[i].numel(), shard_begin + unit.shard);
+      if (begin >= end) continue;
+      const int64_t local = begin - shard_begin, length = end - begin;
+      ParameterStateSlice slice;
+      slice.name = unit.names[i];
+      slice.begin = begin - unit.offsets[i];
+      slice.end = end - unit.offsets[i];
+      slice.parameter = unit.param_shard.narrow(0, local, length);
+      slice.master = unit.master_shard.narrow(0, local, length);
+      slice.exp_avg = unit.exp_avg.narrow(0, local, length);
+      slice.exp_avg_sq = unit.exp_avg_sq.narrow(0, local, length);
+      slice.gradient = unit.grad_shard.narrow(0, local, length);
+      slices.push_back(std::move(slice));
+    }
+  }
+  return slices;
+}
+
+void ZeroEngine::state_restored() { publish_parameters(); }
+
+void ZeroEngine::publish_parameters() {
+  torch::NoGradGuard no_grad;
   for (auto& unit : units_)
     if (!unit->master_shard.is_same(unit->param_shard)) unit->param_shard.copy_(unit->master_shard);
   if (stage_ == 3) return;

@@ -30,9 +30,6 @@ void TrainConfig::validate() const {
   if (parallel.pp > 1) {
     dst::validate(ScheduleSpec{schedule_kind, parallel.pp, static_cast<int>(train.grad_accum),
                                mp.virtual_stages});
-    DST_CHECK(!model.tie_word_embeddings, ConfigError,
-              "model.tie_word_embeddings with parallel.pp > 1 is not supported yet (the embedding "
-              "and the LM head sit on different stages)");
   }
   partition_layers(model.num_hidden_layers, parallel.pp, mp.virtual_stages, mp.layers_per_stage);
   DST_CHECK(data_parallel.zero_stage >= 0 && data_parallel.zero_stage <= 3, ConfigError,

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -105,8 +106,12 @@ std::vector<std::pair<std::string, torch::Tensor>> collect_pipeline_stages(
       std::vector<int64_t> shape(header.begin() + 3, header.end());
       torch::Tensor data = torch::empty(shape, torch::kFloat32);
       pp.recv(data, stage, 0)->wait();
-      own.emplace_back(std::string(chars.begin(), chars.end()),
-                       data.to(static_cast<at::ScalarType>(header[2])));
+      std::string name(chars.begin(), chars.end());
+      // A tied embedding's copy on the last stage is the first stage's embedding: keep one.
+      const bool duplicate =
+          std::any_of(own.begin(), own.end(), [&](const auto& item) { return item.first == name; });
+      if (!duplicate)
+        own.emplace_back(std::move(name), data.to(static_cast<at::ScalarType>(header[2])));
     }
   }
   return own;
@@ -187,9 +192,12 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   const auto all_units = model_->sharding_units();
   unit_hooks_ = std::make_unique<ChunkUnitHooks>();
   size_t next_unit = 0;
+  const bool tied = config_.model.tie_word_embeddings;
   for (const LayerChunk& chunk : model_->chunks()) {
-    const size_t units = static_cast<size_t>(chunk.end - chunk.begin) +
-                         (chunk.has_embedding ? 1 : 0) + (chunk.has_head ? 1 : 0);
+    const size_t units = static_cast<size_t>(model_->units_of_chunk(chunk));
+    const bool embedding_copy = model_->holds_embedding_copy(chunk);
+    if (tied && dims.pp > 1 && (chunk.has_embedding || embedding_copy))
+      embedding_engine_ = static_cast<int>(engines_.size());
     DataParallelEngineSpec spec;
     spec.units.assign(all_units.begin() + next_unit, all_units.begin() + next_unit + units);
     next_unit += units;
@@ -197,7 +205,9 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
       return !is_no_decay_parameter(name, p);
     };
     // Parameters replicated across tp ranks (norm weights) count once in the gradient norm.
-    spec.counts_in_norm = [model, first_tp_rank](const std::string& name) {
+    // The tied embedding's copy on the last stage counts on the first stage only.
+    spec.counts_in_norm = [model, first_tp_rank, embedding_copy](const std::string& name) {
+      if (embedding_copy && name.rfind("model.embed_tokens.", 0) == 0) return false;
       return first_tp_rank || model->tp_split(name) != TpSplit::kReplicated;
     };
     spec.dp_group = groups_.dp_ptr();
@@ -205,8 +215,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     spec.optim = config_.optim;
     spec.param_type = torch_dtype(precision.param);
     spec.reduce_type = torch_dtype(precision.reduce);
-    spec.first_unit_reused_by_last =
-        config_.model.tie_word_embeddings && chunk.has_embedding && chunk.has_head;
+    // With tied embeddings the head uses unit 0: the embedding, or its copy on the last stage.
+    spec.first_unit_reused_by_last = tied && chunk.has_head;
     // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
     // is narrower) and casts the parameters itself.
     engines_.push_back(make_data_parallel_engine(spec));
@@ -223,6 +233,13 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     line << "precision: fp16 parameters and gradients, fp32 compute on CPU, loss scale "
          << scaler_.scale();
     logger_.info(line.str());
+  }
+  if (tied && dims.pp > 1) {
+    const int stage = groups_.coord().pp;
+    const bool member = stage == 0 || stage == dims.pp - 1;
+    embedding_group_ =
+        dims.pp == 2 ? groups_.pp_ptr() : groups_.pp().split(member ? 0 : 1, stage, "embedding");
+    if (!member) embedding_group_.reset();
   }
   if (dims.pp > 1) {
     std::vector<DataParallelEngine*> engines;
@@ -288,6 +305,14 @@ MemoryPlan Trainer::memory_plan() const {
       in.pipeline_gradient_sends += chunk.has_embedding ? 0 : 1;
     }
   }
+  if (embedding_group_) {
+    for (const ParameterStateSlice& slice : embedding_gradients()) {
+      in.tied_embedding_sync_elements += slice.end - slice.begin;
+      in.tied_embedding_sync_element_bytes =
+          (slice.gradient.defined() ? slice.gradient : slice.parameter).element_size();
+    }
+    in.tied_embedding_sync_rank = embedding_group_->rank();
+  }
   if (dims.pp > 1) {
     // Micro-batches whose activations a stage holds at its peak (schedule.h).
     const int64_t m = config_.train.grad_accum, p = dims.pp, r = groups_.coord().pp;
@@ -321,6 +346,31 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
   return result;
 }
 
+std::vector<ParameterStateSlice> Trainer::embedding_gradients() const {
+  std::vector<ParameterStateSlice> slices;
+  if (!embedding_group_) return slices;
+  for (ParameterStateSlice& slice : engines_.at(embedding_engine_)->state_slices())
+    if (slice.name.rfind("model.embed_tokens.", 0) == 0) slices.push_back(std::move(slice));
+  return slices;
+}
+
+void Trainer::sync_tied_embedding_gradients() {
+  std::vector<comm::WorkPtr> works;
+  for (ParameterStateSlice& slice : embedding_gradients()) {
+    DST_ASSERT(slice.gradient.defined() && slice.gradient.is_contiguous(),
+               "tied embedding gradient of '" << slice.name << "' is not a contiguous tensor");
+    works.push_back(embedding_group_->all_reduce(slice.gradient, comm::ReduceOp::kSum));
+  }
+  comm::wait_all(works);
+}
+
+comm::CommStats Trainer::comm_stats() const {
+  comm::CommStats stats = groups_.total_stats();
+  if (embedding_group_ && embedding_group_ != groups_.pp_ptr())
+    stats.accumulate(embedding_group_->stats());
+  return stats;
+}
+
 double Trainer::sum_over_data_and_pipeline(double value) {
   value = all_reduce_sum(groups_.dp(), {value})[0];
   if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
@@ -339,7 +389,7 @@ double Trainer::global_grad_norm(double loss_scale) {
 StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   DST_CHECK(!micro_batches.empty(), DataError, "train_step: no micro-batches");
   const auto start = Clock::now();
-  const comm::CommStats stats_before = groups_.total_stats();
+  const comm::CommStats stats_before = comm_stats();
   comm::Communicator& dp = groups_.dp();
   model_->train();
 
@@ -356,6 +406,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   if (pipeline_) {
     local_loss_sum = pipeline_->train_step(micro_batches, loss_scale, global_tokens);
     pipeline_wait = pipeline_->last_wait_seconds();
+    sync_tied_embedding_gradients();
   } else {
     DataParallelEngine& engine = *engines_.front();
     for (size_t k = 0; k < micro_batches.size(); ++k) {
@@ -380,7 +431,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
     for (auto& engine : engines_) engine->step(lr, multiplier);
   ++step_;
 
-  const comm::CommStats stats_after = groups_.total_stats();
+  const comm::CommStats stats_after = comm_stats();
   StepResult result;
   result.step = step_;
   result.loss = loss;

@@ -28,6 +28,7 @@ struct Layout {
   int virtual_stages = 1;
   int zero_stage = 0;
   int checkpointing = 0;
+  bool tied = false;  // tie_word_embeddings (embedding and head on different stages under pp)
 };
 
 TrainConfig layout_config(const Layout& layout, int64_t micro_batches) {
@@ -38,6 +39,7 @@ TrainConfig layout_config(const Layout& layout, int64_t micro_batches) {
   c.model_parallel.schedule = layout.schedule;
   c.model_parallel.virtual_stages = layout.virtual_stages;
   c.model_parallel.activation_checkpointing = layout.checkpointing;
+  c.model.tie_word_embeddings = layout.tied;
   return c;
 }
 
@@ -50,7 +52,9 @@ void check_layout(const Layout& layout) {
                    Logger(world->rank(), world->size(), LogLevel::kWarn));
   const int dp_rank = parallel.groups().coord().dp;
 
-  TrainConfig single_config = layout_config(Layout{}, layout.dp * m);
+  Layout single_layout;
+  single_layout.tied = layout.tied;
+  TrainConfig single_config = layout_config(single_layout, layout.dp * m);
   Trainer single(single_config,
                  ProcessGroups::create(comm::make_local_communicator(), single_config.parallel),
                  Logger(0, 1, LogLevel::kWarn));
@@ -62,7 +66,8 @@ void check_layout(const Layout& layout) {
   if (layout.pp > 1) CHECK(plan.pipeline_comm_bytes > 0);
   if (layout.checkpointing > 0) CHECK(plan.activations < plan.activations_without_checkpointing);
   INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " " << layout.schedule
-             << " v " << layout.virtual_stages << " ZeRO " << layout.zero_stage);
+             << " v " << layout.virtual_stages << " ZeRO " << layout.zero_stage << " tied "
+             << layout.tied);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
     std::vector<MicroBatch> everything, mine;
@@ -111,6 +116,7 @@ void check_layout(const Layout& layout) {
   if (world->rank() == 0)
     WARN("dp" << layout.dp << " tp" << layout.tp << " pp" << layout.pp << " " << layout.schedule
               << " v" << layout.virtual_stages << " ZeRO-" << layout.zero_stage
+              << (layout.tied ? " tied" : "")
               << ": worst relative parameter difference vs single process " << worst);
 }
 
@@ -138,6 +144,26 @@ TEST_CASE("3d: dp2 x pp2 with ZeRO-3 equals a single process", "[3d4]") {
 }
 
 TEST_CASE("3d: tp2 x pp2 equals a single process", "[3d4]") { check_layout({1, 2, 2}); }
+
+// Tied embeddings with the embedding on the first stage and the head on the last: the last stage
+// keeps a copy whose gradient is summed with the embedding's, so both apply the same update.
+TEST_CASE("3d: pp2 with tied embeddings equals a single process", "[3d2]") {
+  Layout layout{1, 1, 2};
+  layout.tied = true;
+  check_layout(layout);
+}
+
+TEST_CASE("3d: dp2 x pp2 ZeRO-3 and pp4 ZeRO-1 with tied embeddings equal a single process",
+          "[3d4]") {
+  Layout dp2_pp2{2, 1, 2};
+  dp2_pp2.tied = true;
+  dp2_pp2.zero_stage = 3;
+  check_layout(dp2_pp2);
+  Layout pp4{1, 1, 4};
+  pp4.tied = true;
+  pp4.zero_stage = 1;
+  check_layout(pp4);
+}
 
 TEST_CASE("3d: dp2 x tp2 x pp2 with ZeRO-1 equals a single process", "[3d8]") {
   check_layout({2, 2, 2, "1f1b", 1, 1});

@@ -128,11 +128,17 @@ class LlamaModelImpl : public torch::nn::Module {
   // The full parameter from every tp rank's slice (collective over tp; padding removed).
   torch::Tensor gather_tp_parameter(const std::string& name, const torch::Tensor& local) const;
 
-  // Sharding units in forward order over the local chunks: per chunk the embedding (if any), one
-  // unit per decoder layer, the final norm and LM head (if any; with tied embeddings the head has
-  // no parameter of its own). Each entry lists the unit's parameters by Hugging Face name.
+  // Sharding units in forward order over the local chunks: per chunk the embedding (if any, or
+  // the copy of a tied embedding that a head on another stage uses), one unit per decoder layer,
+  // the final norm and LM head (if any; with tied embeddings the head has no parameter of its
+  // own). Each entry lists the unit's parameters by Hugging Face name.
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> sharding_units();
   int num_units() const { return num_units_; }
+  // Sharding units of one chunk (sharding_units() lists them chunk after chunk).
+  int units_of_chunk(const LayerChunk& chunk) const;
+  // Whether the chunk holds a copy of the tied embedding for its head (the embedding itself is
+  // on another pipeline stage).
+  bool holds_embedding_copy(const LayerChunk& chunk) const;
   // Hooks called around every unit's forward (nullptr: none). Not owned.
   void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
   // Activation dtype when it differs from the parameters' (fp16 storage with fp32 compute on
@@ -141,7 +147,7 @@ class LlamaModelImpl : public torch::nn::Module {
   void set_compute_dtype(c10::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
 
   // Submodules that exist on this rank (null otherwise), under their Hugging Face names.
-  torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens"
+  torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens" (or its tied copy)
   std::map<int64_t, DecoderLayer> layers;      // "model.layers.<i>", global index i
   RMSNorm norm{nullptr};                       // "model.norm"
   torch::nn::Linear lm_head{nullptr};          // "lm_head" (null when tied)

@@ -44,6 +44,7 @@ class AdamW {
   void step(double lr, double grad_multiplier = 1.0);
 
   int64_t step_count() const { return step_; }
+  void set_step_count(int64_t steps) { step_ = steps; }
   const std::vector<NamedParameter>& parameters() const { return parameters_; }
   const std::vector<at::Tensor>& exp_avg() const { return exp_avg_; }
   const std::vector<at::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }

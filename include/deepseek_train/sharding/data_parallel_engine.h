@@ -24,6 +24,21 @@
 
 namespace dst {
 
+// This rank's piece of one parameter's training state: elements [begin, end) of the flattened
+// parameter as the model holds it (its tensor-parallel slice). The tensors are views of the
+// engine's storage, each [end - begin]: reading them snapshots the state, writing them (then
+// calling state_restored()) restores it.
+struct ParameterStateSlice {
+  std::string name;
+  int64_t begin = 0;
+  int64_t end = 0;
+  at::Tensor parameter;  // in the parameter dtype (the same tensor as master when that is fp32)
+  at::Tensor master;     // fp32 values the optimizer updates
+  at::Tensor exp_avg;
+  at::Tensor exp_avg_sq;
+  at::Tensor gradient;  // as stored for step(): valid between finish_backward() and step()
+};
+
 class DataParallelEngine {
  public:
   virtual ~DataParallelEngine() = default;
@@ -48,6 +63,17 @@ class DataParallelEngine {
   virtual UnitHooks* unit_hooks() { return nullptr; }
   // Fills what the memory plan needs to know of this engine's layout (buckets or units).
   virtual void describe_layout(MemoryPlanInputs& inputs) const = 0;
+
+  // The state this rank keeps, per parameter in unit order: a shard under ZeRO (state_sharded()),
+  // the whole parameter on every dp rank otherwise.
+  virtual std::vector<ParameterStateSlice> state_slices() = 0;
+  virtual bool state_sharded() const = 0;
+  // AdamW steps taken (bias correction); restored with the state.
+  virtual int64_t optimizer_steps() const = 0;
+  virtual void set_optimizer_steps(int64_t steps) = 0;
+  // After master slices were written: rounds them into the parameters and makes every dp rank's
+  // full parameters current again (collective over dp).
+  virtual void state_restored() = 0;
 };
 
 // Everything an engine is built from.

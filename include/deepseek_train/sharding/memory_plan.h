@@ -46,6 +46,11 @@ struct MemoryPlanInputs {
   // each, in the activation dtype).
   int64_t pipeline_activation_sends = 0;
   int64_t pipeline_gradient_sends = 0;
+  // Tied embeddings across stages: elements of the embedding gradient the first and the last
+  // stage all-reduce per step, and their element size.
+  int64_t tied_embedding_sync_elements = 0;
+  int64_t tied_embedding_sync_element_bytes = 4;
+  int tied_embedding_sync_rank = 0;  // 0: first stage, 1: last stage
   int pp_size = 1;
   int pp_rank = 0;
 };
@@ -62,7 +67,8 @@ struct MemoryPlan {
   int64_t gradient_comm_bytes = 0;  // gradient reduction (+ parameter all-gathers under ZeRO)
   int64_t control_comm_bytes = 0;   // step bookkeeping: token count, loss, gradient norm
   int64_t tensor_parallel_comm_bytes = 0;  // tp all-reduces of activations and their gradients
-  int64_t pipeline_comm_bytes = 0;         // activations and gradients sent to other stages
+  int64_t pipeline_comm_bytes = 0;  // activations and gradients sent to other stages, and the
+                                    // tied embedding's gradient all-reduce
   int64_t activations_without_checkpointing = 0;  // the same estimate with checkpointing off
 
   int64_t model_state() const {

@@ -28,7 +28,10 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   // Moves each unit's parameters (fp32) into flat buffers of spec.param_type (their values are
   // kept; fp32 masters are kept when narrower). `first_unit_reused_by_last` (tied embeddings):
   // ZeRO-3 keeps unit 0 gathered from its forward through the last unit's forward, and from the
-  // last unit's backward until unit 0's gradient is reduced. Collective over the dp group.
+  // last unit's backward until unit 0's gradient is reduced; unit 0's gradient buffer exists
+  // from the last unit's backward on. Unit 0 may also be used by the last unit only (the
+  // embedding's copy on the last pipeline stage), never running a forward of its own.
+  // Collective over the dp group.
   explicit ZeroEngine(const DataParallelEngineSpec& spec);
   ~ZeroEngine() override;
   ZeroEngine(const ZeroEngine&) = delete;
@@ -52,6 +55,12 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   UnitHooks* unit_hooks() override { return stage_ >= 2 ? this : nullptr; }
   void describe_layout(MemoryPlanInputs& inputs) const override;
 
+  std::vector<ParameterStateSlice> state_slices() override;
+  bool state_sharded() const override { return true; }
+  int64_t optimizer_steps() const override { return step_count_; }
+  void set_optimizer_steps(int64_t steps) override { step_count_ = steps; }
+  void state_restored() override;
+
   // Padded element count of each unit (a multiple of the dp size).
   std::vector<int64_t> padded_unit_elements() const;
 
@@ -64,6 +73,10 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   void ensure_gathered(int unit);
   void release(int unit);
   void on_backward_begin(int unit);
+  void prepare_gradient_buffer(int unit);
+  // Rounds the master shards into the parameter shards; stages 1-2 all-gather the full
+  // parameters.
+  void publish_parameters();
   void on_gradient_ready(int unit);
   void launch_ready_reductions();
   void complete_reduction(int unit);

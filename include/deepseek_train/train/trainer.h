@@ -17,6 +17,7 @@
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/model/llama.h"
 #include "deepseek_train/precision/loss_scaler.h"
+#include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/train/train_config.h"
 
@@ -114,6 +115,17 @@ class Trainer {
   std::unique_ptr<ChunkUnitHooks> unit_hooks_;
   std::unique_ptr<PipelineExecutor> pipeline_;  // pp > 1 only
   DynamicLossScaler scaler_;
+
+  // Tied embeddings across pipeline stages: the first and the last stage (the only members of
+  // embedding_group_) hold the embedding and its copy in engines_[embedding_engine_].
+  comm::CommunicatorPtr embedding_group_;
+  int embedding_engine_ = -1;
+  // The embedding's (or its copy's) gradient slices on this rank.
+  std::vector<ParameterStateSlice> embedding_gradients() const;
+  // Sums the two copies' gradients so both stages apply the same update.
+  void sync_tied_embedding_gradients();
+  // Byte counters of every group this trainer communicates on.
+  comm::CommStats comm_stats() const;
 
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
