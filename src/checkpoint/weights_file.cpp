@@ -10,6 +10,7 @@
 
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
+#include "hdf5_io.h"
 
 namespace dst {
 
@@ -18,41 +19,8 @@ namespace {
 constexpr const char* kFormatAttribute = "deepseek_train_format";
 constexpr const char* kFormatName = "weights-v1";
 
-// Silences HDF5's own error-stack printing for the scope; errors are reported by exceptions.
-class QuietHdf5 {
- public:
-  QuietHdf5() {
-    H5Eget_auto2(H5E_DEFAULT, &func_, &data_);
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  }
-  ~QuietHdf5() { H5Eset_auto2(H5E_DEFAULT, func_, data_); }
-
- private:
-  H5E_auto2_t func_ = nullptr;
-  void* data_ = nullptr;
-};
-
-// Closes an HDF5 handle at scope exit.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), closer_(closer) {}
-  ~Handle() {
-    if (id_ >= 0) closer_(id_);
-  }
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  hid_t get() const { return id_; }
-  bool ok() const { return id_ >= 0; }
-  herr_t close() {
-    herr_t status = id_ >= 0 ? closer_(id_) : 0;
-    id_ = -1;
-    return status;
-  }
-
- private:
-  hid_t id_;
-  herr_t (*closer_)(hid_t);
-};
+using hdf5::Handle;
+using QuietHdf5 = hdf5::Quiet;
 
 hid_t hdf5_type(at::ScalarType type) {
   switch (type) {
@@ -193,25 +161,8 @@ void assign_weights(const NamedTensors& parameters,
 }
 
 void save_hf_config_json(const std::string& path, const ModelConfig& c) {
-  nlohmann::json json = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
-      {"vocab_size", c.vocab_size},
-      {"hidden_size", c.hidden_size},
-      {"intermediate_size", c.intermediate_size},
-      {"num_hidden_layers", c.num_hidden_layers},
-      {"num_attention_heads", c.num_attention_heads},
-      {"num_key_value_heads", c.num_key_value_heads},
-      {"rms_norm_eps", c.rms_norm_eps},
-      {"rope_theta", c.rope_theta},
-      {"max_position_embeddings", c.max_position_embeddings},
-      {"tie_word_embeddings", c.tie_word_embeddings},
-      {"initializer_range", c.initializer_range},
-      {"hidden_act", "silu"},
-      {"torch_dtype", "float32"},
-  };
   try {
-    write_file_atomically(path, json.dump(2) + "\n");
+    write_file_atomically(path, model_config_to_hf_json(c));
   } catch (const IoError& e) {
     DST_THROW(CheckpointError, path << ": " << e.what());
   }

@@ -1,5 +1,6 @@
 // dstrain: the command-line front end. Subcommands: train (a YAML recipe, with key=value
-// overrides), synth (write the synthetic quickstart corpus). Every failure ends with one line on
+// overrides and --resume), ckpt (inspect / convert checkpoints), synth (write the synthetic
+// quickstart corpus). Every failure ends with one line on
 // stderr and a non-zero exit code: 2 for bad input (recipe, arguments), 1 for anything else.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,6 +10,9 @@
 #include <memory>
 #include <optional>
 
+#include "deepseek_train/checkpoint/hf_interop.h"
+#include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/mpi_communicator.h"
 #include "deepseek_train/core/atomic_file.h"
@@ -29,6 +33,15 @@ struct TrainArgs {
   std::string recipe;
   std::vector<std::string> overrides;
   bool print_config = false;
+  std::string resume;
+};
+
+struct CkptArgs {
+  std::string directory;
+  std::string to;      // convert: consolidated | hf
+  std::string output;  // convert
+  std::string key_file;
+  std::string key_env;
 };
 
 struct SynthArgs {
@@ -47,6 +60,7 @@ std::string first_line(const char* what) {
 
 int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   dst::TrainConfig config = dst::load_recipe(args.recipe, args.overrides);
+  if (!args.resume.empty()) config.train.resume = args.resume;
   if (args.print_config) {
     if (env.rank == 0) std::cout << dst::recipe_to_yaml(config);
     return 0;
@@ -78,6 +92,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
           dst::recipe_to_yaml(config));
     }
     dst::Trainer trainer(config, std::move(groups), logger);
+    trainer.set_recipe_text(dst::recipe_to_yaml(config));
     trainer.run();
   } catch (const std::exception& e) {
     const bool bad_input = dynamic_cast<const dst::ConfigError*>(&e) != nullptr;
@@ -97,6 +112,53 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     }
     return code;
   }
+  return 0;
+}
+
+std::optional<dst::EncryptionKey> key_of(const CkptArgs& args) {
+  if (!args.key_file.empty()) return dst::EncryptionKey::from_file(args.key_file);
+  if (!args.key_env.empty()) return dst::EncryptionKey::from_env(args.key_env);
+  return std::nullopt;
+}
+
+int run_ckpt_inspect(const CkptArgs& args) {
+  dst::CheckpointReader reader(args.directory, key_of(args));
+  std::cout << reader.describe();
+  int bad = 0;
+  for (const auto& file : reader.verify_files()) {
+    std::cout << "  " << file.name << " " << file.bytes
+              << " bytes: " << (file.checksum_ok ? "sha256 ok" : file.error) << "\n";
+    bad += file.checksum_ok ? 0 : 1;
+  }
+  DST_CHECK(bad == 0, CheckpointError,
+            args.directory << ": " << bad << " file(s) failed verification");
+  return 0;
+}
+
+int run_ckpt_convert(const CkptArgs& args) {
+  dst::CheckpointReader reader(args.directory, key_of(args));
+  DST_CHECK(args.to == "consolidated" || args.to == "hf", ConfigError,
+            "ckpt convert: --to must be consolidated or hf, got '" << args.to << "'");
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const std::string& name : reader.tensor_names()) {
+    if (!reader.has(name, "master")) continue;
+    tensors.emplace_back(name, reader.read_full(name, "master"));
+  }
+  const std::string dtype = reader.info().param_dtype;
+  if (args.to == "hf") {
+    const at::ScalarType type = dtype == "bfloat16"  ? at::kBFloat16
+                                : dtype == "float16" ? at::kHalf
+                                                     : at::kFloat;
+    dst::export_hf_model(args.output, reader.info().model, tensors, type);
+  } else {
+    std::filesystem::create_directories(args.output);
+    dst::save_weights_file((std::filesystem::path(args.output) / "model.h5").string(), tensors);
+    dst::save_hf_config_json((std::filesystem::path(args.output) / "config.json").string(),
+                             reader.info().model);
+  }
+  std::printf("wrote %zu tensors of %s (step %lld) to %s (%s)\n", tensors.size(),
+              args.directory.c_str(), static_cast<long long>(reader.info().step),
+              args.output.c_str(), args.to.c_str());
   return 0;
 }
 
@@ -125,6 +187,26 @@ int main(int argc, char** argv) {
   train->add_option("overrides", train_args.overrides, "key.path=value overrides of the recipe");
   train->add_flag("--print-config", train_args.print_config,
                   "print the resolved recipe (defaults and overrides applied) and exit");
+  train->add_option("--resume", train_args.resume,
+                    "continue from a checkpoint: 'latest' (<output_dir>/checkpoints/latest) or a "
+                    "checkpoint directory");
+
+  CkptArgs ckpt_args;
+  auto* ckpt = app.add_subcommand("ckpt", "inspect or convert sharded checkpoints");
+  ckpt->require_subcommand(1);
+  auto* inspect = ckpt->add_subcommand("inspect", "print a checkpoint's manifest and verify it");
+  inspect->add_option("dir", ckpt_args.directory, "checkpoint directory")->required();
+  auto* convert = ckpt->add_subcommand(
+      "convert",
+      "write the model weights of a checkpoint as one file (consolidated) or as a "
+      "Hugging Face folder (hf)");
+  convert->add_option("dir", ckpt_args.directory, "checkpoint directory")->required();
+  convert->add_option("--to", ckpt_args.to, "consolidated | hf")->required();
+  convert->add_option("output", ckpt_args.output, "output folder")->required();
+  for (auto* command : {inspect, convert}) {
+    command->add_option("--key-file", ckpt_args.key_file, "encryption key file");
+    command->add_option("--key-env", ckpt_args.key_env, "variable holding the encryption key");
+  }
 
   SynthArgs synth_args;
   auto* synth =
@@ -133,11 +215,12 @@ int main(int argc, char** argv) {
   synth->add_option("--docs", synth_args.documents, "number of documents")->capture_default_str();
   synth->add_option("--seed", synth_args.seed, "random seed")->capture_default_str();
 
-  if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1])) {
-    std::fprintf(
-        stderr,
-        "dstrain: error: unknown command '%s' (expected train or synth; see dstrain --help)\n",
-        argv[1]);
+  if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1]) &&
+      !ckpt->check_name(argv[1])) {
+    std::fprintf(stderr,
+                 "dstrain: error: unknown command '%s' (expected train, ckpt or synth; see dstrain "
+                 "--help)\n",
+                 argv[1]);
     return kExitBadInput;
   }
   try {
@@ -158,6 +241,8 @@ int main(int argc, char** argv) {
     env = dst::detect_launch_env(dst::process_env());
     if (*train) return run_train(train_args, env);
     if (*synth) return run_synth(synth_args);
+    if (*inspect) return run_ckpt_inspect(ckpt_args);
+    if (*convert) return run_ckpt_convert(ckpt_args);
   } catch (const dst::ConfigError& e) {
     if (env.rank == 0) std::fprintf(stderr, "dstrain: error: %s\n", first_line(e.what()).c_str());
     return kExitBadInput;

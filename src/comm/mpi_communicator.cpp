@@ -319,6 +319,10 @@ class MpiCommunicator final : public Communicator {
         return MPI_INT32_T;
       case at::kLong:
         return MPI_INT64_T;
+      case at::kByte:
+        return MPI_UINT8_T;
+      case at::kChar:
+        return MPI_INT8_T;
       case at::kBFloat16:
       case at::kHalf:
         return types_->half_type;

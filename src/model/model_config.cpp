@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "deepseek_train/core/error.h"
 
@@ -62,9 +63,36 @@ void read_field(const nlohmann::json& json, const std::string& path, const char*
 ModelConfig model_config_from_hf_json(const std::string& path) {
   std::ifstream in(path);
   DST_CHECK(in.good(), ConfigError, path << ": cannot open model config");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return model_config_from_hf_json_text(text.str(), path);
+}
+
+std::string model_config_to_hf_json(const ModelConfig& c) {
+  const nlohmann::json json = {
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"vocab_size", c.vocab_size},
+      {"hidden_size", c.hidden_size},
+      {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"num_key_value_heads", c.num_key_value_heads},
+      {"rms_norm_eps", c.rms_norm_eps},
+      {"rope_theta", c.rope_theta},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"initializer_range", c.initializer_range},
+      {"hidden_act", "silu"},
+      {"torch_dtype", "float32"},
+  };
+  return json.dump(2) + "\n";
+}
+
+ModelConfig model_config_from_hf_json_text(const std::string& text, const std::string& path) {
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(in);
+    json = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     DST_THROW(ConfigError, path << ": invalid JSON at byte " << e.byte);
   }

@@ -181,6 +181,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   }
   model_ = LlamaModel(config_.model, shard);
   model_->initialize(config_.train.seed);
+  if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
   const auto torch_dtype = [](Precision p) {
     return p == Precision::kBFloat16
@@ -489,6 +490,9 @@ TrainSummary Trainer::run() {
   const DataOptions& data = config_.data;
   DST_CHECK(!data.train_path.empty(), ConfigError,
             "data.train_path is required for a training run");
+  // A resume that cannot work fails before any data is read.
+  const std::string resume_from =
+      opts.resume.empty() ? "" : resolve_checkpoint(checkpoint_root(), opts.resume);
   ByteTokenizer tokenizer;
 
   std::vector<std::string> train_docs, val_docs;
@@ -511,6 +515,7 @@ TrainSummary Trainer::run() {
   const int dp_size = groups_.dims().dp;
   DistributedSampler sampler(train_set.size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
                              opts.grad_accum);
+  if (!resume_from.empty()) sampler.deserialize(load_checkpoint(resume_from));
   const std::vector<MicroBatch> eval_batches =
       validation_batches(val_set, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
 
@@ -520,7 +525,7 @@ TrainSummary Trainer::run() {
     std::filesystem::create_directories(opts.output_dir);
     const std::string metrics_path =
         (std::filesystem::path(opts.output_dir) / "metrics.jsonl").string();
-    std::filesystem::remove(metrics_path);
+    if (resume_from.empty()) std::filesystem::remove(metrics_path);  // resumed: append
     metrics = std::make_unique<MetricsWriter>(metrics_path);
   }
 
@@ -545,7 +550,9 @@ TrainSummary Trainer::run() {
 
   const auto run_start = Clock::now();
   double window_tokens = 0, window_seconds = 0, total_tokens = 0;
-  for (int64_t s = 0; s < opts.steps; ++s) {
+  const int64_t first_step = step_;
+  const CheckpointOptions& checkpoints = config_.checkpoint;
+  for (int64_t s = first_step; s < opts.steps; ++s) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())
       micro_batches.push_back(to_micro_batch(train_set.batch(indices)));
@@ -581,12 +588,15 @@ TrainSummary Trainer::run() {
       StepMetrics shown = m;
       shown.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0.0;
       const double elapsed = seconds_since(run_start);
-      const double eta = elapsed / result.step * (opts.steps - result.step);
+      const double eta = elapsed / (result.step - first_step) * (opts.steps - result.step);
       logger_.info(format_progress_line(shown, eta));
       window_tokens = window_seconds = 0;
     }
     summary.final_loss = result.loss;
+    const bool periodic = checkpoints.every_steps > 0 && result.step % checkpoints.every_steps == 0;
+    if (periodic || (last && checkpoints.at_end)) save_checkpoint(sampler.serialize());
   }
+  wait_for_checkpoint();
   summary.steps = step_;
   const double elapsed = seconds_since(run_start);
   summary.tokens_per_second = elapsed > 0 ? total_tokens / elapsed : 0.0;

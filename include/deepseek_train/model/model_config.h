@@ -33,5 +33,9 @@ struct ModelConfig {
 // Reads a Hugging Face config.json (LlamaConfig fields; unknown fields are ignored, missing ones
 // keep their defaults). Throws ConfigError naming the file and the field on bad values.
 ModelConfig model_config_from_hf_json(const std::string& path);
+// The same from JSON text; `source` names it in errors.
+ModelConfig model_config_from_hf_json_text(const std::string& text, const std::string& source);
+// A Hugging Face LlamaConfig config.json for the model (pretty-printed, newline-terminated).
+std::string model_config_to_hf_json(const ModelConfig& config);
 
 }  // namespace dst

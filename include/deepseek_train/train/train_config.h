@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/checkpoint/checkpoint_options.h"
 #include "deepseek_train/comm/comm_options.h"
 #include "deepseek_train/data/data_options.h"
 #include "deepseek_train/mesh/parallel_dims.h"
@@ -27,6 +28,10 @@ struct TrainOptions {
   std::string output_dir = "runs/default";
   int threads = 0;  // libtorch intra-op threads; 0 = cores / local ranks
   std::string log_level = "info";
+  // "latest" or a checkpoint directory to continue from ("" = start fresh); --resume sets it.
+  std::string resume;
+  // A Hugging Face model folder (config.json + safetensors) whose weights initialise the model.
+  std::string init_from;
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,
@@ -51,6 +56,7 @@ struct TrainConfig {
   DataOptions data;
   TrainOptions train;
   CommOptions comm;
+  CheckpointOptions checkpoint;
 
   // Cross-field checks that need no world size (model shape against tp and pp, the pipeline
   // schedule, positive counts, seq_len within max_position_embeddings, ...). Throws ConfigError

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/mesh/process_groups.h"
@@ -105,6 +106,21 @@ class Trainer {
   // after collecting the other pipeline stages' parameters; every rank calls).
   std::string save_weights(const std::string& directory);
 
+  // Checkpoints (checkpoint/sharded_checkpoint.h), all collective. <output_dir>/checkpoints.
+  std::string checkpoint_root() const;
+  // Saves this step's full training state (async per checkpoint.async); returns its directory.
+  std::string save_checkpoint(const std::string& sampler_state);
+  // Waits until a background save is committed.
+  void wait_for_checkpoint();
+  // Restores parameters, optimizer state, step, loss scaler (and RNG on the same world size)
+  // from a checkpoint saved under any layout; returns the data sampler's state.
+  std::string load_checkpoint(const std::string& directory);
+  // The recipe as resolved (recipe_to_yaml), recorded in every checkpoint's manifest.
+  void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
+  // What this rank saves: per parameter piece it owns, the fp32 master, Adam moments and (for
+  // bf16/fp16 parameters) the parameter itself, with its place in the global tensor.
+  std::vector<StatePiece> state_pieces();
+
  private:
   TrainConfig config_;
   ProcessGroups groups_;
@@ -126,6 +142,14 @@ class Trainer {
   void sync_tied_embedding_gradients();
   // Byte counters of every group this trainer communicates on.
   comm::CommStats comm_stats() const;
+  // Where a slice of `name` (elements [begin, end) of this rank's tp block) sits globally.
+  PieceLocation location_of(const std::string& name, int64_t begin, int64_t end) const;
+  std::optional<EncryptionKey> encryption_key() const;
+  // Copies this rank's slices of a Hugging Face model's weights into the model (before the
+  // engines take the parameters).
+  void import_hf_weights(const std::string& model_dir);
+  std::unique_ptr<CheckpointWriter> checkpoint_writer_;
+  std::string recipe_text_;
 
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.

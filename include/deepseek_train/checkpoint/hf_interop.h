@@ -1,0 +1,46 @@
+// Hugging Face model folders (config.json + model.safetensors, or shards listed by
+// model.safetensors.index.json) as a source of initial weights and as an export format. Reading
+// takes only the rows a rank needs of a tensor split along its first dimension.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "deepseek_train/model/model_config.h"
+
+namespace dst {
+
+class SafetensorsFile;
+
+class HfModelReader {
+ public:
+  // Opens `<dir>/config.json` and every safetensors file (headers only). Throws CheckpointError /
+  // ConfigError naming the folder or file.
+  explicit HfModelReader(const std::string& model_dir);
+  ~HfModelReader();
+  const ModelConfig& config() const { return config_; }
+  bool has(const std::string& name) const;
+  std::vector<int64_t> shape(const std::string& name) const;
+  // Rows [row_begin, row_end) of tensor `name` (all rows: 0, -1) converted to fp32. Reads only
+  // those rows' bytes. Throws CheckpointError naming the file and tensor (unknown dtype, ...).
+  at::Tensor read_rows(const std::string& name, int64_t row_begin = 0, int64_t row_end = -1) const;
+
+ private:
+  std::string dir_;
+  ModelConfig config_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const SafetensorsFile*> where_;
+};
+
+// Writes `<dir>/config.json` and `<dir>/model.safetensors` (tensors cast to `dtype`: float32,
+// bfloat16 or float16), atomically each.
+void export_hf_model(const std::string& dir, const ModelConfig& config,
+                     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                     at::ScalarType dtype);
+
+}  // namespace dst

@@ -1,0 +1,149 @@
+// Sharded, reshardable training checkpoints. Each rank writes the state it owns (its tensor-
+// parallel block of a parameter, or the ZeRO shard of that block) into its own HDF5 file under
+// <root>/step-N/; rank 0 writes manifest.json naming, for every tensor, its global shape and dtype
+// and the slice each file holds, plus the layout, the model, the recipe and a SHA-256 of every
+// file. A save is committed by renaming the directory and then updating <root>/latest, so a crash
+// at any moment leaves the previous checkpoint loadable. Any rank of any layout reads back exactly
+// the slices it needs (CheckpointReader::read), which is what makes resharding on load work.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "deepseek_train/checkpoint/crypto.h"
+#include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/model/model_config.h"
+
+namespace dst {
+
+// Where a piece of a tensor sits in the tensor. The holder's block is the range
+// [block_start, block_start + block_length) of the global tensor along split_dim (-1: the whole
+// tensor), in coordinates padded past the global size where the holder pads (vocabulary rows);
+// the piece is the flat element range [begin, end) of that block in row-major order.
+struct PieceLocation {
+  int split_dim = -1;
+  int64_t block_start = 0;
+  int64_t block_length = 0;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+// One piece of state a rank saves.
+struct StatePiece {
+  std::string tensor;  // global name (Hugging Face parameter name, or e.g. "rng/rank-00003")
+  std::string kind;    // "master", "exp_avg", "exp_avg_sq", "param", "rng"
+  std::vector<int64_t> global_shape;  // unpadded
+  PieceLocation location;
+  at::Tensor data;  // 1-D, end - begin elements
+};
+
+struct CheckpointLayout {
+  int world_size = 1;
+  int dp = 1, tp = 1, pp = 1;
+  int zero_stage = 0;
+  int virtual_stages = 1;
+};
+
+// Everything in the manifest besides the tensors.
+struct CheckpointInfo {
+  int64_t step = 0;             // optimizer steps taken (the LR schedule's position)
+  int64_t optimizer_steps = 0;  // AdamW's bias-correction count
+  std::string sampler_state;    // DistributedSampler::serialize()
+  double loss_scale = 1.0;
+  int64_t loss_scaler_clean_steps = 0;
+  int64_t skipped_steps = 0;
+  CheckpointLayout layout;
+  ModelConfig model;
+  std::string param_dtype = "float32";
+  std::string recipe;  // the training recipe as resolved (no secrets: keys are never stored)
+  std::string library_version;
+};
+
+// Resolves `which` ("latest" or a directory) against the checkpoint root: "latest" reads
+// <root>/latest. Throws CheckpointError naming the root when there is no checkpoint.
+std::string resolve_checkpoint(const std::string& root, const std::string& which);
+
+// Writes checkpoints; one per process, used collectively by every rank of `world`.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(comm::CommunicatorPtr world, std::optional<EncryptionKey> key);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Collective. Copies the pieces to host memory and writes <root>/step-<info.step>: in this call
+  // (async = false) or in a background thread (the next save() or wait() waits for it). Keeps
+  // the newest keep_last committed checkpoints (0: all). Returns the final directory.
+  std::string save(const std::string& root, const CheckpointInfo& info,
+                   std::vector<StatePiece> pieces, bool async, int64_t keep_last);
+  // Collective: waits for a background save to be committed everywhere; rethrows its error.
+  void wait();
+
+ private:
+  struct Pending;
+  void write_own_file(Pending& job);
+  comm::CommunicatorPtr world_;
+  std::optional<EncryptionKey> key_;
+  std::unique_ptr<Pending> pending_;
+  std::thread thread_;
+};
+
+// Reads a committed checkpoint directory. Validates the manifest on construction; verifies each
+// data file's SHA-256 (and decrypts it with `key` when it is encrypted) the first time it is
+// opened. Every error is a one-line CheckpointError naming the file and the tensor or offset.
+class CheckpointReader {
+ public:
+  CheckpointReader(const std::string& directory, std::optional<EncryptionKey> key);
+  ~CheckpointReader();
+  CheckpointReader(const CheckpointReader&) = delete;
+  CheckpointReader& operator=(const CheckpointReader&) = delete;
+
+  const std::string& directory() const { return directory_; }
+  const CheckpointInfo& info() const { return info_; }
+  bool encrypted() const { return encrypted_; }
+  std::vector<std::string> tensor_names() const;
+  bool has(const std::string& tensor, const std::string& kind) const;
+  std::vector<int64_t> global_shape(const std::string& tensor) const;
+  std::string dtype(const std::string& tensor, const std::string& kind) const;
+
+  // The elements `want` describes of `kind` of `tensor` (the block is `want.block_length` along
+  // want.split_dim with the other dimensions global; positions past the global size read as 0),
+  // assembled from the pieces that overlap it, in the stored dtype.
+  at::Tensor read(const std::string& tensor, const std::string& kind, const PieceLocation& want);
+  // The whole tensor.
+  at::Tensor read_full(const std::string& tensor, const std::string& kind);
+
+  // Data files with their size and whether their checksum matches (reads every file).
+  struct FileStatus {
+    std::string name;
+    int64_t bytes = 0;
+    bool checksum_ok = false;
+    std::string error;
+  };
+  std::vector<FileStatus> verify_files() const;
+  // Human-readable summary for `dstrain ckpt inspect`.
+  std::string describe() const;
+
+ private:
+  struct OpenFile;
+  struct TensorEntry;
+  OpenFile& open(const std::string& file);
+  std::string directory_;
+  std::optional<EncryptionKey> key_;
+  CheckpointInfo info_;
+  bool encrypted_ = false;
+  std::map<std::string, std::string> file_sha256_;
+  std::map<std::string, int64_t> file_bytes_;
+  std::map<std::string, std::unique_ptr<TensorEntry>> tensors_;
+  std::map<std::string, std::unique_ptr<OpenFile>> open_files_;
+};
+
+}  // namespace dst

@@ -1,0 +1,111 @@
+#include "deepseek_train/checkpoint/hf_interop.h"
+
+#include <ATen/ATen.h>
+
+#include <filesystem>
+
+#include "deepseek_train/checkpoint/safetensors.h"
+#include "deepseek_train/core/atomic_file.h"
+#include "deepseek_train/core/error.h"
+
+namespace dst {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+at::ScalarType torch_dtype(SafetensorsDtype dtype, const std::string& path,
+                           const std::string& tensor) {
+  switch (dtype) {
+    case SafetensorsDtype::F32:
+      return at::kFloat;
+    case SafetensorsDtype::F16:
+      return at::kHalf;
+    case SafetensorsDtype::BF16:
+      return at::kBFloat16;
+    case SafetensorsDtype::F64:
+      return at::kDouble;
+    default:
+      DST_THROW(CheckpointError, path << ": tensor '" << tensor << "' has dtype "
+                                      << to_string(dtype)
+                                      << "; model weights must be F32, F16, BF16 or F64");
+  }
+}
+
+SafetensorsDtype safetensors_dtype(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat:
+      return SafetensorsDtype::F32;
+    case at::kHalf:
+      return SafetensorsDtype::F16;
+    case at::kBFloat16:
+      return SafetensorsDtype::BF16;
+    default:
+      DST_THROW(ConfigError, "Hugging Face export: unsupported dtype " << type);
+  }
+}
+
+}  // namespace
+
+HfModelReader::HfModelReader(const std::string& model_dir) : dir_(model_dir) {
+  const fs::path config_path = fs::path(model_dir) / "config.json";
+  DST_CHECK(fs::exists(config_path), CheckpointError,
+            model_dir << ": not a Hugging Face model folder (no config.json)");
+  config_ = model_config_from_hf_json(config_path.string());
+  for (const std::string& path : safetensors_files_in(model_dir)) {
+    files_.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const SafetensorsEntry& entry : files_.back()->entries()) {
+      DST_CHECK(where_.emplace(entry.name, files_.back().get()).second, CheckpointError,
+                path << ": tensor '" << entry.name << "' is also in another file of the model");
+    }
+  }
+}
+
+HfModelReader::~HfModelReader() = default;
+
+bool HfModelReader::has(const std::string& name) const { return where_.count(name) == 1; }
+
+std::vector<int64_t> HfModelReader::shape(const std::string& name) const {
+  auto it = where_.find(name);
+  DST_CHECK(it != where_.end(), CheckpointError,
+            dir_ << ": the model has no tensor '" << name << "'");
+  return it->second->at(name).shape;
+}
+
+at::Tensor HfModelReader::read_rows(const std::string& name, int64_t row_begin,
+                                    int64_t row_end) const {
+  auto it = where_.find(name);
+  DST_CHECK(it != where_.end(), CheckpointError,
+            dir_ << ": the model has no tensor '" << name << "'");
+  const SafetensorsFile& file = *it->second;
+  const SafetensorsEntry& entry = file.at(name);
+  const at::ScalarType type = torch_dtype(entry.dtype, file.path(), name);
+  std::vector<int64_t> shape = entry.shape;
+  const int64_t rows = shape.empty() ? 1 : shape[0];
+  if (row_end < 0) row_end = rows;
+  DST_CHECK(row_begin >= 0 && row_begin <= row_end && row_end <= rows, CheckpointError,
+            file.path() << ": tensor '" << name << "' has " << rows << " rows, asked for ["
+                        << row_begin << ", " << row_end << ")");
+  const uint64_t row_bytes = rows == 0 ? 0 : entry.nbytes() / static_cast<uint64_t>(rows);
+  if (!shape.empty()) shape[0] = row_end - row_begin;
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(type));
+  if (out.numel() > 0) file.read(name, out.data_ptr(), row_begin * row_bytes, row_end * row_bytes);
+  return out.to(at::kFloat);
+}
+
+void export_hf_model(const std::string& dir, const ModelConfig& config,
+                     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                     at::ScalarType dtype) {
+  std::vector<at::Tensor> keep;
+  std::vector<SafetensorsTensorView> views;
+  for (const auto& [name, tensor] : tensors) {
+    keep.push_back(tensor.detach().to(at::kCPU).to(dtype).contiguous());
+    views.push_back(
+        {name, safetensors_dtype(dtype), keep.back().sizes().vec(), keep.back().data_ptr()});
+  }
+  fs::create_directories(dir);
+  write_safetensors((fs::path(dir) / "model.safetensors").string(), views, {{"format", "pt"}});
+  write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_hf_json(config));
+}
+
+}  // namespace dst

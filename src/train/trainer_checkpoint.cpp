@@ -1,0 +1,229 @@
+// Trainer <-> sharded checkpoints: what each rank saves (the state its engines own, placed in the
+// global tensors) and how any layout restores it.
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "deepseek_train/checkpoint/hf_interop.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/precision/precision_policy.h"
+#include "deepseek_train/train/trainer.h"
+#include "deepseek_train/version.h"
+
+namespace dst {
+
+namespace {
+
+bool is_embedding(const std::string& name) { return name.rfind("model.embed_tokens.", 0) == 0; }
+
+const char* dtype_label(Precision p) {
+  switch (p) {
+    case Precision::kBFloat16:
+      return "bfloat16";
+    case Precision::kFloat16:
+      return "float16";
+    default:
+      return "float32";
+  }
+}
+
+// The checkpoint's model must be this model: same shapes everywhere.
+void check_same_model(const ModelConfig& saved, const ModelConfig& ours,
+                      const std::string& directory) {
+  const std::pair<const char*, std::pair<int64_t, int64_t>> fields[] = {
+      {"vocab_size", {saved.vocab_size, ours.vocab_size}},
+      {"hidden_size", {saved.hidden_size, ours.hidden_size}},
+      {"intermediate_size", {saved.intermediate_size, ours.intermediate_size}},
+      {"num_hidden_layers", {saved.num_hidden_layers, ours.num_hidden_layers}},
+      {"num_attention_heads", {saved.num_attention_heads, ours.num_attention_heads}},
+      {"num_key_value_heads", {saved.num_key_value_heads, ours.num_key_value_heads}},
+      {"tie_word_embeddings", {saved.tie_word_embeddings, ours.tie_word_embeddings}},
+  };
+  for (const auto& [key, values] : fields)
+    DST_CHECK(values.first == values.second, CheckpointError,
+              directory << ": checkpoint of a different model: model." << key << " is "
+                        << values.first << " there, " << values.second << " in the recipe");
+}
+
+}  // namespace
+
+void Trainer::import_hf_weights(const std::string& model_dir) {
+  HfModelReader hf(model_dir);
+  check_same_model(hf.config(), config_.model, model_dir);
+  torch::NoGradGuard no_grad;
+  const int tp_rank = groups_.coord().tp;
+  for (auto& item : model_->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    torch::Tensor& local = item.value();
+    const std::vector<int64_t> expected = model_->full_shape(name, local);
+    DST_CHECK(hf.shape(name) == expected, CheckpointError,
+              model_dir << ": tensor '" << name << "' has shape " << at::IntArrayRef(hf.shape(name))
+                        << ", the model expects " << at::IntArrayRef(expected));
+    torch::Tensor values;
+    switch (model_->tp_split(name)) {
+      case TpSplit::kReplicated:
+        values = hf.read_rows(name);
+        break;
+      case TpSplit::kDim0: {
+        // Only this rank's rows; vocabulary padding rows past the end stay zero.
+        const int64_t rows = local.size(0), begin = tp_rank * rows;
+        const int64_t end = std::min(begin + rows, expected[0]);
+        values = torch::zeros(local.sizes(), torch::kFloat32);
+        if (end > begin) values.narrow(0, 0, end - begin).copy_(hf.read_rows(name, begin, end));
+        break;
+      }
+      case TpSplit::kDim1: {
+        const int64_t columns = local.size(1);
+        values = hf.read_rows(name).narrow(1, tp_rank * columns, columns);
+        break;
+      }
+    }
+    local.copy_(values);
+  }
+  logger_.info("initialised from the Hugging Face model " + model_dir);
+}
+
+std::string Trainer::checkpoint_root() const {
+  return (std::filesystem::path(config_.train.output_dir) / "checkpoints").string();
+}
+
+std::optional<EncryptionKey> Trainer::encryption_key() const {
+  const CheckpointEncryptionOptions& e = config_.checkpoint.encryption;
+  if (!e.key_file.empty()) return EncryptionKey::from_file(e.key_file);
+  if (!e.key_env.empty()) return EncryptionKey::from_env(e.key_env);
+  return std::nullopt;
+}
+
+PieceLocation Trainer::location_of(const std::string& name, int64_t begin, int64_t end) const {
+  const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[name];
+  PieceLocation location;
+  location.begin = begin;
+  location.end = end;
+  switch (model_->tp_split(name)) {
+    case TpSplit::kReplicated:
+      location.split_dim = -1;
+      location.block_length = 0;
+      return location;
+    case TpSplit::kDim0:
+      location.split_dim = 0;
+      break;
+    case TpSplit::kDim1:
+      location.split_dim = 1;
+      break;
+  }
+  location.block_length = local.size(location.split_dim);
+  location.block_start = groups_.coord().tp * location.block_length;
+  return location;
+}
+
+std::vector<StatePiece> Trainer::state_pieces() {
+  const bool narrow_parameters =
+      PrecisionPolicy::from_options(config_.precision).param != Precision::kFloat32;
+  const int dp_rank = groups_.coord().dp, tp_rank = groups_.coord().tp;
+  std::vector<StatePiece> pieces;
+  for (size_t e = 0; e < engines_.size(); ++e) {
+    DataParallelEngine& engine = *engines_[e];
+    // Replicated state is written by dp rank 0 only; the last stage's copy of a tied embedding
+    // and tp-replicated parameters by their first holder only.
+    if (!engine.state_sharded() && dp_rank != 0) continue;
+    const bool embedding_copy = model_->holds_embedding_copy(model_->chunks()[e]);
+    for (ParameterStateSlice& slice : engine.state_slices()) {
+      if (embedding_copy && is_embedding(slice.name)) continue;
+      if (model_->tp_split(slice.name) == TpSplit::kReplicated && tp_rank != 0) continue;
+      const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[slice.name];
+      StatePiece piece;
+      piece.tensor = slice.name;
+      piece.global_shape = model_->full_shape(slice.name, local);
+      piece.location = location_of(slice.name, slice.begin, slice.end);
+      for (const auto& [kind, data] :
+           {std::pair<const char*, torch::Tensor>{"master", slice.master},
+            {"exp_avg", slice.exp_avg},
+            {"exp_avg_sq", slice.exp_avg_sq}}) {
+        piece.kind = kind;
+        piece.data = data;
+        pieces.push_back(piece);
+      }
+      if (narrow_parameters) {
+        piece.kind = "param";
+        piece.data = slice.parameter;
+        pieces.push_back(piece);
+      }
+    }
+  }
+  return pieces;
+}
+
+std::string Trainer::save_checkpoint(const std::string& sampler_state) {
+  if (!checkpoint_writer_)
+    checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key());
+  CheckpointInfo info;
+  info.step = step_;
+  info.optimizer_steps = engines_.front()->optimizer_steps();
+  info.sampler_state = sampler_state;
+  const LossScalerState scaler = scaler_.state();
+  info.loss_scale = scaler.scale;
+  info.loss_scaler_clean_steps = scaler.clean_steps;
+  info.skipped_steps = scaler.skipped_steps;
+  const ParallelDims& dims = groups_.dims();
+  info.layout = {groups_.world().size(),
+                 dims.dp,
+                 dims.tp,
+                 dims.pp,
+                 config_.data_parallel.zero_stage,
+                 config_.model_parallel.virtual_stages};
+  info.model = config_.model;
+  info.param_dtype = dtype_label(PrecisionPolicy::from_options(config_.precision).param);
+  info.recipe = recipe_text_;
+  info.library_version = kVersion;
+  const std::string directory =
+      checkpoint_writer_->save(checkpoint_root(), info, state_pieces(), config_.checkpoint.async,
+                               config_.checkpoint.keep_last);
+  logger_.info(std::string(config_.checkpoint.async ? "checkpoint (writing in background): "
+                                                    : "checkpoint: ") +
+               directory);
+  return directory;
+}
+
+void Trainer::wait_for_checkpoint() {
+  if (checkpoint_writer_) checkpoint_writer_->wait();
+}
+
+std::string Trainer::load_checkpoint(const std::string& directory) {
+  CheckpointReader reader(directory, encryption_key());
+  const CheckpointInfo& info = reader.info();
+  check_same_model(info.model, config_.model, directory);
+  torch::NoGradGuard no_grad;
+  for (auto& engine : engines_) {
+    for (ParameterStateSlice& slice : engine->state_slices()) {
+      const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[slice.name];
+      const std::vector<int64_t> expected = model_->full_shape(slice.name, local);
+      const std::vector<int64_t> saved = reader.global_shape(slice.name);
+      DST_CHECK(saved == expected, CheckpointError,
+                directory << ": tensor '" << slice.name << "' has shape " << at::IntArrayRef(saved)
+                          << " in the checkpoint, the model expects " << at::IntArrayRef(expected));
+      const PieceLocation location = location_of(slice.name, slice.begin, slice.end);
+      for (const auto& [kind, target] :
+           {std::pair<const char*, torch::Tensor>{"master", slice.master},
+            {"exp_avg", slice.exp_avg},
+            {"exp_avg_sq", slice.exp_avg_sq}}) {
+        DST_CHECK(reader.dtype(slice.name, kind) == "float32", CheckpointError,
+                  directory << ": the " << kind << " of tensor '" << slice.name << "' is "
+                            << reader.dtype(slice.name, kind) << ", expected float32");
+        torch::Tensor values = reader.read(slice.name, kind, location);
+        torch::Tensor view = target;
+        view.copy_(values);
+      }
+    }
+    engine->set_optimizer_steps(info.optimizer_steps);
+    engine->state_restored();
+  }
+  step_ = info.step;
+  scaler_.set_state({info.loss_scale, info.loss_scaler_clean_steps, info.skipped_steps});
+  logger_.info("resumed from " + directory + " at step " + std::to_string(step_) +
+               " (saved on dp " + std::to_string(info.layout.dp) + " x tp " +
+               std::to_string(info.layout.tp) + " x pp " + std::to_string(info.layout.pp) +
+               ", ZeRO " + std::to_string(info.layout.zero_stage) + ")");
+  return info.sampler_state;
+}
+
+}  // namespace dst
