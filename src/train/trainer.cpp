@@ -544,8 +544,8 @@ TrainSummary Trainer::run() {
 
   TrainSummary summary;
   summary.initial_eval_loss = evaluate(eval_batches);
-  if (metrics) metrics->write_eval(0, summary.initial_eval_loss);
-  logger_.info("step 0/" + std::to_string(opts.steps) + " | eval " +
+  if (metrics) metrics->write_eval(step_, summary.initial_eval_loss);
+  logger_.info("step " + std::to_string(step_) + "/" + std::to_string(opts.steps) + " | eval " +
                std::to_string(summary.initial_eval_loss));
 
   const auto run_start = Clock::now();

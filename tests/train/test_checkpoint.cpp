@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 
+#include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/mesh/process_groups.h"
@@ -187,4 +188,28 @@ TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single pro
   check(Layout{4, 1, 1, 3}, false);
   check(Layout{1, 2, 2, 0}, false);
   check(Layout{2, 1, 2, 2}, false);
+}
+
+TEST_CASE("checkpoint: a Hugging Face model imports into tp2 slices exactly", "[ckpt2]") {
+  const char* shared = std::getenv("DST_SHARED_DATA");
+  const std::string model_dir =
+      std::string(shared ? shared : "../shared/data") + "/models/tiny-llama-2";
+  if (!std::filesystem::exists(model_dir + "/model.safetensors")) {
+    WARN("skipped: " << model_dir << " not found");
+    return;
+  }
+  HfModelReader hf(model_dir);
+  TrainConfig c = equivalence_config(1, 2);
+  c.model = hf.config();
+  c.parallel = {1, 2, 1};
+  c.train.init_from = model_dir;
+  auto world = dst::testing::world();
+  Trainer trainer(c, ProcessGroups::create(world, c.parallel),
+                  Logger(world->rank(), world->size(), LogLevel::kWarn));
+  const auto params = trainer.full_parameters();
+  CHECK(params.size() == 12);  // embedding, 9 in the layer, norm, head
+  for (const auto& [name, tensor] : params) {
+    INFO(name);
+    CHECK(torch::equal(tensor, hf.read_rows(name).view(tensor.sizes())));
+  }
 }
