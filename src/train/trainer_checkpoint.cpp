@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <mutex>
 
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/core/error.h"
@@ -15,6 +16,10 @@ namespace dst {
 namespace {
 
 bool is_embedding(const std::string& name) { return name.rfind("model.embed_tokens.", 0) == 0; }
+
+// The default CPU generator's state is saved per rank (restored on the same world size only):
+// nothing in training draws from it yet, but dropout and data augmentation will.
+std::string rng_tensor_name(int rank) { return "rng.torch_cpu.rank-" + std::to_string(rank); }
 
 const char* dtype_label(Precision p) {
   switch (p) {
@@ -150,6 +155,21 @@ std::vector<StatePiece> Trainer::state_pieces() {
       }
     }
   }
+  {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    torch::Tensor state;
+    {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      state = generator.get_state();
+    }
+    StatePiece rng;
+    rng.tensor = rng_tensor_name(groups_.world().rank());
+    rng.kind = "rng";
+    rng.global_shape = {state.numel()};
+    rng.location.end = state.numel();
+    rng.data = state.reshape({-1});
+    pieces.push_back(std::move(rng));
+  }
   return pieces;
 }
 
@@ -216,6 +236,12 @@ std::string Trainer::load_checkpoint(const std::string& directory) {
     }
     engine->set_optimizer_steps(info.optimizer_steps);
     engine->state_restored();
+  }
+  const std::string rng = rng_tensor_name(groups_.world().rank());
+  if (info.layout.world_size == groups_.world().size() && reader.has(rng, "rng")) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(reader.read_full(rng, "rng"));
   }
   step_ = info.step;
   scaler_.set_state({info.loss_scale, info.loss_scaler_clean_steps, info.skipped_steps});
