@@ -203,23 +203,33 @@ std::string sha256_hex(const void* data, std::size_t size) {
 
 std::string sha256_hex(const std::string& bytes) { return sha256_hex(bytes.data(), bytes.size()); }
 
-std::string sha256_file_hex(const std::string& path) {
+namespace {
+
+// Calls consume(data, size) for each block of the file in order; IoError naming it on failure.
+template <typename Consume>
+void read_file_blocks(const std::string& path, Consume&& consume) {
   File file(std::fopen(path.c_str(), "rb"));
   if (!file) {
     const int error = errno;
     DST_THROW(IoError, "cannot read '" << path << "': " << errno_message(error));
   }
-  Sha256 hasher;
-  std::vector<unsigned char> block(kFileBlockSize);
+  std::vector<char> block(kFileBlockSize);
   for (;;) {
     const std::size_t got = std::fread(block.data(), 1, block.size(), file.get());
-    hasher.update(block.data(), got);
+    consume(block.data(), got);
     if (got < block.size()) break;
   }
   if (std::ferror(file.get())) {
     const int error = errno;
     DST_THROW(IoError, "cannot read '" << path << "': " << errno_message(error));
   }
+}
+
+}  // namespace
+
+std::string sha256_file_hex(const std::string& path) {
+  Sha256 hasher;
+  read_file_blocks(path, [&](const char* data, std::size_t size) { hasher.update(data, size); });
   return hasher.hex_digest();
 }
 
@@ -371,25 +381,11 @@ std::string read_and_decrypt_file(const EncryptionKey& key, const std::string& p
 }
 
 std::string read_file_bytes(const std::string& path) {
-  File file(std::fopen(path.c_str(), "rb"));
-  if (!file) {
-    const int error = errno;
-    DST_THROW(IoError, "cannot read '" << path << "': " << errno_message(error));
-  }
   std::string bytes;
   std::error_code ec;
   const auto expected = std::filesystem::file_size(path, ec);
   if (!ec) bytes.reserve(static_cast<std::size_t>(expected));
-  std::vector<char> block(kFileBlockSize);
-  for (;;) {
-    const std::size_t got = std::fread(block.data(), 1, block.size(), file.get());
-    bytes.append(block.data(), got);
-    if (got < block.size()) break;
-  }
-  if (std::ferror(file.get())) {
-    const int error = errno;
-    DST_THROW(IoError, "cannot read '" << path << "': " << errno_message(error));
-  }
+  read_file_blocks(path, [&](const char* data, std::size_t size) { bytes.append(data, size); });
   return bytes;
 }
 

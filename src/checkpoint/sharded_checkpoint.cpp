@@ -41,32 +41,6 @@ std::string dataset_name(const std::string& kind, const std::string& tensor) {
   return kind + ":" + tensor;
 }
 
-std::string dtype_name(at::ScalarType type) {
-  switch (type) {
-    case at::kFloat:
-      return "float32";
-    case at::kBFloat16:
-      return "bfloat16";
-    case at::kHalf:
-      return "float16";
-    case at::kLong:
-      return "int64";
-    case at::kByte:
-      return "uint8";
-    default:
-      DST_THROW(CheckpointError, "checkpoint: unsupported tensor dtype " << type);
-  }
-}
-
-std::optional<at::ScalarType> dtype_from_name(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  if (name == "int64") return at::kLong;
-  if (name == "uint8") return at::kByte;
-  return std::nullopt;
-}
-
 // HDF5 memory/file type of a stored dtype (16-bit floats are stored as their raw bits).
 hid_t hdf5_type(at::ScalarType type) {
   switch (type) {
@@ -186,6 +160,32 @@ json info_json(const CheckpointInfo& info) {
 
 }  // namespace
 
+std::string checkpoint_dtype_name(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat:
+      return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    case at::kLong:
+      return "int64";
+    case at::kByte:
+      return "uint8";
+    default:
+      DST_THROW(CheckpointError, "checkpoint: unsupported tensor dtype " << type);
+  }
+}
+
+std::optional<at::ScalarType> checkpoint_dtype_from_name(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  if (name == "int64") return at::kLong;
+  if (name == "uint8") return at::kByte;
+  return std::nullopt;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writer
 // ---------------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ std::string CheckpointWriter::save(const std::string& root_dir, const Checkpoint
     mine.push_back({{"tensor", piece.tensor},
                     {"kind", piece.kind},
                     {"shape", piece.global_shape},
-                    {"dtype", dtype_name(piece.data.scalar_type())},
+                    {"dtype", checkpoint_dtype_name(piece.data.scalar_type())},
                     {"file", job->file},
                     {"dataset", dataset_name(piece.kind, piece.tensor)},
                     {"location", location_json(piece.location)}});
@@ -495,7 +495,7 @@ CheckpointReader::CheckpointReader(const std::string& directory, std::optional<E
     for (const auto& [kind, state_json] : states.items()) {
       TensorEntry::State state;
       const std::string dtype = get_field<std::string>(state_json, "dtype", where);
-      const auto parsed = dtype_from_name(dtype);
+      const auto parsed = checkpoint_dtype_from_name(dtype);
       DST_CHECK(parsed.has_value(), CheckpointError, where << ": unknown dtype '" << dtype << "'");
       state.dtype = *parsed;
       const json pieces = get_field<json>(state_json, "pieces", where);
@@ -544,7 +544,7 @@ std::vector<int64_t> CheckpointReader::global_shape(const std::string& tensor) c
 std::string CheckpointReader::dtype(const std::string& tensor, const std::string& kind) const {
   DST_CHECK(has(tensor, kind), CheckpointError,
             directory_ << ": the checkpoint has no " << kind << " of tensor '" << tensor << "'");
-  return dtype_name(tensors_.at(tensor)->states.at(kind).dtype);
+  return checkpoint_dtype_name(tensors_.at(tensor)->states.at(kind).dtype);
 }
 
 CheckpointReader::OpenFile& CheckpointReader::open(const std::string& file) {
@@ -766,7 +766,7 @@ std::string CheckpointReader::describe() const {
   for (const auto& [name, entry] : tensors_) {
     out << "    " << name << " " << at::IntArrayRef(entry->shape) << ":";
     for (const auto& [kind, state] : entry->states)
-      out << " " << kind << "(" << dtype_name(state.dtype) << ", " << state.pieces.size()
+      out << " " << kind << "(" << checkpoint_dtype_name(state.dtype) << ", " << state.pieces.size()
           << " pieces)";
     out << "\n";
   }

@@ -144,11 +144,9 @@ int run_ckpt_convert(const CkptArgs& args) {
     if (!reader.has(name, "master")) continue;
     tensors.emplace_back(name, reader.read_full(name, "master"));
   }
-  const std::string dtype = reader.info().param_dtype;
   if (args.to == "hf") {
-    const at::ScalarType type = dtype == "bfloat16"  ? at::kBFloat16
-                                : dtype == "float16" ? at::kHalf
-                                                     : at::kFloat;
+    const at::ScalarType type =
+        dst::checkpoint_dtype_from_name(reader.info().param_dtype).value_or(at::kFloat);
     dst::export_hf_model(args.output, reader.info().model, tensors, type);
   } else {
     std::filesystem::create_directories(args.output);

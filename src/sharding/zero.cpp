@@ -51,6 +51,24 @@ struct ZeroEngine::Unit {
   comm::WorkPtr gather_work;
   comm::WorkPtr reduce_work;
   int pending = 0;  // gradients not yet accumulated in the current backward
+
+  // The part of parameter i inside rank's shard: `local` is its offset in the shard, `in_param`
+  // its offset in the flattened parameter.
+  struct Segment {
+    size_t i;
+    int64_t local, in_param, length;
+  };
+  std::vector<Segment> owned_segments(int64_t rank) const {
+    std::vector<Segment> segments;
+    const int64_t shard_begin = rank * shard;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const int64_t begin = std::max(offsets[i], shard_begin);
+      const int64_t end = std::min(offsets[i] + params[i].numel(), shard_begin + shard);
+      if (begin < end)
+        segments.push_back({i, begin - shard_begin, begin - offsets[i], end - begin});
+    }
+    return segments;
+  }
 };
 
 // Hooks reach the engine through this, reset when the engine is destroyed.
@@ -313,14 +331,9 @@ double ZeroEngine::local_grad_squared_norm() {
       continue;
     }
     // Only the counted parameters' segments of the shard.
-    const int64_t shard_begin = rank * unit->shard;
-    for (size_t i = 0; i < unit->params.size(); ++i) {
-      const int64_t begin = std::max(unit->offsets[i], shard_begin);
-      const int64_t end =
-          std::min(unit->offsets[i] + unit->params[i].numel(), shard_begin + unit->shard);
-      if (unit->counted[i] && begin < end)
-        counted.push_back(unit->grad_shard.narrow(0, begin - shard_begin, end - begin));
-    }
+    for (const Unit::Segment& seg : unit->owned_segments(rank))
+      if (unit->counted[seg.i])
+        counted.push_back(unit->grad_shard.narrow(0, seg.local, seg.length));
   }
   return squared_norm(counted);
 }
@@ -333,18 +346,11 @@ void ZeroEngine::step(double lr, double grad_multiplier) {
   const int rank = group_->rank();
   for (auto& unit_ptr : units_) {
     Unit& unit = *unit_ptr;
-    const int64_t shard_begin = rank * unit.shard;
-    const int64_t shard_end = shard_begin + unit.shard;
     // AdamW per parameter segment inside the shard, so decay applies per parameter.
-    for (size_t i = 0; i < unit.params.size(); ++i) {
-      const int64_t begin = std::max(unit.offsets[i], shard_begin);
-      const int64_t end = std::min(unit.offsets[i] + unit.params[i].numel(), shard_end);
-      if (begin >= end) continue;
-      const int64_t local = begin - shard_begin, length = end - begin;
-      adamw_update(unit.master_shard.narrow(0, local, length),
-                   unit.grad_shard.narrow(0, local, length), unit.exp_avg.narrow(0, local, length),
-                   unit.exp_avg_sq.narrow(0, local, length), lr, step_count_, unit.decay[i],
-                   options_);
+    for (const Unit::Segment& seg : unit.owned_segments(rank)) {
+      auto part = [&](const at::Tensor& t) { return t.narrow(0, seg.local, seg.length); };
+      adamw_update(part(unit.master_shard), part(unit.grad_shard), part(unit.exp_avg),
+                   part(unit.exp_avg_sq), lr, step_count_, unit.decay[seg.i], options_);
     }
   }
   publish_parameters();
@@ -355,22 +361,17 @@ std::vector<ParameterStateSlice> ZeroEngine::state_slices() {
   const int64_t rank = group_->rank();
   for (auto& unit_ptr : units_) {
     Unit& unit = *unit_ptr;
-    const int64_t shard_begin = rank * unit.shard;
-    for (size_t i = 0; i < unit.params.size(); ++i) {
-      const int64_t begin = std::max(unit.offsets[i], shard_begin);
-      const int64_t end =
-          std::min(unit.offsets[i] + unit.params[i].numel(), shard_begin + unit.shard);
-      if (begin >= end) continue;
-      const int64_t local = begin - shard_begin, length = end - begin;
+    for (const Unit::Segment& seg : unit.owned_segments(rank)) {
+      auto part = [&](const at::Tensor& t) { return t.narrow(0, seg.local, seg.length); };
       ParameterStateSlice slice;
-      slice.name = unit.names[i];
-      slice.begin = begin - unit.offsets[i];
-      slice.end = end - unit.offsets[i];
-      slice.parameter = unit.param_shard.narrow(0, local, length);
-      slice.master = unit.master_shard.narrow(0, local, length);
-      slice.exp_avg = unit.exp_avg.narrow(0, local, length);
-      slice.exp_avg_sq = unit.exp_avg_sq.narrow(0, local, length);
-      slice.gradient = unit.grad_shard.narrow(0, local, length);
+      slice.name = unit.names[seg.i];
+      slice.begin = seg.in_param;
+      slice.end = seg.in_param + seg.length;
+      slice.parameter = part(unit.param_shard);
+      slice.master = part(unit.master_shard);
+      slice.exp_avg = part(unit.exp_avg);
+      slice.exp_avg_sq = part(unit.exp_avg_sq);
+      slice.gradient = part(unit.grad_shard);
       slices.push_back(std::move(slice));
     }
   }

@@ -131,6 +131,17 @@ MicroBatch to_micro_batch(const TokenBatch& batch) {
   return micro;
 }
 
+at::ScalarType scalar_type_of(Precision precision) {
+  switch (precision) {
+    case Precision::kBFloat16:
+      return torch::kBFloat16;
+    case Precision::kFloat16:
+      return torch::kFloat16;
+    default:
+      return torch::kFloat32;
+  }
+}
+
 int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env) {
   const int threads =
       default_intra_op_threads(options.threads, affinity_cores(), hardware_cores(), env.local_size);
@@ -169,6 +180,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
       scaler_(config.precision.loss_scaler,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
+  encryption_key_ = load_encryption_key();
   const ParallelDims& dims = groups_.dims();
   const ModelParallelOptions& mp = config_.model_parallel;
   ModelShardSpec shard;
@@ -183,11 +195,6 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   model_->initialize(config_.train.seed);
   if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
-  const auto torch_dtype = [](Precision p) {
-    return p == Precision::kBFloat16
-               ? torch::kBFloat16
-               : (p == Precision::kFloat16 ? torch::kFloat16 : torch::kFloat32);
-  };
   const bool first_tp_rank = groups_.coord().tp == 0;
   const LlamaModel model = model_;
   const auto all_units = model_->sharding_units();
@@ -214,8 +221,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     spec.dp_group = groups_.dp_ptr();
     spec.data_parallel = config_.data_parallel;
     spec.optim = config_.optim;
-    spec.param_type = torch_dtype(precision.param);
-    spec.reduce_type = torch_dtype(precision.reduce);
+    spec.param_type = scalar_type_of(precision.param);
+    spec.reduce_type = scalar_type_of(precision.reduce);
     // With tied embeddings the head uses unit 0: the embedding, or its copy on the last stage.
     spec.first_unit_reused_by_last = tied && chunk.has_head;
     // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
@@ -224,7 +231,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     unit_hooks_->add(engines_.back()->unit_hooks(), static_cast<int>(units));
   }
   model_->set_unit_hooks(unit_hooks_->any() ? unit_hooks_.get() : nullptr);
-  at::ScalarType activation_dtype = torch_dtype(precision.param);
+  at::ScalarType activation_dtype = scalar_type_of(precision.param);
   if (activation_dtype == torch::kFloat16) {
     // Parameters live on the CPU, whose libtorch kernels have no fp16 matmul: keep fp16 storage
     // (and fp16 gradients, which the loss scaler protects) and compute activations in fp32.

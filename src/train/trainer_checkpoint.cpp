@@ -21,15 +21,9 @@ bool is_embedding(const std::string& name) { return name.rfind("model.embed_toke
 // nothing in training draws from it yet, but dropout and data augmentation will.
 std::string rng_tensor_name(int rank) { return "rng.torch_cpu.rank-" + std::to_string(rank); }
 
-const char* dtype_label(Precision p) {
-  switch (p) {
-    case Precision::kBFloat16:
-      return "bfloat16";
-    case Precision::kFloat16:
-      return "float16";
-    default:
-      return "float32";
-  }
+// The optimizer-side tensors of a slice that checkpoints hold, by kind.
+std::vector<std::pair<const char*, torch::Tensor>> optimizer_state(const ParameterStateSlice& s) {
+  return {{"master", s.master}, {"exp_avg", s.exp_avg}, {"exp_avg_sq", s.exp_avg_sq}};
 }
 
 // The checkpoint's model must be this model: same shapes everywhere.
@@ -92,15 +86,15 @@ std::string Trainer::checkpoint_root() const {
   return (std::filesystem::path(config_.train.output_dir) / "checkpoints").string();
 }
 
-std::optional<EncryptionKey> Trainer::encryption_key() const {
+std::optional<EncryptionKey> Trainer::load_encryption_key() const {
   const CheckpointEncryptionOptions& e = config_.checkpoint.encryption;
   if (!e.key_file.empty()) return EncryptionKey::from_file(e.key_file);
   if (!e.key_env.empty()) return EncryptionKey::from_env(e.key_env);
   return std::nullopt;
 }
 
-PieceLocation Trainer::location_of(const std::string& name, int64_t begin, int64_t end) const {
-  const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[name];
+PieceLocation Trainer::location_of(const std::string& name, const torch::Tensor& local,
+                                   int64_t begin, int64_t end) const {
   PieceLocation location;
   location.begin = begin;
   location.end = end;
@@ -125,6 +119,7 @@ std::vector<StatePiece> Trainer::state_pieces() {
   const bool narrow_parameters =
       PrecisionPolicy::from_options(config_.precision).param != Precision::kFloat32;
   const int dp_rank = groups_.coord().dp, tp_rank = groups_.coord().tp;
+  const auto parameters = model_->named_parameters(/*recurse=*/true);
   std::vector<StatePiece> pieces;
   for (size_t e = 0; e < engines_.size(); ++e) {
     DataParallelEngine& engine = *engines_[e];
@@ -135,15 +130,12 @@ std::vector<StatePiece> Trainer::state_pieces() {
     for (ParameterStateSlice& slice : engine.state_slices()) {
       if (embedding_copy && is_embedding(slice.name)) continue;
       if (model_->tp_split(slice.name) == TpSplit::kReplicated && tp_rank != 0) continue;
-      const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[slice.name];
+      const torch::Tensor& local = parameters[slice.name];
       StatePiece piece;
       piece.tensor = slice.name;
       piece.global_shape = model_->full_shape(slice.name, local);
-      piece.location = location_of(slice.name, slice.begin, slice.end);
-      for (const auto& [kind, data] :
-           {std::pair<const char*, torch::Tensor>{"master", slice.master},
-            {"exp_avg", slice.exp_avg},
-            {"exp_avg_sq", slice.exp_avg_sq}}) {
+      piece.location = location_of(slice.name, local, slice.begin, slice.end);
+      for (const auto& [kind, data] : optimizer_state(slice)) {
         piece.kind = kind;
         piece.data = data;
         pieces.push_back(piece);
@@ -175,7 +167,7 @@ std::vector<StatePiece> Trainer::state_pieces() {
 
 std::string Trainer::save_checkpoint(const std::string& sampler_state) {
   if (!checkpoint_writer_)
-    checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key());
+    checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   CheckpointInfo info;
   info.step = step_;
   info.optimizer_steps = engines_.front()->optimizer_steps();
@@ -192,7 +184,8 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
                  config_.data_parallel.zero_stage,
                  config_.model_parallel.virtual_stages};
   info.model = config_.model;
-  info.param_dtype = dtype_label(PrecisionPolicy::from_options(config_.precision).param);
+  info.param_dtype =
+      checkpoint_dtype_name(scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
   info.recipe = recipe_text_;
   info.library_version = kVersion;
   const std::string directory =
@@ -209,29 +202,25 @@ void Trainer::wait_for_checkpoint() {
 }
 
 std::string Trainer::load_checkpoint(const std::string& directory) {
-  CheckpointReader reader(directory, encryption_key());
+  CheckpointReader reader(directory, encryption_key_);
   const CheckpointInfo& info = reader.info();
   check_same_model(info.model, config_.model, directory);
   torch::NoGradGuard no_grad;
+  const auto parameters = model_->named_parameters(/*recurse=*/true);
   for (auto& engine : engines_) {
     for (ParameterStateSlice& slice : engine->state_slices()) {
-      const torch::Tensor& local = model_->named_parameters(/*recurse=*/true)[slice.name];
+      const torch::Tensor& local = parameters[slice.name];
       const std::vector<int64_t> expected = model_->full_shape(slice.name, local);
       const std::vector<int64_t> saved = reader.global_shape(slice.name);
       DST_CHECK(saved == expected, CheckpointError,
                 directory << ": tensor '" << slice.name << "' has shape " << at::IntArrayRef(saved)
                           << " in the checkpoint, the model expects " << at::IntArrayRef(expected));
-      const PieceLocation location = location_of(slice.name, slice.begin, slice.end);
-      for (const auto& [kind, target] :
-           {std::pair<const char*, torch::Tensor>{"master", slice.master},
-            {"exp_avg", slice.exp_avg},
-            {"exp_avg_sq", slice.exp_avg_sq}}) {
+      const PieceLocation location = location_of(slice.name, local, slice.begin, slice.end);
+      for (const auto& [kind, target] : optimizer_state(slice)) {
         DST_CHECK(reader.dtype(slice.name, kind) == "float32", CheckpointError,
                   directory << ": the " << kind << " of tensor '" << slice.name << "' is "
                             << reader.dtype(slice.name, kind) << ", expected float32");
-        torch::Tensor values = reader.read(slice.name, kind, location);
-        torch::Tensor view = target;
-        view.copy_(values);
+        target.copy_(reader.read(slice.name, kind, location));
       }
     }
     engine->set_optimizer_steps(info.optimizer_steps);

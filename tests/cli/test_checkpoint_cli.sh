@@ -154,4 +154,8 @@ PY
 expect_error "badhf/model.safetensors: .*F99.*lm_head.weight\|badhf/model.safetensors: .*lm_head.weight.*F99" \
   "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=x \
   train.init_from=badhf
+expect_error "nohf: not a Hugging Face model folder" "$DSTRAIN" train \
+  "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=x train.init_from=nohf
+expect_error "missing.key" "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" \
+  parallel.dp=1 train.output_dir=x checkpoint.encryption.key_file=missing.key
 echo "all checkpoint CLI checks passed"

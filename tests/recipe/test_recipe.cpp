@@ -558,3 +558,31 @@ TEST_CASE("recipe: model-parallel keys and their bad values", "[recipe]") {
   CHECK(parse_recipe("model:\n  tie_word_embeddings: true\nparallel:\n  pp: 2\n", "ok")
             .model.tie_word_embeddings);
 }
+
+TEST_CASE("recipe: checkpoint keys and their bad values", "[recipe]") {
+  const TrainConfig c = parse_recipe(
+      "checkpoint:\n  every_steps: 100\n  keep_last: 3\n  async: true\n  at_end: false\n"
+      "  encryption:\n    key_file: secrets/ckpt.key\ntrain:\n  resume: latest\n"
+      "  init_from: models/base\n",
+      "ok");
+  CHECK(c.checkpoint.every_steps == 100);
+  CHECK(c.checkpoint.keep_last == 3);
+  CHECK(c.checkpoint.async);
+  CHECK(!c.checkpoint.at_end);
+  CHECK(c.checkpoint.encryption.key_file == "secrets/ckpt.key");
+  CHECK(c.train.resume == "latest");
+  CHECK(c.train.init_from == "models/base");
+  CHECK(parse_recipe("checkpoint:\n  encryption:\n    key_env: DST_KEY\n", "ok")
+            .checkpoint.encryption.key_env == "DST_KEY");
+  CHECK_THAT(parse_error("checkpoint:\n  every_steps: -1\n"),
+             Catch::StartsWith("configs/x.yaml: ") &&
+                 Catch::Contains("checkpoint.every_steps must be >= 0"));
+  CHECK_THAT(parse_error("checkpoint:\n  keep_last: -2\n"),
+             Catch::Contains("checkpoint.keep_last must be >= 0"));
+  CHECK_THAT(parse_error("checkpoint:\n  encryption:\n    key_file: a\n    key_env: B\n"),
+             Catch::Contains("set key_file or key_env, not both"));
+  CHECK_THAT(parse_error("checkpoint:\n  async: maybe\n"),
+             Catch::StartsWith("configs/x.yaml:2: key 'checkpoint.async' expects a boolean"));
+  CHECK_THAT(parse_error("checkpoint:\n  encryption:\n    key: abc\n"),
+             Catch::Contains("unknown key 'checkpoint.encryption.key'"));
+}

@@ -9,10 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -66,6 +64,11 @@ struct CheckpointInfo {
   std::string recipe;  // the training recipe as resolved (no secrets: keys are never stored)
   std::string library_version;
 };
+
+// Dtype names used in manifests ("float32", "bfloat16", "float16", "int64", "uint8").
+std::string checkpoint_dtype_name(at::ScalarType type);
+// The dtype of such a name; nullopt when unknown.
+std::optional<at::ScalarType> checkpoint_dtype_from_name(const std::string& name);
 
 // Resolves `which` ("latest" or a directory) against the checkpoint root: "latest" reads
 // <root>/latest. Throws CheckpointError naming the root when there is no checkpoint.

@@ -143,8 +143,11 @@ class Trainer {
   // Byte counters of every group this trainer communicates on.
   comm::CommStats comm_stats() const;
   // Where a slice of `name` (elements [begin, end) of this rank's tp block) sits globally.
-  PieceLocation location_of(const std::string& name, int64_t begin, int64_t end) const;
-  std::optional<EncryptionKey> encryption_key() const;
+  PieceLocation location_of(const std::string& name, const torch::Tensor& local, int64_t begin,
+                            int64_t end) const;
+  // From checkpoint.encryption, read once at construction (a bad key fails before training).
+  std::optional<EncryptionKey> load_encryption_key() const;
+  std::optional<EncryptionKey> encryption_key_;
   // Copies this rank's slices of a Hugging Face model's weights into the model (before the
   // engines take the parameters).
   void import_hf_weights(const std::string& model_dir);
@@ -156,6 +159,9 @@ class Trainer {
   double sum_over_data_and_pipeline(double value);
   int64_t step_ = 0;
 };
+
+// The libtorch dtype of a precision setting.
+at::ScalarType scalar_type_of(Precision precision);
 
 // Sets libtorch's intra-op threads to train.threads, or cores / local ranks; returns the number.
 int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env);
