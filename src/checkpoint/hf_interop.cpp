@@ -93,18 +93,25 @@ at::Tensor HfModelReader::read_rows(const std::string& name, int64_t row_begin,
   return out.to(at::kFloat);
 }
 
-void export_hf_model(const std::string& dir, const ModelConfig& config,
-                     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                     at::ScalarType dtype) {
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   std::vector<at::Tensor> keep;
   std::vector<SafetensorsTensorView> views;
   for (const auto& [name, tensor] : tensors) {
-    keep.push_back(tensor.detach().to(at::kCPU).to(dtype).contiguous());
-    views.push_back(
-        {name, safetensors_dtype(dtype), keep.back().sizes().vec(), keep.back().data_ptr()});
+    keep.push_back(tensor.detach().to(at::kCPU).contiguous());
+    views.push_back({name, safetensors_dtype(keep.back().scalar_type()), keep.back().sizes().vec(),
+                     keep.back().data_ptr()});
   }
+  write_safetensors(path, views, {{"format", "pt"}});
+}
+
+void export_hf_model(const std::string& dir, const ModelConfig& config,
+                     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                     at::ScalarType dtype) {
+  std::vector<std::pair<std::string, at::Tensor>> cast;
+  for (const auto& [name, tensor] : tensors) cast.emplace_back(name, tensor.to(dtype));
   fs::create_directories(dir);
-  write_safetensors((fs::path(dir) / "model.safetensors").string(), views, {{"format", "pt"}});
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), cast);
   write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_hf_json(config));
 }
 

@@ -12,9 +12,9 @@
 #include <regex>
 #include <sstream>
 
+#include "core/hdf5_io.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
-#include "hdf5_io.h"
 
 namespace dst {
 
@@ -26,6 +26,7 @@ namespace {
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kFormat = "deepseek_train-checkpoint-v1";
 constexpr const char* kLatest = "latest";
+constexpr const char* kBest = "best";
 // How long rank 0 waits for the other ranks' files before giving up on a commit.
 constexpr double kCommitTimeoutSeconds = 600.0;
 
@@ -271,9 +272,12 @@ void commit(const fs::path& partial, const fs::path& final_dir, const fs::path& 
                               << "': " << ec.message());
   write_file_atomically((root / kLatest).string(), final_dir.filename().string() + "\n");
   if (keep_last > 0) {
+    std::string best;
+    std::ifstream(root / kBest) >> best;
     auto committed = committed_checkpoints(root);
     for (size_t i = 0; i + keep_last < committed.size(); ++i)
-      if (committed[i].second != final_dir) remove_all_quietly(committed[i].second);
+      if (committed[i].second != final_dir && committed[i].second.filename() != best)
+        remove_all_quietly(committed[i].second);
   }
 }
 
@@ -380,16 +384,21 @@ void CheckpointWriter::wait() {
             "unchanged");
 }
 
+void mark_best_checkpoint(const std::string& root, const std::string& directory) {
+  write_file_atomically((fs::path(root) / kBest).string(),
+                        fs::path(directory).filename().string() + "\n");
+}
+
 std::string resolve_checkpoint(const std::string& root, const std::string& which) {
-  if (which != kLatest) {
+  if (which != kLatest && which != kBest) {
     DST_CHECK(fs::exists(fs::path(which) / kManifest), CheckpointError,
               which << ": not a checkpoint directory (no " << kManifest << ")");
     return which;
   }
-  const fs::path pointer = fs::path(root) / kLatest;
+  const fs::path pointer = fs::path(root) / which;
   std::ifstream in(pointer);
   DST_CHECK(in.good(), CheckpointError,
-            root << ": no checkpoint to resume from (no '" << kLatest << "' file)");
+            root << ": no checkpoint to resume from (no '" << which << "' file)");
   std::string name;
   in >> name;
   const fs::path directory = fs::path(root) / name;

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/hdf5_io.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
-#include "hdf5_io.h"
 
 namespace dst {
 

@@ -1,6 +1,7 @@
 // dstrain: the command-line front end. Subcommands: train (a YAML recipe, with key=value
-// overrides and --resume), ckpt (inspect / convert checkpoints), synth (write the synthetic
-// quickstart corpus). Every failure ends with one line on
+// overrides and --resume), prepare (a corpus into HDF5 shards), eval (loss and perplexity of a
+// model on data), tokenize (stdin through a tokenizer), ckpt (inspect / convert checkpoints),
+// synth (write the synthetic quickstart corpus). Every failure ends with one line on
 // stderr and a non-zero exit code: 2 for bad input (recipe, arguments), 1 for anything else.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <optional>
 
+#include "commands.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
@@ -213,11 +215,48 @@ int main(int argc, char** argv) {
   synth->add_option("--docs", synth_args.documents, "number of documents")->capture_default_str();
   synth->add_option("--seed", synth_args.seed, "random seed")->capture_default_str();
 
+  dst::cli::TokenizeArgs tokenize_args;
+  auto* tokenize = app.add_subcommand(
+      "tokenize", "encode stdin (as one text) and print its ids space-separated, or decode ids");
+  tokenize->add_option("--tokenizer", tokenize_args.tokenizer, "tokenizer.json or 'byte'")
+      ->required();
+  tokenize->add_option("--eos-token", tokenize_args.eos_token, "end-of-document token");
+  tokenize->add_flag("--lines", tokenize_args.lines, "encode (or decode) each line on its own");
+  tokenize->add_flag("--decode", tokenize_args.decode, "read ids, print the text");
+  tokenize->add_flag("--skip-special", tokenize_args.skip_special,
+                     "leave special tokens out when decoding");
+
+  dst::cli::PrepareArgs prepare_args;
+  auto* prepare = app.add_subcommand(
+      "prepare",
+      "clean, de-duplicate, scrub PII, tokenize and pack a corpus (recipe section "
+      "'prepare:') into HDF5 shards");
+  prepare->add_option("recipe", prepare_args.recipe, "recipe file (YAML)")->required();
+  prepare->add_option("overrides", prepare_args.overrides, "key.path=value overrides");
+
+  dst::cli::EvalArgs eval_args;
+  auto* eval = app.add_subcommand("eval", "mean token loss and perplexity of a model on data");
+  eval->add_option("--model", eval_args.model, "Hugging Face folder or checkpoint directory")
+      ->required();
+  eval->add_option("--data", eval_args.data, "prepared corpus folder (dstrain prepare)");
+  eval->add_option("--split", eval_args.split, "train | validation (with --data)")
+      ->capture_default_str();
+  eval->add_option("--text", eval_args.text, "text file (with --tokenizer)");
+  eval->add_option("--tokenizer", eval_args.tokenizer, "tokenizer.json or 'byte' (with --text)");
+  eval->add_option("--eos-token", eval_args.eos_token, "end-of-document token");
+  eval->add_option("--ids", eval_args.ids, "file of whitespace-separated token ids");
+  eval->add_option("--seq-len", eval_args.seq_len, "tokens per window (text/ids; default 256)");
+  eval->add_option("--batch-size", eval_args.batch_size, "windows per rank per batch")
+      ->capture_default_str();
+  eval->add_option("--key-file", eval_args.key_file, "encryption key file (checkpoints)");
+  eval->add_option("--key-env", eval_args.key_env, "variable holding the encryption key");
+
   if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1]) &&
-      !ckpt->check_name(argv[1])) {
+      !ckpt->check_name(argv[1]) && !tokenize->check_name(argv[1]) &&
+      !prepare->check_name(argv[1]) && !eval->check_name(argv[1])) {
     std::fprintf(stderr,
-                 "dstrain: error: unknown command '%s' (expected train, ckpt or synth; see dstrain "
-                 "--help)\n",
+                 "dstrain: error: unknown command '%s' (expected train, prepare, eval, tokenize, "
+                 "ckpt or synth; see dstrain --help)\n",
                  argv[1]);
     return kExitBadInput;
   }
@@ -239,6 +278,9 @@ int main(int argc, char** argv) {
     env = dst::detect_launch_env(dst::process_env());
     if (*train) return run_train(train_args, env);
     if (*synth) return run_synth(synth_args);
+    if (*tokenize) return dst::cli::run_tokenize(tokenize_args);
+    if (*prepare) return dst::cli::run_prepare(prepare_args);
+    if (*eval) return dst::cli::run_eval(eval_args, env);
     if (*inspect) return run_ckpt_inspect(ckpt_args);
     if (*convert) return run_ckpt_convert(ckpt_args);
   } catch (const dst::ConfigError& e) {

@@ -7,12 +7,14 @@
 
 namespace dst {
 
-TokenDataset::TokenDataset(const std::vector<std::string>& documents,
-                           const ByteTokenizer& tokenizer, int64_t seq_len,
-                           const std::string& source)
+TokenDataset::TokenDataset(const std::vector<std::string>& documents, const Tokenizer& tokenizer,
+                           int64_t seq_len, const std::string& source)
     : seq_len_(seq_len), num_sequences_(0) {
   DST_CHECK(seq_len > 0, DataError,
             "dataset '" << source << "': seq_len must be positive, got " << seq_len);
+  DST_CHECK(tokenizer.eos_id() >= 0, DataError,
+            "dataset '" << source << "': tokenizer " << tokenizer.describe()
+                        << " has no end-of-document token (set data.eos_token)");
   for (const std::string& doc : documents) {
     const std::vector<int32_t> ids = tokenizer.encode(doc);
     tokens_.insert(tokens_.end(), ids.begin(), ids.end());

@@ -25,7 +25,16 @@ torch::Tensor leave_tp(const torch::Tensor& x, const comm::CommunicatorPtr& grou
   return group_size(group) > 1 ? reduce_from_tp_region(x, *group) : x;
 }
 
-// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it).
+// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it),
+// plus the adapter attached to it under `name`, if any.
+torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,
+                      const std::map<std::string, std::shared_ptr<LinearAdapter>>& adapters,
+                      const char* name) {
+  torch::Tensor out = F::linear(x, linear->weight.to(x.scalar_type()));
+  if (adapters.empty()) return out;
+  auto found = adapters.find(name);
+  return found == adapters.end() || !found->second ? out : found->second->forward(x, out);
+}
 torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x) {
   return F::linear(x, linear->weight.to(x.scalar_type()));
 }
@@ -39,16 +48,6 @@ int64_t local_count(int64_t total, int tp, const char* what) {
       total % tp == 0, ConfigError,
       "tensor parallel: " << what << " (" << total << ") is not divisible by parallel.tp=" << tp);
   return total / tp;
-}
-
-// FNV-1a: a stable per-parameter seed component (std::hash is not stable across platforms).
-uint64_t fnv1a(const std::string& text) {
-  uint64_t hash = 1469598103934665603ULL;
-  for (unsigned char c : text) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return hash;
 }
 
 // Activation checkpointing of one decoder layer: forward without saving activations, recompute
@@ -79,6 +78,16 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 
 }  // namespace
 
+// FNV-1a: a stable per-parameter seed component (std::hash is not stable across platforms).
+uint64_t parameter_seed(uint64_t seed, const std::string& name) {
+  uint64_t hash = 1469598103934665603ULL;
+  for (unsigned char c : name) {
+    hash ^= c;
+    hash *= 1099511628211ULL;
+  }
+  return seed ^ hash;
+}
+
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
@@ -91,13 +100,13 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   return weight.to(normed.scalar_type()) * normed;
 }
 
-torch::Tensor apply_rotary(const torch::Tensor& x, double theta) {
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position) {
   const int64_t seq = x.size(-2);
   const int64_t dim = x.size(-1);
   auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
   auto inv_freq =
       1.0 / torch::pow(theta, torch::arange(0, dim, 2, opts) / static_cast<double>(dim));
-  auto positions = torch::arange(seq, opts);
+  auto positions = torch::arange(first_position, first_position + seq, opts);
   auto freqs = torch::outer(positions, inv_freq);  // [seq, dim/2]
   auto emb = torch::cat({freqs, freqs}, -1);       // [seq, dim]
   auto cos = emb.cos().to(x.scalar_type());
@@ -122,23 +131,43 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_grou
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = enter_tp(input, tp_);
   const int64_t batch = x.size(0), seq = x.size(1);
-  auto q = project(q_proj, x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  auto k = project(k_proj, x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  auto v = project(v_proj, x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  q = apply_rotary(q, rope_theta_);
-  k = apply_rotary(k, rope_theta_);
+  auto q =
+      project(q_proj, x, adapters, "q_proj").view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  auto k = project(k_proj, x, adapters, "k_proj")
+               .view({batch, seq, kv_heads_, head_dim_})
+               .transpose(1, 2);
+  auto v = project(v_proj, x, adapters, "v_proj")
+               .view({batch, seq, kv_heads_, head_dim_})
+               .transpose(1, 2);
+  const int64_t prefix_length = prefix ? prefix->num_virtual_tokens() : 0;
+  q = apply_rotary(q, rope_theta_, prefix_length);
+  k = apply_rotary(k, rope_theta_, prefix_length);
+  if (prefix_length > 0) {
+    // Learned keys/values before the sequence: [nvt, kv_heads, head_dim] -> [batch, kv, nvt, hd].
+    auto [prefix_key, prefix_value] = prefix->key_value();
+    auto expand = [&](const torch::Tensor& t) {
+      return t.to(k.scalar_type())
+          .permute({1, 0, 2})
+          .unsqueeze(0)
+          .expand({batch, kv_heads_, prefix_length, head_dim_});
+    };
+    k = torch::cat({expand(prefix_key), k}, 2);
+    v = torch::cat({expand(prefix_value), v}, 2);
+  }
   if (kv_heads_ != heads_) {  // grouped-query attention: each kv head serves heads/kv_heads heads
     k = k.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
     v = v.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
   }
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-  auto future =
-      torch::ones({seq, seq}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-          .triu(1);
+  // Causal over the sequence; every prefix position is visible to every query.
+  auto future = torch::ones({seq, prefix_length + seq},
+                            torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+                    .triu(1 + prefix_length);
+  if (prefix_length > 0 && !prefix->visible()) future.narrow(1, 0, prefix_length).fill_(true);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
-  return leave_tp(project(o_proj, out), tp_);
+  return leave_tp(project(o_proj, out, adapters, "o_proj"), tp_);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std::move(tp_group)) {
@@ -150,8 +179,9 @@ MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = enter_tp(input, tp_);
-  auto hidden = F::silu(project(gate_proj, x)) * project(up_proj, x);
-  return leave_tp(project(down_proj, hidden), tp_);
+  auto hidden = F::silu(project(gate_proj, x, adapters, "gate_proj")) *
+                project(up_proj, x, adapters, "up_proj");
+  return leave_tp(project(down_proj, hidden, adapters, "down_proj"), tp_);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) {
@@ -286,6 +316,10 @@ torch::Tensor LlamaModelImpl::loss_sum(const torch::Tensor& logits,
 }
 
 TpSplit LlamaModelImpl::tp_split(const std::string& name) const {
+  if (!extra_splits_.empty()) {
+    auto found = extra_splits_.find(name);
+    if (found != extra_splits_.end()) return found->second;
+  }
   auto ends_with = [&](const char* suffix) {
     const std::string s(suffix);
     return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
@@ -339,7 +373,7 @@ void LlamaModelImpl::initialize(uint64_t seed) {
       continue;
     }
     // The full tensor from a generator of its own, so every layout draws the same values.
-    auto generator = at::detail::createCPUGenerator(seed ^ fnv1a(name));
+    auto generator = at::detail::createCPUGenerator(parameter_seed(seed, name));
     const std::vector<int64_t> shape = full_shape(name, p);
     torch::Tensor full = torch::empty(shape, torch::kFloat32);
     full.normal_(0.0, config_.initializer_range, generator);
@@ -362,7 +396,44 @@ void LlamaModelImpl::initialize(uint64_t seed) {
   }
 }
 
+std::vector<ProjectionSite> LlamaModelImpl::projection_sites() {
+  std::vector<ProjectionSite> sites;
+  const int tp = tp_size();
+  auto add = [&](const std::string& prefix, const char* name, torch::nn::Linear& linear,
+                 TpSplit split, std::map<std::string, std::shared_ptr<LinearAdapter>>& slots) {
+    ProjectionSite site;
+    site.name = prefix + name;
+    site.linear = linear;
+    site.split = split;
+    site.in_features = linear->weight.size(1) * (split == TpSplit::kDim1 ? tp : 1);
+    site.out_features = linear->weight.size(0) * (split == TpSplit::kDim0 ? tp : 1);
+    site.adapter = &slots[name];
+    sites.push_back(std::move(site));
+  };
+  for (auto& [index, layer] : layers) {
+    const std::string prefix = "model.layers." + std::to_string(index) + ".";
+    Attention& attn = layer->self_attn;
+    add(prefix + "self_attn.", "q_proj", attn->q_proj, TpSplit::kDim0, attn->adapters);
+    add(prefix + "self_attn.", "k_proj", attn->k_proj, TpSplit::kDim0, attn->adapters);
+    add(prefix + "self_attn.", "v_proj", attn->v_proj, TpSplit::kDim0, attn->adapters);
+    add(prefix + "self_attn.", "o_proj", attn->o_proj, TpSplit::kDim1, attn->adapters);
+    Mlp& mlp = layer->mlp;
+    add(prefix + "mlp.", "gate_proj", mlp->gate_proj, TpSplit::kDim0, mlp->adapters);
+    add(prefix + "mlp.", "up_proj", mlp->up_proj, TpSplit::kDim0, mlp->adapters);
+    add(prefix + "mlp.", "down_proj", mlp->down_proj, TpSplit::kDim1, mlp->adapters);
+  }
+  return sites;
+}
+
+std::map<int64_t, Attention> LlamaModelImpl::attention_layers() {
+  std::map<int64_t, Attention> result;
+  for (auto& [index, layer] : layers) result.emplace(index, layer->self_attn);
+  return result;
+}
+
 int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
+  // Prefix tuning's shared encoder (single-chunk models only) computes with the embedding.
+  if (name.rfind("model.prefix_encoder.", 0) == 0) return first_unit_of_chunk_.front();
   for (int c = 0; c < num_chunks(); ++c) {
     const LayerChunk& chunk = chunks_[c];
     int unit = first_unit_of_chunk_[c];

@@ -271,6 +271,36 @@ void set_layers_per_stage(TrainConfig& config, const Value& v) {
   }
 }
 
+void set_prepare_inputs(TrainConfig& config, const Value& v) {
+  std::vector<std::string> inputs;
+  if (v.node.IsScalar()) {
+    inputs.push_back(read_string(v));
+  } else {
+    if (!v.node.IsSequence()) v.wrong_type("a file or folder, or a list of them");
+    for (size_t i = 0; i < v.node.size(); ++i) {
+      const Value ev{v.node[i], v.dotted + "[" + std::to_string(i) + "]", v.mark, v.ctx};
+      inputs.push_back(read_string(ev));
+    }
+  }
+  config.prepare.inputs = inputs;
+}
+
+// pii.custom: [{name: employee_id, regex: "EMP-[0-9]{6}"}, ...]
+void set_pii_custom(TrainConfig& config, const Value& v) {
+  if (!v.node.IsSequence()) v.wrong_type("a list of {name, regex} mappings");
+  config.prepare.pii.custom.clear();
+  for (size_t i = 0; i < v.node.size(); ++i) {
+    const YAML::Node item = v.node[i];
+    const std::string dotted = v.dotted + "[" + std::to_string(i) + "]";
+    if (!item.IsMap() || !item["name"] || !item["regex"] || item.size() != 2)
+      v.ctx.fail(dotted, item.Mark(),
+                 dotted + " must be a mapping with exactly 'name' and 'regex'");
+    const Value name{item["name"], dotted + ".name", item.Mark(), v.ctx};
+    const Value regex{item["regex"], dotted + ".regex", item.Mark(), v.ctx};
+    config.prepare.pii.custom.push_back({read_string(name), read_string(regex)});
+  }
+}
+
 // true = every block, false = off, k = every k-th block.
 void set_activation_checkpointing(TrainConfig& config, const Value& v) {
   if (v.node.IsScalar() && (v.node.Scalar() == "true" || v.node.Scalar() == "false")) {
@@ -361,6 +391,8 @@ const std::vector<Section>& sections() {
            field("val_fraction", &TC::data, &DataOptions::val_fraction),
            field("seq_len", &TC::data, &DataOptions::seq_len),
            field("tokenizer", &TC::data, &DataOptions::tokenizer),
+           field("eos_token", &TC::data, &DataOptions::eos_token),
+           field("prepared", &TC::data, &DataOptions::prepared),
        }},
       {"train",
        {
@@ -376,6 +408,9 @@ const std::vector<Section>& sections() {
            field("log_level", &TC::train, &TrainOptions::log_level),
            field("resume", &TC::train, &TrainOptions::resume),
            field("init_from", &TC::train, &TrainOptions::init_from),
+           field("early_stopping.patience", &TC::train, &TrainOptions::early_stopping_patience),
+           field("early_stopping.min_delta", &TC::train,
+                 &TrainOptions::early_stopping_min_delta),
        }},
       {"checkpoint",
        {
@@ -383,6 +418,7 @@ const std::vector<Section>& sections() {
            field("keep_last", &TC::checkpoint, &CheckpointOptions::keep_last),
            field("async", &TC::checkpoint, &CheckpointOptions::async),
            field("at_end", &TC::checkpoint, &CheckpointOptions::at_end),
+           field("keep_best", &TC::checkpoint, &CheckpointOptions::keep_best),
            nested("encryption.key_file", &TC::checkpoint, &CheckpointOptions::encryption,
                   &CheckpointEncryptionOptions::key_file),
            nested("encryption.key_env", &TC::checkpoint, &CheckpointOptions::encryption,
@@ -405,6 +441,47 @@ const std::vector<Section>& sections() {
                   &LossScalerOptions::min_scale),
            nested("loss_scaler.max_scale", &TC::precision, &PrecisionOptions::loss_scaler,
                   &LossScalerOptions::max_scale),
+       }},
+      {"prepare",
+       {
+           {"inputs", set_prepare_inputs,
+            [](const TC& c, YAML::Emitter& out) { out << YAML::Flow << c.prepare.inputs; }},
+           field("output_dir", &TC::prepare, &PrepareOptions::output_dir),
+           field("tokenizer", &TC::prepare, &PrepareOptions::tokenizer),
+           field("eos_token", &TC::prepare, &PrepareOptions::eos_token),
+           field("seq_len", &TC::prepare, &PrepareOptions::seq_len),
+           field("text_split", &TC::prepare, &PrepareOptions::text_split),
+           field("text_field", &TC::prepare, &PrepareOptions::text_field),
+           field("prompt_field", &TC::prepare, &PrepareOptions::prompt_field),
+           field("response_field", &TC::prepare, &PrepareOptions::response_field),
+           field("min_chars", &TC::prepare, &PrepareOptions::min_chars),
+           field("exact_dedup", &TC::prepare, &PrepareOptions::exact_dedup),
+           field("near_dedup", &TC::prepare, &PrepareOptions::near_dedup),
+           nested("near.shingle_words", &TC::prepare, &PrepareOptions::near,
+                  &NearDedupOptions::shingle_words),
+           nested("near.num_permutations", &TC::prepare, &PrepareOptions::near,
+                  &NearDedupOptions::num_permutations),
+           nested("near.threshold", &TC::prepare, &PrepareOptions::near,
+                  &NearDedupOptions::threshold),
+           field("scrub_pii", &TC::prepare, &PrepareOptions::scrub_pii),
+           nested("pii.emails", &TC::prepare, &PrepareOptions::pii, &PiiOptions::emails),
+           nested("pii.phones", &TC::prepare, &PrepareOptions::pii, &PiiOptions::phones),
+           nested("pii.ip_addresses", &TC::prepare, &PrepareOptions::pii,
+                  &PiiOptions::ip_addresses),
+           nested("pii.card_numbers", &TC::prepare, &PrepareOptions::pii,
+                  &PiiOptions::card_numbers),
+           {"pii.custom", set_pii_custom,
+            [](const TC& c, YAML::Emitter& out) {
+              out << YAML::BeginSeq;
+              for (const CustomPiiPattern& p : c.prepare.pii.custom)
+                out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value
+                    << p.name << YAML::Key << "regex" << YAML::Value << p.regex << YAML::EndMap;
+              out << YAML::EndSeq;
+            }},
+           field("val_fraction", &TC::prepare, &PrepareOptions::val_fraction),
+           field("seed", &TC::prepare, &PrepareOptions::seed),
+           field("documents_per_shard", &TC::prepare, &PrepareOptions::documents_per_shard),
+           field("threads", &TC::prepare, &PrepareOptions::threads),
        }},
       {"comm",
        {
@@ -495,6 +572,75 @@ void parse_section(const Section& section, const Entry& entry, TrainConfig& conf
   }
 }
 
+// `adapters:` — a list of mappings, each with a `type` and that type's keys: scalars, lists of
+// scalars, and one level of nested mapping (read as "group.key"). The adapter type checks its
+// keys and values itself when it is created (adapters/adapter_config.h).
+std::vector<AdapterConfig> parse_adapters(const Entry& entry, const Context& ctx) {
+  const YAML::Node& node = entry.value;
+  std::vector<AdapterConfig> adapters;
+  if (node.IsNull()) return adapters;
+  if (!node.IsSequence())
+    ctx.fail("adapters", entry.key.Mark(), "'adapters' must be a list of mappings with a 'type'");
+  for (size_t i = 0; i < node.size(); ++i) {
+    const YAML::Node item = node[i];
+    const std::string dotted = "adapters[" + std::to_string(i) + "]";
+    if (!item.IsMap()) ctx.fail(dotted, item.Mark(), dotted + " must be a mapping with a 'type'");
+    AdapterConfig config;
+    config.where = ctx.where("adapters", item.Mark()) + ": " + dotted;
+    auto scalar_of = [&](const YAML::Node& value, const std::string& key) {
+      if (!value.IsScalar())
+        ctx.fail(dotted, value.Mark(), dotted + "." + key + " must be a single value");
+      return value.Scalar();
+    };
+    for (auto it = item.begin(); it != item.end(); ++it) {
+      if (!it->first.IsScalar()) ctx.fail(dotted, it->first.Mark(), "keys must be plain names");
+      const std::string key = it->first.Scalar();
+      const YAML::Node value = it->second;
+      if (value.IsSequence()) {
+        std::vector<std::string> list;
+        for (const YAML::Node& element : value) list.push_back(scalar_of(element, key));
+        config.lists[key] = list;
+      } else if (value.IsMap()) {
+        for (auto inner = value.begin(); inner != value.end(); ++inner)
+          config.scalars[key + "." + inner->first.as<std::string>()] =
+              scalar_of(inner->second, key + "." + inner->first.as<std::string>());
+      } else {
+        config.scalars[key] = scalar_of(value, key);
+      }
+    }
+    auto type = config.scalars.find("type");
+    if (type == config.scalars.end() || type->second.empty())
+      ctx.fail(dotted, item.Mark(), dotted + ": missing 'type' (e.g. lora, prefix)");
+    config.type = type->second;
+    config.scalars.erase(type);
+    adapters.push_back(std::move(config));
+  }
+  return adapters;
+}
+
+void emit_adapters(const std::vector<AdapterConfig>& adapters, YAML::Emitter& out) {
+  out << YAML::Key << "adapters" << YAML::Value << YAML::BeginSeq;
+  for (const AdapterConfig& config : adapters) {
+    out << YAML::BeginMap << YAML::Key << "type" << YAML::Value << config.type;
+    std::string open_group;
+    for (const auto& [key, value] : config.scalars) {
+      const auto dot = key.find('.');
+      const std::string group = dot == std::string::npos ? "" : key.substr(0, dot);
+      if (group != open_group) {
+        if (!open_group.empty()) out << YAML::EndMap;
+        if (!group.empty()) out << YAML::Key << group << YAML::Value << YAML::BeginMap;
+        open_group = group;
+      }
+      out << YAML::Key << (group.empty() ? key : key.substr(dot + 1)) << YAML::Value << value;
+    }
+    if (!open_group.empty()) out << YAML::EndMap;
+    for (const auto& [key, list] : config.lists)
+      out << YAML::Key << key << YAML::Value << YAML::Flow << list;
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+}
+
 std::vector<std::string> split_dots(const std::string& key) {
   std::vector<std::string> parts;
   size_t start = 0;
@@ -567,9 +713,12 @@ TrainConfig parse_document(const std::string& yaml_text, const std::string& sour
 
   std::vector<std::string> known;
   for (const Section& s : sections()) known.push_back(s.name);
+  known.push_back("adapters");
   const auto entries = collect_entries(root, "", known, "known sections", ctx);
 
   TrainConfig config;
+  if (auto it = entries.find("adapters"); it != entries.end())
+    config.adapters = parse_adapters(it->second, ctx);
   for (const Section& s : sections()) {
     const auto it = entries.find(s.name);
     if (it != entries.end()) parse_section(s, it->second, config, ctx);
@@ -624,6 +773,7 @@ std::string recipe_to_yaml(const TrainConfig& config) {
     if (!open_group.empty()) out << YAML::EndMap;
     out << YAML::EndMap;
   }
+  if (!config.adapters.empty()) emit_adapters(config.adapters, out);
   out << YAML::EndMap;
   DST_ASSERT(out.good(), "YAML emitter failed: " << out.GetLastError());
   return std::string(out.c_str()) + "\n";

@@ -30,6 +30,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   const int64_t shard = ceil_div(psi, in.dp_size);
   plan.parameter_elements = psi;
   plan.parameters = (in.zero_stage >= 3 ? shard : psi) * per_element.params;
+  plan.frozen_parameters = in.frozen_parameter_elements * per_element.params;
   plan.gradients = (in.zero_stage >= 2 ? shard : psi) * per_element.grads;
   plan.master_weights = (in.zero_stage >= 1 ? shard : psi) * per_element.master;
   plan.optimizer_moments = (in.zero_stage >= 1 ? shard : psi) * per_element.moments;
@@ -137,10 +138,12 @@ std::string format_bytes(int64_t bytes) {
 }
 
 std::string MemoryPlan::describe() const {
-  return "memory plan per rank: parameters " + format_bytes(parameters) + ", gradients " +
-         format_bytes(gradients) + ", master weights " + format_bytes(master_weights) +
-         ", optimizer moments " + format_bytes(optimizer_moments) + ", activations ~" +
-         format_bytes(activations) +
+  return "memory plan per rank: parameters " + format_bytes(parameters) +
+         (frozen_parameters > 0 ? " (+ frozen " + format_bytes(frozen_parameters) + ")"
+                                : std::string()) +
+         ", gradients " + format_bytes(gradients) + ", master weights " +
+         format_bytes(master_weights) + ", optimizer moments " + format_bytes(optimizer_moments) +
+         ", activations ~" + format_bytes(activations) +
          (activations != activations_without_checkpointing
               ? " (checkpointing; " + format_bytes(activations_without_checkpointing) + " without)"
               : std::string()) +

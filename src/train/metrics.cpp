@@ -35,14 +35,21 @@ void MetricsWriter::write(const StepMetrics& m) {
   };
   if (m.pipeline_wait_s > 0) json["pipeline_wait_s"] = m.pipeline_wait_s;
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
-  if (m.eval_loss) json["eval_loss"] = *m.eval_loss;
+  if (m.eval_loss) {
+    json["eval_loss"] = *m.eval_loss;
+    json["eval_perplexity"] = std::exp(*m.eval_loss);
+  }
   out_ << json.dump() << "\n";
   out_.flush();
   DST_CHECK(out_.good(), DataError, path_ << ": cannot write metrics");
 }
 
 void MetricsWriter::write_eval(int64_t step, double eval_loss) {
-  out_ << nlohmann::json{{"step", step}, {"eval_loss", eval_loss}}.dump() << "\n";
+  out_ << nlohmann::json{{"step", step},
+                         {"eval_loss", eval_loss},
+                         {"eval_perplexity", std::exp(eval_loss)}}
+              .dump()
+       << "\n";
   out_.flush();
   DST_CHECK(out_.good(), DataError, path_ << ": cannot write metrics");
 }
@@ -89,7 +96,8 @@ std::string format_progress_line(const StepMetrics& m, double eta_seconds) {
   }
   if (m.skipped) line += " | skipped (non-finite gradients)";
   if (m.eval_loss) {
-    std::snprintf(buffer, sizeof(buffer), " | eval %.4f", *m.eval_loss);
+    std::snprintf(buffer, sizeof(buffer), " | eval %.4f (ppl %.2f)", *m.eval_loss,
+                  std::exp(*m.eval_loss));
     line += buffer;
   }
   return line;

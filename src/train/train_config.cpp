@@ -56,8 +56,8 @@ void TrainConfig::validate() const {
                              << model.max_position_embeddings << ")");
   DST_CHECK(data.val_fraction >= 0 && data.val_fraction < 1, ConfigError,
             "data.val_fraction must be in [0, 1)");
-  DST_CHECK(data.tokenizer == "byte", ConfigError,
-            "data.tokenizer '" << data.tokenizer << "' is not supported (expected 'byte')");
+  DST_CHECK(!data.tokenizer.empty(), ConfigError,
+            "data.tokenizer must be 'byte' or the path of a tokenizer.json");
   DST_CHECK(train.steps > 0, ConfigError, "train.steps must be positive");
   DST_CHECK(train.micro_batch_size > 0, ConfigError, "train.micro_batch_size must be positive");
   DST_CHECK(train.grad_accum > 0, ConfigError, "train.grad_accum must be positive");
@@ -66,6 +66,10 @@ void TrainConfig::validate() const {
   DST_CHECK(train.eval_batches > 0, ConfigError, "train.eval_batches must be positive");
   DST_CHECK(!train.output_dir.empty(), ConfigError, "train.output_dir must not be empty");
   DST_CHECK(train.threads >= 0, ConfigError, "train.threads must be non-negative");
+  DST_CHECK(train.early_stopping_patience >= 0, ConfigError,
+            "train.early_stopping.patience must be non-negative");
+  DST_CHECK(train.early_stopping_min_delta >= 0, ConfigError,
+            "train.early_stopping.min_delta must be non-negative");
   DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "local", ConfigError,
             "comm.backend '" << comm.backend << "' is not one of auto, mpi, local");
   DST_CHECK(comm.timeout_s > 0, ConfigError, "comm.timeout_s must be positive");

@@ -10,12 +10,15 @@
 #include <filesystem>
 #include <sstream>
 
+#include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/weights_file.h"
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
-#include "deepseek_train/data/byte_tokenizer.h"
 #include "deepseek_train/data/distributed_sampler.h"
+#include "deepseek_train/data/prepared_dataset.h"
 #include "deepseek_train/data/synthetic_corpus.h"
 #include "deepseek_train/data/token_dataset.h"
+#include "deepseek_train/data/tokenizer.h"
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/pipeline/partition.h"
@@ -52,7 +55,7 @@ std::vector<double> all_reduce_sum(comm::Communicator& group, std::vector<double
 
 // The held-out batches this rank evaluates: `batches` micro-batches of `rows` sequences, each
 // rank taking its own rows of a fixed, wrapping walk over the validation set.
-std::vector<MicroBatch> validation_batches(const TokenDataset& dataset, int64_t batches,
+std::vector<MicroBatch> validation_batches(const SequenceDataset& dataset, int64_t batches,
                                            int64_t rows, int dp_rank, int dp_size) {
   std::vector<MicroBatch> result;
   int64_t next = 0;
@@ -152,8 +155,10 @@ int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env
 // Routes the model's unit hooks (numbered over all local chunks) to the engine of each chunk.
 class ChunkUnitHooks final : public UnitHooks {
  public:
-  void add(UnitHooks* hooks, int units) {
-    for (int u = 0; u < units; ++u) targets_.emplace_back(hooks, u);
+  // The model's next unit is the engine's unit `local` (hooks null or local < 0: no hooks; a
+  // unit whose parameters are all frozen belongs to no engine).
+  void add_unit(UnitHooks* hooks, int local) {
+    targets_.emplace_back(local >= 0 ? hooks : nullptr, local);
   }
   void before_forward(int unit) override {
     auto& [hooks, local] = targets_.at(unit);
@@ -173,7 +178,8 @@ class ChunkUnitHooks final : public UnitHooks {
   std::vector<std::pair<UnitHooks*, int>> targets_;
 };
 
-Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
+Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
+                 const AdapterRegistry* adapters)
     : config_(config),
       groups_(std::move(groups)),
       logger_(std::move(logger)),
@@ -195,20 +201,53 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
   model_->initialize(config_.train.seed);
   if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
+  if (!config_.adapters.empty()) {
+    const AdapterRegistry builtin;
+    adapters_ = apply_adapters(*model_, config_.adapters, adapters ? *adapters : builtin,
+                               config_.train.seed);
+    // Every rank decides together: a recipe whose adapters match nothing anywhere is an error.
+    const double trainable =
+        all_reduce_sum(groups_.world(), {static_cast<double>(trainable_parameter_elements())})[0];
+    DST_CHECK(trainable > 0, ConfigError,
+              config_.adapters.front().where
+                  << ": the adapters add no trainable parameter (does target_modules match any "
+                     "of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj?)");
+    // The frozen base takes the parameter dtype here; the engines cast what trains.
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : model_->parameters())
+      if (!parameter.requires_grad())
+        parameter.set_data(parameter.to(scalar_type_of(precision.param)));
+  }
   const bool first_tp_rank = groups_.coord().tp == 0;
   const LlamaModel model = model_;
-  const auto all_units = model_->sharding_units();
+  auto all_units = model_->sharding_units();
   unit_hooks_ = std::make_unique<ChunkUnitHooks>();
   size_t next_unit = 0;
   const bool tied = config_.model.tie_word_embeddings;
   for (const LayerChunk& chunk : model_->chunks()) {
     const size_t units = static_cast<size_t>(model_->units_of_chunk(chunk));
     const bool embedding_copy = model_->holds_embedding_copy(chunk);
-    if (tied && dims.pp > 1 && (chunk.has_embedding || embedding_copy))
-      embedding_engine_ = static_cast<int>(engines_.size());
+    // Only trainable parameters go to the engine; units left empty (all frozen) get no hooks.
     DataParallelEngineSpec spec;
-    spec.units.assign(all_units.begin() + next_unit, all_units.begin() + next_unit + units);
+    std::vector<int> local_index;
+    for (size_t u = next_unit; u < next_unit + units; ++u) {
+      std::vector<std::pair<std::string, torch::Tensor>> trainable;
+      for (auto& item : all_units[u])
+        if (item.second.requires_grad()) trainable.push_back(item);
+      local_index.push_back(trainable.empty() ? -1 : static_cast<int>(spec.units.size()));
+      if (!trainable.empty()) spec.units.push_back(std::move(trainable));
+    }
     next_unit += units;
+    // Unit 0 of a chunk with the embedding (or its copy) is the embedding's.
+    const bool embedding_trains =
+        (chunk.has_embedding || embedding_copy) && local_index.front() == 0;
+    DST_CHECK(!spec.units.empty(), ConfigError,
+              "pipeline stage " << groups_.coord().pp << " (layers " << chunk.begin << "-"
+                                << chunk.end - 1
+                                << ") holds no trainable parameter: choose adapters that reach "
+                                   "every stage, or fewer pipeline stages");
+    if (tied && dims.pp > 1 && embedding_trains)
+      embedding_engine_ = static_cast<int>(engines_.size());
     spec.decays = [](const std::string& name, const at::Tensor& p) {
       return !is_no_decay_parameter(name, p);
     };
@@ -224,11 +263,11 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
     spec.param_type = scalar_type_of(precision.param);
     spec.reduce_type = scalar_type_of(precision.reduce);
     // With tied embeddings the head uses unit 0: the embedding, or its copy on the last stage.
-    spec.first_unit_reused_by_last = tied && chunk.has_head;
+    spec.first_unit_reused_by_last = tied && chunk.has_head && embedding_trains;
     // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
     // is narrower) and casts the parameters itself.
     engines_.push_back(make_data_parallel_engine(spec));
-    unit_hooks_->add(engines_.back()->unit_hooks(), static_cast<int>(units));
+    for (int local : local_index) unit_hooks_->add_unit(engines_.back()->unit_hooks(), local);
   }
   model_->set_unit_hooks(unit_hooks_->any() ? unit_hooks_.get() : nullptr);
   at::ScalarType activation_dtype = scalar_type_of(precision.param);
@@ -242,7 +281,11 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger)
          << scaler_.scale();
     logger_.info(line.str());
   }
-  if (tied && dims.pp > 1) {
+  // Every pp rank learns whether the tied embedding trains (a frozen one needs no sync).
+  const bool sync_embedding =
+      tied && dims.pp > 1 &&
+      all_reduce_sum(groups_.pp(), {embedding_engine_ >= 0 ? 1.0 : 0.0})[0] > 0;
+  if (sync_embedding) {
     const int stage = groups_.coord().pp;
     const bool member = stage == 0 || stage == dims.pp - 1;
     embedding_group_ =
@@ -293,8 +336,8 @@ MemoryPlan Trainer::memory_plan() const {
   // Model parallelism: what this rank holds of the model and what it exchanges with tp and pp
   // peers.
   const ParallelDims& dims = groups_.dims();
-  for (const auto& item : model_->named_parameters(/*recurse=*/true))
-    in.local_parameter_elements += item.value().numel();
+  in.local_parameter_elements = trainable_parameter_elements();
+  in.frozen_parameter_elements = frozen_parameter_elements();
   in.tp_size = dims.tp;
   in.tp_rank = groups_.coord().tp;
   in.pp_size = dims.pp;
@@ -338,6 +381,20 @@ MemoryPlan Trainer::memory_plan() const {
   return plan_memory(in);
 }
 
+int64_t Trainer::trainable_parameter_elements() const {
+  int64_t elements = 0;
+  for (const auto& p : model_->parameters())
+    if (p.requires_grad()) elements += p.numel();
+  return elements;
+}
+
+int64_t Trainer::frozen_parameter_elements() const {
+  int64_t elements = 0;
+  for (const auto& p : model_->parameters())
+    if (!p.requires_grad()) elements += p.numel();
+  return elements;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
@@ -377,6 +434,12 @@ comm::CommStats Trainer::comm_stats() const {
   if (embedding_group_ && embedding_group_ != groups_.pp_ptr())
     stats.accumulate(embedding_group_->stats());
   return stats;
+}
+
+double Trainer::sum_over_model_parallel(double value) {
+  if (groups_.dims().tp > 1) value = all_reduce_sum(groups_.tp(), {value})[0];
+  if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
+  return value;
 }
 
 double Trainer::sum_over_data_and_pipeline(double value) {
@@ -461,6 +524,12 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
 }
 
 double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
+  const auto [loss_sum, tokens] = evaluate_sums(batches);
+  DST_CHECK(tokens > 0, DataError, "evaluate: no target tokens in the evaluation batches");
+  return loss_sum / tokens;
+}
+
+std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& batches) {
   torch::NoGradGuard no_grad;
   model_->eval();
   double loss_sum = 0.0, tokens = 0.0;
@@ -475,15 +544,49 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
   const double total_loss = sum_over_data_and_pipeline(loss_sum);
   const double total_tokens = all_reduce_sum(groups_.dp(), {tokens})[0];
   model_->train();
-  DST_CHECK(total_tokens > 0, DataError, "evaluate: no target tokens in the evaluation batches");
-  return total_loss / total_tokens;
+  return {total_loss, total_tokens};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_model_on_rank0() {
+  auto weights = full_parameters();  // collective under ZeRO-3 and tp
+  if (groups_.dims().pp > 1 && groups_.coord().dp == 0 && groups_.coord().tp == 0)
+    weights = collect_pipeline_stages(groups_.pp(), std::move(weights));
+  if (groups_.world().rank() != 0) weights.clear();
+  return weights;
+}
+
+void Trainer::export_adapters(const std::string& directory, const std::string& merged_directory) {
+  const auto weights = full_model_on_rank0();
+  if (groups_.world().rank() == 0 && !adapters_.empty()) {
+    std::map<std::string, torch::Tensor> full(weights.begin(), weights.end());
+    for (size_t i = 0; i < adapters_.size(); ++i) {
+      const Adapter& adapter = *adapters_[i];
+      const std::filesystem::path target = adapters_.size() == 1
+                                               ? std::filesystem::path(directory)
+                                               : std::filesystem::path(directory) / adapter.type();
+      const PeftAdapterFiles files = adapter.peft_files(full, config_.model);
+      std::filesystem::create_directories(target);
+      save_safetensors((target / "adapter_model.safetensors").string(), files.tensors);
+      write_file_atomically((target / "adapter_config.json").string(), files.config_json);
+      logger_.info("adapter (" + adapter.type() + ", PEFT format): " + target.string());
+    }
+    if (!merged_directory.empty()) {
+      bool mergeable = true;
+      for (const auto& adapter : adapters_) mergeable = mergeable && adapter->merge_into(full);
+      if (mergeable) {
+        const std::vector<std::pair<std::string, torch::Tensor>> merged(full.begin(), full.end());
+        export_hf_model(merged_directory, config_.model, merged,
+                        scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
+        logger_.info("merged Hugging Face model: " + merged_directory);
+      }
+    }
+  }
+  groups_.world().barrier()->wait();
 }
 
 std::string Trainer::save_weights(const std::string& directory) {
   const std::string path = (std::filesystem::path(directory) / "model.h5").string();
-  auto weights = full_parameters();  // collective under ZeRO-3 and tp
-  if (groups_.dims().pp > 1 && groups_.coord().dp == 0 && groups_.coord().tp == 0)
-    weights = collect_pipeline_stages(groups_.pp(), std::move(weights));
+  const auto weights = full_model_on_rank0();
   if (groups_.world().rank() == 0) {
     save_weights_file(path, weights);
     save_hf_config_json((std::filesystem::path(directory) / "config.json").string(), config_.model);
@@ -495,28 +598,46 @@ std::string Trainer::save_weights(const std::string& directory) {
 TrainSummary Trainer::run() {
   const TrainOptions& opts = config_.train;
   const DataOptions& data = config_.data;
-  DST_CHECK(!data.train_path.empty(), ConfigError,
-            "data.train_path is required for a training run");
   // A resume that cannot work fails before any data is read.
   const std::string resume_from =
       opts.resume.empty() ? "" : resolve_checkpoint(checkpoint_root(), opts.resume);
-  ByteTokenizer tokenizer;
-
-  std::vector<std::string> train_docs, val_docs;
-  std::vector<std::string> documents = read_text_corpus(data.train_path);
-  if (data.val_path.empty()) {
-    split_documents(documents, data.val_fraction, &train_docs, &val_docs);
+  std::unique_ptr<SequenceDataset> train_data, val_data;
+  if (!data.prepared.empty()) {
+    const PreparedManifest manifest = read_prepared_manifest(data.prepared);
+    DST_CHECK(manifest.vocab_size <= config_.model.vocab_size, ConfigError,
+              data.prepared << ": the corpus was tokenized into " << manifest.vocab_size
+                            << " ids, more than model.vocab_size " << config_.model.vocab_size);
+    DST_CHECK(manifest.seq_len == data.seq_len, ConfigError,
+              data.prepared << ": prepared with seq_len " << manifest.seq_len
+                            << ", the recipe's data.seq_len is " << data.seq_len);
+    train_data = std::make_unique<PreparedDataset>(data.prepared, "train");
+    val_data = std::make_unique<PreparedDataset>(data.prepared, "validation");
   } else {
-    train_docs = std::move(documents);
-    val_docs = read_text_corpus(data.val_path);
+    DST_CHECK(!data.train_path.empty(), ConfigError,
+              "data.train_path or data.prepared is required for a training run");
+    const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(data.tokenizer, data.eos_token);
+    DST_CHECK(tokenizer->vocab_size() <= config_.model.vocab_size, ConfigError,
+              "data.tokenizer " << tokenizer->describe() << " has more ids than model.vocab_size "
+                                << config_.model.vocab_size);
+    std::vector<std::string> train_docs, val_docs;
+    std::vector<std::string> documents = read_text_corpus(data.train_path);
+    if (data.val_path.empty()) {
+      split_documents(documents, data.val_fraction, &train_docs, &val_docs);
+    } else {
+      train_docs = std::move(documents);
+      val_docs = read_text_corpus(data.val_path);
+    }
+    const std::string val_source =
+        data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
+    DST_CHECK(!val_docs.empty(), DataError,
+              data.train_path
+                  << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
+    train_data =
+        std::make_unique<TokenDataset>(train_docs, *tokenizer, data.seq_len, data.train_path);
+    val_data = std::make_unique<TokenDataset>(val_docs, *tokenizer, data.seq_len, val_source);
   }
-  const std::string val_source =
-      data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
-  DST_CHECK(
-      !val_docs.empty(), DataError,
-      data.train_path << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
-  TokenDataset train_set(train_docs, tokenizer, data.seq_len, data.train_path);
-  TokenDataset val_set(val_docs, tokenizer, data.seq_len, val_source);
+  const SequenceDataset& train_set = *train_data;
+  const SequenceDataset& val_set = *val_data;
 
   const int dp_rank = groups_.coord().dp;
   const int dp_size = groups_.dims().dp;
@@ -545,6 +666,16 @@ TrainSummary Trainer::run() {
          << sampler.global_batch_size() << " sequences (" << dp_size << " ranks x "
          << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
          << "ZeRO stage " << config_.data_parallel.zero_stage;
+    if (!adapters_.empty()) {
+      const double trainable = sum_over_model_parallel(trainable_parameter_elements());
+      const double frozen = sum_over_model_parallel(frozen_parameter_elements());
+      plan << "; adapters:";
+      for (const auto& adapter : adapters_) plan << " " << adapter->type();
+      char share[32];
+      std::snprintf(share, sizeof(share), "%.3f%%", 100.0 * trainable / (trainable + frozen));
+      plan << " (" << format_count(trainable) << " trainable parameters, " << share
+           << " of the model; the base is frozen)";
+    }
     logger_.info(plan.str());
     logger_.info(memory_plan().describe());
   }
@@ -559,6 +690,9 @@ TrainSummary Trainer::run() {
   double window_tokens = 0, window_seconds = 0, total_tokens = 0;
   const int64_t first_step = step_;
   const CheckpointOptions& checkpoints = config_.checkpoint;
+  double best_eval = summary.initial_eval_loss;
+  int64_t evaluations_without_improvement = 0;
+  summary.best_eval_loss = best_eval;
   for (int64_t s = first_step; s < opts.steps; ++s) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())
@@ -586,9 +720,21 @@ TrainSummary Trainer::run() {
     m.skipped_steps = scaler_.skipped_steps();
     m.pipeline_wait_s = result.pipeline_wait_seconds;
     const bool last = result.step == opts.steps;
+    bool stop_early = false, new_best = false;
     if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
       m.eval_loss = evaluate(eval_batches);
       summary.final_eval_loss = *m.eval_loss;
+      // Every rank sees the same (all-reduced) loss, so every rank decides the same.
+      if (*m.eval_loss < best_eval - opts.early_stopping_min_delta) {
+        best_eval = *m.eval_loss;
+        summary.best_eval_loss = best_eval;
+        summary.best_step = result.step;
+        evaluations_without_improvement = 0;
+        new_best = true;
+      } else if (++evaluations_without_improvement >= opts.early_stopping_patience &&
+                 opts.early_stopping_patience > 0) {
+        stop_early = true;
+      }
     }
     if (metrics) metrics->write(m);
     if (result.step == 1 || last || result.step % opts.log_every == 0 || m.eval_loss) {
@@ -601,13 +747,33 @@ TrainSummary Trainer::run() {
     }
     summary.final_loss = result.loss;
     const bool periodic = checkpoints.every_steps > 0 && result.step % checkpoints.every_steps == 0;
-    if (periodic || (last && checkpoints.at_end)) save_checkpoint(sampler.serialize());
+    if (new_best && checkpoints.keep_best) {
+      const std::string directory = save_checkpoint(sampler.serialize());
+      wait_for_checkpoint();
+      if (is_rank0) mark_best_checkpoint(checkpoint_root(), directory);
+    } else if (periodic || ((last || stop_early) && checkpoints.at_end)) {
+      save_checkpoint(sampler.serialize());
+    }
+    if (stop_early) {
+      std::ostringstream line;
+      line << "early stopping at step " << result.step << ": no improvement of the eval loss by "
+           << opts.early_stopping_min_delta << " in " << opts.early_stopping_patience
+           << " evaluations (best " << summary.best_eval_loss << " at step " << summary.best_step
+           << ")";
+      logger_.info(line.str());
+      summary.stopped_early = true;
+      break;
+    }
   }
   wait_for_checkpoint();
   summary.steps = step_;
   const double elapsed = seconds_since(run_start);
   summary.tokens_per_second = elapsed > 0 ? total_tokens / elapsed : 0.0;
   summary.weights_path = save_weights(opts.output_dir);
+  if (!adapters_.empty()) {
+    const std::filesystem::path out(opts.output_dir);
+    export_adapters((out / "adapter").string(), (out / "merged").string());
+  }
   std::ostringstream done;
   done << "done: " << step_ << " steps in " << format_duration(elapsed) << ", "
        << format_count(summary.tokens_per_second) << " tok/s; eval loss "

@@ -147,6 +147,24 @@ std::vector<StatePiece> Trainer::state_pieces() {
       }
     }
   }
+  // Frozen parameters (a base under adapters) are replicated over dp: dp rank 0 writes them as
+  // fp32 "master" pieces (no optimizer state), so checkpoints stay complete and convertible.
+  bool holds_embedding = false;
+  for (const LayerChunk& chunk : model_->chunks()) holds_embedding |= chunk.has_embedding;
+  for (const auto& item : parameters) {
+    const std::string& name = item.key();
+    const torch::Tensor& local = item.value();
+    if (local.requires_grad() || dp_rank != 0) continue;
+    if (is_embedding(name) && !holds_embedding) continue;  // the tied copy on the last stage
+    if (model_->tp_split(name) == TpSplit::kReplicated && tp_rank != 0) continue;
+    StatePiece piece;
+    piece.tensor = name;
+    piece.kind = "master";
+    piece.global_shape = model_->full_shape(name, local);
+    piece.location = location_of(name, local, 0, local.numel());
+    piece.data = local.detach().to(torch::kFloat32).reshape({-1});
+    pieces.push_back(std::move(piece));
+  }
   {
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     torch::Tensor state;
@@ -225,6 +243,20 @@ std::string Trainer::load_checkpoint(const std::string& directory) {
     }
     engine->set_optimizer_steps(info.optimizer_steps);
     engine->state_restored();
+  }
+  for (const auto& item : parameters) {
+    const std::string& name = item.key();
+    torch::Tensor local = item.value();
+    if (local.requires_grad()) continue;
+    DST_CHECK(reader.has(name, "master"), CheckpointError,
+              directory << ": the checkpoint has no values for frozen tensor '" << name << "'");
+    const std::vector<int64_t> expected = model_->full_shape(name, local);
+    DST_CHECK(reader.global_shape(name) == expected, CheckpointError,
+              directory << ": tensor '" << name << "' has shape "
+                        << at::IntArrayRef(reader.global_shape(name))
+                        << " in the checkpoint, the model expects " << at::IntArrayRef(expected));
+    local.copy_(reader.read(name, "master", location_of(name, local, 0, local.numel()))
+                    .view(local.sizes()));
   }
   const std::string rng = rng_tensor_name(groups_.world().rank());
   if (info.layout.world_size == groups_.world().size() && reader.has(rng, "rng")) {

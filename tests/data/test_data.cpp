@@ -75,9 +75,14 @@ TEST_CASE("byte tokenizer round-trips text including UTF-8 and all bytes", "[dat
   CHECK(tok.decode(all_ids) == all);
 
   CHECK(tok.encode("").empty());
-  // Special tokens are dropped on decode.
-  CHECK(tok.decode({'a', dst::ByteTokenizer::kBos, 'b', dst::ByteTokenizer::kEos,
-                    dst::ByteTokenizer::kPad, 'c'}) == "abc");
+  // Special tokens are dropped on decode when asked, written as <|name|> otherwise.
+  const std::vector<int32_t> with_specials = {
+      'a', dst::ByteTokenizer::kBos, 'b', dst::ByteTokenizer::kEos, dst::ByteTokenizer::kPad, 'c'};
+  CHECK(tok.decode(with_specials, /*skip_special=*/true) == "abc");
+  CHECK(tok.decode(with_specials) == "a<|bos|>b<|eos|><|pad|>c");
+  CHECK(tok.token_to_id("<|eos|>") == dst::ByteTokenizer::kEos);
+  CHECK(tok.token_to_id("x") == 'x');
+  CHECK_FALSE(tok.token_to_id("xy").has_value());
 }
 
 TEST_CASE("byte tokenizer decode rejects ids outside the vocabulary", "[data]") {

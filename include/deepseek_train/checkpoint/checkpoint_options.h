@@ -18,6 +18,9 @@ struct CheckpointOptions {
   int64_t keep_last = 0;    // checkpoint.keep_last: committed checkpoints kept (0 = all)
   bool async = false;       // checkpoint.async: write in a background thread
   bool at_end = true;       // checkpoint.at_end: save after the last step
+  // checkpoint.keep_best: save a checkpoint whenever the validation loss improves and keep the
+  // best one (named by <root>/best) whatever keep_last says.
+  bool keep_best = false;
   CheckpointEncryptionOptions encryption;
 
   // Throws ConfigError naming the key.

@@ -37,6 +37,11 @@ class HfModelReader {
   std::map<std::string, const SafetensorsFile*> where_;
 };
 
+// Writes named tensors to a safetensors file atomically, each in its own dtype (float32, bfloat16,
+// float16, int64, ...), with {"format": "pt"} metadata.
+void save_safetensors(const std::string& path,
+                      const std::vector<std::pair<std::string, at::Tensor>>& tensors);
+
 // Writes `<dir>/config.json` and `<dir>/model.safetensors` (tensors cast to `dtype`: float32,
 // bfloat16 or float16), atomically each.
 void export_hf_model(const std::string& dir, const ModelConfig& config,

@@ -70,9 +70,14 @@ std::string checkpoint_dtype_name(at::ScalarType type);
 // The dtype of such a name; nullopt when unknown.
 std::optional<at::ScalarType> checkpoint_dtype_from_name(const std::string& name);
 
-// Resolves `which` ("latest" or a directory) against the checkpoint root: "latest" reads
-// <root>/latest. Throws CheckpointError naming the root when there is no checkpoint.
+// Resolves `which` ("latest", "best" or a directory) against the checkpoint root: "latest" reads
+// <root>/latest, "best" <root>/best. Throws CheckpointError naming the root when there is no
+// such checkpoint.
 std::string resolve_checkpoint(const std::string& root, const std::string& which);
+
+// Points <root>/best at the committed checkpoint `directory` (atomically); keep_last pruning
+// never removes the checkpoint it names.
+void mark_best_checkpoint(const std::string& root, const std::string& directory);
 
 // Writes checkpoints; one per process, used collectively by every rank of `world`.
 class CheckpointWriter {

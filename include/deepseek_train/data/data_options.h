@@ -7,13 +7,19 @@
 namespace dst {
 
 struct DataOptions {
-  // Text corpus: one document per line (UTF-8). Required for `dstrain train`.
+  // Text corpus: one document per line (UTF-8). `dstrain train` needs it or `prepared`.
   std::string train_path;
   // Optional held-out corpus; when empty, the last `val_fraction` of train_path's documents.
   std::string val_path;
   double val_fraction = 0.05;
   int64_t seq_len = 128;
-  std::string tokenizer = "byte";  // only the byte-level tokenizer exists so far
+  // "byte" or the path of a Hugging Face tokenizer.json (data/tokenizer.h).
+  std::string tokenizer = "byte";
+  // The tokenizer's end-of-document token when its file does not make it clear.
+  std::string eos_token;
+  // A folder written by `dstrain prepare` (train-*.h5, validation-*.h5, manifest.json): used
+  // instead of train_path/val_path when set.
+  std::string prepared;
 };
 
 }  // namespace dst

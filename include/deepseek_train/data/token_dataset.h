@@ -7,32 +7,25 @@
 #include <string>
 #include <vector>
 
-#include "deepseek_train/data/byte_tokenizer.h"
+#include "deepseek_train/data/sequence_dataset.h"
+#include "deepseek_train/data/tokenizer.h"
 
 namespace dst {
 
-// Row-major [rows x seq_len] token ids and labels (label -100 = ignored).
-struct TokenBatch {
-  int64_t rows = 0;
-  int64_t seq_len = 0;
-  std::vector<int64_t> input_ids;
-  std::vector<int64_t> labels;
-};
-
-class TokenDataset {
+class TokenDataset final : public SequenceDataset {
  public:
   // Packs `documents` (tokenized with `tokenizer`, EOS after each) into sequences of
   // seq_len + 1 tokens; the incomplete tail is dropped. Throws DataError when no sequence fits,
   // naming `source` (a file name) in the message.
-  TokenDataset(const std::vector<std::string>& documents, const ByteTokenizer& tokenizer,
+  TokenDataset(const std::vector<std::string>& documents, const Tokenizer& tokenizer,
                int64_t seq_len, const std::string& source);
 
-  int64_t size() const { return num_sequences_; }
-  int64_t seq_len() const { return seq_len_; }
+  int64_t size() const override { return num_sequences_; }
+  int64_t seq_len() const override { return seq_len_; }
   int64_t num_tokens() const { return num_sequences_ * seq_len_; }
 
   // Gathers the given sequence indices into a batch (indices may repeat).
-  TokenBatch batch(const std::vector<int64_t>& indices) const;
+  TokenBatch batch(const std::vector<int64_t>& indices) const override;
 
  private:
   int64_t seq_len_;

@@ -41,6 +41,42 @@ struct ModelShardSpec {
 // projections, vocabulary rows) or along dim 1 (row-parallel projections).
 enum class TpSplit { kReplicated, kDim0, kDim1 };
 
+// Extension points through which adapters (adapters/ module: LoRA, prefix tuning, user types)
+// change the model without the model knowing them.
+//
+// A LinearAdapter adds to one projection's output. `input` is what this tp rank's base projection
+// multiplied (the full activation for column-parallel projections, this rank's slice for
+// row-parallel ones) and `base_output` its result (a partial sum for row-parallel projections,
+// summed across tp afterwards): the adapter returns base_output plus its contribution in the
+// same form.
+class LinearAdapter : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& input, const torch::Tensor& base_output) = 0;
+};
+
+// A KeyValuePrefix gives one attention layer learned keys and values that every query attends
+// to before the sequence (prefix tuning): each [num_virtual_tokens, local kv heads, head_dim].
+// The sequence's positions then start at num_virtual_tokens (as Hugging Face does with a cache
+// of that length); prefix keys are used as given (not rotated).
+class KeyValuePrefix : public torch::nn::Module {
+ public:
+  virtual std::pair<torch::Tensor, torch::Tensor> key_value() = 0;
+  virtual int64_t num_virtual_tokens() const = 0;
+  // False: the prefix is masked out of attention (positions still start after it).
+  virtual bool visible() const { return true; }
+};
+
+// A projection an adapter can attach to: its module name as Hugging Face and PEFT name it, the
+// module, how its weight is split across tp (kDim0 column-parallel, kDim1 row-parallel), its full
+// (unsharded) shape, and where its adapter goes.
+struct ProjectionSite {
+  std::string name;  // "model.layers.0.self_attn.q_proj"
+  torch::nn::Linear linear{nullptr};
+  TpSplit split = TpSplit::kReplicated;
+  int64_t in_features = 0, out_features = 0;
+  std::shared_ptr<LinearAdapter>* adapter = nullptr;
+};
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps);
@@ -55,8 +91,8 @@ TORCH_MODULE(RMSNorm);
 // Rotary position embedding, Hugging Face rotate_half convention:
 //   inv_freq[i] = theta^(-2i/d), angle = pos * inv_freq, cos/sin repeated over both halves,
 //   x' = x * cos + rotate_half(x) * sin with rotate_half([a, b]) = [-b, a].
-// x: [batch, heads, seq, head_dim]; positions 0..seq-1.
-torch::Tensor apply_rotary(const torch::Tensor& x, double theta);
+// x: [batch, heads, seq, head_dim]; positions first_position .. first_position + seq - 1.
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position = 0);
 
 // Self-attention over this rank's heads (num_attention_heads / tp of them, and
 // num_key_value_heads / tp key/value heads).
@@ -66,6 +102,11 @@ class AttentionImpl : public torch::nn::Module {
   // x: [batch, seq, hidden] -> [batch, seq, hidden], causal.
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  // Adapters by projection name ("q_proj", ...) and the layer's prefix (null: none).
+  std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;
+  std::shared_ptr<KeyValuePrefix> prefix;
+  int64_t local_heads() const { return heads_; }
+  int64_t local_kv_heads() const { return kv_heads_; }
 
  private:
   comm::CommunicatorPtr tp_;
@@ -79,6 +120,7 @@ class MlpImpl : public torch::nn::Module {
   MlpImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;  // by projection name
 
  private:
   comm::CommunicatorPtr tp_;
@@ -115,6 +157,9 @@ class LlamaModelImpl : public torch::nn::Module {
   const std::vector<LayerChunk>& chunks() const { return chunks_; }
   int num_chunks() const { return static_cast<int>(chunks_.size()); }
   int tp_size() const { return tp_ ? tp_->size() : 1; }
+  int tp_rank() const { return tp_ ? tp_->rank() : 0; }
+  // The tensor-parallel group (null without tensor parallelism).
+  const comm::CommunicatorPtr& tp_group() const { return tp_; }
   const VocabShard& vocab_shard() const { return vocab_; }
 
   // Deterministic initialisation, identical for every layout: for each parameter the full
@@ -122,8 +167,15 @@ class LlamaModelImpl : public torch::nn::Module {
   // vocabulary padding rows zero; this rank keeps its slice.
   void initialize(uint64_t seed);
 
-  // How `name` is split across tp, and its full (unsharded, unpadded) shape.
+  // How `name` is split across tp, and its full (unsharded, unpadded) shape. Parameters added by
+  // adapters are declared with set_tp_split (default: replicated).
   TpSplit tp_split(const std::string& name) const;
+  void set_tp_split(const std::string& name, TpSplit split) { extra_splits_[name] = split; }
+
+  // Every decoder-layer projection of this rank (q/k/v/o, gate/up/down), in layer order.
+  std::vector<ProjectionSite> projection_sites();
+  // Every attention layer of this rank, by global layer index.
+  std::map<int64_t, Attention> attention_layers();
   std::vector<int64_t> full_shape(const std::string& name, const torch::Tensor& local) const;
   // The full parameter from every tp rank's slice (collective over tp; padding removed).
   torch::Tensor gather_tp_parameter(const std::string& name, const torch::Tensor& local) const;
@@ -168,8 +220,13 @@ class LlamaModelImpl : public torch::nn::Module {
   int checkpoint_every_ = 0;
   UnitHooks* unit_hooks_ = nullptr;
   c10::optional<at::ScalarType> compute_dtype_;
+  std::map<std::string, TpSplit> extra_splits_;
 };
 TORCH_MODULE(LlamaModel);
+
+// A stable per-parameter seed: seed mixed with the FNV-1a hash of the name, so every layout and
+// every run draws the same initial values for a parameter.
+uint64_t parameter_seed(uint64_t seed, const std::string& name);
 
 inline constexpr int64_t kIgnoreIndex = -100;
 

@@ -35,6 +35,9 @@ struct MemoryPlanInputs {
   // once (1 without a pipeline). Every checkpoint_every-th layer keeps only its input and is
   // recomputed in backward (0: off).
   int64_t local_parameter_elements = 0;
+  // Parameters the rank holds that do not train (a base model under adapters): kept whole in the
+  // parameter dtype on every dp rank, with no gradient, master or optimizer state.
+  int64_t frozen_parameter_elements = 0;
   int tp_size = 1;
   int tp_rank = 0;
   int64_t local_layers = -1;
@@ -59,6 +62,7 @@ struct MemoryPlan {
   int64_t parameter_elements = 0;  // Psi: trainable parameters of the whole model
   // Bytes this rank holds.
   int64_t parameters = 0;
+  int64_t frozen_parameters = 0;  // frozen (not trained) parameters
   int64_t gradients = 0;
   int64_t master_weights = 0;
   int64_t optimizer_moments = 0;
@@ -72,7 +76,7 @@ struct MemoryPlan {
   int64_t activations_without_checkpointing = 0;  // the same estimate with checkpointing off
 
   int64_t model_state() const {
-    return parameters + gradients + master_weights + optimizer_moments;
+    return parameters + frozen_parameters + gradients + master_weights + optimizer_moments;
   }
   int64_t total() const { return model_state() + activations; }
   int64_t comm_bytes_per_step() const {

@@ -6,8 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/adapters/adapter_config.h"
 #include "deepseek_train/checkpoint/checkpoint_options.h"
 #include "deepseek_train/comm/comm_options.h"
+#include "deepseek_train/data/corpus_prepare.h"
 #include "deepseek_train/data/data_options.h"
 #include "deepseek_train/mesh/parallel_dims.h"
 #include "deepseek_train/model/model_config.h"
@@ -32,6 +34,10 @@ struct TrainOptions {
   std::string resume;
   // A Hugging Face model folder (config.json + safetensors) whose weights initialise the model.
   std::string init_from;
+  // Early stopping on the validation loss (checked at every evaluation): stop after `patience`
+  // evaluations without an improvement larger than min_delta (0 = never stop early).
+  int64_t early_stopping_patience = 0;
+  double early_stopping_min_delta = 0.0;
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,
@@ -57,6 +63,12 @@ struct TrainConfig {
   TrainOptions train;
   CommOptions comm;
   CheckpointOptions checkpoint;
+  // Parameter-efficient fine-tuning: when non-empty the base model is frozen and only the
+  // adapters' parameters train (adapters/adapter.h).
+  std::vector<AdapterConfig> adapters;
+  // `dstrain prepare`'s options (recipe section `prepare:`); training itself reads the result
+  // through data.prepared.
+  PrepareOptions prepare;
 
   // Cross-field checks that need no world size (model shape against tp and pp, the pipeline
   // schedule, positive counts, seq_len within max_position_embeddings, ...). Throws ConfigError

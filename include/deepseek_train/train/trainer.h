@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/adapters/adapter.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -58,12 +59,18 @@ struct TrainSummary {
   double final_eval_loss = 0.0;
   double tokens_per_second = 0.0;
   std::string weights_path;
+  double best_eval_loss = 0.0;  // lowest eval loss seen (the initial one if none was lower)
+  int64_t best_step = 0;
+  bool stopped_early = false;
 };
 
 class Trainer {
  public:
-  // Builds and initialises the model (deterministically from train.seed) and the optimizer.
-  Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger);
+  // Builds and initialises the model (deterministically from train.seed), applies the recipe's
+  // adapters (types from `adapters`, the built-in registry when null; the base is then frozen)
+  // and builds the optimizer over the trainable parameters.
+  Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
+          const AdapterRegistry* adapters = nullptr);
   ~Trainer();
 
   // A full run: reads data.train_path (and validation data), trains train.steps steps with
@@ -79,6 +86,19 @@ class Trainer {
 
   // Mean token loss over every rank's batches (no gradient).
   double evaluate(const std::vector<MicroBatch>& batches);
+  // Loss summed over target tokens and the token count, over every rank's batches (no
+  // gradient): evaluate() is their ratio.
+  std::pair<double, double> evaluate_sums(const std::vector<MicroBatch>& batches);
+
+  // The adapters applied to the model (empty: full fine-tuning).
+  const std::vector<std::unique_ptr<Adapter>>& adapters() const { return adapters_; }
+  // Parameter elements of this rank that train / stay frozen.
+  int64_t trainable_parameter_elements() const;
+  int64_t frozen_parameter_elements() const;
+  // Writes each adapter in PEFT's format under <directory>/<type> (or <directory> for one
+  // adapter) and, when every adapter can be merged, the merged Hugging Face model under
+  // <merged_directory> (empty: skipped). Collective; world rank 0 writes.
+  void export_adapters(const std::string& directory, const std::string& merged_directory);
 
   LlamaModel& model() { return model_; }
   const TrainConfig& config() const { return config_; }
@@ -102,6 +122,9 @@ class Trainer {
   // Copies of the full parameters of this rank's pipeline chunks, any ZeRO stage, gathered
   // across tp with vocabulary padding removed (collective over the dp and tp groups).
   std::vector<std::pair<std::string, torch::Tensor>> full_parameters();
+  // The whole model's full parameters on world rank 0 (every pipeline stage's, collected);
+  // empty on the other ranks. Collective.
+  std::vector<std::pair<std::string, torch::Tensor>> full_model_on_rank0();
   // Writes model.h5 and config.json of the whole model into `directory` (world rank 0 writes,
   // after collecting the other pipeline stages' parameters; every rank calls).
   std::string save_weights(const std::string& directory);
@@ -126,6 +149,7 @@ class Trainer {
   ProcessGroups groups_;
   Logger logger_;
   LlamaModel model_{nullptr};
+  std::vector<std::unique_ptr<Adapter>> adapters_;
   // Gradient sync + optimizer (any ZeRO stage), one per local model chunk.
   std::vector<std::unique_ptr<DataParallelEngine>> engines_;
   std::unique_ptr<ChunkUnitHooks> unit_hooks_;
@@ -157,6 +181,8 @@ class Trainer {
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
   double sum_over_data_and_pipeline(double value);
+  // Sums over the tp and pp groups (a per-rank count to the whole model's).
+  double sum_over_model_parallel(double value);
   int64_t step_ = 0;
 };
 

@@ -1,4 +1,5 @@
-// Small RAII helpers over the HDF5 C API shared by the checkpoint module's files (private).
+// Small RAII helpers over the HDF5 C API shared by the modules that write HDF5 files (checkpoints,
+// prepared corpora; private).
 #pragma once
 
 #include <hdf5.h>

@@ -1,0 +1,42 @@
+// Subcommands of dstrain beyond train/ckpt/synth (main.cpp): tokenize, prepare and eval.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/core/launch_env.h"
+
+namespace dst::cli {
+
+struct TokenizeArgs {
+  std::string tokenizer;
+  std::string eos_token;
+  bool lines = false;   // encode each line on its own
+  bool decode = false;  // ids (space-separated) -> text
+  bool skip_special = false;
+};
+// Reads stdin, writes ids (or text) to stdout.
+int run_tokenize(const TokenizeArgs& args);
+
+struct PrepareArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+};
+int run_prepare(const PrepareArgs& args);
+
+struct EvalArgs {
+  std::string model;  // Hugging Face folder or checkpoint directory
+  std::string data;   // prepared folder
+  std::string split = "validation";
+  std::string text;  // text file, with --tokenizer
+  std::string tokenizer;
+  std::string eos_token;
+  std::string ids;      // file of whitespace-separated ids
+  int64_t seq_len = 0;  // 0: the prepared corpus's, else 256 (bounded by the model)
+  int64_t batch_size = 4;
+  std::string key_file, key_env;
+};
+int run_eval(const EvalArgs& args, const LaunchEnv& env);
+
+}  // namespace dst::cli

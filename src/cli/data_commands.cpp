@@ -1,0 +1,234 @@
+// dstrain tokenize / prepare / eval.
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "commands.h"
+#include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/comm/mpi_communicator.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/data/corpus_prepare.h"
+#include "deepseek_train/data/prepared_dataset.h"
+#include "deepseek_train/data/tokenizer.h"
+#include "deepseek_train/recipe/recipe.h"
+#include "deepseek_train/train/trainer.h"
+
+namespace dst::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_all(std::istream& in) {
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  DST_CHECK(in.good() && !fs::is_directory(path), DataError, path << ": cannot read file");
+  return read_all(in);
+}
+
+std::vector<int32_t> parse_ids(const std::string& text, const std::string& source) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  std::string word;
+  for (int64_t position = 0; in >> word; ++position) {
+    char* end = nullptr;
+    const long value = std::strtol(word.c_str(), &end, 10);
+    DST_CHECK(*end == '\0' && value >= 0 && value <= INT32_MAX, DataError,
+              source << ": token " << position << " ('" << word << "') is not a token id");
+    ids.push_back(static_cast<int32_t>(value));
+  }
+  return ids;
+}
+
+void print_ids(const std::vector<int32_t>& ids) {
+  std::string line;
+  for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
+  std::cout << line << "\n";
+}
+
+// Windows of seq_len + 1 tokens with stride seq_len: every token after the first is predicted
+// exactly once; the last window is padded with ignored labels.
+std::vector<TokenBatch> windows_of(const std::vector<int32_t>& ids, int64_t seq_len) {
+  std::vector<TokenBatch> rows;
+  for (int64_t start = 0; start + 1 < static_cast<int64_t>(ids.size()); start += seq_len) {
+    TokenBatch row;
+    row.rows = 1;
+    row.seq_len = seq_len;
+    for (int64_t i = 0; i < seq_len; ++i) {
+      const int64_t at = start + i;
+      const bool has_input = at < static_cast<int64_t>(ids.size());
+      const bool has_label = at + 1 < static_cast<int64_t>(ids.size());
+      row.input_ids.push_back(has_input ? ids[at] : 0);
+      row.labels.push_back(has_label ? ids[at + 1] : kIgnoreIndex);
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+}  // namespace
+
+int run_tokenize(const TokenizeArgs& args) {
+  const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(args.tokenizer, args.eos_token);
+  const std::string input = read_all(std::cin);
+  if (args.decode) {
+    if (args.lines) {
+      std::istringstream in(input);
+      std::string line;
+      for (int64_t n = 1; std::getline(in, line); ++n)
+        std::cout << tokenizer->decode(parse_ids(line, "stdin:" + std::to_string(n)),
+                                       args.skip_special)
+                  << "\n";
+    } else {
+      std::cout << tokenizer->decode(parse_ids(input, "stdin"), args.skip_special);
+    }
+    return 0;
+  }
+  if (args.lines) {
+    std::istringstream in(input);
+    std::string line;
+    while (std::getline(in, line)) print_ids(tokenizer->encode(line));
+  } else {
+    print_ids(tokenizer->encode(input));
+  }
+  return 0;
+}
+
+int run_prepare(const PrepareArgs& args) {
+  const TrainConfig config = load_recipe(args.recipe, args.overrides);
+  const PrepareReport report = prepare_corpus(config.prepare, Logger(0, 1, LogLevel::kInfo));
+  std::cout << report.summary();
+  return 0;
+}
+
+int run_eval(const EvalArgs& args, const LaunchEnv& env) {
+  const int sources =
+      (args.data.empty() ? 0 : 1) + (args.text.empty() ? 0 : 1) + (args.ids.empty() ? 0 : 1);
+  DST_CHECK(
+      sources == 1, ConfigError,
+      "eval: give exactly one of --data PREPARED, --text FILE (with --tokenizer), --ids FILE");
+  DST_CHECK(args.text.empty() || !args.tokenizer.empty(), ConfigError,
+            "eval: --text needs --tokenizer (a tokenizer.json or 'byte')");
+  DST_CHECK(args.batch_size > 0, ConfigError, "eval: --batch-size must be positive");
+
+  // The model: a checkpoint (its recipe, adapters included) or a Hugging Face folder.
+  TrainConfig config;
+  const bool checkpoint = fs::exists(fs::path(args.model) / "manifest.json");
+  std::optional<EncryptionKey> key;
+  if (!args.key_file.empty()) key = EncryptionKey::from_file(args.key_file);
+  if (!args.key_env.empty()) key = EncryptionKey::from_env(args.key_env);
+  if (checkpoint) {
+    CheckpointReader reader(args.model, key);
+    if (!reader.info().recipe.empty())
+      config = parse_recipe(reader.info().recipe, args.model + "/manifest.json");
+    config.model = reader.info().model;
+    config.train.init_from.clear();  // the checkpoint holds every tensor, a frozen base included
+  } else {
+    DST_CHECK(fs::exists(fs::path(args.model) / "config.json"), ConfigError,
+              "eval: " << args.model
+                       << " is neither a checkpoint (manifest.json) nor a Hugging Face model "
+                          "folder (config.json)");
+    config.model = model_config_from_hf_json((fs::path(args.model) / "config.json").string());
+    config.train.init_from = args.model;
+  }
+  // Data.
+  std::unique_ptr<PreparedDataset> prepared;
+  std::vector<TokenBatch> rows;
+  int64_t seq_len = args.seq_len;
+  if (!args.data.empty()) {
+    prepared = std::make_unique<PreparedDataset>(args.data, args.split);
+    DST_CHECK(seq_len == 0 || seq_len == prepared->seq_len(), ConfigError,
+              "eval: --seq-len " << seq_len << " differs from the prepared corpus's "
+                                 << prepared->seq_len());
+    seq_len = prepared->seq_len();
+  } else {
+    if (seq_len == 0) seq_len = std::min<int64_t>(256, config.model.max_position_embeddings);
+    std::vector<int32_t> ids;
+    if (!args.ids.empty()) {
+      ids = parse_ids(read_file(args.ids), args.ids);
+    } else {
+      ids = load_tokenizer(args.tokenizer, args.eos_token)->encode(read_file(args.text));
+    }
+    DST_CHECK(ids.size() >= 2, DataError,
+              (args.ids.empty() ? args.text : args.ids) << ": fewer than 2 tokens to evaluate");
+    for (int32_t id : ids)
+      DST_CHECK(id < config.model.vocab_size, DataError,
+                (args.ids.empty() ? args.text : args.ids)
+                    << ": token id " << id << " is outside the model's vocabulary of "
+                    << config.model.vocab_size);
+    rows = windows_of(ids, seq_len);
+  }
+  DST_CHECK(seq_len <= config.model.max_position_embeddings, ConfigError,
+            "eval: sequences of " << seq_len << " tokens exceed max_position_embeddings "
+                                  << config.model.max_position_embeddings);
+
+  std::unique_ptr<comm::MpiRuntime> mpi;
+  comm::CommunicatorPtr world;
+  if (env.launcher != "none") {
+    mpi = std::make_unique<comm::MpiRuntime>();
+    world = mpi->world();
+  } else {
+    world = comm::make_local_communicator();
+  }
+  config.parallel = {world->size(), 1, 1};
+  config.data_parallel.zero_stage = 0;
+  config.precision = PrecisionOptions();
+  config.data.seq_len = seq_len;
+  config.data.prepared.clear();
+  config.train.resume.clear();
+  config.checkpoint.encryption = {args.key_file, args.key_env};
+  configure_intra_op_threads(config.train, env);
+  Logger logger(world->rank(), world->size(), LogLevel::kWarn);
+  Trainer trainer(config, ProcessGroups::create(world, config.parallel), logger);
+  if (checkpoint) trainer.load_checkpoint(args.model);
+
+  // Rank r evaluates rows r, r + world, ...; every rank runs the same number of batches.
+  const int64_t total = prepared ? prepared->size() : static_cast<int64_t>(rows.size());
+  const int64_t per_batch = args.batch_size * world->size();
+  double loss_sum = 0.0, tokens = 0.0;
+  for (int64_t first = 0; first < total; first += per_batch) {
+    std::vector<int64_t> mine;
+    for (int64_t i = first + world->rank(); i < std::min(total, first + per_batch);
+         i += world->size())
+      mine.push_back(i);
+    TokenBatch batch;
+    if (mine.empty()) {  // nothing left for this rank: an all-ignored row keeps ranks in step
+      batch.rows = 1;
+      batch.seq_len = seq_len;
+      batch.input_ids.assign(seq_len, 0);
+      batch.labels.assign(seq_len, kIgnoreIndex);
+    } else if (prepared) {
+      batch = prepared->batch(mine);
+    } else {
+      batch.rows = static_cast<int64_t>(mine.size());
+      batch.seq_len = seq_len;
+      for (int64_t i : mine) {
+        batch.input_ids.insert(batch.input_ids.end(), rows[i].input_ids.begin(),
+                               rows[i].input_ids.end());
+        batch.labels.insert(batch.labels.end(), rows[i].labels.begin(), rows[i].labels.end());
+      }
+    }
+    const auto [sum, count] = trainer.evaluate_sums({to_micro_batch(batch)});
+    loss_sum += sum;
+    tokens += count;
+  }
+  DST_CHECK(tokens > 0, DataError, "eval: no target tokens");
+  const double loss = loss_sum / tokens;
+  if (world->rank() == 0)
+    std::printf("loss %.6f perplexity %.4f tokens %.0f sequences %lld seq_len %lld model %s\n",
+                loss, std::exp(loss), tokens, static_cast<long long>(total),
+                static_cast<long long>(seq_len), args.model.c_str());
+  return 0;
+}
+
+}  // namespace dst::cli

@@ -1,0 +1,1232 @@
+// Corpus preparation, streamed in chunks so memory stays bounded by a chunk, two shard buffers and
+// the de-duplication indexes:
+//   read records (sequential) -> parse/clean/scrub/hash (parallel, per record)
+//   -> drop short/duplicates, choose the split (sequential, input order)
+//   -> full shard: content hash; identical file on disk ? skip : tokenize (parallel) + pack +
+//   write.
+// Every decision depends on the input order only, so any thread count gives the same files.
+#include "deepseek_train/data/corpus_prepare.h"
+
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <unordered_set>
+
+#include "core/hdf5_io.h"
+#include "deepseek_train/core/atomic_file.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/data/prepared_dataset.h"
+#include "deepseek_train/data/tokenizer.h"
+
+namespace dst {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kShardFormat = "deepseek_train-prepared-shard";
+// Raw record bytes handed to the parallel cleaning stage at a time.
+constexpr size_t kChunkBytes = size_t{16} << 20;
+constexpr size_t kReadBlockBytes = size_t{1} << 20;
+
+// ---------------------------------------------------------------------------------------------
+// SHA-256 (OpenSSL EVP; the digest is fetched once and shared by the threads)
+// ---------------------------------------------------------------------------------------------
+
+using Digest = std::array<unsigned char, 32>;
+
+class Sha256Engine {
+ public:
+  Sha256Engine() : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {
+    DST_CHECK(md_ != nullptr, InternalError, "SHA-256: OpenSSL has no SHA256 digest");
+  }
+  ~Sha256Engine() { EVP_MD_free(md_); }
+  Sha256Engine(const Sha256Engine&) = delete;
+  Sha256Engine& operator=(const Sha256Engine&) = delete;
+  const EVP_MD* md() const { return md_; }
+
+ private:
+  EVP_MD* md_;
+};
+
+class Sha256Stream {
+ public:
+  explicit Sha256Stream(const Sha256Engine& engine) : md_(engine.md()), ctx_(EVP_MD_CTX_new()) {
+    DST_CHECK(ctx_ != nullptr, InternalError, "SHA-256: cannot allocate an OpenSSL context");
+    reset();
+  }
+  ~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+
+  void reset() {
+    DST_CHECK(EVP_DigestInit_ex2(ctx_, md_, nullptr) == 1, InternalError,
+              "SHA-256: EVP_DigestInit_ex2 failed");
+  }
+  void update(const void* data, size_t size) {
+    if (size == 0) return;
+    DST_CHECK(EVP_DigestUpdate(ctx_, data, size) == 1, InternalError,
+              "SHA-256: EVP_DigestUpdate failed");
+  }
+  void update(const std::string& bytes) { update(bytes.data(), bytes.size()); }
+  void update_u64(uint64_t value) {
+    unsigned char bytes[8];
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(value >> (8 * i));
+    update(bytes, sizeof(bytes));
+  }
+  Digest finish() {
+    Digest digest{};
+    unsigned int size = 0;
+    DST_CHECK(EVP_DigestFinal_ex(ctx_, digest.data(), &size) == 1 && size == digest.size(),
+              InternalError, "SHA-256: EVP_DigestFinal_ex failed");
+    return digest;
+  }
+
+ private:
+  const EVP_MD* md_;
+  EVP_MD_CTX* ctx_;
+};
+
+std::string to_hex(const Digest& digest) {
+  static constexpr char kHexDigits[] = "0123456789abcdef";
+  std::string hex;
+  hex.reserve(digest.size() * 2);
+  for (unsigned char b : digest) {
+    hex.push_back(kHexDigits[b >> 4]);
+    hex.push_back(kHexDigits[b & 15]);
+  }
+  return hex;
+}
+
+uint64_t load_u64(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+uint64_t mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+// First 128 bits of a document digest: the exact-duplicate key.
+struct DocKey {
+  uint64_t a = 0, b = 0;
+  bool operator==(const DocKey& o) const { return a == o.a && b == o.b; }
+};
+struct DocKeyHash {
+  size_t operator()(const DocKey& k) const { return static_cast<size_t>(k.a); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+// ---------------------------------------------------------------------------------------------
+
+// Calls fn(i, worker) for every i in [0, n) on up to `threads` threads, handing out blocks of
+// `grain` indices; worker < threads. The first exception (by worker) is rethrown after all
+// threads have stopped.
+void parallel_for(size_t n, int threads, size_t grain, const std::function<void(size_t, int)>& fn) {
+  const size_t blocks = (n + grain - 1) / grain;
+  const int workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(threads), blocks));
+  if (workers <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(workers));
+  auto run = [&](int worker) {
+    try {
+      for (;;) {
+        const size_t begin = next.fetch_add(grain);
+        if (begin >= n) break;
+        const size_t end = std::min(n, begin + grain);
+        for (size_t i = begin; i < end; ++i) fn(i, worker);
+      }
+    } catch (...) {
+      errors[static_cast<size_t>(worker)] = std::current_exception();
+      next.store(n);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int w = 1; w < workers; ++w) pool.emplace_back(run, w);
+  run(0);
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+// ---------------------------------------------------------------------------------------------
+
+enum class InputKind { kText, kJsonl };
+
+struct Source {
+  std::string path;
+  InputKind kind = InputKind::kText;
+  int64_t bytes = 0;
+  std::string sha256;
+};
+
+std::optional<InputKind> kind_of_extension(const fs::path& path) {
+  const std::string ext = path.extension().string();
+  if (ext == ".txt") return InputKind::kText;
+  if (ext == ".jsonl") return InputKind::kJsonl;
+  return std::nullopt;
+}
+
+std::vector<Source> expand_inputs(const std::vector<std::string>& inputs) {
+  std::vector<Source> sources;
+  for (const std::string& input : inputs) {
+    std::error_code ec;
+    const fs::file_status status = fs::status(input, ec);
+    DST_CHECK(status.type() != fs::file_type::not_found, DataError,
+              input << ": no such file or directory");
+    if (fs::is_directory(status)) {
+      std::vector<fs::path> files;
+      for (const auto& entry : fs::directory_iterator(input, ec)) {
+        const fs::path& p = entry.path();
+        if (p.filename().string().rfind('.', 0) == 0 || !kind_of_extension(p)) continue;
+        std::error_code file_ec;
+        if (fs::is_regular_file(p, file_ec)) files.push_back(p);
+      }
+      DST_CHECK(!ec, DataError, input << ": cannot list directory: " << ec.message());
+      DST_CHECK(!files.empty(), DataError, input << ": directory has no .txt or .jsonl files");
+      std::sort(files.begin(), files.end());
+      for (const fs::path& p : files) sources.push_back({p.string(), *kind_of_extension(p), 0, {}});
+      continue;
+    }
+    const std::optional<InputKind> kind = kind_of_extension(input);
+    DST_CHECK(kind.has_value(), DataError,
+              input << ": unknown input extension '" << fs::path(input).extension().string()
+                    << "' (expected .txt or .jsonl, or a directory)");
+    sources.push_back({input, *kind, 0, {}});
+  }
+  return sources;
+}
+
+// Reads a file in blocks, hashing and counting every byte; yields lines (a UTF-8 byte order mark
+// at the start of the file is skipped).
+class FileReader {
+ public:
+  FileReader(const std::string& path, const Sha256Engine& engine)
+      : path_(path), hash_(engine), buffer_(kReadBlockBytes) {
+    file_ = std::fopen(path.c_str(), "rb");
+    if (file_ == nullptr) {
+      const int error = errno;
+      DST_THROW(DataError, path << ": cannot open for reading: " << std::strerror(error));
+    }
+  }
+  ~FileReader() {
+    if (file_ != nullptr) std::fclose(file_);
+  }
+  FileReader(const FileReader&) = delete;
+  FileReader& operator=(const FileReader&) = delete;
+
+  // The next line without its '\n' (the last line may lack one); false at the end of the file.
+  bool next_line(std::string& line) {
+    line.clear();
+    bool partial = false;
+    for (;;) {
+      if (pos_ == len_ && !refill()) {
+        if (partial) ++line_number_;
+        return partial;
+      }
+      const char* start = buffer_.data() + pos_;
+      const auto* newline = static_cast<const char*>(std::memchr(start, '\n', len_ - pos_));
+      if (newline != nullptr) {
+        line.append(start, static_cast<size_t>(newline - start));
+        pos_ += static_cast<size_t>(newline - start) + 1;
+        ++line_number_;
+        return true;
+      }
+      line.append(start, len_ - pos_);
+      pos_ = len_;
+      partial = true;
+    }
+  }
+
+  void read_all(std::string& out) {
+    out.clear();
+    while (pos_ < len_ || refill()) {
+      out.append(buffer_.data() + pos_, len_ - pos_);
+      pos_ = len_;
+    }
+  }
+
+  int64_t line_number() const { return line_number_; }
+  int64_t bytes() const { return bytes_; }
+  std::string finish() { return to_hex(hash_.finish()); }
+
+ private:
+  bool refill() {
+    const size_t n = std::fread(buffer_.data(), 1, buffer_.size(), file_);
+    if (n == 0) {
+      if (std::ferror(file_)) {
+        const int error = errno;
+        DST_THROW(DataError, path_ << ": cannot read: " << std::strerror(error));
+      }
+      return false;
+    }
+    hash_.update(buffer_.data(), n);
+    pos_ = 0;
+    len_ = n;
+    if (bytes_ == 0 && n >= 3 && std::memcmp(buffer_.data(), "\xEF\xBB\xBF", 3) == 0) pos_ = 3;
+    bytes_ += static_cast<int64_t>(n);
+    return true;
+  }
+
+  std::string path_;
+  Sha256Stream hash_;
+  std::vector<char> buffer_;
+  std::FILE* file_ = nullptr;
+  size_t pos_ = 0;
+  size_t len_ = 0;
+  int64_t bytes_ = 0;
+  int64_t line_number_ = 0;
+};
+
+bool is_blank(const std::string& line) {
+  return line.find_first_not_of(" \t\r\f\v") == std::string::npos;
+}
+
+// One unparsed document: a paragraph, line or whole file of text, or one JSONL line.
+struct RawRecord {
+  size_t source = 0;
+  int64_t line = 0;  // first line of the record (1-based)
+  std::string text;
+};
+
+// Produces the records of all sources in order, a chunk at a time. Fills in each source's size
+// and SHA-256 once it has been read completely.
+class RecordStream {
+ public:
+  RecordStream(std::vector<Source>& sources, const std::string& text_split,
+               const Sha256Engine& engine)
+      : sources_(sources), text_split_(text_split), engine_(engine) {}
+
+  bool finished() const { return finished_; }
+  // Bytes read so far (all sources).
+  int64_t bytes_read() const { return finished_bytes_ + (reader_ ? reader_->bytes() : 0); }
+
+  // Appends records until about `budget` bytes were added or the input ends.
+  void fill(std::vector<RawRecord>& out, size_t budget) {
+    size_t added = 0;
+    while (added < budget && !finished_) {
+      if (!reader_) {
+        if (current_ == sources_.size()) {
+          finished_ = true;
+          break;
+        }
+        reader_ = std::make_unique<FileReader>(sources_[current_].path, engine_);
+      }
+      const bool line_records =
+          sources_[current_].kind == InputKind::kJsonl || text_split_ == "line";
+      bool file_done = false;
+      if (line_records) {
+        if (reader_->next_line(line_)) {
+          if (!is_blank(line_)) {
+            added += line_.size();
+            out.push_back({current_, reader_->line_number(), line_});
+          }
+        } else {
+          file_done = true;
+        }
+      } else if (text_split_ == "paragraph") {
+        if (reader_->next_line(line_)) {
+          if (is_blank(line_)) {
+            added += flush_paragraph(out);
+          } else {
+            if (paragraph_.empty()) {
+              paragraph_line_ = reader_->line_number();
+            } else {
+              paragraph_.push_back('\n');
+            }
+            paragraph_ += line_;
+          }
+        } else {
+          added += flush_paragraph(out);
+          file_done = true;
+        }
+      } else {  // "file"
+        std::string all;
+        reader_->read_all(all);
+        added += all.size();
+        out.push_back({current_, 1, std::move(all)});
+        file_done = true;
+      }
+      if (file_done) {
+        sources_[current_].bytes = reader_->bytes();
+        sources_[current_].sha256 = reader_->finish();
+        finished_bytes_ += reader_->bytes();
+        reader_.reset();
+        ++current_;
+      }
+    }
+  }
+
+ private:
+  size_t flush_paragraph(std::vector<RawRecord>& out) {
+    if (paragraph_.empty()) return 0;
+    const size_t size = paragraph_.size();
+    out.push_back({current_, paragraph_line_, std::move(paragraph_)});
+    paragraph_.clear();
+    return size;
+  }
+
+  std::vector<Source>& sources_;
+  std::string text_split_;
+  const Sha256Engine& engine_;
+  size_t current_ = 0;
+  std::unique_ptr<FileReader> reader_;
+  std::string line_;
+  std::string paragraph_;
+  int64_t paragraph_line_ = 0;
+  int64_t finished_bytes_ = 0;
+  bool finished_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+// ---------------------------------------------------------------------------------------------
+
+struct Document {
+  bool instruction = false;
+  std::string text;  // the text, or an instruction's prompt
+  std::string response;
+};
+
+struct CleanRecord {
+  std::exception_ptr error;
+  bool too_short = false;
+  Document doc;
+  Digest hash{};
+  PiiCounts pii;
+  MinHashSignature signature;
+};
+
+int64_t count_code_points(const std::string& text) {
+  int64_t n = 0;
+  for (unsigned char c : text) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+// One-line description of a JSON value's type for error messages.
+std::string json_type(const json& value) { return value.type_name(); }
+
+Document parse_jsonl(const RawRecord& raw, const Source& source, const PrepareOptions& options) {
+  json value;
+  try {
+    value = json::parse(raw.text);
+  } catch (const json::exception& e) {
+    // The parser quotes what it read; a long line would make an unreadable message.
+    std::string what = e.what();
+    if (what.size() > 300) {
+      size_t cut = 300;
+      while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xC0) == 0x80) --cut;
+      what = what.substr(0, cut) + "...";
+    }
+    DST_THROW(DataError, source.path << ":" << raw.line << ": malformed JSON (" << what << ")");
+  }
+  DST_CHECK(value.is_object(), DataError,
+            source.path << ":" << raw.line << ": expected a JSON object, got " << json_type(value));
+  Document doc;
+  const auto text = value.find(options.text_field);
+  if (text != value.end()) {
+    DST_CHECK(text->is_string(), DataError,
+              source.path << ":" << raw.line << ": field '" << options.text_field
+                          << "' is not a string (" << json_type(*text) << ")");
+    doc.text = text->get<std::string>();
+    return doc;
+  }
+  const auto prompt = value.find(options.prompt_field);
+  const auto response = value.find(options.response_field);
+  DST_CHECK(prompt != value.end() && response != value.end(), DataError,
+            source.path << ":" << raw.line << ": no field '" << options.text_field << "' (nor '"
+                        << options.prompt_field << "' and '" << options.response_field << "')");
+  DST_CHECK(prompt->is_string(), DataError,
+            source.path << ":" << raw.line << ": field '" << options.prompt_field
+                        << "' is not a string (" << json_type(*prompt) << ")");
+  DST_CHECK(response->is_string(), DataError,
+            source.path << ":" << raw.line << ": field '" << options.response_field
+                        << "' is not a string (" << json_type(*response) << ")");
+  doc.instruction = true;
+  doc.text = prompt->get<std::string>();
+  doc.response = response->get<std::string>();
+  return doc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards
+// ---------------------------------------------------------------------------------------------
+
+std::string shard_file_name(const std::string& split, int64_t index) {
+  std::ostringstream name;
+  name << split << "-" << std::setw(5) << std::setfill('0') << index << ".h5";
+  return name.str();
+}
+
+// Index of "<split>-<digits>.h5" (nullopt for any other name).
+std::optional<int64_t> shard_index_of(const std::string& name, const std::string& split) {
+  const std::string prefix = split + "-";
+  const std::string suffix = ".h5";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  const std::string digits =
+      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  return std::stoll(digits);
+}
+
+// A temporary file left by an interrupted run of another process (temporary_path_for names).
+bool is_leftover_temporary(const std::string& name) {
+  const size_t marker = name.rfind(".tmp.");
+  if (marker == std::string::npos) return false;
+  const std::string target = name.substr(0, marker);
+  const std::string pid = name.substr(marker + 5);
+  if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return false;
+  if (pid == std::to_string(::getpid())) return false;
+  return target == kPreparedManifestName || shard_index_of(target, "train") ||
+         shard_index_of(target, "validation");
+}
+
+struct PackedShard {
+  std::vector<int32_t> tokens;  // rows * (seq_len + 1)
+  std::vector<uint8_t> mask;
+  int64_t total_tokens = 0;
+  int64_t rows = 0;
+};
+
+void write_string_attribute(hid_t location, const char* name, const std::string& value,
+                            const std::string& path) {
+  hdf5::Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  DST_CHECK(type.ok() && H5Tset_size(type.get(), std::max<size_t>(value.size(), 1)) >= 0 &&
+                H5Tset_strpad(type.get(), H5T_STR_NULLPAD) >= 0,
+            IoError, path << ": cannot create a string type for attribute '" << name << "'");
+  hdf5::Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  hdf5::Handle attribute(
+      H5Acreate2(location, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  DST_CHECK(attribute.ok() && H5Awrite(attribute.get(), type.get(), value.c_str()) >= 0, IoError,
+            path << ": cannot write attribute '" << name << "'");
+}
+
+void write_int64_attribute(hid_t location, const char* name, int64_t value,
+                           const std::string& path) {
+  hdf5::Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  hdf5::Handle attribute(
+      H5Acreate2(location, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  DST_CHECK(attribute.ok() && H5Awrite(attribute.get(), H5T_NATIVE_INT64, &value) >= 0, IoError,
+            path << ": cannot write attribute '" << name << "'");
+}
+
+void write_matrix(hid_t file, const char* name, hid_t file_type, hid_t memory_type,
+                  const void* data, int64_t rows, int64_t columns, hid_t dcpl,
+                  const std::string& path) {
+  const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(columns)};
+  hdf5::Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
+  hdf5::Handle dataset(
+      H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
+  DST_CHECK(dataset.ok(), IoError, path << ": cannot create dataset '" << name << "'");
+  DST_CHECK(
+      rows == 0 || H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0,
+      IoError, path << ": cannot write dataset '" << name << "'");
+}
+
+void write_shard_file(const std::string& path, const PackedShard& packed,
+                      const PreparedShardAttributes& a) {
+  hdf5::Quiet quiet;
+  // No modification times in object headers: equal content gives byte-identical files.
+  hdf5::Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
+  hdf5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  DST_CHECK(fcpl.ok() && dcpl.ok() && H5Pset_obj_track_times(fcpl.get(), false) >= 0 &&
+                H5Pset_obj_track_times(dcpl.get(), false) >= 0,
+            IoError, path << ": cannot create HDF5 property lists");
+  hdf5::Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT), H5Fclose);
+  DST_CHECK(file.ok(), IoError, path << ": cannot create HDF5 file");
+  const int64_t columns = a.seq_len + 1;
+  write_matrix(file.get(), "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, packed.tokens.data(),
+               packed.rows, columns, dcpl.get(), path);
+  write_matrix(file.get(), "loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, packed.mask.data(),
+               packed.rows, columns, dcpl.get(), path);
+  const hid_t root = file.get();
+  write_string_attribute(root, "format", a.format, path);
+  write_int64_attribute(root, "format_version", a.format_version, path);
+  write_string_attribute(root, "split", a.split, path);
+  write_int64_attribute(root, "shard_index", a.shard_index, path);
+  write_string_attribute(root, "content_hash", a.content_hash, path);
+  write_int64_attribute(root, "seq_len", a.seq_len, path);
+  write_int64_attribute(root, "documents", a.documents, path);
+  write_int64_attribute(root, "tokens", a.tokens, path);
+  write_int64_attribute(root, "dropped_tail_tokens", a.dropped_tail_tokens, path);
+  write_int64_attribute(root, "rows", a.rows, path);
+  write_string_attribute(root, "tokenizer_fingerprint", a.tokenizer_fingerprint, path);
+  write_int64_attribute(root, "eos_id", a.eos_id, path);
+  DST_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0 && file.close() >= 0, IoError,
+            path << ": cannot flush HDF5 file");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+// ---------------------------------------------------------------------------------------------
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+class ProgressBar {
+ public:
+  ProgressBar(bool wanted, int64_t total_bytes)
+      : enabled_(wanted && ::isatty(STDERR_FILENO) == 1),
+        total_bytes_(total_bytes),
+        start_(std::chrono::steady_clock::now()) {}
+  ~ProgressBar() { finish(); }
+
+  void update(int64_t documents, int64_t shards, int64_t bytes, bool force = false) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && drawn_ && now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    drawn_ = true;
+    const double seconds = std::max(seconds_since(start_), 1e-9);
+    const double fraction =
+        total_bytes_ > 0 ? std::min(1.0, static_cast<double>(bytes) / total_bytes_) : 1.0;
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(fraction * kWidth);
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(kWidth, '.');
+    std::fprintf(stderr, "\rprepare [%s] %3.0f%%  %lld documents  %lld shards  %.1f MB/s   ",
+                 bar.c_str(), fraction * 100.0, static_cast<long long>(documents),
+                 static_cast<long long>(shards), static_cast<double>(bytes) / 1e6 / seconds);
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_ && drawn_) std::fputc('\n', stderr);
+    drawn_ = false;
+    enabled_ = false;
+  }
+
+ private:
+  bool enabled_;
+  int64_t total_bytes_;
+  std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point last_;
+  bool drawn_ = false;
+};
+
+std::string megabytes(int64_t bytes) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / 1e6 << " MB";
+  return out.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline
+// ---------------------------------------------------------------------------------------------
+
+struct SplitState {
+  std::string name;
+  int64_t next_index = 0;
+  std::vector<Document> docs;
+  std::vector<Digest> hashes;
+  PrepareSplitReport* report = nullptr;
+};
+
+class Pipeline {
+ public:
+  Pipeline(const PrepareOptions& options, const Logger& logger)
+      : options_(options),
+        logger_(logger),
+        threads_(options.threads > 0
+                     ? options.threads
+                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
+        tokenizer_(load_tokenizer(options.tokenizer, options.eos_token)),
+        scrubber_(options.scrub_pii ? options.pii : PiiOptions{false, false, false, false, {}}),
+        output_dir_(options.output_dir) {
+    DST_CHECK(tokenizer_->eos_id() >= 0, DataError,
+              "prepare: tokenizer " << tokenizer_->describe()
+                                    << " has no end-of-document token (set prepare.eos_token)");
+    if (options.near_dedup) near_ = std::make_unique<NearDuplicateFilter>(options.near);
+    for (int i = 0; i < threads_; ++i) hashers_.push_back(std::make_unique<Sha256Stream>(sha_));
+    train_.name = "train";
+    train_.report = &report_.train;
+    validation_.name = "validation";
+    validation_.report = &report_.validation;
+    report_.output_dir = output_dir_.string();
+    report_.manifest_path = (output_dir_ / kPreparedManifestName).string();
+    for (const std::string& kind : scrubber_.kinds()) report_.pii[kind] = 0;
+  }
+
+  // `start`: when prepare_corpus was called (the report's time includes loading the tokenizer).
+  PrepareReport run(std::chrono::steady_clock::time_point start) {
+    sources_ = expand_inputs(options_.inputs);
+    int64_t total_bytes = 0;
+    for (const Source& s : sources_) {
+      std::error_code ec;
+      const auto size = fs::file_size(s.path, ec);
+      if (!ec) total_bytes += static_cast<int64_t>(size);
+    }
+    std::error_code ec;
+    fs::create_directories(output_dir_, ec);
+    DST_CHECK(!ec && fs::is_directory(output_dir_), IoError,
+              output_dir_.string() << ": cannot create the output directory"
+                                   << (ec ? ": " + ec.message() : std::string()));
+    logger_.info("prepare: " + std::to_string(sources_.size()) + " input file(s), " +
+                 megabytes(total_bytes) + ", tokenizer " + tokenizer_->describe() + ", " +
+                 std::to_string(threads_) + " thread(s) -> " + output_dir_.string());
+    progress_ = std::make_unique<ProgressBar>(options_.progress, total_bytes);
+
+    RecordStream stream(sources_, options_.text_split, sha_);
+    std::vector<RawRecord> chunk;
+    while (!stream.finished()) {
+      chunk.clear();
+      stream.fill(chunk, kChunkBytes);
+      process_chunk(chunk);
+      bytes_done_ = stream.bytes_read();  // input bytes whose documents are processed
+      progress_->update(report_.documents_read, shards_done(), bytes_done_);
+    }
+    for (SplitState* split : {&train_, &validation_})
+      if (!split->docs.empty()) finish_shard(*split);
+    progress_->update(report_.documents_read, shards_done(), bytes_done_, true);
+    progress_->finish();
+
+    report_.input_files = static_cast<int64_t>(sources_.size());
+    for (const Source& s : sources_) report_.input_bytes += s.bytes;
+    for (const PrepareSplitReport* split : {&report_.train, &report_.validation}) {
+      report_.tokens += split->tokens;
+      report_.dropped_tail_tokens += split->dropped_tail_tokens;
+      report_.rows += split->rows;
+    }
+    log_cleaning();
+    DST_CHECK(report_.documents_kept > 0, DataError,
+              "prepare: no documents left after cleaning ("
+                  << report_.documents_read << " read, " << report_.dropped_short
+                  << " shorter than prepare.min_chars " << options_.min_chars << ")");
+    DST_CHECK(report_.train.rows > 0, DataError,
+              "prepare: the training split has no rows: its "
+                  << report_.train.tokens << " tokens cannot fill one row of prepare.seq_len "
+                  << options_.seq_len << " + 1 tokens");
+    remove_stale_files();
+    write_manifest();
+
+    report_.seconds = seconds_since(start);
+    report_.mb_per_second =
+        static_cast<double>(report_.input_bytes) / 1e6 / std::max(report_.seconds, 1e-9);
+    for (const PrepareSplitReport* split : {&report_.train, &report_.validation}) {
+      const int64_t written = std::count_if(split->shards.begin(), split->shards.end(),
+                                            [](const auto& s) { return s.written; });
+      logger_.info(
+          "prepare: " + std::string(split == &report_.train ? "train" : "validation") + ": " +
+          std::to_string(split->documents) + " documents, " + std::to_string(split->rows) +
+          " rows in " + std::to_string(split->shards.size()) + " shard(s) (" +
+          std::to_string(written) + " written, " +
+          std::to_string(split->shards.size() - static_cast<size_t>(written)) + " unchanged)");
+    }
+    std::ostringstream done;
+    done << "prepare: manifest " << (report_.manifest_written ? "written" : "unchanged") << " ("
+         << report_.manifest_path << "); " << std::fixed << std::setprecision(2) << report_.seconds
+         << " s, " << std::setprecision(1) << report_.mb_per_second << " MB/s";
+    logger_.info(done.str());
+    return report_;
+  }
+
+ private:
+  int64_t shards_done() const { return report_.shards_written + report_.shards_skipped; }
+
+  // Parse, clean, scrub and hash every record in parallel; then filter and route in order.
+  void process_chunk(std::vector<RawRecord>& chunk) {
+    std::vector<CleanRecord> cleaned(chunk.size());
+    parallel_for(chunk.size(), threads_, 64, [&](size_t i, int worker) {
+      try {
+        clean_record(chunk[i], cleaned[i], *hashers_[static_cast<size_t>(worker)]);
+      } catch (const Error&) {
+        cleaned[i].error = std::current_exception();
+      }
+    });
+    for (CleanRecord& record : cleaned) {
+      if (record.error) std::rethrow_exception(record.error);
+      ++report_.documents_read;
+      if (record.too_short) {
+        ++report_.dropped_short;
+        continue;
+      }
+      if (options_.exact_dedup) {
+        const DocKey key{load_u64(record.hash.data()), load_u64(record.hash.data() + 8)};
+        if (!seen_.insert(key).second) {
+          ++report_.exact_duplicates;
+          continue;
+        }
+      }
+      if (near_ && near_->is_duplicate_and_insert(record.signature)) {
+        ++report_.near_duplicates;
+        continue;
+      }
+      ++report_.documents_kept;
+      for (const auto& [kind, n] : record.pii) report_.pii[kind] += n;
+      SplitState& split = is_validation(record.hash) ? validation_ : train_;
+      split.docs.push_back(std::move(record.doc));
+      split.hashes.push_back(record.hash);
+      if (static_cast<int64_t>(split.docs.size()) == options_.documents_per_shard)
+        finish_shard(split);
+    }
+  }
+
+  // Consumes raw.text.
+  void clean_record(RawRecord& raw, CleanRecord& out, Sha256Stream& hasher) const {
+    const Source& source = sources_[raw.source];
+    Document doc;
+    if (source.kind == InputKind::kJsonl) {
+      doc = parse_jsonl(raw, source, options_);
+      raw.text = std::string();
+    } else {
+      doc.text = std::move(raw.text);
+    }
+    int64_t chars = 0;
+    if (doc.instruction) {
+      doc.text = clean_text(doc.text, true, false);
+      doc.response = clean_text(doc.response, false, true);
+      chars = count_code_points(doc.text) + count_code_points(doc.response);
+      out.too_short = doc.response.empty();
+    } else {
+      doc.text = clean_text(doc.text);
+      chars = count_code_points(doc.text);
+    }
+    out.too_short = out.too_short || chars == 0 || chars < options_.min_chars;
+    if (out.too_short) return;
+    if (scrubber_.enabled()) {
+      doc.text = scrubber_.scrub(std::move(doc.text), &out.pii);
+      if (doc.instruction) doc.response = scrubber_.scrub(std::move(doc.response), &out.pii);
+    }
+    hasher.reset();
+    if (doc.instruction) {
+      hasher.update("I", 1);
+      hasher.update_u64(doc.text.size());
+      hasher.update(doc.text);
+      hasher.update(doc.response);
+    } else {
+      hasher.update("T", 1);
+      hasher.update(doc.text);
+    }
+    out.hash = hasher.finish();
+    if (near_)
+      out.signature =
+          near_->hasher().signature(doc.instruction ? doc.text + "\n" + doc.response : doc.text);
+    out.doc = std::move(doc);
+  }
+
+  bool is_validation(const Digest& hash) const {
+    if (options_.val_fraction <= 0.0) return false;
+    const uint64_t x = mix64(load_u64(hash.data() + 16) ^ mix64(options_.seed));
+    const double u = static_cast<double>(x >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+    return u < options_.val_fraction;
+  }
+
+  std::string shard_content_hash(const std::vector<Digest>& hashes) {
+    Sha256Stream h(sha_);
+    h.update(std::string(kShardFormat) + "\n");
+    h.update_u64(kPreparedFormatVersion);
+    h.update_u64(static_cast<uint64_t>(options_.seq_len));
+    h.update(tokenizer_->fingerprint() + "\n");
+    h.update_u64(static_cast<uint64_t>(tokenizer_->eos_id()));
+    h.update_u64(static_cast<uint64_t>(tokenizer_->vocab_size()));
+    h.update_u64(hashes.size());
+    for (const Digest& d : hashes) h.update(d.data(), d.size());
+    return to_hex(h.finish());
+  }
+
+  PackedShard tokenize_and_pack(const std::vector<Document>& docs) const {
+    struct Encoded {
+      std::vector<int32_t> ids;
+      size_t prompt_tokens = 0;
+    };
+    std::vector<Encoded> encoded(docs.size());
+    parallel_for(docs.size(), threads_, 8, [&](size_t i, int) {
+      const Document& doc = docs[i];
+      encoded[i].ids = tokenizer_->encode(doc.text);
+      if (doc.instruction) {
+        encoded[i].prompt_tokens = encoded[i].ids.size();
+        const std::vector<int32_t> response = tokenizer_->encode(doc.response);
+        encoded[i].ids.insert(encoded[i].ids.end(), response.begin(), response.end());
+      }
+    });
+    PackedShard packed;
+    for (const Encoded& e : encoded) packed.total_tokens += static_cast<int64_t>(e.ids.size()) + 1;
+    const int64_t row = options_.seq_len + 1;
+    packed.rows = packed.total_tokens / row;
+    const size_t keep = static_cast<size_t>(packed.rows * row);
+    packed.tokens.resize(keep);
+    packed.mask.resize(keep);
+    const int32_t eos = tokenizer_->eos_id();
+    const int32_t vocab = tokenizer_->vocab_size();
+    size_t at = 0;
+    for (Encoded& e : encoded) {
+      if (at == keep) break;
+      const size_t n = std::min(e.ids.size(), keep - at);
+      bool in_range = true;
+      for (size_t j = 0; j < n; ++j) in_range &= e.ids[j] >= 0 && e.ids[j] < vocab;
+      DST_CHECK(in_range, InternalError,
+                "prepare: tokenizer " << tokenizer_->describe()
+                                      << " produced an id outside its vocabulary of " << vocab);
+      std::copy(e.ids.begin(), e.ids.begin() + static_cast<std::ptrdiff_t>(n),
+                packed.tokens.begin() + static_cast<std::ptrdiff_t>(at));
+      const size_t prompt = std::min(e.prompt_tokens, n);
+      std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at), prompt, uint8_t{0});
+      std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at + prompt), n - prompt,
+                  uint8_t{1});
+      at += n;
+      if (at < keep) {
+        packed.tokens[at] = eos;
+        packed.mask[at] = 1;
+        ++at;
+      }
+      e.ids = std::vector<int32_t>();
+    }
+    return packed;
+  }
+
+  void finish_shard(SplitState& split) {
+    PreparedShardReport shard;
+    shard.file = shard_file_name(split.name, split.next_index);
+    shard.documents = static_cast<int64_t>(split.docs.size());
+    shard.content_hash = shard_content_hash(split.hashes);
+    const std::string path = (output_dir_ / shard.file).string();
+    const std::optional<PreparedShardAttributes> existing = read_prepared_shard_attributes(path);
+    if (existing && existing->format == kShardFormat &&
+        existing->format_version == kPreparedFormatVersion &&
+        existing->content_hash == shard.content_hash && existing->documents == shard.documents &&
+        existing->seq_len == options_.seq_len) {
+      shard.tokens = existing->tokens;
+      shard.dropped_tail_tokens = existing->dropped_tail_tokens;
+      shard.rows = existing->rows;
+      ++report_.shards_skipped;
+      logger_.debug("prepare: " + shard.file + " unchanged, skipped");
+    } else {
+      const PackedShard packed = tokenize_and_pack(split.docs);
+      shard.tokens = packed.total_tokens;
+      shard.rows = packed.rows;
+      shard.dropped_tail_tokens = packed.total_tokens - packed.rows * (options_.seq_len + 1);
+      PreparedShardAttributes attributes;
+      attributes.format = kShardFormat;
+      attributes.format_version = kPreparedFormatVersion;
+      attributes.split = split.name;
+      attributes.shard_index = split.next_index;
+      attributes.content_hash = shard.content_hash;
+      attributes.seq_len = options_.seq_len;
+      attributes.documents = shard.documents;
+      attributes.tokens = shard.tokens;
+      attributes.dropped_tail_tokens = shard.dropped_tail_tokens;
+      attributes.rows = shard.rows;
+      attributes.tokenizer_fingerprint = tokenizer_->fingerprint();
+      attributes.eos_id = tokenizer_->eos_id();
+      invalidate_manifest();
+      write_atomically(path, [&](const std::string& temporary) {
+        write_shard_file(temporary, packed, attributes);
+      });
+      shard.written = true;
+      ++report_.shards_written;
+      logger_.debug("prepare: wrote " + shard.file + " (" + std::to_string(shard.rows) + " rows)");
+    }
+    PrepareSplitReport& r = *split.report;
+    r.documents += shard.documents;
+    r.tokens += shard.tokens;
+    r.dropped_tail_tokens += shard.dropped_tail_tokens;
+    r.rows += shard.rows;
+    r.shards.push_back(std::move(shard));
+    split.docs.clear();
+    split.hashes.clear();
+    ++split.next_index;
+    progress_->update(report_.documents_read, shards_done(), bytes_done_);
+  }
+
+  // Before the first change to the directory, the old manifest goes: a run that fails half-way
+  // must not leave a manifest describing shards that were replaced or removed.
+  void invalidate_manifest() {
+    if (manifest_invalidated_) return;
+    manifest_invalidated_ = true;
+    const fs::path manifest = output_dir_ / kPreparedManifestName;
+    std::error_code ec;
+    if (fs::remove(manifest, ec)) logger_.debug("prepare: removed the previous manifest");
+    DST_CHECK(!ec, IoError, manifest.string() << ": cannot remove: " << ec.message());
+  }
+
+  void remove_stale_files() {
+    std::vector<fs::path> stale;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(output_dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      const auto train_index = shard_index_of(name, "train");
+      const auto validation_index = shard_index_of(name, "validation");
+      if ((train_index && *train_index >= train_.next_index) ||
+          (validation_index && *validation_index >= validation_.next_index) ||
+          is_leftover_temporary(name))
+        stale.push_back(entry.path());
+    }
+    DST_CHECK(!ec, IoError, output_dir_.string() << ": cannot list directory: " << ec.message());
+    std::sort(stale.begin(), stale.end());
+    for (const fs::path& path : stale) {
+      invalidate_manifest();
+      fs::remove(path, ec);
+      DST_CHECK(!ec, IoError, path.string() << ": cannot remove stale file: " << ec.message());
+      report_.stale_files_removed.push_back(path.filename().string());
+      logger_.info("prepare: removed stale " + path.filename().string());
+    }
+  }
+
+  json manifest_json() const {
+    json pii_options = {{"enabled", options_.scrub_pii},
+                        {"emails", options_.pii.emails},
+                        {"phones", options_.pii.phones},
+                        {"ip_addresses", options_.pii.ip_addresses},
+                        {"card_numbers", options_.pii.card_numbers},
+                        {"custom", json::array()}};
+    for (const CustomPiiPattern& p : options_.pii.custom)
+      pii_options["custom"].push_back({{"name", p.name}, {"regex", p.regex}});
+    json splits = json::object();
+    for (const PrepareSplitReport* split : {&report_.train, &report_.validation}) {
+      json shards = json::array();
+      for (const PreparedShardReport& s : split->shards)
+        shards.push_back({{"file", s.file},
+                          {"documents", s.documents},
+                          {"tokens", s.tokens},
+                          {"dropped_tail_tokens", s.dropped_tail_tokens},
+                          {"rows", s.rows},
+                          {"content_hash", s.content_hash}});
+      splits[split == &report_.train ? "train" : "validation"] = {
+          {"documents", split->documents},
+          {"tokens", split->tokens},
+          {"dropped_tail_tokens", split->dropped_tail_tokens},
+          {"rows", split->rows},
+          {"shards", shards}};
+    }
+    json sources = json::array();
+    for (const Source& s : sources_)
+      sources.push_back({{"path", s.path}, {"bytes", s.bytes}, {"sha256", s.sha256}});
+    json pii_counts = json::object();
+    for (const auto& [kind, n] : report_.pii) pii_counts[kind] = n;
+    return {{"format", kPreparedFormat},
+            {"format_version", kPreparedFormatVersion},
+            {"seq_len", options_.seq_len},
+            {"row_tokens", options_.seq_len + 1},
+            {"datasets", {{"tokens", "int32"}, {"loss_mask", "uint8"}}},
+            {"tokenizer",
+             {{"spec", options_.tokenizer},
+              {"eos_token", options_.eos_token},
+              {"describe", tokenizer_->describe()},
+              {"fingerprint", tokenizer_->fingerprint()},
+              {"eos_id", tokenizer_->eos_id()},
+              {"vocab_size", tokenizer_->vocab_size()}}},
+            {"options",
+             {{"text_split", options_.text_split},
+              {"text_field", options_.text_field},
+              {"prompt_field", options_.prompt_field},
+              {"response_field", options_.response_field},
+              {"min_chars", options_.min_chars},
+              {"exact_dedup", options_.exact_dedup},
+              {"near_dedup",
+               {{"enabled", options_.near_dedup},
+                {"shingle_words", options_.near.shingle_words},
+                {"num_permutations", options_.near.num_permutations},
+                {"threshold", options_.near.threshold},
+                {"seed", options_.near.seed}}},
+              {"pii", pii_options},
+              {"val_fraction", options_.val_fraction},
+              {"seed", options_.seed},
+              {"documents_per_shard", options_.documents_per_shard}}},
+            {"splits", splits},
+            {"counts",
+             {{"documents_read", report_.documents_read},
+              {"dropped_short", report_.dropped_short},
+              {"exact_duplicates", report_.exact_duplicates},
+              {"near_duplicates", report_.near_duplicates},
+              {"documents_kept", report_.documents_kept},
+              {"pii", pii_counts},
+              {"tokens", report_.tokens},
+              {"dropped_tail_tokens", report_.dropped_tail_tokens},
+              {"rows", report_.rows}}},
+            {"sources", sources}};
+  }
+
+  void write_manifest() {
+    const std::string text = manifest_json().dump(2) + "\n";
+    const std::string& path = report_.manifest_path;
+    std::ifstream in(path, std::ios::binary);
+    if (in) {
+      std::ostringstream existing;
+      existing << in.rdbuf();
+      if (existing.str() == text) {
+        report_.manifest_written = false;
+        return;
+      }
+    }
+    write_file_atomically(path, text);
+    report_.manifest_written = true;
+  }
+
+  void log_cleaning() const {
+    std::ostringstream line;
+    line << "prepare: " << report_.documents_read << " documents read, " << report_.dropped_short
+         << " too short, " << report_.exact_duplicates << " exact duplicates, "
+         << report_.near_duplicates << " near duplicates, " << report_.documents_kept << " kept";
+    if (!report_.pii.empty()) {
+      line << "; PII replaced:";
+      for (const auto& [kind, n] : report_.pii) line << " " << kind << " " << n;
+    }
+    logger_.info(line.str());
+  }
+
+  const PrepareOptions& options_;
+  const Logger& logger_;
+  const int threads_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  PiiScrubber scrubber_;
+  std::unique_ptr<NearDuplicateFilter> near_;
+  Sha256Engine sha_;
+  std::vector<std::unique_ptr<Sha256Stream>> hashers_;  // one per worker
+  fs::path output_dir_;
+  std::vector<Source> sources_;
+  std::unordered_set<DocKey, DocKeyHash> seen_;
+  SplitState train_;
+  SplitState validation_;
+  PrepareReport report_;
+  std::unique_ptr<ProgressBar> progress_;
+  int64_t bytes_done_ = 0;
+  bool manifest_invalidated_ = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public functions
+// ---------------------------------------------------------------------------------------------
+
+void PrepareOptions::validate() const {
+  DST_CHECK(!inputs.empty(), ConfigError,
+            "prepare.inputs must list at least one file or directory");
+  for (const std::string& input : inputs)
+    DST_CHECK(!input.empty(), ConfigError, "prepare.inputs must not contain an empty path");
+  DST_CHECK(!output_dir.empty(), ConfigError, "prepare.output_dir must be set");
+  DST_CHECK(!tokenizer.empty(), ConfigError,
+            "prepare.tokenizer must be \"byte\" or a tokenizer.json path");
+  DST_CHECK(seq_len > 0, ConfigError, "prepare.seq_len must be positive, got " << seq_len);
+  DST_CHECK(seq_len < (int64_t{1} << 30), ConfigError, "prepare.seq_len is too large: " << seq_len);
+  DST_CHECK(text_split == "paragraph" || text_split == "line" || text_split == "file", ConfigError,
+            "prepare.text_split must be paragraph, line or file, got '" << text_split << "'");
+  DST_CHECK(!text_field.empty(), ConfigError, "prepare.text_field must not be empty");
+  DST_CHECK(!prompt_field.empty(), ConfigError, "prepare.prompt_field must not be empty");
+  DST_CHECK(!response_field.empty(), ConfigError, "prepare.response_field must not be empty");
+  DST_CHECK(prompt_field != response_field, ConfigError,
+            "prepare.prompt_field and prepare.response_field must differ (both '" << prompt_field
+                                                                                  << "')");
+  DST_CHECK(min_chars >= 0, ConfigError,
+            "prepare.min_chars must not be negative, got " << min_chars);
+  if (near_dedup) near.validate("prepare.near.");
+  DST_CHECK(val_fraction >= 0.0 && val_fraction < 1.0, ConfigError,
+            "prepare.val_fraction must be in [0, 1), got " << val_fraction);
+  DST_CHECK(documents_per_shard > 0, ConfigError,
+            "prepare.documents_per_shard must be positive, got " << documents_per_shard);
+  DST_CHECK(threads >= 0, ConfigError,
+            "prepare.threads must not be negative (0 = all cores), got " << threads);
+  for (const CustomPiiPattern& p : pii.custom)
+    DST_CHECK(!p.name.empty(), ConfigError, "prepare.pii.custom: a pattern has no name");
+}
+
+std::string PrepareReport::summary() const {
+  std::ostringstream out;
+  out << "documents: " << documents_read << " read, " << dropped_short << " too short, "
+      << exact_duplicates << " exact duplicates, " << near_duplicates << " near duplicates, "
+      << documents_kept << " kept\n";
+  if (!pii.empty()) {
+    out << "PII replaced:";
+    for (const auto& [kind, n] : pii) out << " " << kind << " " << n;
+    out << "\n";
+  }
+  for (const auto* split : {&train, &validation}) {
+    out << (split == &train ? "train: " : "validation: ") << split->documents << " documents, "
+        << split->tokens << " tokens, " << split->rows << " rows, " << split->shards.size()
+        << " shard(s)\n";
+  }
+  out << "shards: " << shards_written << " written, " << shards_skipped << " unchanged";
+  if (!stale_files_removed.empty()) out << ", " << stale_files_removed.size() << " stale removed";
+  out << "; dropped tail tokens: " << dropped_tail_tokens << "\n";
+  out << "manifest: " << manifest_path << (manifest_written ? " (written)" : " (unchanged)")
+      << "\n";
+  out << std::fixed << std::setprecision(1) << static_cast<double>(input_bytes) / 1e6 << " MB in "
+      << std::setprecision(2) << seconds << " s (" << std::setprecision(1) << mb_per_second
+      << " MB/s)\n";
+  return out.str();
+}
+
+PrepareReport prepare_corpus(const PrepareOptions& options, const Logger& logger) {
+  const auto start = std::chrono::steady_clock::now();
+  options.validate();
+  Pipeline pipeline(options, logger);
+  return pipeline.run(start);
+}
+
+std::string clean_text(const std::string& input, bool strip_leading, bool strip_trailing) {
+  std::string repaired;
+  if (!is_valid_utf8(input)) repaired = make_valid_utf8(input);
+  const std::string& text = repaired.empty() ? input : repaired;
+  // Written through a raw pointer: the output is never longer than the input (+1 space).
+  std::string out(text.size() + 1, '\0');
+  char* const begin_out = &out[0];
+  char* w = begin_out;
+  bool pending_space = false;
+  const char* p = text.data();
+  const char* const end = p + text.size();
+  while (p < end) {
+    char c = *p++;
+    if (static_cast<unsigned char>(c) > 0x20 && c != 0x7F) {
+      if (pending_space) *w++ = ' ';
+      pending_space = false;
+      *w++ = c;
+      continue;
+    }
+    if (c == '\r') {
+      c = '\n';
+      if (p < end && *p == '\n') ++p;
+    }
+    if (c == ' ' || c == '\t' || c == '\f' || c == '\v') {
+      pending_space = true;
+    } else if (c == '\n') {
+      pending_space = false;  // spaces before a newline go
+      *w++ = '\n';
+    }
+    // other control characters are removed
+  }
+  if (pending_space) *w++ = ' ';
+  const char* first = begin_out;
+  const char* last = w;
+  if (strip_leading)
+    while (first < last && (*first == ' ' || *first == '\n')) ++first;
+  if (strip_trailing)
+    while (last > first && (last[-1] == ' ' || last[-1] == '\n')) --last;
+  if (first == begin_out) {
+    out.resize(static_cast<size_t>(last - first));
+    return out;
+  }
+  return std::string(first, last);
+}
+
+}  // namespace dst
