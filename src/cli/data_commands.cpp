@@ -106,6 +106,11 @@ int run_tokenize(const TokenizeArgs& args) {
 
 int run_prepare(const PrepareArgs& args) {
   const TrainConfig config = load_recipe(args.recipe, args.overrides);
+  try {
+    config.prepare.validate();
+  } catch (const ConfigError& e) {
+    DST_THROW(ConfigError, args.recipe << ": " << e.what());
+  }
   const PrepareReport report = prepare_corpus(config.prepare, Logger(0, 1, LogLevel::kInfo));
   std::cout << report.summary();
   return 0;
