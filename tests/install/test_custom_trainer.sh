@@ -17,3 +17,10 @@ cmake --build "$WORK/build" -j 2 > "$WORK/build.log"
 mkdir -p "$WORK/run" && cd "$WORK/run"
 "$WORK/build/custom_trainer" 8 | tee out.log
 grep -q "final loss" out.log
+# A program registering its own adapter type against the same install.
+cmake -S "$SRC/examples/custom_adapter" -B "$WORK/build-adapter" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$WORK/prefix" "${launcher[@]}" > "$WORK/configure-adapter.log"
+cmake --build "$WORK/build-adapter" -j 2 > "$WORK/build-adapter.log"
+"$WORK/build-adapter/custom_adapter" 5 | tee adapter.log
+grep -q "trainable parameters: 320 of" adapter.log
+grep -q "final loss" adapter.log
