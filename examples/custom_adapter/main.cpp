@@ -5,6 +5,7 @@
 // tokens. Usage: custom_adapter [steps]
 #include <deepseek_train/adapters/adapter.h>
 #include <deepseek_train/comm/local_communicator.h>
+#include <deepseek_train/core/error.h>
 #include <deepseek_train/train/trainer.h>
 #include <torch/torch.h>
 

@@ -48,7 +48,7 @@ TEST_CASE("metrics.jsonl: one JSON object per step", "[metrics]") {
   std::vector<nlohmann::json> rows;
   while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
   REQUIRE(rows.size() == 3);
-  CHECK(rows[2].size() == 2);
+  CHECK(rows[2].size() == 3);  // step, eval_loss, eval_perplexity
   CHECK(rows[2]["eval_loss"] == 5.5);
   for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens_per_s", "comm_bytes"})
     CHECK(rows[0].contains(key));
