@@ -69,16 +69,6 @@ std::string errno_message(int error) {
   return std::error_code(error, std::generic_category()).message();
 }
 
-std::string to_hex(const unsigned char* data, std::size_t size) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex(2 * size, '0');
-  for (std::size_t i = 0; i < size; ++i) {
-    hex[2 * i] = kDigits[data[i] >> 4];
-    hex[2 * i + 1] = kDigits[data[i] & 0x0f];
-  }
-  return hex;
-}
-
 int hex_value(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -161,48 +151,6 @@ struct EncryptionKeyAccess {
   static const unsigned char* bytes(const EncryptionKey& key) { return key.bytes_.data(); }
 };
 
-// ---------------------------------------------------------------------------------------------
-// SHA-256
-// ---------------------------------------------------------------------------------------------
-
-void Sha256::ContextDeleter::operator()(evp_md_ctx_st* context) const { EVP_MD_CTX_free(context); }
-
-Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
-  DST_CHECK(context_, InternalError,
-            "SHA-256: cannot create an OpenSSL digest context (" << openssl_error() << ")");
-  DST_CHECK(EVP_DigestInit_ex(context_.get(), EVP_sha256(), nullptr) == 1, InternalError,
-            "SHA-256: EVP_DigestInit_ex failed (" << openssl_error() << ")");
-}
-
-Sha256::~Sha256() = default;
-Sha256::Sha256(Sha256&&) noexcept = default;
-Sha256& Sha256::operator=(Sha256&&) noexcept = default;
-
-void Sha256::update(const void* data, std::size_t size) {
-  DST_ASSERT(context_ && !finished_, "SHA-256 hasher updated after hex_digest() or a move");
-  if (size == 0) return;
-  DST_CHECK(EVP_DigestUpdate(context_.get(), data, size) == 1, InternalError,
-            "SHA-256: EVP_DigestUpdate failed (" << openssl_error() << ")");
-}
-
-std::string Sha256::hex_digest() {
-  DST_ASSERT(context_ && !finished_, "SHA-256 hex_digest() called twice or after a move");
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  DST_CHECK(EVP_DigestFinal_ex(context_.get(), digest, &size) == 1, InternalError,
-            "SHA-256: EVP_DigestFinal_ex failed (" << openssl_error() << ")");
-  finished_ = true;
-  return to_hex(digest, size);
-}
-
-std::string sha256_hex(const void* data, std::size_t size) {
-  Sha256 hasher;
-  hasher.update(data, size);
-  return hasher.hex_digest();
-}
-
-std::string sha256_hex(const std::string& bytes) { return sha256_hex(bytes.data(), bytes.size()); }
-
 namespace {
 
 // Calls consume(data, size) for each block of the file in order; IoError naming it on failure.
@@ -226,12 +174,6 @@ void read_file_blocks(const std::string& path, Consume&& consume) {
 }
 
 }  // namespace
-
-std::string sha256_file_hex(const std::string& path) {
-  Sha256 hasher;
-  read_file_blocks(path, [&](const char* data, std::size_t size) { hasher.update(data, size); });
-  return hasher.hex_digest();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Keys

@@ -78,6 +78,17 @@ std::vector<TokenBatch> windows_of(const std::vector<int32_t>& ids, int64_t seq_
 
 }  // namespace
 
+World open_world(const std::string& backend, const LaunchEnv& env) {
+  World world;
+  if (backend == "mpi" || (backend == "auto" && env.launcher != "none")) {
+    world.mpi = std::make_unique<comm::MpiRuntime>();
+    world.communicator = world.mpi->world();
+  } else {
+    world.communicator = comm::make_local_communicator();
+  }
+  return world;
+}
+
 int run_tokenize(const TokenizeArgs& args) {
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(args.tokenizer, args.eos_token);
   const std::string input = read_all(std::cin);
@@ -177,14 +188,8 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
             "eval: sequences of " << seq_len << " tokens exceed max_position_embeddings "
                                   << config.model.max_position_embeddings);
 
-  std::unique_ptr<comm::MpiRuntime> mpi;
-  comm::CommunicatorPtr world;
-  if (env.launcher != "none") {
-    mpi = std::make_unique<comm::MpiRuntime>();
-    world = mpi->world();
-  } else {
-    world = comm::make_local_communicator();
-  }
+  const World processes = open_world("auto", env);
+  const comm::CommunicatorPtr& world = processes.communicator;
   config.parallel = {world->size(), 1, 1};
   config.data_parallel.zero_stage = 0;
   config.precision = PrecisionOptions();

@@ -69,16 +69,9 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   }
   dst::Logger logger(env.rank, env.world_size, dst::parse_log_level(config.train.log_level));
 
-  const bool use_mpi =
-      config.comm.backend == "mpi" || (config.comm.backend == "auto" && env.launcher != "none");
-  std::unique_ptr<dst::comm::MpiRuntime> mpi;
-  dst::comm::CommunicatorPtr world;
-  if (use_mpi) {
-    mpi = std::make_unique<dst::comm::MpiRuntime>();
-    world = mpi->world();
-  } else {
-    world = dst::comm::make_local_communicator();
-  }
+  const dst::cli::World processes = dst::cli::open_world(config.comm.backend, env);
+  dst::comm::MpiRuntime* mpi = processes.mpi.get();
+  const dst::comm::CommunicatorPtr& world = processes.communicator;
   world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeout_s * 1000)));
   try {
     config.parallel.validate(world->size());

@@ -6,7 +6,6 @@
 #include "deepseek_train/data/bpe_tokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <openssl/evp.h>
 #include <pcre2.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include <utility>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/core/sha256.h"
 
 namespace dst {
 
@@ -196,21 +196,6 @@ std::string one_line(std::string text) {
   std::replace(text.begin(), text.end(), '\n', ' ');
   std::replace(text.begin(), text.end(), '\r', ' ');
   return text;
-}
-
-std::string sha256_hex(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int digest_length = 0;
-  DST_CHECK(
-      EVP_Digest(bytes.data(), bytes.size(), digest, &digest_length, EVP_sha256(), nullptr) == 1,
-      InternalError, "SHA-256 of the tokenizer file failed (OpenSSL EVP_Digest)");
-  static const char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < digest_length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
 }
 
 // GPT-2's bytes_to_unicode: the printable Latin-1 bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for

@@ -7,7 +7,6 @@
 // Every decision depends on the input order only, so any thread count gives the same files.
 #include "deepseek_train/data/corpus_prepare.h"
 
-#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +30,7 @@
 #include "core/hdf5_io.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/core/sha256.h"
 #include "deepseek_train/data/prepared_dataset.h"
 #include "deepseek_train/data/tokenizer.h"
 
@@ -46,74 +46,7 @@ constexpr const char* kShardFormat = "deepseek_train-prepared-shard";
 constexpr size_t kChunkBytes = size_t{16} << 20;
 constexpr size_t kReadBlockBytes = size_t{1} << 20;
 
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (OpenSSL EVP; the digest is fetched once and shared by the threads)
-// ---------------------------------------------------------------------------------------------
-
-using Digest = std::array<unsigned char, 32>;
-
-class Sha256Engine {
- public:
-  Sha256Engine() : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {
-    DST_CHECK(md_ != nullptr, InternalError, "SHA-256: OpenSSL has no SHA256 digest");
-  }
-  ~Sha256Engine() { EVP_MD_free(md_); }
-  Sha256Engine(const Sha256Engine&) = delete;
-  Sha256Engine& operator=(const Sha256Engine&) = delete;
-  const EVP_MD* md() const { return md_; }
-
- private:
-  EVP_MD* md_;
-};
-
-class Sha256Stream {
- public:
-  explicit Sha256Stream(const Sha256Engine& engine) : md_(engine.md()), ctx_(EVP_MD_CTX_new()) {
-    DST_CHECK(ctx_ != nullptr, InternalError, "SHA-256: cannot allocate an OpenSSL context");
-    reset();
-  }
-  ~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
-  Sha256Stream(const Sha256Stream&) = delete;
-  Sha256Stream& operator=(const Sha256Stream&) = delete;
-
-  void reset() {
-    DST_CHECK(EVP_DigestInit_ex2(ctx_, md_, nullptr) == 1, InternalError,
-              "SHA-256: EVP_DigestInit_ex2 failed");
-  }
-  void update(const void* data, size_t size) {
-    if (size == 0) return;
-    DST_CHECK(EVP_DigestUpdate(ctx_, data, size) == 1, InternalError,
-              "SHA-256: EVP_DigestUpdate failed");
-  }
-  void update(const std::string& bytes) { update(bytes.data(), bytes.size()); }
-  void update_u64(uint64_t value) {
-    unsigned char bytes[8];
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<unsigned char>(value >> (8 * i));
-    update(bytes, sizeof(bytes));
-  }
-  Digest finish() {
-    Digest digest{};
-    unsigned int size = 0;
-    DST_CHECK(EVP_DigestFinal_ex(ctx_, digest.data(), &size) == 1 && size == digest.size(),
-              InternalError, "SHA-256: EVP_DigestFinal_ex failed");
-    return digest;
-  }
-
- private:
-  const EVP_MD* md_;
-  EVP_MD_CTX* ctx_;
-};
-
-std::string to_hex(const Digest& digest) {
-  static constexpr char kHexDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(digest.size() * 2);
-  for (unsigned char b : digest) {
-    hex.push_back(kHexDigits[b >> 4]);
-    hex.push_back(kHexDigits[b & 15]);
-  }
-  return hex;
-}
+using Digest = Sha256Digest;
 
 uint64_t load_u64(const unsigned char* p) {
   uint64_t v = 0;
@@ -228,8 +161,7 @@ std::vector<Source> expand_inputs(const std::vector<std::string>& inputs) {
 // at the start of the file is skipped).
 class FileReader {
  public:
-  FileReader(const std::string& path, const Sha256Engine& engine)
-      : path_(path), hash_(engine), buffer_(kReadBlockBytes) {
+  explicit FileReader(const std::string& path) : path_(path), buffer_(kReadBlockBytes) {
     file_ = std::fopen(path.c_str(), "rb");
     if (file_ == nullptr) {
       const int error = errno;
@@ -275,7 +207,7 @@ class FileReader {
 
   int64_t line_number() const { return line_number_; }
   int64_t bytes() const { return bytes_; }
-  std::string finish() { return to_hex(hash_.finish()); }
+  std::string finish() { return to_hex(hash_.digest()); }
 
  private:
   bool refill() {
@@ -296,7 +228,7 @@ class FileReader {
   }
 
   std::string path_;
-  Sha256Stream hash_;
+  Sha256 hash_;
   std::vector<char> buffer_;
   std::FILE* file_ = nullptr;
   size_t pos_ = 0;
@@ -320,9 +252,8 @@ struct RawRecord {
 // and SHA-256 once it has been read completely.
 class RecordStream {
  public:
-  RecordStream(std::vector<Source>& sources, const std::string& text_split,
-               const Sha256Engine& engine)
-      : sources_(sources), text_split_(text_split), engine_(engine) {}
+  RecordStream(std::vector<Source>& sources, const std::string& text_split)
+      : sources_(sources), text_split_(text_split) {}
 
   bool finished() const { return finished_; }
   // Bytes read so far (all sources).
@@ -337,7 +268,7 @@ class RecordStream {
           finished_ = true;
           break;
         }
-        reader_ = std::make_unique<FileReader>(sources_[current_].path, engine_);
+        reader_ = std::make_unique<FileReader>(sources_[current_].path);
       }
       const bool line_records =
           sources_[current_].kind == InputKind::kJsonl || text_split_ == "line";
@@ -395,7 +326,6 @@ class RecordStream {
 
   std::vector<Source>& sources_;
   std::string text_split_;
-  const Sha256Engine& engine_;
   size_t current_ = 0;
   std::unique_ptr<FileReader> reader_;
   std::string line_;
@@ -668,7 +598,7 @@ class Pipeline {
               "prepare: tokenizer " << tokenizer_->describe()
                                     << " has no end-of-document token (set prepare.eos_token)");
     if (options.near_dedup) near_ = std::make_unique<NearDuplicateFilter>(options.near);
-    for (int i = 0; i < threads_; ++i) hashers_.push_back(std::make_unique<Sha256Stream>(sha_));
+    for (int i = 0; i < threads_; ++i) hashers_.push_back(std::make_unique<Sha256>());
     train_.name = "train";
     train_.report = &report_.train;
     validation_.name = "validation";
@@ -697,7 +627,7 @@ class Pipeline {
                  std::to_string(threads_) + " thread(s) -> " + output_dir_.string());
     progress_ = std::make_unique<ProgressBar>(options_.progress, total_bytes);
 
-    RecordStream stream(sources_, options_.text_split, sha_);
+    RecordStream stream(sources_, options_.text_split);
     std::vector<RawRecord> chunk;
     while (!stream.finished()) {
       chunk.clear();
@@ -793,7 +723,7 @@ class Pipeline {
   }
 
   // Consumes raw.text.
-  void clean_record(RawRecord& raw, CleanRecord& out, Sha256Stream& hasher) const {
+  void clean_record(RawRecord& raw, CleanRecord& out, Sha256& hasher) const {
     const Source& source = sources_[raw.source];
     Document doc;
     if (source.kind == InputKind::kJsonl) {
@@ -828,7 +758,7 @@ class Pipeline {
       hasher.update("T", 1);
       hasher.update(doc.text);
     }
-    out.hash = hasher.finish();
+    out.hash = hasher.digest();
     if (near_)
       out.signature =
           near_->hasher().signature(doc.instruction ? doc.text + "\n" + doc.response : doc.text);
@@ -843,7 +773,7 @@ class Pipeline {
   }
 
   std::string shard_content_hash(const std::vector<Digest>& hashes) {
-    Sha256Stream h(sha_);
+    Sha256 h;
     h.update(std::string(kShardFormat) + "\n");
     h.update_u64(kPreparedFormatVersion);
     h.update_u64(static_cast<uint64_t>(options_.seq_len));
@@ -852,7 +782,7 @@ class Pipeline {
     h.update_u64(static_cast<uint64_t>(tokenizer_->vocab_size()));
     h.update_u64(hashes.size());
     for (const Digest& d : hashes) h.update(d.data(), d.size());
-    return to_hex(h.finish());
+    return to_hex(h.digest());
   }
 
   PackedShard tokenize_and_pack(const std::vector<Document>& docs) const {
@@ -1101,8 +1031,7 @@ class Pipeline {
   std::unique_ptr<Tokenizer> tokenizer_;
   PiiScrubber scrubber_;
   std::unique_ptr<NearDuplicateFilter> near_;
-  Sha256Engine sha_;
-  std::vector<std::unique_ptr<Sha256Stream>> hashers_;  // one per worker
+  std::vector<std::unique_ptr<Sha256>> hashers_;  // one per worker
   fs::path output_dir_;
   std::vector<Source> sources_;
   std::unordered_set<DocKey, DocKeyHash> seen_;

@@ -436,10 +436,21 @@ comm::CommStats Trainer::comm_stats() const {
   return stats;
 }
 
-double Trainer::sum_over_model_parallel(double value) {
-  if (groups_.dims().tp > 1) value = all_reduce_sum(groups_.tp(), {value})[0];
-  if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
-  return value;
+double Trainer::whole_model_elements(bool trainable) {
+  bool holds_embedding = false;
+  for (const LayerChunk& chunk : model_->chunks()) holds_embedding |= chunk.has_embedding;
+  double local = 0;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    if (item.value().requires_grad() != trainable) continue;
+    // Each element once: tp-replicated tensors on tp rank 0, the tied copy not at all.
+    if (model_->tp_split(name) == TpSplit::kReplicated && groups_.coord().tp != 0) continue;
+    if (name.rfind("model.embed_tokens.", 0) == 0 && !holds_embedding) continue;
+    local += static_cast<double>(item.value().numel());
+  }
+  if (groups_.dims().tp > 1) local = all_reduce_sum(groups_.tp(), {local})[0];
+  if (groups_.dims().pp > 1) local = all_reduce_sum(groups_.pp(), {local})[0];
+  return local;
 }
 
 double Trainer::sum_over_data_and_pipeline(double value) {
@@ -667,8 +678,8 @@ TrainSummary Trainer::run() {
          << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
          << "ZeRO stage " << config_.data_parallel.zero_stage;
     if (!adapters_.empty()) {
-      const double trainable = sum_over_model_parallel(trainable_parameter_elements());
-      const double frozen = sum_over_model_parallel(frozen_parameter_elements());
+      const double trainable = whole_model_elements(/*trainable=*/true);
+      const double frozen = whole_model_elements(/*trainable=*/false);
       plan << "; adapters:";
       for (const auto& adapter : adapters_) plan << " " << adapter->type();
       char share[32];

@@ -76,6 +76,11 @@ TEST_CASE("crypto: SHA-256 known vectors, incremental and file hashes", "[checkp
   hasher.update(std::string("bc"));
   CHECK(hasher.hex_digest() == sha256_hex(std::string("abc")));
   CHECK_THROWS_AS(hasher.update("x", 1), InternalError);
+  // reset() starts a new digest on the same hasher.
+  hasher.reset();
+  hasher.update(std::string("abc"));
+  const Sha256Digest raw = hasher.digest();
+  CHECK(to_hex(raw) == sha256_hex(std::string("abc")));
 
   const std::string content = pattern_bytes((std::size_t{1} << 20) * 2 + 12345);
   const fs::path path = test_dir() / "hash_me.bin";

@@ -78,4 +78,12 @@ expect_error "unknown adapter type 'ia3'" "$DSTRAIN" train ft.yaml parallel.dp=1
   "adapters=[{type: ia3}]"
 expect_error "no_such" "$DSTRAIN" train ft.yaml parallel.dp=1 train.output_dir=nomatch \
   "adapters=[{type: lora, target_modules: [no_such]}]"
+printf '12 7 x9\n' > bad_ids.txt
+expect_error "bad_ids.txt: token 2 ('x9') is not a token id" "$DSTRAIN" eval --model run/merged \
+  --ids bad_ids.txt
+printf '12 99999\n' > big_ids.txt
+expect_error "big_ids.txt: token id 99999 is outside the model's vocabulary" "$DSTRAIN" eval \
+  --model run/merged --ids big_ids.txt
+expect_error "nowhere is neither a checkpoint" "$DSTRAIN" eval --model nowhere --ids big_ids.txt
+expect_error "exactly one of" "$DSTRAIN" eval --model run/merged
 echo "finetune CLI: all checks passed"

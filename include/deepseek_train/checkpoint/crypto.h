@@ -9,46 +9,9 @@
 #include <memory>
 #include <string>
 
-// OpenSSL's EVP_MD_CTX, forward-declared so this header does not pull in OpenSSL.
-struct evp_md_ctx_st;
+#include "deepseek_train/core/sha256.h"  // checkpoint digests (sha256_hex, Sha256)
 
 namespace dst {
-
-// ---------------------------------------------------------------------------------------------
-// SHA-256
-// ---------------------------------------------------------------------------------------------
-
-// Hex SHA-256 (64 lowercase characters) of `size` bytes at `data`.
-std::string sha256_hex(const void* data, std::size_t size);
-std::string sha256_hex(const std::string& bytes);
-
-// Hex SHA-256 of a file's content, streamed in 1 MiB blocks. Throws IoError naming the path when
-// the file cannot be opened or read.
-std::string sha256_file_hex(const std::string& path);
-
-// Incremental SHA-256, e.g. to hash data while it is written. Not copyable.
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  Sha256(Sha256&&) noexcept;
-  Sha256& operator=(Sha256&&) noexcept;
-
-  void update(const void* data, std::size_t size);
-  void update(const std::string& bytes) { update(bytes.data(), bytes.size()); }
-  // Finishes the digest and returns it as 64 lowercase hex characters. The hasher cannot be
-  // updated afterwards (InternalError).
-  std::string hex_digest();
-
- private:
-  struct ContextDeleter {
-    void operator()(evp_md_ctx_st* context) const;
-  };
-  std::unique_ptr<evp_md_ctx_st, ContextDeleter> context_;
-  bool finished_ = false;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Keys

@@ -181,8 +181,9 @@ class Trainer {
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
   double sum_over_data_and_pipeline(double value);
-  // Sums over the tp and pp groups (a per-rank count to the whole model's).
-  double sum_over_model_parallel(double value);
+  // Trainable (or frozen) parameter elements of the whole model, each counted once (collective
+  // over tp and pp).
+  double whole_model_elements(bool trainable);
   int64_t step_ = 0;
 };
 
