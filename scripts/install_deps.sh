@@ -8,6 +8,9 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libhdf5-dev nlohmann-json3-dev libcli11-dev libeigen3-dev libfmt-dev libssl-dev libpcre2-dev
   catch2 clang-format
+  python3-matplotlib  # scripts/plot_metrics.py
+  slurm-wlm munge  # the Slurm end-to-end test (a private single-node cluster)
+  clang  # libFuzzer targets (scripts/fuzz.sh)
 )
 
 SUDO=""

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <utility>
 
 #include "deepseek_train/core/atomic_file.h"
@@ -100,7 +101,7 @@ struct DuplicateKey {
 // Parses `text` as JSON without comments, recording the first duplicate key at any depth
 // (nlohmann's DOM silently keeps the last one). Parse errors are rethrown as CheckpointError
 // naming `path` and the file offset (`base_offset` + position in `text`).
-json parse_json_strictly(const std::string& text, const std::string& path, uint64_t base_offset,
+json parse_json_strictly(std::string_view text, const std::string& path, uint64_t base_offset,
                          DuplicateKey* duplicate) {
   struct Frame {
     std::set<std::string> keys;
@@ -132,11 +133,16 @@ json parse_json_strictly(const std::string& text, const std::string& path, uint6
     return true;
   };
   try {
-    return json::parse(text, callback, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+    return json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
+                       /*ignore_comments=*/false);
   } catch (const json::parse_error& e) {
     const uint64_t position = e.byte > 0 ? e.byte - 1 : 0;
     DST_THROW(CheckpointError, path << ": header is not valid JSON: " << printable(e.what())
                                     << " (offset " << base_offset + position << ")");
+  } catch (const json::exception& e) {
+    // A number too large for a double (out_of_range.406) carries no position.
+    DST_THROW(CheckpointError, path << ": header is not valid JSON: " << printable(e.what())
+                                    << " (offset " << base_offset << ")");
   }
 }
 
@@ -283,6 +289,91 @@ uint64_t SafetensorsEntry::numel() const {
   return product;
 }
 
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, const std::string& source,
+                                           uint64_t max_header_bytes) {
+  return parse_safetensors_header(bytes, bytes.size(), source, max_header_bytes);
+}
+
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, uint64_t file_size,
+                                           const std::string& source, uint64_t max_header_bytes) {
+  const std::string& path = source;
+  SafetensorsHeader result;
+  result.file_size = file_size;
+  DST_CHECK(file_size >= 8, CheckpointError,
+            path << ": file has " << file_size
+                 << " bytes, too short for the 8-byte header length (offset 0)");
+  DST_CHECK(bytes.size() >= 8, CheckpointError,
+            path << ": cannot read the header length (offset 0)");
+  const uint64_t header_length = read_le_u64(reinterpret_cast<const unsigned char*>(bytes.data()));
+  DST_CHECK(header_length <= max_header_bytes, CheckpointError,
+            path << ": header length " << header_length << " exceeds the limit of "
+                 << max_header_bytes << " bytes (offset 0)");
+  DST_CHECK(header_length <= file_size - 8, CheckpointError,
+            path << ": header length " << header_length << " is larger than the " << file_size - 8
+                 << " bytes after the length field (offset 0)");
+  result.data_start = 8 + header_length;
+  const uint64_t data_size = file_size - result.data_start;
+  DST_CHECK(bytes.size() - 8 >= header_length, CheckpointError,
+            path << ": short read of the header (offset 8)");
+  const std::string_view text(bytes.data() + 8, header_length);
+
+  DuplicateKey duplicate;
+  const json header = parse_json_strictly(text, path, 8, &duplicate);
+  DST_CHECK(
+      header.is_object(), CheckpointError,
+      path << ": header is a JSON " << header.type_name() << ", expected an object (offset 8)");
+  DST_CHECK(!duplicate.found, CheckpointError,
+            path << ": duplicate key '" << printable(duplicate.key) << "' in the header (tensor '"
+                 << printable(duplicate.top_level_key) << "')");
+
+  std::vector<SafetensorsEntry>& entries = result.entries;
+  for (const auto& item : header.items()) {
+    if (item.key() == kMetadataKey) {
+      DST_CHECK(item.value().is_object(), CheckpointError,
+                path << ": \"__metadata__\" is a JSON " << item.value().type_name()
+                     << ", expected an object of strings (tensor '__metadata__')");
+      for (const auto& field : item.value().items()) {
+        DST_CHECK(field.value().is_string(), CheckpointError,
+                  path << ": \"__metadata__\" value of key '" << printable(field.key())
+                       << "' is a JSON " << field.value().type_name()
+                       << ", expected a string (tensor '__metadata__')");
+        result.metadata[field.key()] = field.value().get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(path, item.key(), item.value(), data_size));
+  }
+
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
+                     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+                   });
+  uint64_t expected = 0;
+  const SafetensorsEntry* previous = nullptr;
+  for (const auto& entry : entries) {
+    const std::string tensor = printable(entry.name);
+    if (entry.begin < expected) {
+      DST_THROW(CheckpointError, path << ": data_offsets [" << entry.begin << ", " << entry.end
+                                      << "] overlap tensor '" << printable(previous->name)
+                                      << "' ending at " << expected << " (tensor '" << tensor
+                                      << "', data offset " << entry.begin << ")");
+    }
+    if (entry.begin > expected) {
+      DST_THROW(CheckpointError, path << ": gap of " << entry.begin - expected
+                                      << " unused bytes before data_offsets [" << entry.begin
+                                      << ", " << entry.end << "] (tensor '" << tensor
+                                      << "', data offset " << expected << ")");
+    }
+    expected = entry.end;
+    previous = &entry;
+  }
+  DST_CHECK(expected == data_size, CheckpointError,
+            path << ": data section has " << data_size << " bytes but the tensors end at "
+                 << expected << " (" << data_size - expected << " trailing bytes; data offset "
+                 << expected << ")");
+  return result;
+}
+
 SafetensorsFile::SafetensorsFile(std::string path, uint64_t max_header_bytes)
     : path_(std::move(path)) {
   const ReadOnlyFile file(path_);
@@ -290,83 +381,30 @@ SafetensorsFile::SafetensorsFile(std::string path, uint64_t max_header_bytes)
   DST_CHECK(::fstat(file.fd(), &info) == 0, CheckpointError,
             path_ << ": cannot stat: " << std::strerror(errno) << " (offset 0)");
   DST_CHECK(S_ISREG(info.st_mode), CheckpointError, path_ << ": not a regular file (offset 0)");
-  file_size_ = static_cast<uint64_t>(info.st_size);
-  DST_CHECK(file_size_ >= 8, CheckpointError,
-            path_ << ": file has " << file_size_
-                  << " bytes, too short for the 8-byte header length (offset 0)");
+  const uint64_t file_size = static_cast<uint64_t>(info.st_size);
 
-  unsigned char length_bytes[8];
-  DST_CHECK(pread_fully(file.fd(), length_bytes, 8, 0) == 8, CheckpointError,
-            path_ << ": cannot read the header length (offset 0)");
-  const uint64_t header_length = read_le_u64(length_bytes);
-  DST_CHECK(header_length <= max_header_bytes, CheckpointError,
-            path_ << ": header length " << header_length << " exceeds the limit of "
-                  << max_header_bytes << " bytes (offset 0)");
-  DST_CHECK(header_length <= file_size_ - 8, CheckpointError,
-            path_ << ": header length " << header_length << " is larger than the " << file_size_ - 8
-                  << " bytes after the length field (offset 0)");
-  data_start_ = 8 + header_length;
-  const uint64_t data_size = file_size_ - data_start_;
-
-  std::string text(header_length, '\0');
-  DST_CHECK(
-      pread_fully(file.fd(), text.data(), header_length, 8) == static_cast<int64_t>(header_length),
-      CheckpointError, path_ << ": short read of the header (offset 8)");
-
-  DuplicateKey duplicate;
-  const json header = parse_json_strictly(text, path_, 8, &duplicate);
-  DST_CHECK(
-      header.is_object(), CheckpointError,
-      path_ << ": header is a JSON " << header.type_name() << ", expected an object (offset 8)");
-  DST_CHECK(!duplicate.found, CheckpointError,
-            path_ << ": duplicate key '" << printable(duplicate.key) << "' in the header (tensor '"
-                  << printable(duplicate.top_level_key) << "')");
-
-  for (const auto& item : header.items()) {
-    if (item.key() == kMetadataKey) {
-      DST_CHECK(item.value().is_object(), CheckpointError,
-                path_ << ": \"__metadata__\" is a JSON " << item.value().type_name()
-                      << ", expected an object of strings (tensor '__metadata__')");
-      for (const auto& field : item.value().items()) {
-        DST_CHECK(field.value().is_string(), CheckpointError,
-                  path_ << ": \"__metadata__\" value of key '" << printable(field.key())
-                        << "' is a JSON " << field.value().type_name()
-                        << ", expected a string (tensor '__metadata__')");
-        metadata_[field.key()] = field.value().get<std::string>();
+  // Reads the length field and, when the length is plausible, the header; short reads leave
+  // `bytes` short and parse_safetensors_header reports them.
+  std::string bytes;
+  if (file_size >= 8) {
+    bytes.resize(8);
+    bytes.resize(
+        static_cast<std::size_t>(std::max<int64_t>(0, pread_fully(file.fd(), bytes.data(), 8, 0))));
+    if (bytes.size() == 8) {
+      const uint64_t header_length =
+          read_le_u64(reinterpret_cast<const unsigned char*>(bytes.data()));
+      if (header_length <= max_header_bytes && header_length <= file_size - 8) {
+        bytes.resize(8 + header_length);
+        const int64_t got = pread_fully(file.fd(), bytes.data() + 8, header_length, 8);
+        bytes.resize(8 + static_cast<std::size_t>(std::max<int64_t>(0, got)));
       }
-      continue;
     }
-    entries_.push_back(parse_entry(path_, item.key(), item.value(), data_size));
   }
-
-  std::stable_sort(entries_.begin(), entries_.end(),
-                   [](const SafetensorsEntry& a, const SafetensorsEntry& b) {
-                     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-                   });
-  uint64_t expected = 0;
-  const SafetensorsEntry* previous = nullptr;
-  for (const auto& entry : entries_) {
-    const std::string tensor = printable(entry.name);
-    if (entry.begin < expected) {
-      DST_THROW(CheckpointError, path_ << ": data_offsets [" << entry.begin << ", " << entry.end
-                                       << "] overlap tensor '" << printable(previous->name)
-                                       << "' ending at " << expected << " (tensor '" << tensor
-                                       << "', data offset " << entry.begin << ")");
-    }
-    if (entry.begin > expected) {
-      DST_THROW(CheckpointError, path_ << ": gap of " << entry.begin - expected
-                                       << " unused bytes before data_offsets [" << entry.begin
-                                       << ", " << entry.end << "] (tensor '" << tensor
-                                       << "', data offset " << expected << ")");
-    }
-    expected = entry.end;
-    previous = &entry;
-  }
-  DST_CHECK(expected == data_size, CheckpointError,
-            path_ << ": data section has " << data_size << " bytes but the tensors end at "
-                  << expected << " (" << data_size - expected << " trailing bytes; data offset "
-                  << expected << ")");
-
+  SafetensorsHeader header = parse_safetensors_header(bytes, file_size, path_, max_header_bytes);
+  file_size_ = header.file_size;
+  data_start_ = header.data_start;
+  entries_ = std::move(header.entries);
+  metadata_ = std::move(header.metadata);
   for (std::size_t i = 0; i < entries_.size(); ++i) index_[entries_[i].name] = i;
 }
 

@@ -24,7 +24,7 @@ using nlohmann::json;
 namespace {
 
 constexpr const char* kManifest = "manifest.json";
-constexpr const char* kFormat = "deepseek_train-checkpoint-v1";
+constexpr const char* kFormat = kCheckpointFormat;
 constexpr const char* kLatest = "latest";
 constexpr const char* kBest = "best";
 // How long rank 0 waits for the other ranks' files before giving up on a commit.
@@ -200,6 +200,7 @@ struct CheckpointWriter::Pending {
   json manifest;  // rank 0: everything but the files' checksums
   std::vector<std::string> files;
   int64_t keep_last = 0;
+  int64_t step = 0;
   std::exception_ptr error;
 };
 
@@ -230,7 +231,8 @@ void CheckpointWriter::write_own_file(Pending& job) {
 namespace {
 
 void commit(const fs::path& partial, const fs::path& final_dir, const fs::path& root, json manifest,
-            const std::vector<std::string>& files, int64_t keep_last) {
+            const std::vector<std::string>& files, int64_t keep_last,
+            const std::function<void()>& before_rename) {
   // Wait for every rank's checksum file.
   const auto start = std::chrono::steady_clock::now();
   json file_entries = json::object();
@@ -255,6 +257,7 @@ void commit(const fs::path& partial, const fs::path& final_dir, const fs::path& 
   }
   manifest["files"] = file_entries;
   write_file_atomically((partial / kManifest).string(), manifest.dump(1) + "\n");
+  if (before_rename) before_rename();
   // Commit: the directory appears under its final name complete, then `latest` points to it.
   std::error_code ec;
   if (fs::exists(final_dir)) {
@@ -292,6 +295,7 @@ std::string CheckpointWriter::save(const std::string& root_dir, const Checkpoint
   job->partial = job->root / (step_dir_name(info.step) + ".partial");
   job->file = rank_file_name(world_->rank());
   job->keep_last = keep_last;
+  job->step = info.step;
   // Host copies first: training may change the originals as soon as this returns.
   for (StatePiece& piece : pieces) {
     piece.data = piece.data.detach().to(at::kCPU).contiguous().clone().view({-1});
@@ -353,8 +357,12 @@ std::string CheckpointWriter::save(const std::string& root_dir, const Checkpoint
   auto work = [this, raw = job.get()] {
     try {
       write_own_file(*raw);
+      if (fault_hook_) fault_hook_(raw->step, "save");
+      std::function<void()> before_rename;
+      if (fault_hook_) before_rename = [this, raw] { fault_hook_(raw->step, "commit"); };
       if (world_->rank() == 0)
-        commit(raw->partial, raw->final_dir, raw->root, raw->manifest, raw->files, raw->keep_last);
+        commit(raw->partial, raw->final_dir, raw->root, raw->manifest, raw->files, raw->keep_last,
+               before_rename);
     } catch (...) {
       raw->error = std::current_exception();
     }
@@ -431,99 +439,41 @@ struct CheckpointReader::TensorEntry {
   std::map<std::string, State> states;
 };
 
-namespace {
-
-template <typename T>
-T get_field(const json& object, const char* key, const std::string& where) {
-  DST_CHECK(object.is_object() && object.contains(key), CheckpointError,
-            where << ": missing key '" << key << "'");
-  try {
-    return object.at(key).get<T>();
-  } catch (const json::exception&) {
-    DST_THROW(CheckpointError, where << ": key '" << key << "' has the wrong type");
-  }
-}
-
-}  // namespace
-
 CheckpointReader::CheckpointReader(const std::string& directory, std::optional<EncryptionKey> key)
     : directory_(directory), key_(std::move(key)) {
   const std::string path = (fs::path(directory) / kManifest).string();
   std::ifstream in(path);
   DST_CHECK(in.good(), CheckpointError, path << ": cannot open checkpoint manifest");
-  json manifest;
-  try {
-    manifest = json::parse(in);
-  } catch (const json::parse_error& e) {
-    DST_THROW(CheckpointError, path << ": invalid JSON at byte " << e.byte);
-  }
-  DST_CHECK(manifest.is_object() && manifest.value("format", "") == kFormat, CheckpointError,
-            path << ": not a deepseek_train checkpoint manifest (format '" << kFormat << "')");
-  info_.step = get_field<int64_t>(manifest, "step", path);
-  info_.optimizer_steps = get_field<int64_t>(manifest, "optimizer_steps", path);
-  info_.sampler_state = get_field<std::string>(manifest, "sampler", path);
-  const json scaler = get_field<json>(manifest, "loss_scaler", path);
-  info_.loss_scale = get_field<double>(scaler, "scale", path + " loss_scaler");
-  info_.loss_scaler_clean_steps = get_field<int64_t>(scaler, "clean_steps", path + " loss_scaler");
-  info_.skipped_steps = get_field<int64_t>(scaler, "skipped_steps", path + " loss_scaler");
-  const json layout = get_field<json>(manifest, "layout", path);
-  const std::string layout_where = path + " layout";
-  info_.layout.world_size = get_field<int>(layout, "world_size", layout_where);
-  info_.layout.dp = get_field<int>(layout, "dp", layout_where);
-  info_.layout.tp = get_field<int>(layout, "tp", layout_where);
-  info_.layout.pp = get_field<int>(layout, "pp", layout_where);
-  info_.layout.zero_stage = get_field<int>(layout, "zero_stage", layout_where);
-  info_.layout.virtual_stages = get_field<int>(layout, "virtual_stages", layout_where);
-  info_.model =
-      model_config_from_hf_json_text(get_field<json>(manifest, "model", path).dump(), path);
-  info_.param_dtype = get_field<std::string>(manifest, "param_dtype", path);
-  info_.recipe = manifest.value("recipe", "");
-  info_.library_version = manifest.value("library_version", "");
-  encrypted_ = manifest.contains("encryption") && !manifest["encryption"].is_null();
+  std::ostringstream text;
+  text << in.rdbuf();
+  DST_CHECK(!in.bad(), CheckpointError, path << ": cannot read checkpoint manifest");
+  CheckpointManifest manifest = parse_checkpoint_manifest(text.str(), path);
+  info_ = std::move(manifest.info);
+  encrypted_ = manifest.encryption.has_value();
   if (encrypted_) {
     DST_CHECK(key_.has_value(), CheckpointError,
               directory << ": the checkpoint is encrypted; set checkpoint.encryption.key_file or "
                            "checkpoint.encryption.key_env");
-    const std::string expected =
-        get_field<std::string>(manifest["encryption"], "key_fingerprint", path + " encryption");
+    const std::string& expected = manifest.encryption->key_fingerprint;
     DST_CHECK(key_->fingerprint() == expected, CheckpointError,
               directory << ": wrong encryption key (its fingerprint " << key_->fingerprint()
                         << " is not the checkpoint's " << expected << ")");
   }
-  const json files = get_field<json>(manifest, "files", path);
-  for (const auto& [file, entry] : files.items()) {
-    file_sha256_[file] = get_field<std::string>(entry, "sha256", path + " file " + file);
-    file_bytes_[file] = get_field<int64_t>(entry, "bytes", path + " file " + file);
+  for (const auto& [file, entry] : manifest.files) {
+    file_sha256_[file] = entry.sha256;
+    file_bytes_[file] = entry.bytes;
   }
-  const json tensors = get_field<json>(manifest, "tensors", path);
-  for (const auto& [name, entry] : tensors.items()) {
-    const std::string where = path + " tensor '" + name + "'";
+  for (auto& [name, entry] : manifest.tensors) {
     auto tensor = std::make_unique<TensorEntry>();
-    tensor->shape = get_field<std::vector<int64_t>>(entry, "shape", where);
-    const json states = get_field<json>(entry, "states", where);
-    for (const auto& [kind, state_json] : states.items()) {
+    tensor->shape = std::move(entry.shape);
+    for (auto& [kind, manifest_state] : entry.states) {
       TensorEntry::State state;
-      const std::string dtype = get_field<std::string>(state_json, "dtype", where);
-      const auto parsed = checkpoint_dtype_from_name(dtype);
-      DST_CHECK(parsed.has_value(), CheckpointError, where << ": unknown dtype '" << dtype << "'");
-      state.dtype = *parsed;
-      const json pieces = get_field<json>(state_json, "pieces", where);
-      for (const json& piece : pieces) {
-        TensorEntry::State::Piece p;
-        p.file = get_field<std::string>(piece, "file", where);
-        p.dataset = get_field<std::string>(piece, "dataset", where);
-        p.location.split_dim = get_field<int>(piece, "split_dim", where);
-        p.location.block_start = get_field<int64_t>(piece, "block_start", where);
-        p.location.block_length = get_field<int64_t>(piece, "block_length", where);
-        p.location.begin = get_field<int64_t>(piece, "begin", where);
-        p.location.end = get_field<int64_t>(piece, "end", where);
-        DST_CHECK(file_sha256_.count(p.file) == 1, CheckpointError,
-                  where << ": piece in file '" << p.file << "', which the manifest does not list");
-        DST_CHECK(p.location.split_dim < static_cast<int>(tensor->shape.size()) &&
-                      p.location.begin >= 0 && p.location.begin <= p.location.end,
-                  CheckpointError, where << ": malformed piece location in '" << p.file << "'");
-        state.pieces.push_back(std::move(p));
-      }
+      const auto dtype = checkpoint_dtype_from_name(manifest_state.dtype);
+      DST_ASSERT(dtype.has_value(),
+                 "parse_checkpoint_manifest accepted dtype '" << manifest_state.dtype << "'");
+      state.dtype = *dtype;
+      for (ManifestPiece& piece : manifest_state.pieces)
+        state.pieces.push_back({piece.location, std::move(piece.file), std::move(piece.dataset)});
       tensor->states.emplace(kind, std::move(state));
     }
     tensors_.emplace(name, std::move(tensor));

@@ -5,6 +5,7 @@
 // stderr and a non-zero exit code: 2 for bad input (recipe, arguments), 1 for anything else.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -74,6 +75,10 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   const dst::comm::CommunicatorPtr& world = processes.communicator;
   world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeout_s * 1000)));
   try {
+    const char* fault_spec = std::getenv("DST_FAULT");
+    const dst::FaultPlan fault_plan =
+        dst::FaultPlan::parse(fault_spec ? fault_spec : "", "DST_FAULT");
+    if (!fault_plan.empty()) logger.warn("fault injection armed: " + fault_plan.describe());
     config.parallel.validate(world->size());
     const int threads = dst::configure_intra_op_threads(config.train, env);
     logger.info(std::string("deepseek_train ") + dst::kVersion + " | " + env.describe() +
@@ -81,13 +86,18 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
                 std::to_string(threads) + " intra-op threads per rank");
     dst::ProcessGroups groups = dst::ProcessGroups::create(world, config.parallel);
     if (world->rank() == 0) {
-      std::filesystem::create_directories(config.train.output_dir);
+      std::error_code error;
+      std::filesystem::create_directories(config.train.output_dir, error);
+      DST_CHECK(!error, IoError,
+                "train.output_dir '" << config.train.output_dir
+                                     << "': cannot create the directory: " << error.message());
       dst::write_file_atomically(
           (std::filesystem::path(config.train.output_dir) / "recipe.yaml").string(),
           dst::recipe_to_yaml(config));
     }
     dst::Trainer trainer(config, std::move(groups), logger);
     trainer.set_recipe_text(dst::recipe_to_yaml(config));
+    trainer.set_fault_plan(fault_plan);
     trainer.run();
   } catch (const std::exception& e) {
     const bool bad_input = dynamic_cast<const dst::ConfigError*>(&e) != nullptr;

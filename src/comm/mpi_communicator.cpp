@@ -9,8 +9,12 @@
 #include <climits>
 #include <cstdlib>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <thread>
 
+#include "deepseek_train/comm/watchdog.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst::comm {
@@ -64,14 +68,62 @@ struct MpiTypes {
   }
 };
 
+}  // namespace
+
+// What every communicator of one MPI job shares: the 16-bit types and reductions, and the hang
+// watchdog's board, side channel and the side-channel address of every world rank.
+struct MpiJobContext {
+  MpiTypes types;
+  std::shared_ptr<ProgressBoard> board = std::make_shared<ProgressBoard>();
+  std::unique_ptr<SideChannel> side_channel;
+  std::vector<std::string> addresses;  // by world rank
+  std::mutex mutex;
+  std::map<std::string, int> groups_created;  // label + members -> how many so far
+
+  // Collective over MPI_COMM_WORLD: starts this rank's side channel and learns everyone's.
+  MpiJobContext() {
+    side_channel = std::make_unique<SideChannel>(board);
+    constexpr int kAddressBytes = 256;
+    std::string mine = side_channel->address();
+    mine.resize(kAddressBytes, '\0');
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    std::string all(static_cast<size_t>(kAddressBytes) * size, '\0');
+    MPI_Allgather(mine.data(), kAddressBytes, MPI_CHAR, all.data(), kAddressBytes, MPI_CHAR,
+                  MPI_COMM_WORLD);
+    for (int r = 0; r < size; ++r) addresses.emplace_back(all.c_str() + r * kAddressBytes);
+  }
+
+  // The group key (watchdog.h) of a new communicator with these members.
+  std::string key_for(const std::string& label, const std::vector<int>& world_ranks) {
+    std::string base = label + ":";
+    for (int r : world_ranks) base += std::to_string(r) + ",";
+    std::lock_guard<std::mutex> lock(mutex);
+    return group_key(label, world_ranks, groups_created[base]++);
+  }
+};
+
+namespace {
+
+// Seconds the watchdog gives each rank's side channel to answer.
+constexpr std::chrono::milliseconds kSideChannelTimeout{3000};
+
 class MpiWork final : public Work {
  public:
   MpiWork(std::shared_ptr<CommStats> stats, OpType op, std::string what,
-          std::chrono::milliseconds timeout)
-      : stats_(std::move(stats)), op_(op), what_(std::move(what)), timeout_(timeout) {}
+          std::chrono::milliseconds timeout, std::shared_ptr<ProgressBoard> board,
+          std::function<std::string()> diagnose)
+      : stats_(std::move(stats)),
+        op_(op),
+        what_(std::move(what)),
+        timeout_(timeout),
+        board_(std::move(board)),
+        diagnose_(std::move(diagnose)) {}
 
   ~MpiWork() override {
     if (done_ || request_ == MPI_REQUEST_NULL || mpi_finalized()) return;
+    // A failed job is being torn down: waiting again would only delay the abort.
+    if (board_->failed()) return;
     try {
       wait(timeout_);
     } catch (const std::exception&) {
@@ -83,7 +135,10 @@ class MpiWork final : public Work {
     if (done_) return true;
     int flag = 0;
     const int rc = MPI_Test(&request_, &flag, MPI_STATUS_IGNORE);
-    DST_CHECK(rc == MPI_SUCCESS, CommError, what_ << " failed: " << mpi_error_string(rc));
+    if (rc != MPI_SUCCESS) {
+      board_->mark_failed();
+      DST_THROW(CommError, what_ << " failed: " << mpi_error_string(rc));
+    }
     if (flag) {
       done_ = true;
       if (on_complete) on_complete();
@@ -101,8 +156,10 @@ class MpiWork final : public Work {
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) {
         stats_->at(op_).wait_seconds += std::chrono::duration<double>(now - start).count();
+        board_->mark_failed();
         DST_THROW(CommError, what_ << " did not complete within "
-                                   << std::chrono::duration<double>(timeout).count() << " s");
+                                   << std::chrono::duration<double>(timeout).count()
+                                   << " s (comm.timeout_s); " << diagnose_());
       }
       // Spin briefly for latency, then back off so oversubscribed ranks leave the cores to
       // the ranks still computing.
@@ -128,16 +185,33 @@ class MpiWork final : public Work {
   OpType op_;
   std::string what_;
   std::chrono::milliseconds timeout_;
+  std::shared_ptr<ProgressBoard> board_;
+  std::function<std::string()> diagnose_;
   bool done_ = false;
 };
 
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<MpiTypes> types)
-      : comm_(comm), name_(std::move(name)), types_(std::move(types)) {
+  MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<MpiJobContext> context)
+      : comm_(comm), name_(std::move(name)), context_(std::move(context)) {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    // Members' world ranks, for the watchdog's report and its side-channel addresses.
+    MPI_Group group = MPI_GROUP_NULL, world_group = MPI_GROUP_NULL;
+    MPI_Comm_group(comm_, &group);
+    MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    std::vector<int> ranks(size_);
+    for (int r = 0; r < size_; ++r) ranks[r] = r;
+    world_ranks_.resize(size_);
+    MPI_Group_translate_ranks(group, size_, ranks.data(), world_group, world_ranks_.data());
+    MPI_Group_free(&group);
+    MPI_Group_free(&world_group);
+    key_ = context_->key_for(name_, world_ranks_);
+    auto members = std::make_shared<std::vector<GroupMember>>();
+    for (int r = 0; r < size_; ++r)
+      members->push_back({r, world_ranks_[r], context_->addresses[world_ranks_[r]]});
+    members_ = std::move(members);
   }
   ~MpiCommunicator() override {
     if (!mpi_finalized()) MPI_Comm_free(&comm_);
@@ -227,7 +301,8 @@ class MpiCommunicator final : public Communicator {
   WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) override {
     check_tensor(tensor, "send");
     check_peer(dst_rank, "send");
-    auto work = start(OpType::kSend, tensor.numel() * tensor.element_size(), "send");
+    auto work =
+        start(OpType::kSend, tensor.numel() * tensor.element_size(), "send", dst_rank);
     work->keep_alive = {tensor};
     check_rc(MPI_Isend(tensor.data_ptr(), to_count(tensor.numel(), "send"), mpi_type(tensor),
                        dst_rank, tag, comm_, &work->request_),
@@ -238,7 +313,7 @@ class MpiCommunicator final : public Communicator {
   WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) override {
     check_tensor(tensor, "recv");
     check_peer(src_rank, "recv");
-    auto work = start(OpType::kRecv, 0, "recv");
+    auto work = start(OpType::kRecv, 0, "recv", src_rank);
     work->keep_alive = {tensor};
     check_rc(MPI_Irecv(tensor.data_ptr(), to_count(tensor.numel(), "recv"), mpi_type(tensor),
                        src_rank, tag, comm_, &work->request_),
@@ -256,20 +331,63 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm child = MPI_COMM_NULL;
     check_rc(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &child), "split");
     if (child == MPI_COMM_NULL) return nullptr;
-    auto result = std::make_shared<MpiCommunicator>(child, name, types_);
+    auto result = std::make_shared<MpiCommunicator>(child, name, context_);
     result->set_timeout(timeout_);
     return result;
   }
 
  private:
-  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what) {
+  // Counts the op, records on the watchdog board that this rank entered it (collectives only:
+  // point-to-point ops are not matched by every member) and makes its Work.
+  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what,
+                                 int peer = -1) {
     OpStats& stats = stats_->at(op);
     stats.calls += 1;
     stats.bytes += static_cast<uint64_t>(bytes);
-    std::string description = what + " #" + std::to_string(++sequence_) + " on '" + name_ +
-                              "' (rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
-                              ")";
-    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_);
+    const bool collective = peer < 0;
+    std::string description = what;
+    std::function<std::string()> diagnose;
+    if (collective) {
+      const uint64_t sequence = ++sequence_;
+      context_->board->entered(key_, sequence, what);
+      description += " #" + std::to_string(sequence);
+      diagnose = [key = key_, members = members_, sequence] {
+        return name_missing_ranks(key, sequence, *members, kSideChannelTimeout);
+      };
+    } else {
+      description += std::string(op == OpType::kSend ? " to" : " from") + " rank " +
+                     std::to_string(peer) + " (world rank " + std::to_string(world_ranks_[peer]) +
+                     ")";
+      diagnose = [key = key_, member = (*members_)[peer], sequence = sequence_] {
+        return describe_peer(key, member, sequence);
+      };
+    }
+    description += " on '" + name_ + "' (rank " + std::to_string(rank_) + " of " +
+                   std::to_string(size_) + ", world rank " + std::to_string(world_ranks_[rank_]) +
+                   ")";
+    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_,
+                                     context_->board, std::move(diagnose));
+  }
+
+  // The state of a point-to-point op's peer: reachable or not, and its last collective here.
+  static std::string describe_peer(const std::string& key, const GroupMember& member,
+                                   uint64_t own_sequence) {
+    const PeerProgress progress = query_side_channel(member.address, kSideChannelTimeout);
+    std::ostringstream text;
+    text << "peer rank " << member.group_rank << " (world rank " << member.world_rank << ")";
+    if (!progress.reachable) {
+      text << ": side channel did not answer (dead or hung?): " << progress.error;
+      return text.str();
+    }
+    text << " on host " << progress.host << ", pid " << progress.pid;
+    const auto entry = progress.entries.find(key);
+    if (entry == progress.entries.end()) {
+      text << ", entered no collective on this group";
+    } else {
+      text << ", last entered collective #" << entry->second.sequence << " " << entry->second.op
+           << " on this group (this rank: #" << own_sequence << ")";
+    }
+    return text.str();
   }
 
   void check_rc(int rc, const char* op) const {
@@ -325,7 +443,7 @@ class MpiCommunicator final : public Communicator {
         return MPI_INT8_T;
       case at::kBFloat16:
       case at::kHalf:
-        return types_->half_type;
+        return context_->types.half_type;
       default:
         DST_THROW(CommError, "communicator '" << name_ << "': dtype " << t.scalar_type()
                                               << " is not supported by the MPI backend");
@@ -336,9 +454,9 @@ class MpiCommunicator final : public Communicator {
     const bool max = op == ReduceOp::kMax;
     switch (t.scalar_type()) {
       case at::kBFloat16:
-        return max ? types_->bf16_max : types_->bf16_sum;
+        return max ? context_->types.bf16_max : context_->types.bf16_sum;
       case at::kHalf:
-        return max ? types_->f16_max : types_->f16_sum;
+        return max ? context_->types.f16_max : context_->types.f16_sum;
       default:
         return max ? MPI_MAX : MPI_SUM;
     }
@@ -357,10 +475,13 @@ class MpiCommunicator final : public Communicator {
 
   MPI_Comm comm_;
   std::string name_;
-  std::shared_ptr<MpiTypes> types_;
+  std::shared_ptr<MpiJobContext> context_;
+  std::vector<int> world_ranks_;  // by rank in this group
+  std::string key_;               // the watchdog's name of this group
+  std::shared_ptr<const std::vector<GroupMember>> members_;
   int rank_ = 0;
   int size_ = 1;
-  uint64_t sequence_ = 0;
+  uint64_t sequence_ = 0;  // collectives issued on this group
 };
 
 }  // namespace
@@ -389,7 +510,8 @@ CommunicatorPtr MpiRuntime::world(const std::string& name) {
   MPI_Comm dup = MPI_COMM_NULL;
   const int rc = MPI_Comm_dup(MPI_COMM_WORLD, &dup);
   DST_CHECK(rc == MPI_SUCCESS, CommError, "MPI_Comm_dup failed: " << mpi_error_string(rc));
-  return std::make_shared<MpiCommunicator>(dup, name, std::make_shared<MpiTypes>());
+  if (!context_) context_ = std::make_shared<MpiJobContext>();
+  return std::make_shared<MpiCommunicator>(dup, name, context_);
 }
 
 }  // namespace dst::comm

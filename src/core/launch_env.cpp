@@ -27,6 +27,33 @@ int parse_int_var(const EnvLookup& lookup, const std::string& name, int fallback
   }
 }
 
+// Slurm's compressed per-node task counts ("2(x3),1": nodes 0-2 run 2 tasks, node 3 runs 1): the
+// count of node `node`, or 0 when the list is malformed or shorter.
+int slurm_tasks_on_node(const std::string& list, int node) {
+  std::stringstream in(list);
+  std::string item;
+  int first = 0;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t used = 0;
+      const int count = std::stoi(item, &used);
+      int repeat = 1;
+      if (used != item.size()) {
+        const std::string rest = item.substr(used);  // "(xM)"
+        if (rest.size() < 4 || rest.compare(0, 2, "(x") != 0 || rest.back() != ')') return 0;
+        size_t digits = 0;
+        repeat = std::stoi(rest.substr(2, rest.size() - 3), &digits);
+        if (digits != rest.size() - 3 || repeat < 1) return 0;
+      }
+      if (node < first + repeat) return count;
+      first += repeat;
+    } catch (const std::exception&) {
+      return 0;
+    }
+  }
+  return 0;
+}
+
 struct Scheme {
   const char* launcher;
   const char* rank;
@@ -53,8 +80,11 @@ EnvLookup process_env() {
 }
 
 LaunchEnv detect_launch_env(const EnvLookup& lookup) {
-  // Slurm sets SLURM_LOCALID and SLURM_NTASKS_PER_NODE-style values; SLURM_STEP_TASKS_PER_NODE is
-  // not a plain integer, so the local size comes from SLURM_NTASKS / SLURM_NNODES when uniform.
+  // Slurm: only inside a job step (srun sets SLURM_STEP_ID). A batch script or salloc shell also
+  // has SLURM_PROCID=0 and SLURM_NTASKS=<the job's tasks>, but it is one process, not rank 0 of
+  // many. The local size is this node's entry of SLURM_STEP_TASKS_PER_NODE ("2(x3),1"), else
+  // SLURM_NTASKS_PER_NODE (the job's, which a smaller step does not change), else
+  // SLURM_NTASKS / SLURM_NNODES rounded up.
   static const Scheme kSchemes[] = {
       {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
        "OMPI_COMM_WORLD_LOCAL_SIZE"},
@@ -63,6 +93,8 @@ LaunchEnv detect_launch_env(const EnvLookup& lookup) {
       {"pmi", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"},
   };
   for (const Scheme& scheme : kSchemes) {
+    const bool slurm = std::string(scheme.launcher) == "slurm";
+    if (slurm && !lookup("SLURM_STEP_ID") && !lookup("SLURM_STEPID")) continue;
     bool has_rank = false;
     int rank = parse_int_var(lookup, scheme.rank, 0, &has_rank);
     if (!has_rank) continue;
@@ -76,7 +108,12 @@ LaunchEnv detect_launch_env(const EnvLookup& lookup) {
     } else {
       int nodes = parse_int_var(lookup, "SLURM_NNODES", 1, nullptr);
       nodes = nodes > 0 ? nodes : 1;
-      env.local_size = parse_int_var(lookup, "SLURM_NTASKS_PER_NODE", 0, nullptr);
+      env.local_size = 0;
+      if (auto per_node = lookup("SLURM_STEP_TASKS_PER_NODE"))
+        env.local_size =
+            slurm_tasks_on_node(*per_node, parse_int_var(lookup, "SLURM_NODEID", 0, nullptr));
+      if (env.local_size == 0)
+        env.local_size = parse_int_var(lookup, "SLURM_NTASKS_PER_NODE", 0, nullptr);
       if (env.local_size == 0) env.local_size = (env.world_size + nodes - 1) / nodes;
     }
     DST_CHECK(env.world_size >= 1, ConfigError, scheme.size << " must be at least 1");

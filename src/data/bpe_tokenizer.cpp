@@ -778,6 +778,9 @@ BpeTokenizer::Impl::Impl(const std::string& json_text, const std::string& source
   } catch (const Json::parse_error& e) {
     DST_THROW(DataError,
               source << ": malformed JSON at byte " << e.byte << ": " << one_line(e.what()));
+  } catch (const Json::exception& e) {
+    // A number too large for a double (out_of_range.406) carries no position.
+    DST_THROW(DataError, source << ": malformed JSON: " << one_line(e.what()));
   }
   try {
     DST_CHECK(root.is_object(), DataError, source << ": the top level must be a JSON object");

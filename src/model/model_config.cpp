@@ -95,6 +95,9 @@ ModelConfig model_config_from_hf_json_text(const std::string& text, const std::s
     json = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     DST_THROW(ConfigError, path << ": invalid JSON at byte " << e.byte);
+  } catch (const nlohmann::json::exception& e) {
+    // A number too large for a double (out_of_range.406) carries no position.
+    DST_THROW(ConfigError, path << ": invalid JSON: " << e.what());
   }
   DST_CHECK(json.is_object(), ConfigError, path << ": expected a JSON object");
   ModelConfig config;

@@ -58,7 +58,7 @@ struct Context {
   // the key, then to "<source>".
   std::string where(const std::string& dotted, const YAML::Mark& mark) const {
     for (std::string key = dotted;;) {
-      if (const std::string* text = override_for(key)) return "override '" + *text + "'";
+      if (const std::string* text = override_for(key)) return "override '" + one_line(*text) + "'";
       const auto dot = key.rfind('.');
       if (dot == std::string::npos) break;
       key.resize(dot);
@@ -66,7 +66,7 @@ struct Context {
     if (mark.is_null()) {
       const std::string prefix = dotted + ".";
       for (const auto& [key, text] : overrides) {
-        if (key.compare(0, prefix.size(), prefix) == 0) return "override '" + text + "'";
+        if (key.compare(0, prefix.size(), prefix) == 0) return "override '" + one_line(text) + "'";
       }
       return source;
     }
@@ -411,6 +411,11 @@ const std::vector<Section>& sections() {
            field("early_stopping.patience", &TC::train, &TrainOptions::early_stopping_patience),
            field("early_stopping.min_delta", &TC::train,
                  &TrainOptions::early_stopping_min_delta),
+           field("nonfinite.policy", &TC::train, &TrainOptions::nonfinite_policy),
+           field("nonfinite.max_consecutive", &TC::train, &TrainOptions::nonfinite_max_consecutive),
+           field("prometheus_every", &TC::train, &TrainOptions::prometheus_every),
+           field("progress", &TC::train, &TrainOptions::progress),
+           field("peak_flops_per_rank", &TC::train, &TrainOptions::peak_flops_per_rank),
        }},
       {"checkpoint",
        {
@@ -667,13 +672,15 @@ void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
   const std::vector<std::string> parts = split_dots(key);
   bool well_formed = !key.empty();
   for (const std::string& part : parts) well_formed = well_formed && !part.empty();
-  if (!well_formed) DST_THROW(ConfigError, "override '" << text << "': expected key.path=value");
+  // Messages quote the override on one line (it may contain newlines).
+  const std::string shown = one_line(text);
+  if (!well_formed) DST_THROW(ConfigError, "override '" << shown << "': expected key.path=value");
 
   YAML::Node value;
   try {
     value = YAML::Load(text.substr(eq + 1));
   } catch (const YAML::Exception& e) {
-    DST_THROW(ConfigError, "override '" << text << "': malformed value: " << one_line(e.msg));
+    DST_THROW(ConfigError, "override '" << shown << "': malformed value: " << one_line(e.msg));
   }
 
   YAML::Node current(root);
@@ -684,8 +691,9 @@ void apply_override(YAML::Node& root, const std::string& text, Context& ctx) {
     if (!child.IsDefined() || child.IsNull()) {
       child = YAML::Node(YAML::NodeType::Map);
     } else if (!child.IsMap()) {
-      DST_THROW(ConfigError, "override '" << text << "': cannot set '" << key << "' because '"
-                                          << path << "' is not a mapping");
+      DST_THROW(ConfigError, "override '" << shown << "': cannot set '" << one_line(key)
+                                          << "' because '" << one_line(path)
+                                          << "' is not a mapping");
     }
     current.reset(child);
   }

@@ -1,5 +1,7 @@
 #include "deepseek_train/train/train_config.h"
 
+#include <cmath>
+
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
@@ -72,7 +74,22 @@ void TrainConfig::validate() const {
             "train.early_stopping.min_delta must be non-negative");
   DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "local", ConfigError,
             "comm.backend '" << comm.backend << "' is not one of auto, mpi, local");
-  DST_CHECK(comm.timeout_s > 0, ConfigError, "comm.timeout_s must be positive");
+  DST_CHECK(train.nonfinite_policy == "skip" || train.nonfinite_policy == "abort", ConfigError,
+            "train.nonfinite.policy '" << train.nonfinite_policy << "' is not one of skip, abort");
+  DST_CHECK(train.nonfinite_max_consecutive > 0, ConfigError,
+            "train.nonfinite.max_consecutive must be positive");
+  DST_CHECK(train.peak_flops_per_rank >= 0 && std::isfinite(train.peak_flops_per_rank),
+            ConfigError, "train.peak_flops_per_rank must be a non-negative number");
+  DST_CHECK(train.prometheus_every >= 0, ConfigError, "train.prometheus_every must be non-negative");
+  DST_CHECK(train.progress == "auto" || train.progress == "bar" || train.progress == "lines",
+            ConfigError, "train.progress '" << train.progress << "' is not one of auto, bar, lines");
+  // Bounded so that the deadline in milliseconds cannot overflow, and long enough to poll.
+  constexpr double kMaxTimeoutSeconds = 7 * 24 * 3600.0;
+  DST_CHECK(std::isfinite(comm.timeout_s) && comm.timeout_s >= 0.1 &&
+                comm.timeout_s <= kMaxTimeoutSeconds,
+            ConfigError,
+            "comm.timeout_s must be a number of seconds in [0.1, " << kMaxTimeoutSeconds
+                                                                   << "], got " << comm.timeout_s);
   DST_CHECK(
       model.vocab_size >= 259 || data.tokenizer != "byte", ConfigError,
       "model.vocab_size (" << model.vocab_size << ") is smaller than the byte tokenizer's 259 ids");

@@ -1,13 +1,18 @@
 #include "deepseek_train/train/trainer.h"
 
+#include <limits>
+#include <cstring>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "deepseek_train/checkpoint/hf_interop.h"
@@ -25,6 +30,7 @@
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/metrics.h"
+#include "deepseek_train/train/prometheus_textfile.h"
 #include "pipeline_executor.h"
 
 namespace dst {
@@ -37,6 +43,45 @@ double peak_rss_megabytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// Every rank's `value`, by world rank.
+std::vector<double> all_gather_values(comm::Communicator& group, double value) {
+  at::Tensor all = at::zeros({group.size()}, at::kDouble);
+  at::Tensor mine = at::full({1}, value, at::kDouble);
+  group.all_gather(all, mine)->wait();
+  const double* data = all.data_ptr<double>();
+  return std::vector<double>(data, data + group.size());
+}
+
+// Achieved fp32 matmul FLOP/s of this process with its intra-op threads, over ~`seconds`.
+double measure_matmul_flops(double seconds) {
+  constexpr int64_t n = 384;
+  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::Tensor c = torch::mm(a, b);  // warm-up
+  int64_t runs = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    c = torch::mm(a, b);
+    ++runs;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * n * n * n * runs / elapsed;
+}
+
+// Rewrites a metrics.jsonl without the rows of steps after `step` (a resumed run trains them
+// again). Lines that are not JSON objects with a step (a torn last line) are dropped too.
+void drop_metrics_after(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!row.is_object() || !row.contains("step") || !row["step"].is_number_integer()) continue;
+    if (row["step"].get<int64_t>() <= step) kept += line + "\n";
+  }
+  write_file_atomically(path, kept);
 }
 
 double seconds_since(Clock::time_point start) {
@@ -470,6 +515,10 @@ double Trainer::global_grad_norm(double loss_scale) {
 
 StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   DST_CHECK(!micro_batches.empty(), DataError, "train_step: no micro-batches");
+  const int world_rank = groups_.world().rank();
+  fault_plan_.at(world_rank, step_ + 1, "step_begin");
+  *poison_gradient_ = fault_plan_.action() == FaultPlan::Action::kNanGradient &&
+                      fault_plan_.targets(world_rank, step_ + 1);
   const auto start = Clock::now();
   const comm::CommStats stats_before = comm_stats();
   comm::Communicator& dp = groups_.dp();
@@ -502,16 +551,43 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
     }
   }
   const double loss = sum_over_data_and_pipeline(local_loss_sum) / global_tokens;
+  *poison_gradient_ = false;
+  fault_plan_.at(world_rank, step_ + 1, "backward");
 
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
   // The norm is agreed by every rank, so all of them apply or skip the update together.
   const double grad_norm = global_grad_norm(loss_scale);
-  const bool apply = scaler_.update(!std::isfinite(grad_norm));
+  // Loss and norm are all-reduced, so every rank takes the same branch.
+  const bool nonfinite = !std::isfinite(loss) || !std::isfinite(grad_norm);
+  const std::string first_bad = nonfinite ? first_nonfinite_gradient() : std::string();
+  const bool apply = scaler_.update(nonfinite);
   const double multiplier = gradient_multiplier(grad_norm, config_.optim.grad_clip, loss_scale);
   if (apply)
     for (auto& engine : engines_) engine->step(lr, multiplier);
   ++step_;
+  fault_plan_.at(world_rank, step_, "step_end");
+  // Under fp16 loss scaling a gradient overflow with a finite loss is the scaler's business (it
+  // halves the scale and retries); only a non-finite loss counts towards an abort then.
+  const bool scaler_overflow = scaler_.enabled() && std::isfinite(loss);
+  consecutive_nonfinite_steps_ =
+      apply || scaler_overflow ? 0 : consecutive_nonfinite_steps_ + 1;
+  if (!apply) {
+    const TrainOptions& options = config_.train;
+    std::ostringstream what;
+    what << "step " << step_ << ": loss " << loss << ", gradient norm " << grad_norm
+         << "; first non-finite gradient: "
+         << (first_bad.empty() ? std::string("none (only the loss)") : first_bad);
+    DST_CHECK(options.nonfinite_policy != "abort" || scaler_overflow ||
+                  consecutive_nonfinite_steps_ < options.nonfinite_max_consecutive,
+              NumericsError,
+              what.str() << "; " << consecutive_nonfinite_steps_
+                         << " consecutive non-finite steps reached train.nonfinite.max_consecutive "
+                            "(policy abort); no update was applied, checkpoints hold only finite "
+                            "values");
+    // fp16 overflows are routine (the scaler halves its scale); anything else is worth a line.
+    if (!scaler_.enabled()) logger_.warn(what.str() + "; update skipped on every rank");
+  }
 
   const comm::CommStats stats_after = comm_stats();
   StepResult result;
@@ -521,6 +597,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.lr = lr;
   result.loss_scale = loss_scale;
   result.skipped = !apply;
+  result.first_nonfinite_gradient = first_bad;
   result.pipeline_wait_seconds = pipeline_wait;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
@@ -530,8 +607,64 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
     const auto type = static_cast<comm::OpType>(op);
     const uint64_t bytes = stats_after.at(type).bytes - stats_before.at(type).bytes;
     if (bytes > 0) result.comm_bytes_by_op[comm::op_name(type)] = bytes;
+    const double wait = stats_after.at(type).wait_seconds - stats_before.at(type).wait_seconds;
+    if (wait > 0) result.comm_wait_seconds_by_op[comm::op_name(type)] = wait;
   }
   return result;
+}
+
+void Trainer::set_fault_plan(FaultPlan plan) {
+  fault_plan_ = std::move(plan);
+  if (checkpoint_writer_ || !fault_plan_.empty()) {
+    if (!checkpoint_writer_)
+      checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
+    const int rank = groups_.world().rank();
+    checkpoint_writer_->set_fault_hook(
+        [plan = fault_plan_, rank](int64_t step, const char* point) { plan.at(rank, step, point); });
+  }
+  if (fault_plan_.action() != FaultPlan::Action::kNanGradient) return;
+  auto parameters = model_->named_parameters(/*recurse=*/true);
+  torch::Tensor* parameter = parameters.find(fault_plan_.parameter());
+  if (parameter == nullptr) return;  // held by another pipeline stage
+  parameter->register_hook([armed = poison_gradient_](const torch::Tensor& grad) {
+    return *armed ? torch::full_like(grad, std::numeric_limits<float>::quiet_NaN()) : grad;
+  });
+}
+
+std::string Trainer::first_nonfinite_gradient() {
+  // Each rank finds its first non-finite gradient in its model order; the world agrees on the
+  // smallest (pipeline stage, position) and every rank holding that name spells it out.
+  const auto parameters = model_->named_parameters(/*recurse=*/true);
+  std::map<std::string, int64_t> position;
+  for (const auto& item : parameters) position.emplace(item.key(), position.size());
+  int64_t best = std::numeric_limits<int64_t>::max();
+  std::string name;
+  for (auto& engine : engines_)
+    for (const ParameterStateSlice& slice : engine->state_slices()) {
+      if (!slice.gradient.defined() || slice.gradient.numel() == 0) continue;
+      if (slice.gradient.isfinite().all().item<bool>()) continue;
+      const auto found = position.find(slice.name);
+      const int64_t at = found == position.end() ? int64_t(position.size()) : found->second;
+      if (at < best) best = at, name = slice.name;
+    }
+  const int64_t stage = groups_.coord().pp;
+  constexpr int64_t kPerStage = int64_t(1) << 32;
+  constexpr double kNone = std::numeric_limits<double>::lowest();
+  const double key = best == std::numeric_limits<int64_t>::max()
+                         ? kNone
+                         : -static_cast<double>(stage * kPerStage + best);
+  comm::Communicator& world = groups_.world();
+  at::Tensor agreed = at::full({1}, key, at::kDouble);
+  world.all_reduce(agreed, comm::ReduceOp::kMax)->wait();
+  const double winner = agreed.item<double>();
+  constexpr int64_t kNameBytes = 512;
+  at::Tensor spelled = at::zeros({kNameBytes}, at::kByte);
+  if (winner != kNone && winner == key) {
+    const size_t n = std::min<size_t>(name.size(), kNameBytes - 1);
+    std::memcpy(spelled.data_ptr(), name.data(), n);
+  }
+  world.all_reduce(spelled, comm::ReduceOp::kMax)->wait();
+  return std::string(static_cast<const char*>(spelled.data_ptr()));
 }
 
 double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
@@ -659,14 +792,49 @@ TrainSummary Trainer::run() {
       validation_batches(val_set, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
 
   const bool is_rank0 = groups_.world().rank() == 0;
+  // Rank 0's outputs are opened before the first step, so an unusable output directory fails
+  // the run at once (every rank learns it through the agreement below).
   std::unique_ptr<MetricsWriter> metrics;
-  if (is_rank0) {
-    std::filesystem::create_directories(opts.output_dir);
-    const std::string metrics_path =
-        (std::filesystem::path(opts.output_dir) / "metrics.jsonl").string();
-    if (resume_from.empty()) std::filesystem::remove(metrics_path);  // resumed: append
-    metrics = std::make_unique<MetricsWriter>(metrics_path);
+  std::unique_ptr<PrometheusTextfile> prometheus;
+  std::unique_ptr<ProgressDisplay> progress;
+  {
+    std::string failure;
+    if (is_rank0) {
+      try {
+        const std::filesystem::path out(opts.output_dir);
+        const std::string metrics_path = (out / "metrics.jsonl").string();
+        check_output_file_writable(metrics_path, "metrics file");
+        if (resume_from.empty()) {
+          std::filesystem::remove(metrics_path);
+        } else {
+          // Rows past the checkpoint come from steps that are about to be trained again.
+          drop_metrics_after(metrics_path, step_);
+        }
+        metrics = std::make_unique<MetricsWriter>(metrics_path);
+        if (opts.prometheus_every > 0)
+          prometheus = std::make_unique<PrometheusTextfile>(
+              (out / "metrics.prom").string(),
+              PrometheusTextfile::Labels{{"run", out.filename().string()}});
+        const bool terminal = isatty(fileno(stderr)) != 0;
+        if (opts.progress == "bar" || (opts.progress == "auto" && terminal))
+          progress = std::make_unique<ProgressDisplay>(stderr, true);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    at::Tensor failed = at::full({1}, failure.empty() ? 0.0 : 1.0, at::kDouble);
+    groups_.world().all_reduce(failed, comm::ReduceOp::kMax)->wait();
+    if (!failure.empty()) throw DataError(failure);
+    DST_CHECK(failed.item<double>() == 0.0, DataError,
+              "rank 0 cannot write its outputs under train.output_dir '" << opts.output_dir
+                                                                          << "' (see its error)");
   }
+  // Model FLOP utilisation: 6 FLOPs per parameter per token against the fp32 matmul rate of
+  // every rank (train.peak_flops_per_rank, or measured here with the training thread count).
+  const double whole_model_parameters = whole_model_elements(true) + whole_model_elements(false);
+  const double peak_flops =
+      all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank
+                                                  : measure_matmul_flops(0.2)})[0];
 
   {
     std::ostringstream plan;
@@ -694,6 +862,7 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.initial_eval_loss = evaluate(eval_batches);
   if (metrics) metrics->write_eval(step_, summary.initial_eval_loss);
+  if (prometheus) prometheus->write_eval(step_, summary.initial_eval_loss);
   logger_.info("step " + std::to_string(step_) + "/" + std::to_string(opts.steps) + " | eval " +
                std::to_string(summary.initial_eval_loss));
 
@@ -725,7 +894,12 @@ TrainSummary Trainer::run() {
     m.comm_bytes = result.comm_bytes;
     m.comm_wait_s = result.comm_wait_seconds;
     m.comm_bytes_by_op = result.comm_bytes_by_op;
+    m.comm_wait_s_by_op = result.comm_wait_seconds_by_op;
     m.peak_rss_mb = peak_rss_megabytes();
+    m.peak_rss_mb_per_rank = all_gather_values(groups_.world(), m.peak_rss_mb);
+    m.peak_rss_mb_max = *std::max_element(m.peak_rss_mb_per_rank.begin(),
+                                          m.peak_rss_mb_per_rank.end());
+    m.mfu = mfu(m.tokens_per_s, static_cast<int64_t>(whole_model_parameters), peak_flops);
     m.loss_scale = result.loss_scale;
     m.skipped = result.skipped;
     m.skipped_steps = scaler_.skipped_steps();
@@ -748,14 +922,22 @@ TrainSummary Trainer::run() {
       }
     }
     if (metrics) metrics->write(m);
+    if (prometheus && (last || result.step % opts.prometheus_every == 0)) prometheus->write(m);
+    const double elapsed = seconds_since(run_start);
+    const double eta = elapsed / (result.step - first_step) * (opts.steps - result.step);
+    if (progress) progress->update(m, eta);
     if (result.step == 1 || last || result.step % opts.log_every == 0 || m.eval_loss) {
       StepMetrics shown = m;
       shown.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0.0;
-      const double elapsed = seconds_since(run_start);
-      const double eta = elapsed / (result.step - first_step) * (opts.steps - result.step);
-      logger_.info(format_progress_line(shown, eta));
+      shown.mfu = mfu(shown.tokens_per_s, static_cast<int64_t>(whole_model_parameters), peak_flops);
+      // With a bar on the terminal, only evaluations get a line of their own.
+      if (!progress || m.eval_loss) {
+        if (progress) progress->clear();
+        logger_.info(format_progress_line(shown, eta));
+      }
       window_tokens = window_seconds = 0;
     }
+    if (progress) progress->clear();
     summary.final_loss = result.loss;
     const bool periodic = checkpoints.every_steps > 0 && result.step % checkpoints.every_steps == 0;
     if (new_best && checkpoints.keep_best) {
@@ -776,6 +958,7 @@ TrainSummary Trainer::run() {
       break;
     }
   }
+  if (progress) progress->finish();
   wait_for_checkpoint();
   summary.steps = step_;
   const double elapsed = seconds_since(run_start);

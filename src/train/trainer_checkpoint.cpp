@@ -206,13 +206,34 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
       checkpoint_dtype_name(scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
   info.recipe = recipe_text_;
   info.library_version = kVersion;
+  std::vector<StatePiece> pieces = state_pieces();
+  check_finite_state(pieces);
   const std::string directory =
-      checkpoint_writer_->save(checkpoint_root(), info, state_pieces(), config_.checkpoint.async,
-                               config_.checkpoint.keep_last);
+      checkpoint_writer_->save(checkpoint_root(), info, std::move(pieces),
+                               config_.checkpoint.async, config_.checkpoint.keep_last);
   logger_.info(std::string(config_.checkpoint.async ? "checkpoint (writing in background): "
                                                     : "checkpoint: ") +
                directory);
   return directory;
+}
+
+void Trainer::check_finite_state(const std::vector<StatePiece>& pieces) {
+  std::string offending;
+  for (const StatePiece& piece : pieces) {
+    if (piece.kind == "rng" || !at::isFloatingType(piece.data.scalar_type())) continue;
+    if (piece.data.isfinite().all().item<bool>()) continue;
+    offending = piece.tensor + " (" + piece.kind + ")";
+    break;
+  }
+  at::Tensor any = at::full({1}, offending.empty() ? 0.0 : 1.0, at::kDouble);
+  groups_.world().all_reduce(any, comm::ReduceOp::kMax)->wait();
+  DST_CHECK(any.item<double>() == 0.0, CheckpointError,
+            "refusing to save the checkpoint of step "
+                << step_ << ": "
+                << (offending.empty() ? std::string("another rank's state")
+                                      : "rank " + std::to_string(groups_.world().rank()) +
+                                            "'s " + offending)
+                << " holds NaN or Inf; the previous checkpoint is unchanged");
 }
 
 void Trainer::wait_for_checkpoint() {

@@ -57,7 +57,8 @@ TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {
   LaunchEnv slurm = detect_launch_env(fake_env({{"SLURM_PROCID", "5"},
                                                 {"SLURM_NTASKS", "8"},
                                                 {"SLURM_LOCALID", "1"},
-                                                {"SLURM_NNODES", "2"}}));
+                                                {"SLURM_NNODES", "2"},
+                                                {"SLURM_STEP_ID", "0"}}));
   CHECK(slurm.launcher == "slurm");
   CHECK(slurm.rank == 5);
   CHECK(slurm.world_size == 8);
@@ -76,8 +77,48 @@ TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {
 TEST_CASE("launch environment: malformed values name the variable", "[core]") {
   CHECK_THROWS_WITH(detect_launch_env(fake_env({{"OMPI_COMM_WORLD_RANK", "x1"}})),
                     Catch::Contains("OMPI_COMM_WORLD_RANK"));
-  CHECK_THROWS_WITH(detect_launch_env(fake_env({{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}})),
+  CHECK_THROWS_WITH(detect_launch_env(fake_env(
+                        {{"SLURM_PROCID", "4"}, {"SLURM_NTASKS", "4"}, {"SLURM_STEP_ID", "0"}})),
                     Catch::Contains("SLURM_PROCID=4 is not below SLURM_NTASKS=4"));
+}
+
+TEST_CASE("launch environment: Slurm batch script vs srun step, per-node task lists", "[core]") {
+  // A batch script (no step): one process, whatever SLURM_NTASKS says.
+  LaunchEnv batch = detect_launch_env(fake_env({{"SLURM_PROCID", "0"},
+                                                {"SLURM_NTASKS", "2"},
+                                                {"SLURM_LOCALID", "0"},
+                                                {"SLURM_JOB_ID", "7"}}));
+  CHECK(batch.launcher == "none");
+  CHECK(batch.world_size == 1);
+
+  // `srun -n 1` inside a --ntasks-per-node=2 job: the step's list wins over the job's count.
+  LaunchEnv small = detect_launch_env(fake_env({{"SLURM_PROCID", "0"},
+                                                {"SLURM_NTASKS", "1"},
+                                                {"SLURM_STEP_ID", "0"},
+                                                {"SLURM_NTASKS_PER_NODE", "2"},
+                                                {"SLURM_STEP_TASKS_PER_NODE", "1"}}));
+  CHECK(small.launcher == "slurm");
+  CHECK(small.local_size == 1);
+
+  // Uneven nodes: "2(x3),1" is 2 tasks on nodes 0-2 and 1 on node 3.
+  auto uneven = [](const char* node, const char* rank, const char* local) {
+    return detect_launch_env(fake_env({{"SLURM_PROCID", rank},
+                                       {"SLURM_NTASKS", "7"},
+                                       {"SLURM_LOCALID", local},
+                                       {"SLURM_NNODES", "4"},
+                                       {"SLURM_NODEID", node},
+                                       {"SLURM_STEPID", "3"},
+                                       {"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}}));
+  };
+  CHECK(uneven("1", "3", "1").local_size == 2);
+  CHECK(uneven("3", "6", "0").local_size == 1);
+  // A malformed list falls back to SLURM_NTASKS / SLURM_NNODES.
+  CHECK(detect_launch_env(fake_env({{"SLURM_PROCID", "0"},
+                                    {"SLURM_NTASKS", "8"},
+                                    {"SLURM_NNODES", "2"},
+                                    {"SLURM_STEP_ID", "0"},
+                                    {"SLURM_STEP_TASKS_PER_NODE", "4(y2)"}}))
+            .local_size == 4);
 }
 
 TEST_CASE("intra-op threads: cores divided among local ranks, capped by affinity", "[core]") {

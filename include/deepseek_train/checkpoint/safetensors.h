@@ -35,6 +35,27 @@ struct SafetensorsEntry {
   uint64_t nbytes() const { return end - begin; }
 };
 
+// The parsed, validated header of one safetensors file (see parse_safetensors_header).
+struct SafetensorsHeader {
+  uint64_t file_size = 0;   // size of the whole file
+  uint64_t data_start = 0;  // absolute file offset of the data section: 8 + N
+  // All tensors, sorted by begin (then by end; stable among zero-byte tensors at one offset).
+  std::vector<SafetensorsEntry> entries;
+  std::map<std::string, std::string> metadata;  // "__metadata__"
+};
+
+// Parses and validates a safetensors header from memory, as SafetensorsFile does (the rules are
+// listed there): `bytes` is the whole file. Every failure throws a one-line CheckpointError
+// naming `source` and the tensor or offset. Torch-free, no I/O.
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, const std::string& source,
+                                           uint64_t max_header_bytes = 100ull << 20);
+// Same, when `bytes` is only the beginning of a file of `file_size` bytes: it must hold the
+// 8-byte length and the N-byte header (or the whole file, when shorter); the data section is
+// checked against `file_size` and never read.
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, uint64_t file_size,
+                                           const std::string& source,
+                                           uint64_t max_header_bytes = 100ull << 20);
+
 // The parsed, validated header of one safetensors file. Tensor data is read on demand.
 class SafetensorsFile {
  public:
@@ -46,6 +67,7 @@ class SafetensorsFile {
   // no overlap, last ends at file size - 8 - N); "__metadata__", if present, maps strings to
   // strings. Every failure throws a one-line CheckpointError "<path>: <what> (tensor '<name>' |
   // offset <k>)"; "offset" is a file offset, "data offset" one relative to the data section.
+  // Reads only the first 8 + N bytes; the validation is parse_safetensors_header's.
   explicit SafetensorsFile(std::string path, uint64_t max_header_bytes = 100ull << 20);
 
   const std::string& path() const { return path_; }

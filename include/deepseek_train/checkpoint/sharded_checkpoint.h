@@ -10,29 +10,19 @@
 #include <ATen/core/Tensor.h>
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "deepseek_train/checkpoint/checkpoint_manifest.h"
 #include "deepseek_train/checkpoint/crypto.h"
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/model_config.h"
 
 namespace dst {
-
-// Where a piece of a tensor sits in the tensor. The holder's block is the range
-// [block_start, block_start + block_length) of the global tensor along split_dim (-1: the whole
-// tensor), in coordinates padded past the global size where the holder pads (vocabulary rows);
-// the piece is the flat element range [begin, end) of that block in row-major order.
-struct PieceLocation {
-  int split_dim = -1;
-  int64_t block_start = 0;
-  int64_t block_length = 0;
-  int64_t begin = 0;
-  int64_t end = 0;
-};
 
 // One piece of state a rank saves.
 struct StatePiece {
@@ -41,28 +31,6 @@ struct StatePiece {
   std::vector<int64_t> global_shape;  // unpadded
   PieceLocation location;
   at::Tensor data;  // 1-D, end - begin elements
-};
-
-struct CheckpointLayout {
-  int world_size = 1;
-  int dp = 1, tp = 1, pp = 1;
-  int zero_stage = 0;
-  int virtual_stages = 1;
-};
-
-// Everything in the manifest besides the tensors.
-struct CheckpointInfo {
-  int64_t step = 0;             // optimizer steps taken (the LR schedule's position)
-  int64_t optimizer_steps = 0;  // AdamW's bias-correction count
-  std::string sampler_state;    // DistributedSampler::serialize()
-  double loss_scale = 1.0;
-  int64_t loss_scaler_clean_steps = 0;
-  int64_t skipped_steps = 0;
-  CheckpointLayout layout;
-  ModelConfig model;
-  std::string param_dtype = "float32";
-  std::string recipe;  // the training recipe as resolved (no secrets: keys are never stored)
-  std::string library_version;
 };
 
 // Dtype names used in manifests ("float32", "bfloat16", "float16", "int64", "uint8").
@@ -94,9 +62,15 @@ class CheckpointWriter {
                    std::vector<StatePiece> pieces, bool async, int64_t keep_last);
   // Collective: waits for a background save to be committed everywhere; rethrows its error.
   void wait();
+  // Called with "save" after this rank's file of a checkpoint is written and with "commit" on
+  // rank 0 after the manifest is written, before the directory is renamed into place (tests
+  // inject faults there; core/fault_injection.h). Receives the checkpoint's step.
+  using FaultHook = std::function<void(int64_t step, const char* point)>;
+  void set_fault_hook(FaultHook hook) { fault_hook_ = std::move(hook); }
 
  private:
   struct Pending;
+  FaultHook fault_hook_;
   void write_own_file(Pending& job);
   comm::CommunicatorPtr world_;
   std::optional<EncryptionKey> key_;

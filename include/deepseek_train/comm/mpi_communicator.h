@@ -9,6 +9,8 @@
 
 namespace dst::comm {
 
+struct MpiJobContext;
+
 // Owns MPI initialisation: MPI_Init_thread on construction unless MPI is already initialised, and
 // MPI_Finalize on destruction if it initialised it. Create one in main() before any communicator
 // and destroy every communicator before it.
@@ -20,6 +22,8 @@ class MpiRuntime {
   MpiRuntime& operator=(const MpiRuntime&) = delete;
 
   // Communicator over MPI_COMM_WORLD (a duplicate, so library traffic never mixes with the user's).
+  // Collective. The first call also starts this rank's watchdog side channel (watchdog.h), a TCP
+  // listener that lets a rank whose collective timed out name the ranks that never arrived.
   CommunicatorPtr world(const std::string& name = "world");
 
   // Ends every rank of the job with `exit_code` (MPI_Abort), so a failure on one rank never leaves
@@ -28,6 +32,9 @@ class MpiRuntime {
 
  private:
   bool owns_init_ = false;
+  // Shared by every communicator of the job (types, reductions, the hang watchdog's side channel);
+  // created by the first world() call, which is collective.
+  std::shared_ptr<MpiJobContext> context_;
 };
 
 }  // namespace dst::comm

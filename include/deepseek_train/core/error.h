@@ -44,6 +44,12 @@ class IoError : public Error {
   using Error::Error;
 };
 
+// Training diverged: the loss or the gradients stayed non-finite (train.nonfinite policy).
+class NumericsError : public Error {
+ public:
+  using Error::Error;
+};
+
 // An internal invariant was violated (a bug in the library, not in the input).
 class InternalError : public Error {
  public:

@@ -38,6 +38,21 @@ struct TrainOptions {
   // evaluations without an improvement larger than min_delta (0 = never stop early).
   int64_t early_stopping_patience = 0;
   double early_stopping_min_delta = 0.0;
+  // A step whose loss or global gradient norm is NaN/Inf never updates the parameters (every rank
+  // sees the same all-reduced values, so all skip it together). policy "skip" keeps training;
+  // "abort" ends the run once `max_consecutive` steps in a row were non-finite, naming the first
+  // parameter whose gradient went non-finite. Under fp16 dynamic loss scaling a gradient overflow
+  // with a finite loss is routine (the scaler halves its scale) and does not count.
+  std::string nonfinite_policy = "abort";  // skip | abort
+  int64_t nonfinite_max_consecutive = 8;
+  // Rank 0 rewrites <output_dir>/metrics.prom (node_exporter textfile format) every N steps
+  // (0 = never).
+  int64_t prometheus_every = 0;
+  // Progress display on rank 0: "auto" (a redrawn bar on a terminal, log lines otherwise),
+  // "bar" or "lines".
+  std::string progress = "auto";
+  // fp32 FLOP/s one rank can reach, the denominator of MFU (0 = measure a matmul at start-up).
+  double peak_flops_per_rank = 0.0;
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,

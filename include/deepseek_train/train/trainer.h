@@ -14,6 +14,7 @@
 
 #include "deepseek_train/adapters/adapter.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/core/fault_injection.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/mesh/process_groups.h"
@@ -47,8 +48,11 @@ struct StepResult {
   uint64_t comm_bytes = 0;  // bytes this rank sent during the step
   double comm_wait_seconds = 0.0;
   std::map<std::string, uint64_t> comm_bytes_by_op;  // op name -> bytes, ops that moved data
+  std::map<std::string, double> comm_wait_seconds_by_op;  // op name -> seconds blocked
   double loss_scale = 1.0;  // the loss scale this step's backward used (fp16; 1 otherwise)
-  bool skipped = false;     // non-finite gradients on some rank: no update was applied anywhere
+  bool skipped = false;     // non-finite loss or gradients: no update was applied anywhere
+  // When skipped: the first parameter (model order) whose gradient was non-finite, if any.
+  std::string first_nonfinite_gradient;
   double pipeline_wait_seconds = 0.0;  // waiting on other pipeline stages (bubble + transfers)
 };
 
@@ -140,6 +144,11 @@ class Trainer {
   std::string load_checkpoint(const std::string& directory);
   // The recipe as resolved (recipe_to_yaml), recorded in every checkpoint's manifest.
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
+  // Test-only faults (core/fault_injection.h) injected at the plan's step and point.
+  void set_fault_plan(FaultPlan plan);
+  // The first parameter (in model order, over every rank) whose gradient holds a NaN or Inf;
+  // empty when none does. Collective over the world.
+  std::string first_nonfinite_gradient();
   // What this rank saves: per parameter piece it owns, the fp32 master, Adam moments and (for
   // bf16/fp16 parameters) the parameter itself, with its place in the global tensor.
   std::vector<StatePiece> state_pieces();
@@ -177,6 +186,11 @@ class Trainer {
   void import_hf_weights(const std::string& model_dir);
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   std::string recipe_text_;
+  FaultPlan fault_plan_;
+  std::shared_ptr<bool> poison_gradient_ = std::make_shared<bool>(false);  // nan fault armed
+  int64_t consecutive_nonfinite_steps_ = 0;
+  // Refuses (CheckpointError on every rank) to save state holding a NaN or Inf. Collective.
+  void check_finite_state(const std::vector<StatePiece>& pieces);
 
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
