@@ -169,9 +169,19 @@ bool is_checkpoint_dtype_name(const std::string& name) {
 CheckpointManifest parse_checkpoint_manifest(const std::string& json_text,
                                              const std::string& source) {
   const std::string& path = source;
+  // Valid manifests nest 6 levels; much deeper JSON would overflow the stack in nlohmann's
+  // recursive dump() (of the model section) and copies.
+  constexpr int kMaxJsonDepth = 64;
+  const json::parser_callback_t limit_depth = [&](int depth, json::parse_event_t event, json&) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      DST_CHECK(depth < kMaxJsonDepth, CheckpointError,
+                path << ": JSON nested deeper than " << kMaxJsonDepth << " levels");
+    }
+    return true;
+  };
   json manifest;
   try {
-    manifest = json::parse(json_text);
+    manifest = json::parse(json_text, limit_depth);
   } catch (const json::parse_error& e) {
     DST_THROW(CheckpointError, path << ": invalid JSON at byte " << e.byte);
   } catch (const json::exception& e) {

@@ -98,6 +98,10 @@ struct DuplicateKey {
   std::string top_level_key;
 };
 
+// Deepest JSON nesting accepted (valid headers and indexes nest 3 levels): deeper documents
+// would overflow the stack in nlohmann's recursive dump() and copy.
+constexpr int kMaxJsonDepth = 64;
+
 // Parses `text` as JSON without comments, recording the first duplicate key at any depth
 // (nlohmann's DOM silently keeps the last one). Parse errors are rethrown as CheckpointError
 // naming `path` and the file offset (`base_offset` + position in `text`).
@@ -108,7 +112,12 @@ json parse_json_strictly(std::string_view text, const std::string& path, uint64_
     std::string last_key;
   };
   std::vector<Frame> frames;
-  const json::parser_callback_t callback = [&](int, json::parse_event_t event, json& parsed) {
+  const json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      DST_CHECK(depth < kMaxJsonDepth, CheckpointError,
+                path << ": JSON nested deeper than " << kMaxJsonDepth << " levels (offset "
+                     << base_offset << ")");
+    }
     switch (event) {
       case json::parse_event_t::object_start:
         frames.emplace_back();

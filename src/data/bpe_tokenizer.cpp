@@ -686,10 +686,22 @@ std::string type_of(const Json& object, const std::string& source, const std::st
   return *type;
 }
 
+// Ids index dense per-id tables (texts, kinds, decoded bytes), so they are bounded: 2^22 ids is
+// 16 times the largest vocabularies in use, and keeps a hostile file's tables under 300 MB.
+constexpr int64_t kMaxTokenIds = int64_t{1} << 22;
+
+// Deepest JSON nesting accepted (real files nest under 10 levels): nested pre-tokenizer
+// Sequences are loaded recursively.
+constexpr int kMaxJsonDepth = 128;
+
+bool is_valid_id(const Json& value) {
+  return value.is_number_integer() && value.get<int64_t>() >= 0 &&
+         value.get<int64_t>() < kMaxTokenIds;
+}
+
 int32_t id_value(const Json& value, const std::string& source, const std::string& where) {
-  DST_CHECK(
-      value.is_number_integer() && value.get<int64_t>() >= 0 && value.get<int64_t>() < INT32_MAX,
-      DataError, source << ": " << where << " must be a non-negative integer id");
+  DST_CHECK(is_valid_id(value), DataError,
+            source << ": " << where << " must be a non-negative integer id below " << kMaxTokenIds);
   return static_cast<int32_t>(value.get<int64_t>());
 }
 
@@ -773,8 +785,15 @@ BpeTokenizer::Impl::Impl(const std::string& json_text, const std::string& source
                          const std::string& eos_token)
     : source(source_name), file_sha256(sha256_hex(json_text)) {
   Json root;
+  const Json::parser_callback_t limit_depth = [&](int depth, Json::parse_event_t event, Json&) {
+    if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
+      DST_CHECK(depth < kMaxJsonDepth, DataError,
+                source << ": JSON nested deeper than " << kMaxJsonDepth << " levels");
+    }
+    return true;
+  };
   try {
-    root = Json::parse(json_text);
+    root = Json::parse(json_text, limit_depth);
   } catch (const Json::parse_error& e) {
     DST_THROW(DataError,
               source << ": malformed JSON at byte " << e.byte << ": " << one_line(e.what()));
@@ -833,10 +852,9 @@ void BpeTokenizer::Impl::load_model(const Json& model) {
   vocab.reserve(vocab_json->size());
   for (auto it = vocab_json->begin(); it != vocab_json->end(); ++it) {
     const Json& id = it.value();
-    DST_CHECK(
-        id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX,
-        DataError,
-        source << ": model.vocab[" << shown(it.key()) << "] must be a non-negative integer id");
+    DST_CHECK(is_valid_id(id), DataError,
+              source << ": model.vocab[" << shown(it.key())
+                     << "] must be a non-negative integer id below " << kMaxTokenIds);
     vocab.emplace(it.key(), static_cast<int32_t>(id.get<int64_t>()));
   }
 

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <type_traits>
 
 #include "deepseek_train/core/error.h"
 
@@ -51,6 +52,14 @@ template <typename T>
 void read_field(const nlohmann::json& json, const std::string& path, const char* key, T* out) {
   auto it = json.find(key);
   if (it == json.end() || it->is_null()) return;
+  if constexpr (std::is_same_v<T, int64_t>) {
+    // get<int64_t> truncates a float; one outside int64's range would be undefined behaviour.
+    if (it->is_number_float()) {
+      const double value = it->get<double>();
+      DST_CHECK(value >= -0x1p63 && value < 0x1p63, ConfigError,
+                path << ": field '" << key << "' is out of range (" << it->dump() << ")");
+    }
+  }
   try {
     *out = it->get<T>();
   } catch (const nlohmann::json::exception&) {

@@ -1,6 +1,6 @@
 #include "deepseek_train/pipeline/partition.h"
 
-#include <numeric>
+#include <cstdint>
 
 #include "deepseek_train/core/error.h"
 
@@ -12,6 +12,11 @@ std::vector<LayerChunk> partition_layers(int64_t num_layers, int pp, int virtual
   DST_CHECK(virtual_stages >= 1, ConfigError,
             "parallel.virtual_stages must be at least 1, got " << virtual_stages);
   const int64_t stages = static_cast<int64_t>(pp) * virtual_stages;
+  // One chunk per stage is allocated below: bound them before a recipe can ask for billions.
+  constexpr int64_t kMaxStages = int64_t{1} << 16;
+  DST_CHECK(stages <= kMaxStages, ConfigError,
+            "parallel.pp x parallel.virtual_stages = "
+                << stages << " pipeline stages exceeds the limit of " << kMaxStages);
   std::vector<int64_t> counts = layers_per_stage;
   if (counts.empty()) {
     DST_CHECK(num_layers >= stages, ConfigError,
@@ -23,9 +28,12 @@ std::vector<LayerChunk> partition_layers(int64_t num_layers, int pp, int virtual
     DST_CHECK(static_cast<int64_t>(counts.size()) == stages, ConfigError,
               "parallel.layers_per_stage has " << counts.size() << " entries, expected pp x "
                                                << "virtual_stages = " << stages);
-    for (int64_t c : counts)
+    int64_t total = 0;
+    for (int64_t c : counts) {
       DST_CHECK(c >= 0, ConfigError, "parallel.layers_per_stage entries must be >= 0, got " << c);
-    const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+      DST_CHECK(!__builtin_add_overflow(total, c, &total), ConfigError,
+                "parallel.layers_per_stage sums past " << INT64_MAX << " layers");
+    }
     DST_CHECK(total == num_layers, ConfigError,
               "parallel.layers_per_stage sums to " << total << " but the model has " << num_layers
                                                    << " layers");

@@ -24,7 +24,8 @@ struct LayerChunk {
 
 // One chunk per virtual stage, in pipeline order. `layers_per_stage` empty: balanced; otherwise
 // S non-negative counts summing to num_layers (ConfigError naming parallel.layers_per_stage).
-// ConfigError (parallel.pp / parallel.virtual_stages) when there are fewer layers than stages.
+// ConfigError (parallel.pp / parallel.virtual_stages) when there are fewer layers than stages or
+// more than 65536 stages.
 std::vector<LayerChunk> partition_layers(int64_t num_layers, int pp, int virtual_stages,
                                          const std::vector<int64_t>& layers_per_stage = {});
 
