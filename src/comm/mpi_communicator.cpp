@@ -301,8 +301,7 @@ class MpiCommunicator final : public Communicator {
   WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) override {
     check_tensor(tensor, "send");
     check_peer(dst_rank, "send");
-    auto work =
-        start(OpType::kSend, tensor.numel() * tensor.element_size(), "send", dst_rank);
+    auto work = start(OpType::kSend, tensor.numel() * tensor.element_size(), "send", dst_rank);
     work->keep_alive = {tensor};
     check_rc(MPI_Isend(tensor.data_ptr(), to_count(tensor.numel(), "send"), mpi_type(tensor),
                        dst_rank, tag, comm_, &work->request_),
@@ -339,8 +338,7 @@ class MpiCommunicator final : public Communicator {
  private:
   // Counts the op, records on the watchdog board that this rank entered it (collectives only:
   // point-to-point ops are not matched by every member) and makes its Work.
-  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what,
-                                 int peer = -1) {
+  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what, int peer = -1) {
     OpStats& stats = stats_->at(op);
     stats.calls += 1;
     stats.bytes += static_cast<uint64_t>(bytes);
@@ -365,8 +363,8 @@ class MpiCommunicator final : public Communicator {
     description += " on '" + name_ + "' (rank " + std::to_string(rank_) + " of " +
                    std::to_string(size_) + ", world rank " + std::to_string(world_ranks_[rank_]) +
                    ")";
-    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_,
-                                     context_->board, std::move(diagnose));
+    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_, context_->board,
+                                     std::move(diagnose));
   }
 
   // The state of a point-to-point op's peer: reachable or not, and its last collective here.

@@ -66,9 +66,8 @@ std::string board_json(const ProgressBoard& board) {
   json entries = json::object();
   for (const auto& [key, entry] : board.snapshot())
     entries[key] = {{"sequence", entry.sequence}, {"op", entry.op}};
-  return json{{"host", local_host_name()},
-              {"pid", static_cast<int64_t>(getpid())},
-              {"entries", entries}}
+  return json{
+      {"host", local_host_name()}, {"pid", static_cast<int64_t>(getpid())}, {"entries", entries}}
       .dump();
 }
 
@@ -165,9 +164,8 @@ PeerProgress query_side_channel(const std::string& address, std::chrono::millise
     return peer;
   }
   const Clock::time_point deadline = Clock::now() + timeout;
-  const int fd =
-      connect_with_deadline(address.substr(0, colon), address.substr(colon + 1), deadline,
-                            &peer.error);
+  const int fd = connect_with_deadline(address.substr(0, colon), address.substr(colon + 1),
+                                       deadline, &peer.error);
   if (fd < 0) return peer;
   std::string text;
   char buffer[4096];
@@ -224,16 +222,16 @@ std::string name_missing_ranks(const std::string& group_key, uint64_t sequence,
     if (reached >= sequence) continue;
     missing << (missing_count++ ? "; " : "") << "rank " << member.group_rank << " (world rank "
             << member.world_rank << ", host " << peer.host << ", pid " << peer.pid << ", last "
-            << (entry == peer.entries.end() ? std::string("entered no collective on this group")
-                                            : "entered #" + std::to_string(reached) + " " +
-                                                  entry->second.op)
+            << (entry == peer.entries.end()
+                    ? std::string("entered no collective on this group")
+                    : "entered #" + std::to_string(reached) + " " + entry->second.op)
             << ")";
   }
   std::ostringstream report;
   if (missing_count > 0) report << "not arrived: " << missing.str();
   if (unreachable_count > 0)
-    report << (missing_count ? "; " : "") << "side channel did not answer (dead or hung?): "
-           << unreachable.str();
+    report << (missing_count ? "; " : "")
+           << "side channel did not answer (dead or hung?): " << unreachable.str();
   if (missing_count == 0 && unreachable_count == 0)
     report << "every rank of the group has entered it (slow network or a backend fault)";
   return report.str();

@@ -78,11 +78,13 @@ void TrainConfig::validate() const {
             "train.nonfinite.policy '" << train.nonfinite_policy << "' is not one of skip, abort");
   DST_CHECK(train.nonfinite_max_consecutive > 0, ConfigError,
             "train.nonfinite.max_consecutive must be positive");
-  DST_CHECK(train.peak_flops_per_rank >= 0 && std::isfinite(train.peak_flops_per_rank),
-            ConfigError, "train.peak_flops_per_rank must be a non-negative number");
-  DST_CHECK(train.prometheus_every >= 0, ConfigError, "train.prometheus_every must be non-negative");
+  DST_CHECK(train.peak_flops_per_rank >= 0 && std::isfinite(train.peak_flops_per_rank), ConfigError,
+            "train.peak_flops_per_rank must be a non-negative number");
+  DST_CHECK(train.prometheus_every >= 0, ConfigError,
+            "train.prometheus_every must be non-negative");
   DST_CHECK(train.progress == "auto" || train.progress == "bar" || train.progress == "lines",
-            ConfigError, "train.progress '" << train.progress << "' is not one of auto, bar, lines");
+            ConfigError,
+            "train.progress '" << train.progress << "' is not one of auto, bar, lines");
   // Bounded so that the deadline in milliseconds cannot overflow, and long enough to poll.
   constexpr double kMaxTimeoutSeconds = 7 * 24 * 3600.0;
   DST_CHECK(std::isfinite(comm.timeout_s) && comm.timeout_s >= 0.1 &&

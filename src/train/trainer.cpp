@@ -1,17 +1,17 @@
 #include "deepseek_train/train/trainer.h"
 
-#include <limits>
-#include <cstring>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
-#include <unistd.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -570,8 +570,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   // Under fp16 loss scaling a gradient overflow with a finite loss is the scaler's business (it
   // halves the scale and retries); only a non-finite loss counts towards an abort then.
   const bool scaler_overflow = scaler_.enabled() && std::isfinite(loss);
-  consecutive_nonfinite_steps_ =
-      apply || scaler_overflow ? 0 : consecutive_nonfinite_steps_ + 1;
+  consecutive_nonfinite_steps_ = apply || scaler_overflow ? 0 : consecutive_nonfinite_steps_ + 1;
   if (!apply) {
     const TrainOptions& options = config_.train;
     std::ostringstream what;
@@ -619,8 +618,9 @@ void Trainer::set_fault_plan(FaultPlan plan) {
     if (!checkpoint_writer_)
       checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
     const int rank = groups_.world().rank();
-    checkpoint_writer_->set_fault_hook(
-        [plan = fault_plan_, rank](int64_t step, const char* point) { plan.at(rank, step, point); });
+    checkpoint_writer_->set_fault_hook([plan = fault_plan_, rank](int64_t step, const char* point) {
+      plan.at(rank, step, point);
+    });
   }
   if (fault_plan_.action() != FaultPlan::Action::kNanGradient) return;
   auto parameters = model_->named_parameters(/*recurse=*/true);
@@ -827,14 +827,14 @@ TrainSummary Trainer::run() {
     if (!failure.empty()) throw DataError(failure);
     DST_CHECK(failed.item<double>() == 0.0, DataError,
               "rank 0 cannot write its outputs under train.output_dir '" << opts.output_dir
-                                                                          << "' (see its error)");
+                                                                         << "' (see its error)");
   }
   // Model FLOP utilisation: 6 FLOPs per parameter per token against the fp32 matmul rate of
   // every rank (train.peak_flops_per_rank, or measured here with the training thread count).
   const double whole_model_parameters = whole_model_elements(true) + whole_model_elements(false);
-  const double peak_flops =
-      all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank
-                                                  : measure_matmul_flops(0.2)})[0];
+  const double peak_flops = all_reduce_sum(
+      groups_.world(),
+      {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank : measure_matmul_flops(0.2)})[0];
 
   {
     std::ostringstream plan;
@@ -897,8 +897,8 @@ TrainSummary Trainer::run() {
     m.comm_wait_s_by_op = result.comm_wait_seconds_by_op;
     m.peak_rss_mb = peak_rss_megabytes();
     m.peak_rss_mb_per_rank = all_gather_values(groups_.world(), m.peak_rss_mb);
-    m.peak_rss_mb_max = *std::max_element(m.peak_rss_mb_per_rank.begin(),
-                                          m.peak_rss_mb_per_rank.end());
+    m.peak_rss_mb_max =
+        *std::max_element(m.peak_rss_mb_per_rank.begin(), m.peak_rss_mb_per_rank.end());
     m.mfu = mfu(m.tokens_per_s, static_cast<int64_t>(whole_model_parameters), peak_flops);
     m.loss_scale = result.loss_scale;
     m.skipped = result.skipped;

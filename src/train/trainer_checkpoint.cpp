@@ -209,8 +209,8 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
   std::vector<StatePiece> pieces = state_pieces();
   check_finite_state(pieces);
   const std::string directory =
-      checkpoint_writer_->save(checkpoint_root(), info, std::move(pieces),
-                               config_.checkpoint.async, config_.checkpoint.keep_last);
+      checkpoint_writer_->save(checkpoint_root(), info, std::move(pieces), config_.checkpoint.async,
+                               config_.checkpoint.keep_last);
   logger_.info(std::string(config_.checkpoint.async ? "checkpoint (writing in background): "
                                                     : "checkpoint: ") +
                directory);
@@ -230,9 +230,9 @@ void Trainer::check_finite_state(const std::vector<StatePiece>& pieces) {
   DST_CHECK(any.item<double>() == 0.0, CheckpointError,
             "refusing to save the checkpoint of step "
                 << step_ << ": "
-                << (offending.empty() ? std::string("another rank's state")
-                                      : "rank " + std::to_string(groups_.world().rank()) +
-                                            "'s " + offending)
+                << (offending.empty()
+                        ? std::string("another rank's state")
+                        : "rank " + std::to_string(groups_.world().rank()) + "'s " + offending)
                 << " holds NaN or Inf; the previous checkpoint is unchanged");
 }
 

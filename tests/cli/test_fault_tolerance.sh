@@ -46,7 +46,7 @@ echo "ok watchdog: exit $code after ${elapsed}s (timeout 3 s), names the sleepin
 # --- Non-finite guard, policy skip: the NaN step is skipped on both ranks, training continues.
 DST_FAULT="nan:rank=1,step=2,parameter=model.layers.1.mlp.up_proj.weight" \
   "${MPI[@]}" "$DSTRAIN" train "${ARGS[@]}" train.nonfinite.policy=skip \
-  train.output_dir=nan_skip checkpoint.at_end=true > nan_skip.log 2>&1 ||
+  train.output_dir=nan_skip checkpoint.at_end=true train.prometheus_every=2 > nan_skip.log 2>&1 ||
   { cat nan_skip.log; fail "nan skip run"; }
 grep -q "step 2: loss .*first non-finite gradient: model.layers.1.mlp.up_proj.weight; update skipped" nan_skip.log ||
   { cat nan_skip.log; fail "no skip warning naming the parameter"; }
@@ -61,6 +61,15 @@ assert len(rows[-1]["peak_rss_mb_per_rank"]) == 2
 print("nan skip: step 2 skipped on every rank, training went on")
 PY
 "$DSTRAIN" ckpt inspect nan_skip/checkpoints/step-6 > /dev/null || fail "checkpoint after a skipped step"
+# The Prometheus textfile of the last step, and the plots of this run's metrics.
+grep -q '^dstrain_step{run="nan_skip"} 6$' nan_skip/metrics.prom || fail "metrics.prom step"
+grep -q '^dstrain_skipped_steps_total{run="nan_skip"} 1$' nan_skip/metrics.prom || fail "metrics.prom skipped"
+grep -q '^dstrain_peak_rss_bytes{run="nan_skip",rank="1"} [0-9]' nan_skip/metrics.prom || fail "metrics.prom rss"
+if /usr/bin/python3 -c "import matplotlib" 2> /dev/null; then
+  /usr/bin/python3 "$SRC/scripts/plot_metrics.py" nan_skip > /dev/null || fail "plot_metrics.py"
+  test -s nan_skip/loss.png && test -s nan_skip/throughput.png || fail "no plots"
+fi
+echo "ok observability: metrics.prom and plots of a real run"
 
 # --- Non-finite guard, policy abort after 2 consecutive: NaN from step 2 on.
 code=$(DST_FAULT="nan:step=2,parameter=model.layers.0.self_attn.q_proj.weight" expect_failure nan_abort \

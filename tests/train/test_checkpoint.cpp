@@ -218,3 +218,28 @@ TEST_CASE("checkpoint: a Hugging Face model imports into tp2 slices exactly", "[
     CHECK(torch::equal(tensor, hf.read_rows(name).view(tensor.sizes())));
   }
 }
+
+TEST_CASE("checkpoint: state holding NaN is never saved; the previous checkpoint stays",
+          "[ckpt2]") {
+  // ZeRO-2 on every rank of the world: one rank's poisoned master shard must stop all of them.
+  const Layout layout{2, 1, 1, 2};
+  const std::string dir = fresh_dir("nonfinite");
+  auto trainer = make_trainer(layout, dir);
+  trainer->train_step(batches_of(*trainer, 0));
+  const std::string good = trainer->save_checkpoint("");
+  trainer->wait_for_checkpoint();
+  trainer->train_step(batches_of(*trainer, 1));
+  if (trainer->groups().world().rank() == trainer->groups().world().size() - 1) {
+    for (auto& piece : trainer->state_pieces())
+      if (piece.kind == "master") {
+        piece.data.view({-1})[0].fill_(std::numeric_limits<float>::quiet_NaN());
+        break;
+      }
+  }
+  CHECK_THROWS_WITH(trainer->save_checkpoint(""),
+                    Catch::Contains("refusing to save the checkpoint of step 2") &&
+                        Catch::Contains("holds NaN or Inf; the previous checkpoint is unchanged"));
+  CHECK(resolve_checkpoint(trainer->checkpoint_root(), "latest") == good);
+  CHECK_FALSE(
+      std::filesystem::exists(std::filesystem::path(trainer->checkpoint_root()) / "step-2"));
+}

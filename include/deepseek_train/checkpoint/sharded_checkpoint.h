@@ -9,8 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <map>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>

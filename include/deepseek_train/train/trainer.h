@@ -47,7 +47,7 @@ struct StepResult {
   double seconds = 0.0;
   uint64_t comm_bytes = 0;  // bytes this rank sent during the step
   double comm_wait_seconds = 0.0;
-  std::map<std::string, uint64_t> comm_bytes_by_op;  // op name -> bytes, ops that moved data
+  std::map<std::string, uint64_t> comm_bytes_by_op;       // op name -> bytes, ops that moved data
   std::map<std::string, double> comm_wait_seconds_by_op;  // op name -> seconds blocked
   double loss_scale = 1.0;  // the loss scale this step's backward used (fp16; 1 otherwise)
   bool skipped = false;     // non-finite loss or gradients: no update was applied anywhere
