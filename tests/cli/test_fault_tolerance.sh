@@ -42,6 +42,13 @@ grep -q "rank 0: all_reduce(sum) #[0-9]* on 'dp' (rank 0 of 2, world rank 0) did
 # The sleeping rank would wake after 100 s: ending well before proves the watchdog ended the job.
 awk -v t="$elapsed" 'BEGIN { exit !(t < 60) }' || fail "the job took ${elapsed}s to end"
 echo "ok watchdog: exit $code after ${elapsed}s (timeout 3 s), names the sleeping rank"
+# Point-to-point: pipeline stage 0 waits for stage 1's gradients; the message describes the peer.
+code=$(DST_FAULT="sleep:rank=1,step=2,point=step_begin,seconds=100" expect_failure watchdog_pp \
+  "${MPI[@]}" "$DSTRAIN" train "${ARGS[@]}" parallel.dp=1 parallel.pp=2 comm.timeout_s=2 \
+  train.output_dir=watchdog_pp)
+grep -q "rank 0: recv from rank 1 (world rank 1) on 'pp' (rank 0 of 2, world rank 0) did not complete within 2 s (comm.timeout_s); peer rank 1 (world rank 1) on host [^,]*, pid [0-9]*, last entered collective #[0-9]* " watchdog_pp.log ||
+  { cat watchdog_pp.log; fail "the pipeline watchdog message does not describe rank 1"; }
+echo "ok watchdog (pipeline recv): exit $code, describes the peer"
 
 # --- Non-finite guard, policy skip: the NaN step is skipped on both ranks, training continues.
 DST_FAULT="nan:rank=1,step=2,parameter=model.layers.1.mlp.up_proj.weight" \
