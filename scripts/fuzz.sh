@@ -24,14 +24,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${FUZZ_BUILD:-$ROOT/build-fuzz}"
 JOBS="${FUZZ_JOBS:-2}"
 MAX_LEN="${FUZZ_MAX_LEN:-8192}"
-TARGETS=(${FUZZ_TARGETS:-recipe safetensors tokenizer checkpoint_manifest})
+read -r -a TARGETS <<< "${FUZZ_TARGETS:-recipe safetensors tokenizer checkpoint_manifest}"
 
 mode=fuzz
 seconds=30
 case "${1:-}" in
   --regressions | -r) mode=regressions ;;
   -h | --help)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   "") ;;
@@ -129,7 +129,7 @@ for target in "${TARGETS[@]}"; do
   echo "== $target: fuzzing for ${seconds}s"
   if (cd "$work" && "$binary" "${args[@]}" "$scratch/$target/corpus") > "$log" 2>&1; then
     runs=$(grep -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$" || echo "?")
-    echo "   ok: $runs executions, corpus $(ls "$scratch/$target/corpus" | wc -l) inputs"
+    echo "   ok: $runs executions, corpus $(find "$scratch/$target/corpus" -type f | wc -l) inputs"
   else
     failed+=("$target")
     grep -E "ERROR|FUZZ FAILURE|runtime error|Timeout|out-of-memory|deadly signal" "$log" |

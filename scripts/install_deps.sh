@@ -10,7 +10,7 @@ PACKAGES=(
   catch2 clang-format
   python3-matplotlib  # scripts/plot_metrics.py
   slurm-wlm munge  # the Slurm end-to-end test (a private single-node cluster)
-  clang  # libFuzzer targets (scripts/fuzz.sh)
+  clang libclang-rt-14-dev  # libFuzzer targets (scripts/fuzz.sh; the runtime is only recommended)
 )
 
 SUDO=""

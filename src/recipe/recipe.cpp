@@ -606,9 +606,15 @@ std::vector<AdapterConfig> parse_adapters(const Entry& entry, const Context& ctx
         for (const YAML::Node& element : value) list.push_back(scalar_of(element, key));
         config.lists[key] = list;
       } else if (value.IsMap()) {
-        for (auto inner = value.begin(); inner != value.end(); ++inner)
-          config.scalars[key + "." + inner->first.as<std::string>()] =
-              scalar_of(inner->second, key + "." + inner->first.as<std::string>());
+        for (auto inner = value.begin(); inner != value.end(); ++inner) {
+          // A null or collection key ("? : v", "[a]: v") would make as<std::string>() throw
+          // YAML::TypedBadConversion.
+          if (!inner->first.IsScalar())
+            ctx.fail(dotted, inner->first.Mark(),
+                     dotted + "." + key + ": keys must be plain names");
+          const std::string name = key + "." + inner->first.Scalar();
+          config.scalars[name] = scalar_of(inner->second, name);
+        }
       } else {
         config.scalars[key] = scalar_of(value, key);
       }
@@ -734,7 +740,8 @@ TrainConfig parse_document(const std::string& yaml_text, const std::string& sour
   try {
     config.validate();
   } catch (const ConfigError& e) {
-    DST_THROW(ConfigError, source_name << ": " << strip_location(e.what()));
+    // Values quoted in the message may hold newlines (a YAML string can).
+    DST_THROW(ConfigError, source_name << ": " << one_line(strip_location(e.what())));
   }
   return config;
 }

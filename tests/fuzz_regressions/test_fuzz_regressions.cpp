@@ -243,6 +243,19 @@ TEST_CASE("fuzz regressions: recipes", "[fuzz_regressions]") {
   // An override with a newline: the message quotes it on one line.
   CHECK(contains(error_of<ConfigError>([] { parse_recipe("", "r.yaml", {"a\nb: 2"}); }),
                  "override 'a b: 2': expected key.path=value"));
+  // A value with a newline quoted by TrainConfig::validate().
+  CHECK(contains(
+      error_of<ConfigError>([] { parse_recipe("comm:\n  backend: \"mpi\\nx\"\n", "r.yaml"); }),
+      "r.yaml: comm.backend 'mpi x' is not one of auto, mpi, local"));
+  // A null or sequence key in an adapter's nested mapping threw YAML::TypedBadConversion.
+  for (const char* group : {"{a: 1, ? : two}", "{[a, b]: 1}"}) {
+    CHECK(contains(error_of<ConfigError>([&] {
+                     parse_recipe(
+                         std::string("adapters:\n  - type: lora\n    extra: ") + group + "\n",
+                         "r.yaml");
+                   }),
+                   "r.yaml:3: adapters[0].extra: keys must be plain names"));
+  }
   // pp x virtual_stages chunks are allocated: 2e9 of them ran out of memory.
   CHECK(contains(error_of<ConfigError>([] {
                    parse_recipe(
