@@ -17,26 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-// Names come from the file: control characters are escaped so every message stays on one line.
-std::string printable(const std::string& text, std::size_t max_length = 200) {
-  std::string out;
-  for (const char c : text) {
-    if (out.size() >= max_length) {
-      out += "...";
-      break;
-    }
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      char buffer[8];
-      std::snprintf(buffer, sizeof(buffer), "\\x%02x", byte);
-      out += buffer;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 const json& field(const json& object, const char* key, const std::string& where) {
   DST_CHECK(object.is_object() && object.contains(key), CheckpointError,
             where << ": missing key '" << key << "'");

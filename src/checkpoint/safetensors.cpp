@@ -50,27 +50,6 @@ const DtypeInfo& info_of(SafetensorsDtype dtype) {
   DST_THROW(InternalError, "unknown SafetensorsDtype " << static_cast<int>(dtype));
 }
 
-// Names and JSON snippets come from the file: escape control characters so that every error
-// message stays on one line.
-std::string printable(const std::string& text, std::size_t max_length = 200) {
-  std::string out;
-  for (const char c : text) {
-    if (out.size() >= max_length) {
-      out += "...";
-      break;
-    }
-    const auto byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      char buffer[8];
-      std::snprintf(buffer, sizeof(buffer), "\\x%02x", byte);
-      out += buffer;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 std::string shape_string(const std::vector<int64_t>& shape) {
   std::ostringstream out;
   out << "[";

@@ -78,7 +78,7 @@ struct MpiJobContext {
   std::unique_ptr<SideChannel> side_channel;
   std::vector<std::string> addresses;  // by world rank
   std::mutex mutex;
-  std::map<std::string, int> groups_created;  // label + members -> how many so far
+  std::map<std::string, int> groups_created;  // first key of a label + members -> how many so far
 
   // Collective over MPI_COMM_WORLD: starts this rank's side channel and learns everyone's.
   MpiJobContext() {
@@ -96,10 +96,8 @@ struct MpiJobContext {
 
   // The group key (watchdog.h) of a new communicator with these members.
   std::string key_for(const std::string& label, const std::vector<int>& world_ranks) {
-    std::string base = label + ":";
-    for (int r : world_ranks) base += std::to_string(r) + ",";
     std::lock_guard<std::mutex> lock(mutex);
-    return group_key(label, world_ranks, groups_created[base]++);
+    return group_key(label, world_ranks, groups_created[group_key(label, world_ranks, 0)]++);
   }
 };
 

@@ -175,28 +175,7 @@ bool is_white_space(uint32_t c) {
 }
 
 // A quoted, single-line rendering of file content for error messages.
-std::string shown(std::string_view text) {
-  constexpr size_t kMaxShown = 80;
-  std::string out = "'";
-  for (size_t i = 0; i < text.size() && i < kMaxShown; ++i) {
-    const unsigned char c = byte_at(text, i);
-    if (c < 0x20 || c == 0x7F) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\x%02X", c);
-      out += escaped;
-    } else {
-      out.push_back(static_cast<char>(c));
-    }
-  }
-  if (text.size() > kMaxShown) out += "...";
-  return out + "'";
-}
-
-std::string one_line(std::string text) {
-  std::replace(text.begin(), text.end(), '\n', ' ');
-  std::replace(text.begin(), text.end(), '\r', ' ');
-  return text;
-}
+std::string shown(std::string_view text) { return "'" + printable(text, 80) + "'"; }
 
 // GPT-2's bytes_to_unicode: the printable Latin-1 bytes ('!'..'~', '¡'..'¬', '®'..'ÿ') stand for
 // themselves and the other 68 bytes for U+0100, U+0101, ... in byte order, so every byte has a

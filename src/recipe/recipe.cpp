@@ -34,14 +34,6 @@ std::string strip_location(const std::string& message) {
   return message;
 }
 
-// Replaces newlines so every message stays one line even when a nested message had several.
-std::string one_line(std::string text) {
-  for (char& c : text) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return text;
-}
-
 // Where the document came from: used to attribute errors to "file:line" or to an override.
 struct Context {
   std::string source;

@@ -232,6 +232,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
   encryption_key_ = load_encryption_key();
+  checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   const ParallelDims& dims = groups_.dims();
   const ModelParallelOptions& mp = config_.model_parallel;
   ModelShardSpec shard;
@@ -614,14 +615,9 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
 
 void Trainer::set_fault_plan(FaultPlan plan) {
   fault_plan_ = std::move(plan);
-  if (checkpoint_writer_ || !fault_plan_.empty()) {
-    if (!checkpoint_writer_)
-      checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
-    const int rank = groups_.world().rank();
-    checkpoint_writer_->set_fault_hook([plan = fault_plan_, rank](int64_t step, const char* point) {
-      plan.at(rank, step, point);
-    });
-  }
+  const int rank = groups_.world().rank();
+  checkpoint_writer_->set_fault_hook(
+      [plan = fault_plan_, rank](int64_t step, const char* point) { plan.at(rank, step, point); });
   if (fault_plan_.action() != FaultPlan::Action::kNanGradient) return;
   auto parameters = model_->named_parameters(/*recurse=*/true);
   torch::Tensor* parameter = parameters.find(fault_plan_.parameter());
@@ -937,9 +933,11 @@ TrainSummary Trainer::run() {
       }
       window_tokens = window_seconds = 0;
     }
-    if (progress) progress->clear();
     summary.final_loss = result.loss;
     const bool periodic = checkpoints.every_steps > 0 && result.step % checkpoints.every_steps == 0;
+    const bool saves = (new_best && checkpoints.keep_best) || periodic ||
+                       ((last || stop_early) && checkpoints.at_end);
+    if (progress && (saves || stop_early)) progress->clear();  // they log a line
     if (new_best && checkpoints.keep_best) {
       const std::string directory = save_checkpoint(sampler.serialize());
       wait_for_checkpoint();

@@ -184,8 +184,6 @@ std::vector<StatePiece> Trainer::state_pieces() {
 }
 
 std::string Trainer::save_checkpoint(const std::string& sampler_state) {
-  if (!checkpoint_writer_)
-    checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   CheckpointInfo info;
   info.step = step_;
   info.optimizer_steps = engines_.front()->optimizer_steps();
@@ -236,9 +234,7 @@ void Trainer::check_finite_state(const std::vector<StatePiece>& pieces) {
                 << " holds NaN or Inf; the previous checkpoint is unchanged");
 }
 
-void Trainer::wait_for_checkpoint() {
-  if (checkpoint_writer_) checkpoint_writer_->wait();
-}
+void Trainer::wait_for_checkpoint() { checkpoint_writer_->wait(); }
 
 std::string Trainer::load_checkpoint(const std::string& directory) {
   CheckpointReader reader(directory, encryption_key_);

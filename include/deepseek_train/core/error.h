@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace dst {
 
@@ -55,6 +56,12 @@ class InternalError : public Error {
  public:
   using Error::Error;
 };
+
+// File content made safe for a one-line error message: control characters escaped as \xNN, cut
+// after max_length characters with "...".
+std::string printable(std::string_view text, std::size_t max_length = 200);
+// A nested message (from a library) kept on one line: newlines become spaces.
+std::string one_line(std::string text);
 
 namespace detail {
 // Builds "message [file:line]" — source location last so the user-facing part reads first.
