@@ -5,6 +5,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ccache pkg-config git python3
   libtorch-dev libopenblas0-openmp
+  libdnnl-dev  # oneDNN sgemm behind the fused CPU kernels (kernels/cpu_gemm.h)
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libhdf5-dev nlohmann-json3-dev libcli11-dev libeigen3-dev libfmt-dev libssl-dev libpcre2-dev
   catch2 clang-format

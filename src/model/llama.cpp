@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 
 namespace dst {
@@ -25,18 +26,21 @@ torch::Tensor leave_tp(const torch::Tensor& x, const comm::CommunicatorPtr& grou
   return group_size(group) > 1 ? reduce_from_tp_region(x, *group) : x;
 }
 
-// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it),
-// plus the adapter attached to it under `name`, if any.
+// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it):
+// the fused CPU linear when allowed and both are fp32 on the CPU.
+torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x, bool fused) {
+  if (fused && fused_ops_apply(x) && fused_ops_apply(linear->weight))
+    return fused_linear(x, linear->weight);
+  return F::linear(x, linear->weight.to(x.scalar_type()));
+}
+// The same plus the adapter attached to it under `name`, if any.
 torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,
                       const std::map<std::string, std::shared_ptr<LinearAdapter>>& adapters,
-                      const char* name) {
-  torch::Tensor out = F::linear(x, linear->weight.to(x.scalar_type()));
+                      const char* name, bool fused) {
+  torch::Tensor out = project(linear, x, fused);
   if (adapters.empty()) return out;
   auto found = adapters.find(name);
   return found == adapters.end() || !found->second ? out : found->second->forward(x, out);
-}
-torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x) {
-  return F::linear(x, linear->weight.to(x.scalar_type()));
 }
 
 torch::nn::Linear linear(int64_t in, int64_t out) {
@@ -93,6 +97,8 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  if (fused && fused_ops_apply(x) && fused_ops_apply(weight))
+    return fused_rms_norm(x, weight, eps_);
   // As Hugging Face: normalise in fp32, cast back, then scale.
   auto x32 = x.to(torch::kFloat32);
   auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
@@ -131,15 +137,18 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_grou
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = enter_tp(input, tp_);
   const int64_t batch = x.size(0), seq = x.size(1);
-  auto q =
-      project(q_proj, x, adapters, "q_proj").view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  auto k = project(k_proj, x, adapters, "k_proj")
-               .view({batch, seq, kv_heads_, head_dim_})
-               .transpose(1, 2);
-  auto v = project(v_proj, x, adapters, "v_proj")
-               .view({batch, seq, kv_heads_, head_dim_})
-               .transpose(1, 2);
   const int64_t prefix_length = prefix ? prefix->num_virtual_tokens() : 0;
+  const bool fused_attention = fused && prefix_length == 0 && fused_ops_apply(x);
+  auto q = project(q_proj, x, adapters, "q_proj", fused);
+  auto k = project(k_proj, x, adapters, "k_proj", fused);
+  auto v = project(v_proj, x, adapters, "v_proj", fused);
+  if (fused_attention && fused_ops_apply(q) && fused_ops_apply(k) && fused_ops_apply(v)) {
+    auto out = fused_causal_attention(q, k, v, heads_, kv_heads_, rope_theta_);
+    return leave_tp(project(o_proj, out, adapters, "o_proj", fused), tp_);
+  }
+  q = q.view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  k = k.view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  v = v.view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
   q = apply_rotary(q, rope_theta_, prefix_length);
   k = apply_rotary(k, rope_theta_, prefix_length);
   if (prefix_length > 0) {
@@ -167,7 +176,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
-  return leave_tp(project(o_proj, out, adapters, "o_proj"), tp_);
+  return leave_tp(project(o_proj, out, adapters, "o_proj", fused), tp_);
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std::move(tp_group)) {
@@ -179,9 +188,12 @@ MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = enter_tp(input, tp_);
-  auto hidden = F::silu(project(gate_proj, x, adapters, "gate_proj")) *
-                project(up_proj, x, adapters, "up_proj");
-  return leave_tp(project(down_proj, hidden, adapters, "down_proj"), tp_);
+  const torch::Tensor gate = project(gate_proj, x, adapters, "gate_proj", fused);
+  const torch::Tensor up = project(up_proj, x, adapters, "up_proj", fused);
+  const torch::Tensor hidden = fused && fused_ops_apply(gate) && fused_ops_apply(up)
+                                   ? fused_swiglu(gate, up)
+                                   : F::silu(gate) * up;
+  return leave_tp(project(down_proj, hidden, adapters, "down_proj", fused), tp_);
 }
 
 DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) {
@@ -201,7 +213,8 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
     : config_(config),
       tp_(group_size(shard.tp_group) > 1 ? shard.tp_group : nullptr),
       chunks_(std::move(shard.chunks)),
-      checkpoint_every_(shard.checkpoint_every) {
+      checkpoint_every_(shard.checkpoint_every),
+      fused_kernels_(shard.fused_kernels) {
   config_.validate();
   if (chunks_.empty()) chunks_.push_back(whole_model(config_.num_hidden_layers));
   vocab_ = dst::vocab_shard(config_.vocab_size, tp_size(), tp_ ? tp_->rank() : 0);
@@ -225,12 +238,19 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
   }
   auto layer_holder = stack->register_module("layers", std::make_shared<torch::nn::Module>());
   for (const LayerChunk& chunk : chunks_) {
-    for (int64_t i = chunk.begin; i < chunk.end; ++i)
-      layers.emplace(i,
-                     layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_)));
+    for (int64_t i = chunk.begin; i < chunk.end; ++i) {
+      DecoderLayer layer =
+          layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_));
+      layer->input_layernorm->fused = fused_kernels_;
+      layer->post_attention_layernorm->fused = fused_kernels_;
+      layer->self_attn->fused = fused_kernels_;
+      layer->mlp->fused = fused_kernels_;
+      layers.emplace(i, layer);
+    }
   }
   if (has_head) {
     norm = stack->register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
+    norm->fused = fused_kernels_;
     if (!config_.tie_word_embeddings)
       lm_head = register_module("lm_head", linear(config_.hidden_size, vocab_.size()));
   }
@@ -266,7 +286,9 @@ torch::Tensor LlamaModelImpl::run_layer(int64_t index, const torch::Tensor& h) {
 
 torch::Tensor LlamaModelImpl::head_logits(const torch::Tensor& h) {
   auto normed = enter_tp(norm(h), tp_);
-  if (lm_head) return project(lm_head, normed);
+  if (lm_head) return project(lm_head, normed, fused_kernels_);
+  if (fused_kernels_ && fused_ops_apply(normed) && fused_ops_apply(embed_tokens->weight))
+    return fused_linear(normed, embed_tokens->weight);
   return F::linear(normed, embed_tokens->weight.to(normed.scalar_type()));
 }
 
@@ -311,7 +333,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
 
 torch::Tensor LlamaModelImpl::loss_sum(const torch::Tensor& logits,
                                        const torch::Tensor& labels) const {
-  if (!tp_) return cross_entropy_sum(logits, labels);
+  if (!tp_) return cross_entropy_sum(logits, labels, fused_kernels_);
   return vocab_parallel_cross_entropy_sum(logits, labels, vocab_, *tp_, kIgnoreIndex);
 }
 
@@ -461,8 +483,12 @@ std::vector<std::vector<std::pair<std::string, torch::Tensor>>> LlamaModelImpl::
   return units;
 }
 
-torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels) {
+torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels,
+                                bool fused) {
   const int64_t vocab = logits.size(-1);
+  if (fused && fused_ops_apply(logits))
+    return fused_cross_entropy_sum(logits.reshape({-1, vocab}), labels.reshape({-1}),
+                                   kIgnoreIndex);
   return F::cross_entropy(
       logits.reshape({-1, vocab}).to(torch::kFloat32), labels.reshape({-1}),
       F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));

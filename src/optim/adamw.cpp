@@ -24,6 +24,17 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
                   const at::Tensor& exp_avg_sq, double lr, int64_t t, bool decay,
                   const AdamWOptions& options) {
   at::NoGradGuard no_grad;
+  const auto host_fp32 = [](const at::Tensor& t) {
+    return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
+  };
+  if (options.offload != "cpu" && options.fused && host_fp32(param) && host_fp32(grad) &&
+      host_fp32(exp_avg) && host_fp32(exp_avg_sq)) {
+    cpu_adamw_update(
+        param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
+        exp_avg_sq.data_ptr<float>(), param.numel(),
+        AdamWStep{lr, options.beta1, options.beta2, options.eps, options.weight_decay, t}, decay);
+    return;
+  }
   if (options.offload == "cpu") {
     for (const at::Tensor* tensor : {&param, &grad, &exp_avg, &exp_avg_sq}) {
       DST_CHECK(tensor->device().is_cpu() && tensor->scalar_type() == at::kFloat &&

@@ -368,6 +368,7 @@ const std::vector<Section>& sections() {
            field("weight_decay", &TC::optim, &AdamWOptions::weight_decay),
            field("grad_clip", &TC::optim, &AdamWOptions::grad_clip),
            field("offload", &TC::optim, &AdamWOptions::offload),
+           field("fused", &TC::optim, &AdamWOptions::fused),
        }},
       {"schedule",
        {
@@ -408,6 +409,7 @@ const std::vector<Section>& sections() {
            field("prometheus_every", &TC::train, &TrainOptions::prometheus_every),
            field("progress", &TC::train, &TrainOptions::progress),
            field("peak_flops_per_rank", &TC::train, &TrainOptions::peak_flops_per_rank),
+           field("kernels", &TC::train, &TrainOptions::kernels),
        }},
       {"checkpoint",
        {

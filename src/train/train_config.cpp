@@ -82,6 +82,8 @@ void TrainConfig::validate() const {
             "train.peak_flops_per_rank must be a non-negative number");
   DST_CHECK(train.prometheus_every >= 0, ConfigError,
             "train.prometheus_every must be non-negative");
+  DST_CHECK(train.kernels == "fused" || train.kernels == "reference", ConfigError,
+            "train.kernels '" << train.kernels << "' is not one of fused, reference");
   DST_CHECK(train.progress == "auto" || train.progress == "bar" || train.progress == "lines",
             ConfigError,
             "train.progress '" << train.progress << "' is not one of auto, bar, lines");

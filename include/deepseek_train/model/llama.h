@@ -35,6 +35,10 @@ struct ModelShardSpec {
   comm::CommunicatorPtr tp_group;  // null or size 1: no tensor parallelism
   std::vector<LayerChunk> chunks;  // empty: the whole model as one chunk
   int checkpoint_every = 0;        // activation checkpointing of every k-th layer (0: off)
+  // fp32 CPU activations go through kernels/fused_ops.h (linear, RMSNorm, SwiGLU, rotary + causal
+  // attention, cross-entropy) instead of the ATen reference ops; false keeps the reference ops
+  // everywhere (train.kernels=reference).
+  bool fused_kernels = true;
 };
 
 // How a parameter is split across the tp group: not at all, along dim 0 (column-parallel
@@ -82,6 +86,7 @@ class RMSNormImpl : public torch::nn::Module {
   RMSNormImpl(int64_t dim, double eps);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
+  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs
 
  private:
   double eps_;
@@ -107,6 +112,7 @@ class AttentionImpl : public torch::nn::Module {
   std::shared_ptr<KeyValuePrefix> prefix;
   int64_t local_heads() const { return heads_; }
   int64_t local_kv_heads() const { return kv_heads_; }
+  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs without a prefix
 
  private:
   comm::CommunicatorPtr tp_;
@@ -121,6 +127,7 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;  // by projection name
+  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs
 
  private:
   comm::CommunicatorPtr tp_;
@@ -218,6 +225,7 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<int> first_unit_of_chunk_;
   int num_units_ = 0;
   int checkpoint_every_ = 0;
+  bool fused_kernels_ = true;
   UnitHooks* unit_hooks_ = nullptr;
   c10::optional<at::ScalarType> compute_dtype_;
   std::map<std::string, TpSplit> extra_splits_;
@@ -232,7 +240,9 @@ inline constexpr int64_t kIgnoreIndex = -100;
 
 // Sum of token cross-entropies over labels != kIgnoreIndex (logits [.., vocab], labels [..]).
 // Computed in fp32. Normalise by the step's total token count outside.
-torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels);
+// `fused`: kernels/fused_ops.h's fused_cross_entropy_sum for fp32 CPU logits.
+torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels,
+                                bool fused = true);
 
 // Number of labels that count towards the loss.
 int64_t count_target_tokens(const torch::Tensor& labels);

@@ -53,6 +53,10 @@ struct TrainOptions {
   std::string progress = "auto";
   // fp32 FLOP/s one rank can reach, the denominator of MFU (0 = measure a matmul at start-up).
   double peak_flops_per_rank = 0.0;
+  // "fused": fp32 CPU models run kernels/fused_ops.h (fused linear, RMSNorm, SwiGLU, attention,
+  // cross-entropy); "reference": the chains of ATen ops they replace (same results within
+  // float rounding; for debugging and comparison).
+  std::string kernels = "fused";
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,

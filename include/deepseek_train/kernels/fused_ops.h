@@ -1,0 +1,39 @@
+// Fused CPU kernels for the decoder's hot paths, each an autograd function with a hand-written
+// backward: the bias-free linear (through kernels::sgemm), RMSNorm, SwiGLU, rotary + causal
+// attention (blocked: only the lower-triangular blocks of the scores are computed) and the summed
+// cross-entropy. They replace chains of ATen ops that each made a pass over memory and a
+// temporary. They take contiguous fp32 CPU tensors (fused_ops_apply); the model keeps the ATen
+// reference ops for everything else (CUDA, bf16/fp16, prefix tuning) and when
+// train.kernels=reference. tests/kernels compares every op and gradient with the reference.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace dst {
+
+// True when the fused ops handle these tensors: defined, on the CPU, fp32.
+bool fused_ops_apply(const at::Tensor& tensor);
+
+// x [..., in] times weight [out, in] transposed: [..., out] (torch.nn.functional.linear, no bias).
+at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight);
+
+// weight * x / sqrt(mean(x^2, -1) + eps), x [..., dim], weight [dim].
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// silu(gate) * up, same shapes.
+at::Tensor fused_swiglu(const at::Tensor& gate, const at::Tensor& up);
+
+// Causal self-attention with rotary embeddings on q and k (positions 0..seq-1, base rope_theta):
+// q [batch, seq, heads * head_dim], k and v [batch, seq, kv_heads * head_dim] (grouped-query when
+// kv_heads < heads) -> [batch, seq, heads * head_dim], softmax(q k^T / sqrt(head_dim)) v per head.
+at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  int64_t heads, int64_t kv_heads, double rope_theta);
+
+// Sum over rows of -log softmax(logits)[label], logits [rows, vocab], labels int64 [rows]; rows
+// whose label is ignore_index add nothing. Returns a 0-dim fp32 tensor.
+at::Tensor fused_cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,
+                                   int64_t ignore_index);
+
+}  // namespace dst

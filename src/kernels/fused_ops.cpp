@@ -1,0 +1,338 @@
+#include "deepseek_train/kernels/fused_ops.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/kernels/cpu_gemm.h"
+#include "kernels/cpu_elementwise.h"
+
+namespace dst {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::Function;
+using torch::autograd::variable_list;
+
+float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
+
+// Rows of the causal score matrix computed together: the scores of a block of 64 queries cover
+// the keys up to the block's end, so about half of the full seq x seq product is skipped.
+constexpr int64_t kAttentionBlock = 64;
+
+// ---------------------------------------------------------------------------------------------
+struct LinearFunction : Function<LinearFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
+    const at::Tensor input = x.contiguous(), w = weight.contiguous();
+    const int64_t in = w.size(1), out = w.size(0), rows = in == 0 ? 0 : input.numel() / in;
+    std::vector<int64_t> sizes = x.sizes().vec();
+    sizes.back() = out;
+    at::Tensor y = at::empty(sizes, x.options());
+    kernels::sgemm(false, true, rows, out, in, 1.0f, data(input), in, data(w), in, 0.0f, data(y),
+                   out);
+    ctx->save_for_backward({input, w});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &w = saved[1];
+    const at::Tensor dy = grads[0].contiguous();
+    const int64_t in = w.size(1), out = w.size(0), rows = in == 0 ? 0 : input.numel() / in;
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::empty_like(input);
+      kernels::sgemm(false, false, rows, in, out, 1.0f, data(dy), out, data(w), in, 0.0f,
+                     data(dx), in);
+    }
+    if (ctx->needs_input_grad(1)) {
+      dw = at::empty_like(w);
+      kernels::sgemm(true, false, out, in, rows, 1.0f, data(dy), out, data(input), in, 0.0f,
+                     data(dw), in);
+    }
+    return {dx, dw};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+struct RmsNormFunction : Function<RmsNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    const at::Tensor input = x.contiguous(), w = weight.contiguous();
+    const int64_t dim = input.size(-1), rows = dim == 0 ? 0 : input.numel() / dim;
+    at::Tensor y = at::empty_like(input);
+    at::Tensor rstd = at::empty({rows}, input.options());
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      kernels::rms_norm_forward(data(input) + begin * dim, data(w), data(y) + begin * dim,
+                                data(rstd) + begin, end - begin, dim, static_cast<float>(eps));
+    });
+    ctx->save_for_backward({input, w, rstd});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &input = saved[0], &w = saved[1], &rstd = saved[2];
+    const at::Tensor dy = grads[0].contiguous();
+    const int64_t dim = input.size(-1), rows = dim == 0 ? 0 : input.numel() / dim;
+    at::Tensor dx = ctx->needs_input_grad(0) ? at::empty_like(input) : at::Tensor();
+    at::Tensor dw;
+    // Weight gradient: one partial sum per thread, added in thread order (deterministic for a
+    // given thread count).
+    at::Tensor partial;
+    if (ctx->needs_input_grad(1)) partial = at::zeros({at::get_num_threads(), dim}, w.options());
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      float* dw_accum = partial.defined() ? data(partial) + at::get_thread_num() * dim : nullptr;
+      kernels::rms_norm_backward(data(dy) + begin * dim, data(input) + begin * dim, data(w),
+                                 data(rstd) + begin, dx.defined() ? data(dx) + begin * dim : nullptr,
+                                 dw_accum, end - begin, dim);
+    });
+    if (partial.defined()) dw = partial.sum(0);
+    return {dx, dw, at::Tensor()};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+constexpr int64_t kElementGrain = 1 << 15;
+
+struct SwigluFunction : Function<SwigluFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
+    const at::Tensor g = gate.contiguous(), u = up.contiguous();
+    at::Tensor out = at::empty_like(g);
+    at::parallel_for(0, g.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
+      kernels::swiglu_forward(data(g) + begin, data(u) + begin, data(out) + begin, end - begin);
+    });
+    ctx->save_for_backward({g, u});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &g = saved[0], &u = saved[1];
+    const at::Tensor dout = grads[0].contiguous();
+    at::Tensor dgate = ctx->needs_input_grad(0) ? at::empty_like(g) : at::Tensor();
+    at::Tensor dup = ctx->needs_input_grad(1) ? at::empty_like(u) : at::Tensor();
+    at::parallel_for(0, g.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
+      kernels::swiglu_backward(data(dout) + begin, data(g) + begin, data(u) + begin,
+                               dgate.defined() ? data(dgate) + begin : nullptr,
+                               dup.defined() ? data(dup) + begin : nullptr, end - begin);
+    });
+    return {dgate, dup};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The rotary tables [seq, head_dim/2] computed with the same ATen ops (and so the same float
+// roundings) as the reference apply_rotary.
+std::pair<at::Tensor, at::Tensor> rotary_tables(int64_t seq, int64_t head_dim, double theta) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor inv_freq =
+      1.0 / at::pow(theta, at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim));
+  at::Tensor freqs = at::outer(at::arange(0, seq, opts), inv_freq);
+  return {freqs.cos().contiguous(), freqs.sin().contiguous()};
+}
+
+struct AttentionShape {
+  int64_t batch, seq, heads, kv_heads, head_dim;
+  int64_t q_stride() const { return heads * head_dim; }   // floats between positions of q/out
+  int64_t kv_stride() const { return kv_heads * head_dim; }
+  int64_t group() const { return heads / kv_heads; }
+};
+
+struct CausalAttentionFunction : Function<CausalAttentionFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t heads, int64_t kv_heads, double theta) {
+    DST_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && heads > 0 && kv_heads > 0 &&
+                  heads % kv_heads == 0 && q.size(2) % heads == 0,
+              InternalError, "fused_causal_attention: bad shapes");
+    const AttentionShape s{q.size(0), q.size(1), heads, kv_heads, q.size(2) / heads};
+    DST_CHECK(k.size(2) == s.kv_stride() && v.sizes() == k.sizes() && s.head_dim % 2 == 0,
+              InternalError, "fused_causal_attention: bad k/v shapes");
+    auto [cos, sin] = rotary_tables(s.seq, s.head_dim, theta);
+    at::Tensor qr = q.clone(at::MemoryFormat::Contiguous);
+    at::Tensor kr = k.clone(at::MemoryFormat::Contiguous);
+    const at::Tensor vc = v.contiguous();
+    at::parallel_for(0, s.batch * (s.heads + s.kv_heads), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / (s.heads + s.kv_heads), h = i % (s.heads + s.kv_heads);
+        float* rows = h < s.heads ? data(qr) + b * s.seq * s.q_stride() + h * s.head_dim
+                                  : data(kr) + b * s.seq * s.kv_stride() +
+                                        (h - s.heads) * s.head_dim;
+        kernels::rotary_rows(rows, h < s.heads ? s.q_stride() : s.kv_stride(), data(cos),
+                             data(sin), s.seq, s.head_dim, false);
+      }
+    });
+    at::Tensor probs = at::empty({s.batch, s.heads, s.seq, s.seq}, q.options());
+    at::Tensor out = at::empty({s.batch, s.seq, s.q_stride()}, q.options());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / s.heads, h = i % s.heads, g = h / s.group();
+        const float* q_h = data(qr) + b * s.seq * s.q_stride() + h * s.head_dim;
+        const float* k_g = data(kr) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        const float* v_g = data(vc) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        float* p = data(probs) + i * s.seq * s.seq;
+        float* o_h = data(out) + b * s.seq * s.q_stride() + h * s.head_dim;
+        for (int64_t i0 = 0; i0 < s.seq; i0 += kAttentionBlock) {
+          const int64_t i1 = std::min(i0 + kAttentionBlock, s.seq), m = i1 - i0;
+          kernels::sgemm(false, true, m, i1, s.head_dim, scale, q_h + i0 * s.q_stride(),
+                         s.q_stride(), k_g, s.kv_stride(), 0.0f, p + i0 * s.seq, s.seq);
+          for (int64_t r = i0; r < i1; ++r) kernels::masked_softmax_row(p + r * s.seq, r + 1, i1);
+          kernels::sgemm(false, false, m, s.head_dim, i1, 1.0f, p + i0 * s.seq, s.seq, v_g,
+                         s.kv_stride(), 0.0f, o_h + i0 * s.q_stride(), s.q_stride());
+        }
+      }
+    });
+    ctx->save_for_backward({qr, kr, vc, probs, cos, sin});
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["kv_heads"] = kv_heads;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &qr = saved[0], &kr = saved[1], &vc = saved[2], &probs = saved[3];
+    const at::Tensor &cos = saved[4], &sin = saved[5];
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const AttentionShape s{qr.size(0), qr.size(1), heads, ctx->saved_data["kv_heads"].toInt(),
+                           qr.size(2) / heads};
+    const at::Tensor dout = grads[0].contiguous();
+    at::Tensor dq = at::empty_like(qr), dk = at::empty_like(kr), dv = at::empty_like(vc);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+    at::parallel_for(0, s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
+      // Gradient of the scores of one head (only its lower-triangular blocks are written).
+      std::unique_ptr<float[]> ds(new float[s.seq * s.seq]);
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / s.kv_heads, g = i % s.kv_heads;
+        const float* k_g = data(kr) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        const float* v_g = data(vc) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        float* dk_g = data(dk) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        float* dv_g = data(dv) + b * s.seq * s.kv_stride() + g * s.head_dim;
+        for (int64_t member = 0; member < s.group(); ++member) {
+          const int64_t h = g * s.group() + member;
+          const float* q_h = data(qr) + b * s.seq * s.q_stride() + h * s.head_dim;
+          const float* p = data(probs) + (b * s.heads + h) * s.seq * s.seq;
+          const float* do_h = data(dout) + b * s.seq * s.q_stride() + h * s.head_dim;
+          float* dq_h = data(dq) + b * s.seq * s.q_stride() + h * s.head_dim;
+          for (int64_t i0 = 0; i0 < s.seq; i0 += kAttentionBlock) {
+            const int64_t i1 = std::min(i0 + kAttentionBlock, s.seq), m = i1 - i0;
+            // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)), then dQ = scale dS K.
+            kernels::sgemm(false, true, m, i1, s.head_dim, 1.0f, do_h + i0 * s.q_stride(),
+                           s.q_stride(), v_g, s.kv_stride(), 0.0f, ds.get() + i0 * s.seq, s.seq);
+            for (int64_t r = i0; r < i1; ++r)
+              kernels::masked_softmax_backward_row(p + r * s.seq, ds.get() + r * s.seq, r + 1,
+                                                   i1);
+            kernels::sgemm(false, false, m, s.head_dim, i1, scale, ds.get() + i0 * s.seq, s.seq,
+                           k_g, s.kv_stride(), 0.0f, dq_h + i0 * s.q_stride(), s.q_stride());
+          }
+          // Per key block j: dK_j (+)= scale dS[j0:, j]^T Q[j0:], dV_j (+)= P[j0:, j]^T dO[j0:]
+          // (rows above the block are masked out); the group's heads add up.
+          const float beta = member == 0 ? 0.0f : 1.0f;
+          for (int64_t j0 = 0; j0 < s.seq; j0 += kAttentionBlock) {
+            const int64_t j1 = std::min(j0 + kAttentionBlock, s.seq), rows = s.seq - j0;
+            kernels::sgemm(true, false, j1 - j0, s.head_dim, rows, scale,
+                           ds.get() + j0 * s.seq + j0, s.seq, q_h + j0 * s.q_stride(),
+                           s.q_stride(), beta, dk_g + j0 * s.kv_stride(), s.kv_stride());
+            kernels::sgemm(true, false, j1 - j0, s.head_dim, rows, 1.0f, p + j0 * s.seq + j0,
+                           s.seq, do_h + j0 * s.q_stride(), s.q_stride(), beta,
+                           dv_g + j0 * s.kv_stride(), s.kv_stride());
+          }
+          kernels::rotary_rows(dq_h, s.q_stride(), data(cos), data(sin), s.seq, s.head_dim,
+                               true);
+        }
+        kernels::rotary_rows(dk_g, s.kv_stride(), data(cos), data(sin), s.seq, s.head_dim, true);
+      }
+    });
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
+                            const at::Tensor& labels, int64_t ignore_index) {
+    const at::Tensor x = logits.contiguous();
+    const at::Tensor y = labels.to(at::kLong).contiguous();
+    const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
+    DST_CHECK(y.numel() == rows, InternalError,
+              "fused_cross_entropy_sum: " << rows << " rows of logits, " << y.numel()
+                                          << " labels");
+    const int64_t* label = y.data_ptr<int64_t>();
+    for (int64_t r = 0; r < rows; ++r)
+      DST_CHECK(label[r] == ignore_index || (label[r] >= 0 && label[r] < vocab), DataError,
+                "label " << label[r] << " at position " << r << " is outside the vocabulary of "
+                         << vocab);
+    at::Tensor lse = at::empty({rows}, x.options());
+    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r)
+        data(lse)[r] = label[r] == ignore_index
+                           ? 0.0f
+                           : kernels::log_sum_exp_row(data(x) + r * vocab, vocab);
+    });
+    // Summed in row order in double: the same result for every thread count.
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; ++r)
+      if (label[r] != ignore_index) total += data(lse)[r] - data(x)[r * vocab + label[r]];
+    ctx->save_for_backward({x, y, lse});
+    ctx->saved_data["ignore_index"] = ignore_index;
+    return at::scalar_tensor(total, x.options());
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2];
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
+    const float scale = grads[0].item<float>();
+    const int64_t* label = y.data_ptr<int64_t>();
+    at::Tensor dx = at::empty_like(x);
+    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        float* row = data(dx) + r * vocab;
+        if (label[r] == ignore_index)
+          std::fill(row, row + vocab, 0.0f);
+        else
+          kernels::cross_entropy_backward_row(data(x) + r * vocab, data(lse)[r], label[r], scale,
+                                              row, vocab);
+      }
+    });
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool fused_ops_apply(const at::Tensor& tensor) {
+  return tensor.defined() && tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat;
+}
+
+at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight) {
+  DST_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1), InternalError,
+            "fused_linear: input " << x.sizes() << " and weight " << weight.sizes());
+  return LinearFunction::apply(x, weight);
+}
+
+at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  DST_CHECK(weight.dim() == 1 && x.dim() >= 1 && x.size(-1) == weight.size(0), InternalError,
+            "fused_rms_norm: input " << x.sizes() << " and weight " << weight.sizes());
+  return RmsNormFunction::apply(x, weight, eps);
+}
+
+at::Tensor fused_swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  DST_CHECK(gate.sizes() == up.sizes(), InternalError,
+            "fused_swiglu: gate " << gate.sizes() << " and up " << up.sizes());
+  return SwigluFunction::apply(gate, up);
+}
+
+at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  int64_t heads, int64_t kv_heads, double rope_theta) {
+  return CausalAttentionFunction::apply(q, k, v, heads, kv_heads, rope_theta);
+}
+
+at::Tensor fused_cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,
+                                   int64_t ignore_index) {
+  return CrossEntropySumFunction::apply(logits, labels, ignore_index);
+}
+
+}  // namespace dst

@@ -1,0 +1,206 @@
+// The fused CPU kernels against the ATen reference ops they replace: forward values and every
+// gradient, on shapes that exercise the block tails (sequences not a multiple of the 64-row
+// attention block, grouped-query attention) and on a whole model.
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <limits>
+
+#include "deepseek_train/kernels/cpu_gemm.h"
+#include "deepseek_train/kernels/fused_ops.h"
+#include "deepseek_train/model/llama.h"
+
+using namespace dst;
+namespace F = torch::nn::functional;
+
+namespace {
+
+double relative(const torch::Tensor& a, const torch::Tensor& b) {
+  return ((a.to(torch::kFloat64) - b.to(torch::kFloat64)).norm() /
+          b.to(torch::kFloat64).norm().clamp_min(1e-30))
+      .item<double>();
+}
+
+torch::Tensor randn(std::vector<int64_t> shape, uint64_t seed, double scale = 1.0) {
+  auto generator = at::detail::createCPUGenerator(seed);
+  return (torch::randn(shape, generator) * scale).requires_grad_(true);
+}
+
+// Gradients of sum(out * weights) with respect to `inputs`, a fixed random projection so every
+// output element matters.
+std::vector<torch::Tensor> grads_of(const torch::Tensor& out, std::vector<torch::Tensor> inputs,
+                                    uint64_t seed) {
+  auto generator = at::detail::createCPUGenerator(seed);
+  torch::Tensor weights = torch::randn(out.sizes(), generator);
+  return torch::autograd::grad({(out * weights).sum()}, inputs);
+}
+
+torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                  const torch::Tensor& v, int64_t heads, int64_t kv_heads,
+                                  double theta) {
+  const int64_t batch = q.size(0), seq = q.size(1), head_dim = q.size(2) / heads;
+  auto split = [&](const torch::Tensor& t, int64_t n) {
+    return t.view({batch, seq, n, head_dim}).transpose(1, 2);
+  };
+  auto qh = apply_rotary(split(q, heads), theta);
+  auto kh = apply_rotary(split(k, kv_heads), theta);
+  auto vh = split(v, kv_heads);
+  if (kv_heads != heads) {
+    kh = kh.repeat_interleave(heads / kv_heads, 1);
+    vh = vh.repeat_interleave(heads / kv_heads, 1);
+  }
+  auto scores = torch::matmul(qh, kh.transpose(-2, -1)) / std::sqrt(double(head_dim));
+  auto future = torch::ones({seq, seq}, torch::kBool).triu(1);
+  scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  return torch::matmul(torch::softmax(scores, -1), vh)
+      .transpose(1, 2)
+      .reshape({batch, seq, heads * head_dim});
+}
+
+}  // namespace
+
+TEST_CASE("sgemm: all transpose combinations, leading dimensions and beta", "[kernels]") {
+  const int64_t m = 37, n = 19, k = 70;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      auto a_store = torch::randn({ta ? k : m, (ta ? m : k) + 3});  // padded rows: lda > cols
+      auto b_store = torch::randn({tb ? n : k, (tb ? k : n) + 5});
+      auto a = a_store.narrow(1, 0, ta ? m : k), b = b_store.narrow(1, 0, tb ? k : n);
+      auto c_store = torch::randn({m, n + 2});
+      auto expected = 0.5 * c_store.narrow(1, 0, n) +
+                      2.0 * torch::mm(ta ? a.t() : a, tb ? b.t() : b);
+      kernels::sgemm(ta, tb, m, n, k, 2.0f, a_store.data_ptr<float>(), a_store.size(1),
+                     b_store.data_ptr<float>(), b_store.size(1), 0.5f, c_store.data_ptr<float>(),
+                     c_store.size(1));
+      CHECK(relative(c_store.narrow(1, 0, n), expected) < 1e-6);
+    }
+  }
+  CHECK((std::string(kernels::sgemm_backend()) == "onednn" ||
+         std::string(kernels::sgemm_backend()) == "libtorch"));
+}
+
+TEST_CASE("fused_linear equals F::linear, forward and both gradients", "[kernels]") {
+  auto x = randn({3, 5, 24}, 1), w = randn({17, 24}, 2);
+  auto fused = fused_linear(x, w);
+  auto reference = F::linear(x, w);
+  CHECK(relative(fused, reference) < 1e-6);
+  auto gf = grads_of(fused, {x, w}, 3), gr = grads_of(reference, {x, w}, 3);
+  CHECK(relative(gf[0], gr[0]) < 1e-6);
+  CHECK(relative(gf[1], gr[1]) < 1e-6);
+  // A frozen weight (LoRA's base projection) gets no gradient and costs no GEMM.
+  auto frozen = w.detach();
+  auto out = fused_linear(x, frozen);
+  CHECK(out.requires_grad());
+  CHECK(relative(grads_of(out, {x}, 3)[0], gr[0]) < 1e-6);
+}
+
+TEST_CASE("fused_rms_norm equals the reference RMSNorm", "[kernels]") {
+  RMSNorm reference(48, 1e-5);
+  reference->fused = false;
+  torch::NoGradGuard no_grad;
+  reference->weight.uniform_(0.5, 1.5);
+  torch::AutoGradMode enable(true);
+  for (int threads : {1, 2}) {
+    torch::set_num_threads(threads);
+    auto x = randn({7, 33, 48}, 4, 3.0);  // 231 rows: not a multiple of the row grain
+    auto fused = fused_rms_norm(x, reference->weight, 1e-5);
+    auto expected = reference(x);
+    CHECK(relative(fused, expected) < 1e-6);
+    auto gf = grads_of(fused, {x, reference->weight}, 5);
+    auto gr = grads_of(expected, {x, reference->weight}, 5);
+    CHECK(relative(gf[0], gr[0]) < 1e-5);
+    CHECK(relative(gf[1], gr[1]) < 1e-5);
+  }
+  torch::set_num_threads(1);
+}
+
+TEST_CASE("fused_swiglu equals silu(gate) * up, including large and non-finite inputs",
+          "[kernels]") {
+  auto gate = randn({5, 3001}, 6, 4.0), up = randn({5, 3001}, 7);
+  auto fused = fused_swiglu(gate, up);
+  auto expected = F::silu(gate) * up;
+  CHECK(relative(fused, expected) < 1e-6);
+  auto gf = grads_of(fused, {gate, up}, 8), gr = grads_of(expected, {gate, up}, 8);
+  CHECK(relative(gf[0], gr[0]) < 1e-6);
+  CHECK(relative(gf[1], gr[1]) < 1e-6);
+  torch::NoGradGuard no_grad;
+  auto extremes = torch::tensor({-200.0f, -88.0f, -30.0f, 0.0f, 30.0f, 88.0f, 200.0f});
+  CHECK(relative(fused_swiglu(extremes, torch::ones({7})), F::silu(extremes)) < 1e-6);
+  auto nan = fused_swiglu(torch::tensor({std::nanf(""), 1.0f}), torch::ones({2}));
+  CHECK(std::isnan(nan[0].item<float>()));
+  CHECK(std::isfinite(nan[1].item<float>()));
+}
+
+TEST_CASE("fused_causal_attention equals rotary + masked softmax attention", "[kernels]") {
+  struct Case {
+    int64_t batch, seq, heads, kv_heads, head_dim;
+  };
+  // seq 150: blocks of 64, 64 and 22; seq 9: one partial block; kv 2 of 4: grouped-query.
+  for (const Case c : {Case{2, 150, 3, 3, 16}, Case{1, 9, 4, 2, 8}, Case{2, 128, 4, 1, 32}}) {
+    auto q = randn({c.batch, c.seq, c.heads * c.head_dim}, 10);
+    auto k = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 11);
+    auto v = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 12);
+    auto fused = fused_causal_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
+    auto expected = reference_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
+    INFO("seq " << c.seq << " heads " << c.heads << " kv " << c.kv_heads);
+    CHECK(relative(fused, expected) < 1e-5);
+    auto gf = grads_of(fused, {q, k, v}, 13), gr = grads_of(expected, {q, k, v}, 13);
+    CHECK(relative(gf[0], gr[0]) < 1e-5);
+    CHECK(relative(gf[1], gr[1]) < 1e-5);
+    CHECK(relative(gf[2], gr[2]) < 1e-5);
+  }
+}
+
+TEST_CASE("fused_cross_entropy_sum equals F::cross_entropy with ignored rows", "[kernels]") {
+  auto logits = randn({40, 301}, 14, 5.0);
+  auto labels = torch::randint(0, 301, {40}, at::detail::createCPUGenerator(15));
+  labels.narrow(0, 3, 4).fill_(kIgnoreIndex);
+  auto fused = fused_cross_entropy_sum(logits, labels, kIgnoreIndex);
+  auto expected = F::cross_entropy(
+      logits, labels, F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+  CHECK(fused.dim() == 0);
+  CHECK(relative(fused, expected) < 1e-6);
+  auto gf = torch::autograd::grad({fused * 0.5}, {logits})[0];
+  auto gr = torch::autograd::grad({expected * 0.5}, {logits})[0];
+  CHECK(relative(gf, gr) < 1e-6);
+  CHECK(gf.narrow(0, 3, 4).abs().sum().item<float>() == 0.0f);
+  // Extreme logits stay finite and exact: one very large logit dominates.
+  torch::NoGradGuard no_grad;
+  auto peaked = torch::zeros({1, 5});
+  peaked[0][2] = 1000.0f;
+  CHECK(fused_cross_entropy_sum(peaked, torch::tensor({int64_t{2}}), kIgnoreIndex).item<float>() ==
+        Approx(0.0).margin(1e-6));
+  CHECK(fused_cross_entropy_sum(peaked, torch::tensor({int64_t{0}}), kIgnoreIndex).item<float>() ==
+        Approx(1000.0));
+  CHECK_THROWS(fused_cross_entropy_sum(peaked, torch::tensor({int64_t{7}}), kIgnoreIndex));
+}
+
+TEST_CASE("a model with fused kernels equals the reference model: loss and every gradient",
+          "[kernels]") {
+  ModelConfig config;
+  config.vocab_size = 97;
+  config.hidden_size = 64;
+  config.intermediate_size = 96;
+  config.num_hidden_layers = 2;
+  config.num_attention_heads = 4;
+  config.num_key_value_heads = 2;
+  ModelShardSpec reference_spec;
+  reference_spec.fused_kernels = false;
+  LlamaModel fused(config), reference(config, reference_spec);
+  fused->initialize(21);
+  reference->initialize(21);
+  auto ids = torch::randint(0, 97, {2, 70}, at::detail::createCPUGenerator(22));
+  auto labels = torch::randint(0, 97, {2, 70}, at::detail::createCPUGenerator(23));
+  auto loss_fused = fused->loss_sum(fused->forward(ids), labels);
+  auto loss_reference = reference->loss_sum(reference->forward(ids), labels);
+  CHECK(relative(loss_fused, loss_reference) < 1e-6);
+  loss_fused.backward();
+  loss_reference.backward();
+  auto fused_params = fused->named_parameters();
+  for (const auto& item : reference->named_parameters()) {
+    INFO(item.key());
+    CHECK(relative(fused_params[item.key()].grad(), item.value().grad()) < 1e-5);
+  }
+}
