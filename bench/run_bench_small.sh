@@ -59,7 +59,10 @@ printf "  %-28s %10s %11s MB\n" "dstrain ZeRO-3 2x1" "${best_tps[zero3]}" "${bes
 printf "  %-28s %10s %11s MB\n" "dstrain DDP 2x1" "${best_tps[ddp]}" "${best_rss[ddp]}"
 printf "  %-28s %10s %11s MB\n" "dstrain single 1x2 threads" "${best_tps[single]}" "${best_rss[single]}"
 printf "  %-28s %10s %11s MB\n" "PyTorch DDP (gloo) 2x1" "${best_tps[torch_ddp]}" "${best_rss[torch_ddp]}"
-# The machine's fp32 matmul rate on 2 cores (libtorch with the same OpenBLAS), for model FLOP/s.
+# The machine's fp32 matmul rate on 2 cores, for model FLOP/s: libtorch's matmul (the same
+# OpenBLAS PyTorch uses) from Python, and both GEMMs of the library (libtorch's and
+# kernels::sgemm, oneDNN when built with it) from bench/bench_gemm.cpp. The ratio is given against
+# each; the honest one is against the fastest GEMM, since the fused kernels use it.
 MATMUL_GFLOPS=$(/usr/bin/python3 - <<'PY'
 import time, torch
 torch.set_num_threads(2)
@@ -73,13 +76,21 @@ for _ in range(5):
 print(f"{best:.1f}")
 PY
 )
+cmake --build build --target dst_bench_gemm -j2 > /dev/null
+SGEMM_GFLOPS=$(OMP_NUM_THREADS=2 build/dst_bench_gemm 2 1024 | awk '/sgemm_gflops/ {print $2}')
+SGEMM_BACKEND=$(OMP_NUM_THREADS=2 build/dst_bench_gemm 2 256 | awk '/sgemm_gflops/ {print $3}')
 PARAMS=$(grep -o "model: [0-9]* parameters" runs/bench-zero3.log | head -1 | awk '{print $2}')
-python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" "$MATMUL_GFLOPS" "$PARAMS" <<'PY'
+python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" \
+  "$MATMUL_GFLOPS" "$SGEMM_GFLOPS" "$PARAMS" "$SGEMM_BACKEND" <<'PY'
 import sys
-zero3, ddp, single, torch_ddp, matmul_gflops, params = map(float, sys.argv[1:])
+zero3, ddp, single, torch_ddp, matmul_gflops, sgemm_gflops, params = map(float, sys.argv[1:8])
+backend = sys.argv[8]
 model_gflops = 6 * params * zero3 / 1e9
-print(f"  model FLOP/s of ZeRO-3 (6 x {params / 1e6:.1f} M params x tokens/s): {model_gflops:.1f} GFLOP/s;"
-      f" fp32 matmul rate on 2 cores: {matmul_gflops:.1f} GFLOP/s; ratio {model_gflops / matmul_gflops:.3f}")
+print(f"  model FLOP/s of ZeRO-3 (6 x {params / 1e6:.1f} M params x tokens/s): {model_gflops:.1f} GFLOP/s")
+print(f"  fp32 1024^3 matmul rate on 2 cores: libtorch {matmul_gflops:.1f} GFLOP/s,"
+      f" kernels::sgemm {backend} {sgemm_gflops:.1f} GFLOP/s")
+print(f"  ratio model FLOP/s / libtorch matmul rate:      {model_gflops / matmul_gflops:.3f}")
+print(f"  ratio model FLOP/s / fastest GEMM's rate:       {model_gflops / max(matmul_gflops, sgemm_gflops):.3f}")
 print(f"  ratio dstrain DDP / PyTorch DDP:    {ddp / torch_ddp:.3f}")
 print(f"  ratio dstrain ZeRO-3 / PyTorch DDP: {zero3 / torch_ddp:.3f}")
 print(f"  ratio dstrain ZeRO-3 / single 2 threads: {zero3 / single:.3f}")
