@@ -37,8 +37,8 @@ int main(int argc, char** argv) {
   at::Tensor c = at::empty({n, n});
   const double libtorch = best_rate(n, [&] { at::mm_out(c, a, b); });
   const double sgemm = best_rate(n, [&] {
-    dst::kernels::sgemm(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(),
-                        n, 0.0f, c.data_ptr<float>(), n);
+    dst::kernels::sgemm(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(), n,
+                        0.0f, c.data_ptr<float>(), n);
   });
   std::printf("libtorch_gflops %.1f\nsgemm_gflops %.1f (%s)\n", libtorch, sgemm,
               dst::kernels::sgemm_backend());

@@ -7,7 +7,8 @@
 
 // Each public kernel is compiled three times (AVX-512, AVX2, baseline x86-64) and picked at load
 // time by the CPU's features; loops are `omp simd` (-fopenmp-simd, no OpenMP runtime).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
 #define DST_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DST_ISA_CLONES
@@ -20,8 +21,9 @@ namespace {
 // Cephes expf polynomial): within 2 ulp of std::exp for |x| < 87, 0 below -87.3,
 // +inf above 88.7, NaN for NaN.
 inline float fast_exp(float x) {
-  const float clamped = x > 88.72283935546875f ? 88.72283935546875f
-                        : (x < -87.33654022216797f ? -87.33654022216797f : x);
+  const float clamped = x > 88.72283935546875f
+                            ? 88.72283935546875f
+                            : (x < -87.33654022216797f ? -87.33654022216797f : x);
   const float safe = clamped == clamped ? clamped : 0.0f;  // NaN: computed as 0, returned as NaN
   // Round to nearest by adding and subtracting 1.5 * 2^23 (no call to floor, so it vectorises).
   const float n = (safe * 1.44269504088896341f + 12582912.0f) - 12582912.0f;

@@ -15,8 +15,8 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
            int64_t ldc) {
   if (m == 0 || n == 0) return;
 #ifdef DST_HAVE_DNNL
-  const dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n,
-                                          k, alpha, a, lda, b, ldb, beta, c, ldc);
+  const dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k,
+                                          alpha, a, lda, b, ldb, beta, c, ldc);
   DST_CHECK(status == dnnl_success, InternalError,
             "oneDNN sgemm failed (status " << static_cast<int>(status) << ") for m=" << m
                                            << " n=" << n << " k=" << k);
@@ -31,7 +31,10 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
   const at::Tensor b_view = view(b, k, n, ldb, transpose_b);
   at::Tensor c_view = view(c, m, n, ldc, false);
   if (k == 0) {
-    if (beta == 0.0f) c_view.zero_(); else c_view.mul_(beta);
+    if (beta == 0.0f)
+      c_view.zero_();
+    else
+      c_view.mul_(beta);
     return;
   }
   if (beta == 0.0f) {

@@ -46,8 +46,8 @@ struct LinearFunction : Function<LinearFunction> {
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       dx = at::empty_like(input);
-      kernels::sgemm(false, false, rows, in, out, 1.0f, data(dy), out, data(w), in, 0.0f,
-                     data(dx), in);
+      kernels::sgemm(false, false, rows, in, out, 1.0f, data(dy), out, data(w), in, 0.0f, data(dx),
+                     in);
     }
     if (ctx->needs_input_grad(1)) {
       dw = at::empty_like(w);
@@ -86,9 +86,9 @@ struct RmsNormFunction : Function<RmsNormFunction> {
     if (ctx->needs_input_grad(1)) partial = at::zeros({at::get_num_threads(), dim}, w.options());
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
       float* dw_accum = partial.defined() ? data(partial) + at::get_thread_num() * dim : nullptr;
-      kernels::rms_norm_backward(data(dy) + begin * dim, data(input) + begin * dim, data(w),
-                                 data(rstd) + begin, dx.defined() ? data(dx) + begin * dim : nullptr,
-                                 dw_accum, end - begin, dim);
+      kernels::rms_norm_backward(
+          data(dy) + begin * dim, data(input) + begin * dim, data(w), data(rstd) + begin,
+          dx.defined() ? data(dx) + begin * dim : nullptr, dw_accum, end - begin, dim);
     });
     if (partial.defined()) dw = partial.sum(0);
     return {dx, dw, at::Tensor()};
@@ -136,7 +136,7 @@ std::pair<at::Tensor, at::Tensor> rotary_tables(int64_t seq, int64_t head_dim, d
 
 struct AttentionShape {
   int64_t batch, seq, heads, kv_heads, head_dim;
-  int64_t q_stride() const { return heads * head_dim; }   // floats between positions of q/out
+  int64_t q_stride() const { return heads * head_dim; }  // floats between positions of q/out
   int64_t kv_stride() const { return kv_heads * head_dim; }
   int64_t group() const { return heads / kv_heads; }
 };
@@ -157,11 +157,11 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     at::parallel_for(0, s.batch * (s.heads + s.kv_heads), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / (s.heads + s.kv_heads), h = i % (s.heads + s.kv_heads);
-        float* rows = h < s.heads ? data(qr) + b * s.seq * s.q_stride() + h * s.head_dim
-                                  : data(kr) + b * s.seq * s.kv_stride() +
-                                        (h - s.heads) * s.head_dim;
-        kernels::rotary_rows(rows, h < s.heads ? s.q_stride() : s.kv_stride(), data(cos),
-                             data(sin), s.seq, s.head_dim, false);
+        float* rows = h < s.heads
+                          ? data(qr) + b * s.seq * s.q_stride() + h * s.head_dim
+                          : data(kr) + b * s.seq * s.kv_stride() + (h - s.heads) * s.head_dim;
+        kernels::rotary_rows(rows, h < s.heads ? s.q_stride() : s.kv_stride(), data(cos), data(sin),
+                             s.seq, s.head_dim, false);
       }
     });
     at::Tensor probs = at::empty({s.batch, s.heads, s.seq, s.seq}, q.options());
@@ -222,8 +222,7 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
             kernels::sgemm(false, true, m, i1, s.head_dim, 1.0f, do_h + i0 * s.q_stride(),
                            s.q_stride(), v_g, s.kv_stride(), 0.0f, ds.get() + i0 * s.seq, s.seq);
             for (int64_t r = i0; r < i1; ++r)
-              kernels::masked_softmax_backward_row(p + r * s.seq, ds.get() + r * s.seq, r + 1,
-                                                   i1);
+              kernels::masked_softmax_backward_row(p + r * s.seq, ds.get() + r * s.seq, r + 1, i1);
             kernels::sgemm(false, false, m, s.head_dim, i1, scale, ds.get() + i0 * s.seq, s.seq,
                            k_g, s.kv_stride(), 0.0f, dq_h + i0 * s.q_stride(), s.q_stride());
           }
@@ -233,14 +232,13 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
           for (int64_t j0 = 0; j0 < s.seq; j0 += kAttentionBlock) {
             const int64_t j1 = std::min(j0 + kAttentionBlock, s.seq), rows = s.seq - j0;
             kernels::sgemm(true, false, j1 - j0, s.head_dim, rows, scale,
-                           ds.get() + j0 * s.seq + j0, s.seq, q_h + j0 * s.q_stride(),
-                           s.q_stride(), beta, dk_g + j0 * s.kv_stride(), s.kv_stride());
-            kernels::sgemm(true, false, j1 - j0, s.head_dim, rows, 1.0f, p + j0 * s.seq + j0,
-                           s.seq, do_h + j0 * s.q_stride(), s.q_stride(), beta,
-                           dv_g + j0 * s.kv_stride(), s.kv_stride());
+                           ds.get() + j0 * s.seq + j0, s.seq, q_h + j0 * s.q_stride(), s.q_stride(),
+                           beta, dk_g + j0 * s.kv_stride(), s.kv_stride());
+            kernels::sgemm(true, false, j1 - j0, s.head_dim, rows, 1.0f, p + j0 * s.seq + j0, s.seq,
+                           do_h + j0 * s.q_stride(), s.q_stride(), beta, dv_g + j0 * s.kv_stride(),
+                           s.kv_stride());
           }
-          kernels::rotary_rows(dq_h, s.q_stride(), data(cos), data(sin), s.seq, s.head_dim,
-                               true);
+          kernels::rotary_rows(dq_h, s.q_stride(), data(cos), data(sin), s.seq, s.head_dim, true);
         }
         kernels::rotary_rows(dk_g, s.kv_stride(), data(cos), data(sin), s.seq, s.head_dim, true);
       }
@@ -257,8 +255,7 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
     const at::Tensor y = labels.to(at::kLong).contiguous();
     const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
     DST_CHECK(y.numel() == rows, InternalError,
-              "fused_cross_entropy_sum: " << rows << " rows of logits, " << y.numel()
-                                          << " labels");
+              "fused_cross_entropy_sum: " << rows << " rows of logits, " << y.numel() << " labels");
     const int64_t* label = y.data_ptr<int64_t>();
     for (int64_t r = 0; r < rows; ++r)
       DST_CHECK(label[r] == ignore_index || (label[r] >= 0 && label[r] < vocab), DataError,
@@ -267,9 +264,8 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
     at::Tensor lse = at::empty({rows}, x.options());
     at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)
-        data(lse)[r] = label[r] == ignore_index
-                           ? 0.0f
-                           : kernels::log_sum_exp_row(data(x) + r * vocab, vocab);
+        data(lse)[r] =
+            label[r] == ignore_index ? 0.0f : kernels::log_sum_exp_row(data(x) + r * vocab, vocab);
     });
     // Summed in row order in double: the same result for every thread count.
     double total = 0.0;

@@ -487,8 +487,7 @@ torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor
                                 bool fused) {
   const int64_t vocab = logits.size(-1);
   if (fused && fused_ops_apply(logits))
-    return fused_cross_entropy_sum(logits.reshape({-1, vocab}), labels.reshape({-1}),
-                                   kIgnoreIndex);
+    return fused_cross_entropy_sum(logits.reshape({-1, vocab}), labels.reshape({-1}), kIgnoreIndex);
   return F::cross_entropy(
       logits.reshape({-1, vocab}).to(torch::kFloat32), labels.reshape({-1}),
       F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));

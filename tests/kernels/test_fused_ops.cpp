@@ -69,8 +69,8 @@ TEST_CASE("sgemm: all transpose combinations, leading dimensions and beta", "[ke
       auto b_store = torch::randn({tb ? n : k, (tb ? k : n) + 5});
       auto a = a_store.narrow(1, 0, ta ? m : k), b = b_store.narrow(1, 0, tb ? k : n);
       auto c_store = torch::randn({m, n + 2});
-      auto expected = 0.5 * c_store.narrow(1, 0, n) +
-                      2.0 * torch::mm(ta ? a.t() : a, tb ? b.t() : b);
+      auto expected =
+          0.5 * c_store.narrow(1, 0, n) + 2.0 * torch::mm(ta ? a.t() : a, tb ? b.t() : b);
       kernels::sgemm(ta, tb, m, n, k, 2.0f, a_store.data_ptr<float>(), a_store.size(1),
                      b_store.data_ptr<float>(), b_store.size(1), 0.5f, c_store.data_ptr<float>(),
                      c_store.size(1));
@@ -159,7 +159,8 @@ TEST_CASE("fused_cross_entropy_sum equals F::cross_entropy with ignored rows", "
   labels.narrow(0, 3, 4).fill_(kIgnoreIndex);
   auto fused = fused_cross_entropy_sum(logits, labels, kIgnoreIndex);
   auto expected = F::cross_entropy(
-      logits, labels, F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
+      logits, labels,
+      F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
   CHECK(fused.dim() == 0);
   CHECK(relative(fused, expected) < 1e-6);
   auto gf = torch::autograd::grad({fused * 0.5}, {logits})[0];
