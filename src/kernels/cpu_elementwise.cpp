@@ -18,12 +18,11 @@ namespace dst::kernels {
 namespace {
 
 // exp(x) in float arithmetic that vectorises (range reduction to r in [-ln2/2, ln2/2] and the
-// Cephes expf polynomial): within 2 ulp of std::exp for |x| < 87, 0 below -87.3,
-// +inf above 88.7, NaN for NaN.
+// Cephes expf polynomial): within 2 ulp of std::exp where the result is a normal float, 0 below
+// -87.34 (and for -inf), +inf above 88.72 (and for +inf), NaN for NaN.
 inline float fast_exp(float x) {
-  const float clamped = x > 88.72283935546875f
-                            ? 88.72283935546875f
-                            : (x < -87.33654022216797f ? -87.33654022216797f : x);
+  constexpr float kHigh = 88.72283935546875f, kLow = -87.33654022216797f;
+  const float clamped = x > kHigh ? kHigh : (x < kLow ? kLow : x);
   const float safe = clamped == clamped ? clamped : 0.0f;  // NaN: computed as 0, returned as NaN
   // Round to nearest by adding and subtracting 1.5 * 2^23 (no call to floor, so it vectorises).
   const float n = (safe * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -37,11 +36,15 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
-  // 2^n through the exponent bits; n in [-126, 128], so n = 128 gives +inf.
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // 2^n through the exponent bits, n in [-126, 128]; n = 128 is 2^127 * 2 (finite results up to
+  // FLT_MAX instead of an early +inf).
+  const float top = n > 127.5f ? 1.0f : 0.0f;
+  const int32_t bits = (static_cast<int32_t>(n - top) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  const float result = p * scale;
+  float result = p * scale * (1.0f + top);
+  result = x < kLow ? 0.0f : result;
+  result = x > kHigh ? std::numeric_limits<float>::infinity() : result;
   return x == x ? result : x;
 }
 

@@ -14,6 +14,11 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
            const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc) {
   if (m == 0 || n == 0) return;
+  if (k == 0) {  // an empty product: C = beta * C (C = 0 for beta 0, whatever C held)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
 #ifdef DST_HAVE_DNNL
   const dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k,
                                           alpha, a, lda, b, ldb, beta, c, ldc);
@@ -30,13 +35,6 @@ void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, 
   const at::Tensor a_view = view(a, m, k, lda, transpose_a);
   const at::Tensor b_view = view(b, k, n, ldb, transpose_b);
   at::Tensor c_view = view(c, m, n, ldc, false);
-  if (k == 0) {
-    if (beta == 0.0f)
-      c_view.zero_();
-    else
-      c_view.mul_(beta);
-    return;
-  }
   if (beta == 0.0f) {
     at::Tensor product = at::mm(a_view, b_view);
     if (alpha != 1.0f) product.mul_(alpha);

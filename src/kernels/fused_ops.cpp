@@ -21,6 +21,13 @@ using torch::autograd::variable_list;
 
 float* data(const at::Tensor& t) { return t.data_ptr<float>(); }
 
+// Rows of a [..., cols] tensor: the product of the leading sizes (right for cols == 0 too).
+int64_t leading_rows(const at::Tensor& t) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return rows;
+}
+
 // Rows of the causal score matrix computed together: the scores of a block of 64 queries cover
 // the keys up to the block's end, so about half of the full seq x seq product is skipped.
 constexpr int64_t kAttentionBlock = 64;
@@ -29,7 +36,7 @@ constexpr int64_t kAttentionBlock = 64;
 struct LinearFunction : Function<LinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
     const at::Tensor input = x.contiguous(), w = weight.contiguous();
-    const int64_t in = w.size(1), out = w.size(0), rows = in == 0 ? 0 : input.numel() / in;
+    const int64_t in = w.size(1), out = w.size(0), rows = leading_rows(input);
     std::vector<int64_t> sizes = x.sizes().vec();
     sizes.back() = out;
     at::Tensor y = at::empty(sizes, x.options());
@@ -42,7 +49,7 @@ struct LinearFunction : Function<LinearFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &w = saved[1];
     const at::Tensor dy = grads[0].contiguous();
-    const int64_t in = w.size(1), out = w.size(0), rows = in == 0 ? 0 : input.numel() / in;
+    const int64_t in = w.size(1), out = w.size(0), rows = leading_rows(input);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
       dx = at::empty_like(input);
@@ -148,9 +155,16 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
                   heads % kv_heads == 0 && q.size(2) % heads == 0,
               InternalError, "fused_causal_attention: bad shapes");
     const AttentionShape s{q.size(0), q.size(1), heads, kv_heads, q.size(2) / heads};
-    DST_CHECK(k.size(2) == s.kv_stride() && v.sizes() == k.sizes() && s.head_dim % 2 == 0,
-              InternalError, "fused_causal_attention: bad k/v shapes");
-    auto [cos, sin] = rotary_tables(s.seq, s.head_dim, theta);
+    DST_CHECK(k.size(0) == s.batch && k.size(1) == s.seq && k.size(2) == s.kv_stride() &&
+                  v.sizes() == k.sizes() && s.head_dim % 2 == 0,
+              InternalError,
+              "fused_causal_attention: q " << q.sizes() << ", k " << k.sizes() << ", v "
+                                           << v.sizes() << " with " << heads << " heads, "
+                                           << kv_heads << " kv heads");
+    // Named tensors, not a structured binding: lambdas below capture them.
+    const std::pair<at::Tensor, at::Tensor> tables = rotary_tables(s.seq, s.head_dim, theta);
+    const at::Tensor& cos = tables.first;
+    const at::Tensor& sin = tables.second;
     at::Tensor qr = q.clone(at::MemoryFormat::Contiguous);
     at::Tensor kr = k.clone(at::MemoryFormat::Contiguous);
     const at::Tensor vc = v.contiguous();
@@ -252,7 +266,7 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& labels, int64_t ignore_index) {
     const at::Tensor x = logits.contiguous();
-    const at::Tensor y = labels.to(at::kLong).contiguous();
+    const at::Tensor y = labels.to(at::kCPU, at::kLong).contiguous();
     const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
     DST_CHECK(y.numel() == rows, InternalError,
               "fused_cross_entropy_sum: " << rows << " rows of logits, " << y.numel() << " labels");

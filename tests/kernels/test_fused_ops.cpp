@@ -42,7 +42,7 @@ torch::Tensor reference_attention(const torch::Tensor& q, const torch::Tensor& k
                                   double theta) {
   const int64_t batch = q.size(0), seq = q.size(1), head_dim = q.size(2) / heads;
   auto split = [&](const torch::Tensor& t, int64_t n) {
-    return t.view({batch, seq, n, head_dim}).transpose(1, 2);
+    return t.reshape({batch, seq, n, head_dim}).transpose(1, 2);
   };
   auto qh = apply_rotary(split(q, heads), theta);
   auto kh = apply_rotary(split(k, kv_heads), theta);
@@ -77,6 +77,22 @@ TEST_CASE("sgemm: all transpose combinations, leading dimensions and beta", "[ke
       CHECK(relative(c_store.narrow(1, 0, n), expected) < 1e-6);
     }
   }
+  // beta 0 ignores whatever C held (the fused ops pass at::empty buffers), NaN included.
+  auto a = torch::randn({4, 3}), b = torch::randn({3, 5});
+  auto c = torch::full({4, 5}, std::numeric_limits<float>::quiet_NaN());
+  kernels::sgemm(false, false, 4, 5, 3, 1.0f, a.data_ptr<float>(), 3, b.data_ptr<float>(), 5, 0.0f,
+                 c.data_ptr<float>(), 5);
+  CHECK(relative(c, torch::mm(a, b)) < 1e-6);
+  // k = 0: C = beta * C; m = 0: nothing is touched.
+  c.fill_(std::numeric_limits<float>::quiet_NaN());
+  kernels::sgemm(false, false, 4, 5, 0, 1.0f, a.data_ptr<float>(), 1, b.data_ptr<float>(), 5, 0.0f,
+                 c.data_ptr<float>(), 5);
+  CHECK(c.abs().sum().item<float>() == 0.0f);
+  c.fill_(2.0f);
+  kernels::sgemm(false, false, 4, 5, 0, 1.0f, a.data_ptr<float>(), 1, b.data_ptr<float>(), 5, 0.5f,
+                 c.data_ptr<float>(), 5);
+  CHECK(c.sum().item<float>() == 20.0f);
+  kernels::sgemm(false, false, 0, 5, 3, 1.0f, nullptr, 3, b.data_ptr<float>(), 5, 0.0f, nullptr, 5);
   CHECK((std::string(kernels::sgemm_backend()) == "onednn" ||
          std::string(kernels::sgemm_backend()) == "libtorch"));
 }
@@ -94,6 +110,15 @@ TEST_CASE("fused_linear equals F::linear, forward and both gradients", "[kernels
   auto out = fused_linear(x, frozen);
   CHECK(out.requires_grad());
   CHECK(relative(grads_of(out, {x}, 3)[0], gr[0]) < 1e-6);
+  // A transposed (non-contiguous) input, an input without rows and one without features.
+  auto xt = randn({24, 6}, 30).t();
+  CHECK(relative(fused_linear(xt, w), F::linear(xt, w)) < 1e-6);
+  CHECK(relative(grads_of(fused_linear(xt, w), {w}, 31)[0],
+                 grads_of(F::linear(xt, w), {w}, 31)[0]) < 1e-6);
+  CHECK(fused_linear(torch::zeros({0, 24}), w).sizes() == torch::IntArrayRef({0, 17}));
+  auto no_features = fused_linear(torch::zeros({3, 0}), torch::zeros({4, 0}));
+  CHECK(no_features.sizes() == torch::IntArrayRef({3, 4}));
+  CHECK(no_features.abs().sum().item<float>() == 0.0f);
 }
 
 TEST_CASE("fused_rms_norm equals the reference RMSNorm", "[kernels]") {
@@ -102,6 +127,7 @@ TEST_CASE("fused_rms_norm equals the reference RMSNorm", "[kernels]") {
   torch::NoGradGuard no_grad;
   reference->weight.uniform_(0.5, 1.5);
   torch::AutoGradMode enable(true);
+  const int threads_before = torch::get_num_threads();
   for (int threads : {1, 2}) {
     torch::set_num_threads(threads);
     auto x = randn({7, 33, 48}, 4, 3.0);  // 231 rows: not a multiple of the row grain
@@ -113,7 +139,12 @@ TEST_CASE("fused_rms_norm equals the reference RMSNorm", "[kernels]") {
     CHECK(relative(gf[0], gr[0]) < 1e-5);
     CHECK(relative(gf[1], gr[1]) < 1e-5);
   }
-  torch::set_num_threads(1);
+  torch::set_num_threads(threads_before);
+  // A frozen weight: only the input gets a gradient.
+  auto x = randn({5, 48}, 40);
+  auto frozen = reference->weight.detach();
+  CHECK(relative(grads_of(fused_rms_norm(x, frozen, 1e-5), {x}, 41)[0],
+                 grads_of(reference(x), {x}, 41)[0]) < 1e-5);
 }
 
 TEST_CASE("fused_swiglu equals silu(gate) * up, including large and non-finite inputs",
@@ -125,9 +156,13 @@ TEST_CASE("fused_swiglu equals silu(gate) * up, including large and non-finite i
   auto gf = grads_of(fused, {gate, up}, 8), gr = grads_of(expected, {gate, up}, 8);
   CHECK(relative(gf[0], gr[0]) < 1e-6);
   CHECK(relative(gf[1], gr[1]) < 1e-6);
+  auto frozen_up = up.detach();
+  CHECK(relative(grads_of(fused_swiglu(gate, frozen_up), {gate}, 9)[0],
+                 grads_of(F::silu(gate) * frozen_up, {gate}, 9)[0]) < 1e-6);
   torch::NoGradGuard no_grad;
-  auto extremes = torch::tensor({-200.0f, -88.0f, -30.0f, 0.0f, 30.0f, 88.0f, 200.0f});
-  CHECK(relative(fused_swiglu(extremes, torch::ones({7})), F::silu(extremes)) < 1e-6);
+  // Element by element: silu of -88 is -88 * 6e-39 (a denormal), of -30 about -2.8e-12.
+  auto extremes = torch::tensor({-200.0f, -88.0f, -30.0f, -5.0f, 0.0f, 5.0f, 30.0f, 88.0f, 200.0f});
+  CHECK(torch::allclose(fused_swiglu(extremes, torch::ones({9})), F::silu(extremes), 1e-6, 1e-40));
   auto nan = fused_swiglu(torch::tensor({std::nanf(""), 1.0f}), torch::ones({2}));
   CHECK(std::isnan(nan[0].item<float>()));
   CHECK(std::isfinite(nan[1].item<float>()));
@@ -137,20 +172,29 @@ TEST_CASE("fused_causal_attention equals rotary + masked softmax attention", "[k
   struct Case {
     int64_t batch, seq, heads, kv_heads, head_dim;
   };
-  // seq 150: blocks of 64, 64 and 22; seq 9: one partial block; kv 2 of 4: grouped-query.
-  for (const Case c : {Case{2, 150, 3, 3, 16}, Case{1, 9, 4, 2, 8}, Case{2, 128, 4, 1, 32}}) {
-    auto q = randn({c.batch, c.seq, c.heads * c.head_dim}, 10);
-    auto k = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 11);
-    auto v = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 12);
-    auto fused = fused_causal_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
-    auto expected = reference_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
-    INFO("seq " << c.seq << " heads " << c.heads << " kv " << c.kv_heads);
-    CHECK(relative(fused, expected) < 1e-5);
-    auto gf = grads_of(fused, {q, k, v}, 13), gr = grads_of(expected, {q, k, v}, 13);
-    CHECK(relative(gf[0], gr[0]) < 1e-5);
-    CHECK(relative(gf[1], gr[1]) < 1e-5);
-    CHECK(relative(gf[2], gr[2]) < 1e-5);
+  // seq 150: blocks of 64, 64 and 22; seq 9: one partial block; kv 2 of 4: grouped-query;
+  // head_dim 6: rotary halves of 3, shorter than any vector.
+  const int threads_before = torch::get_num_threads();
+  for (int threads : {1, 2}) {
+    torch::set_num_threads(threads);
+    for (const Case c : {Case{2, 150, 3, 3, 16}, Case{1, 9, 4, 2, 8}, Case{2, 128, 4, 1, 32},
+                         Case{1, 70, 2, 2, 6}}) {
+      // q as a slice of a wider projection: not contiguous.
+      auto wide = randn({c.batch, c.seq, c.heads * c.head_dim + 5}, 10);
+      auto q = wide.narrow(2, 0, c.heads * c.head_dim);
+      auto k = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 11);
+      auto v = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 12);
+      auto fused = fused_causal_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
+      auto expected = reference_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
+      INFO("seq " << c.seq << " heads " << c.heads << " kv " << c.kv_heads);
+      CHECK(relative(fused, expected) < 1e-5);
+      auto gf = grads_of(fused, {wide, k, v}, 13), gr = grads_of(expected, {wide, k, v}, 13);
+      CHECK(relative(gf[0], gr[0]) < 1e-5);
+      CHECK(relative(gf[1], gr[1]) < 1e-5);
+      CHECK(relative(gf[2], gr[2]) < 1e-5);
+    }
   }
+  torch::set_num_threads(threads_before);
 }
 
 TEST_CASE("fused_cross_entropy_sum equals F::cross_entropy with ignored rows", "[kernels]") {
@@ -176,6 +220,14 @@ TEST_CASE("fused_cross_entropy_sum equals F::cross_entropy with ignored rows", "
   CHECK(fused_cross_entropy_sum(peaked, torch::tensor({int64_t{0}}), kIgnoreIndex).item<float>() ==
         Approx(1000.0));
   CHECK_THROWS(fused_cross_entropy_sum(peaked, torch::tensor({int64_t{7}}), kIgnoreIndex));
+  // A -inf logit (a masked class) contributes exactly nothing, to the loss or the gradient.
+  torch::AutoGradMode enable(true);
+  auto masked =
+      torch::tensor({{0.5f, -std::numeric_limits<float>::infinity(), 1.5f}}).requires_grad_(true);
+  auto masked_loss = fused_cross_entropy_sum(masked, torch::tensor({int64_t{0}}), kIgnoreIndex);
+  CHECK(masked_loss.item<float>() == Approx(std::log(1.0 + std::exp(1.0))));
+  auto masked_grad = torch::autograd::grad({masked_loss}, {masked})[0];
+  CHECK(masked_grad[0][1].item<float>() == 0.0f);
 }
 
 TEST_CASE("a model with fused kernels equals the reference model: loss and every gradient",
