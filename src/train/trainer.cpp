@@ -56,12 +56,13 @@ std::vector<double> all_gather_values(comm::Communicator& group, double value) {
   return std::vector<double>(data, data + group.size());
 }
 
-// Achieved fp32 matmul FLOP/s of this process with its intra-op threads, over ~`seconds` per
-// GEMM: the faster of libtorch's and kernels::sgemm (which the fused kernels use), so MFU is
-// measured against the best multiply the process has.
-double measure_matmul_flops(double seconds) {
+// Achieved matmul FLOP/s of this process with its intra-op threads in the compute dtype, over
+// ~`seconds` per GEMM: for fp32 the faster of libtorch's and kernels::sgemm (which the fused
+// kernels use), so MFU is measured against the best multiply the process has; for bf16
+// libtorch's bf16 matmul (oneDNN, AMX where the CPU has it).
+double measure_matmul_flops(double seconds, at::ScalarType dtype) {
   constexpr int64_t n = 384;
-  const torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  const torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
   torch::Tensor c = torch::mm(a, b);  // warm-up
   const auto rate = [&](const std::function<void()>& multiply) {
     multiply();
@@ -76,6 +77,7 @@ double measure_matmul_flops(double seconds) {
     return 2.0 * n * n * n * runs / elapsed;
   };
   const double libtorch = rate([&] { at::mm_out(c, a, b); });
+  if (dtype != at::kFloat) return libtorch;
   const double sgemm = rate([&] {
     kernels::sgemm(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(), n,
                    0.0f, c.data_ptr<float>(), n);
@@ -839,12 +841,17 @@ TrainSummary Trainer::run() {
               "rank 0 cannot write its outputs under train.output_dir '" << opts.output_dir
                                                                          << "' (see its error)");
   }
-  // Model FLOP utilisation: 6 FLOPs per parameter per token against the fp32 matmul rate of
-  // every rank (train.peak_flops_per_rank, or measured here with the training thread count).
+  // Model FLOP utilisation: 6 FLOPs per parameter per token against the matmul rate of every
+  // rank in the compute dtype (train.peak_flops_per_rank, or measured here with the training
+  // thread count).
   const double whole_model_parameters = whole_model_elements(true) + whole_model_elements(false);
+  // The dtype activations are computed in (fp16 parameters compute in fp32 on the CPU).
+  const at::ScalarType param_type =
+      scalar_type_of(PrecisionPolicy::from_options(config_.precision).param);
+  const at::ScalarType compute_type = param_type == at::kHalf ? at::kFloat : param_type;
   const double peak_flops = all_reduce_sum(
-      groups_.world(),
-      {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank : measure_matmul_flops(0.2)})[0];
+      groups_.world(), {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank
+                                                     : measure_matmul_flops(0.2, compute_type)})[0];
 
   {
     std::ostringstream plan;

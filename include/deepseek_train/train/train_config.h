@@ -51,7 +51,8 @@ struct TrainOptions {
   // Progress display on rank 0: "auto" (a redrawn bar on a terminal, log lines otherwise),
   // "bar" or "lines".
   std::string progress = "auto";
-  // fp32 FLOP/s one rank can reach, the denominator of MFU (0 = measure a matmul at start-up).
+  // FLOP/s one rank can reach, the denominator of MFU (0 = measure a matmul in the compute
+  // dtype at start-up).
   double peak_flops_per_rank = 0.0;
   // "fused": fp32 CPU models run kernels/fused_ops.h (fused linear, RMSNorm, SwiGLU, attention,
   // cross-entropy); "reference": the chains of ATen ops they replace (same results within
