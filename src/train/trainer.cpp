@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iomanip>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -874,6 +875,14 @@ TrainSummary Trainer::run() {
     }
     logger_.info(plan.str());
     logger_.info(memory_plan().describe());
+    std::ostringstream denominator;
+    denominator << "MFU denominator: " << std::fixed << std::setprecision(1)
+                << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
+                << (opts.peak_flops_per_rank > 0
+                        ? std::string("train.peak_flops_per_rank")
+                        : std::string("measured ") + c10::toString(compute_type) + " matmul")
+                << ")";
+    logger_.info(denominator.str());
   }
 
   TrainSummary summary;

@@ -78,6 +78,20 @@ if /usr/bin/python3 -c "import matplotlib" 2> /dev/null; then
 fi
 echo "ok observability: metrics.prom and plots of a real run"
 
+# MFU is measured against the matmul rate of the compute dtype: a bf16 run is not compared with
+# the (slower) fp32 rate, so it stays a fraction.
+"${MPI[@]}" "$DSTRAIN" train "${ARGS[@]}" precision.param_dtype=bf16 train.steps=3 train.peak_flops_per_rank=0 \
+  train.output_dir=bf16_mfu > bf16_mfu.log 2>&1 || { cat bf16_mfu.log; fail "bf16 run"; }
+grep -q "MFU denominator: [0-9.]* GFLOP/s per rank (measured BFloat16 matmul)" bf16_mfu.log ||
+  { cat bf16_mfu.log; fail "the MFU denominator of a bf16 run is not the bf16 matmul rate"; }
+/usr/bin/python3 - <<'PY'
+import json
+rows = [json.loads(l) for l in open("bf16_mfu/metrics.jsonl") if '"mfu"' in l]
+assert rows and all(0.0 < r["mfu"] < 1.0 for r in rows), [r["mfu"] for r in rows]
+print("bf16 MFU", [round(r["mfu"], 4) for r in rows])
+PY
+echo "ok MFU in the compute dtype"
+
 # --- Non-finite guard, policy abort after 2 consecutive: NaN from step 2 on.
 code=$(DST_FAULT="nan:step=2,parameter=model.layers.0.self_attn.q_proj.weight" expect_failure nan_abort \
   "${MPI[@]}" "$DSTRAIN" train "${ARGS[@]}" train.nonfinite.max_consecutive=1 \
