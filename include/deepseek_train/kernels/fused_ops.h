@@ -2,9 +2,10 @@
 // backward: the bias-free linear (through kernels::sgemm), RMSNorm, SwiGLU, rotary + causal
 // attention (blocked: only the lower-triangular blocks of the scores are computed) and the summed
 // cross-entropy. They replace chains of ATen ops that each made a pass over memory and a
-// temporary. They take contiguous fp32 CPU tensors (fused_ops_apply); the model keeps the ATen
-// reference ops for everything else (CUDA, bf16/fp16, prefix tuning) and when
-// train.kernels=reference. tests/kernels compares every op and gradient with the reference.
+// temporary. They take fp32 CPU tensors (fused_ops_apply); the model widens bf16 activations to
+// fp32 around the non-GEMM ones and keeps the ATen reference ops for everything else (CUDA,
+// fp16 storage, prefix tuning) and when train.kernels=reference. tests/kernels compares every op
+// and gradient with the reference.
 #pragma once
 
 #include <ATen/core/Tensor.h>

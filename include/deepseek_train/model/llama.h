@@ -35,9 +35,10 @@ struct ModelShardSpec {
   comm::CommunicatorPtr tp_group;  // null or size 1: no tensor parallelism
   std::vector<LayerChunk> chunks;  // empty: the whole model as one chunk
   int checkpoint_every = 0;        // activation checkpointing of every k-th layer (0: off)
-  // fp32 CPU activations go through kernels/fused_ops.h (linear, RMSNorm, SwiGLU, rotary + causal
-  // attention, cross-entropy) instead of the ATen reference ops; false keeps the reference ops
-  // everywhere (train.kernels=reference).
+  // CPU activations go through kernels/fused_ops.h instead of the ATen reference ops: fp32 ones
+  // through all of them (linear, RMSNorm, SwiGLU, rotary + causal attention, cross-entropy), bf16
+  // ones widened to fp32 through all but the linear (bf16 GEMMs stay with ATen/oneDNN); false
+  // keeps the reference ops everywhere (train.kernels=reference).
   bool fused_kernels = true;
 };
 
@@ -86,7 +87,7 @@ class RMSNormImpl : public torch::nn::Module {
   RMSNormImpl(int64_t dim, double eps);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
-  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs
+  bool fused = true;  // kernels/fused_ops.h for fp32/bf16 CPU inputs
 
  private:
   double eps_;
@@ -112,7 +113,7 @@ class AttentionImpl : public torch::nn::Module {
   std::shared_ptr<KeyValuePrefix> prefix;
   int64_t local_heads() const { return heads_; }
   int64_t local_kv_heads() const { return kv_heads_; }
-  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs without a prefix
+  bool fused = true;  // kernels/fused_ops.h for fp32/bf16 CPU inputs without a prefix
 
  private:
   comm::CommunicatorPtr tp_;
@@ -127,7 +128,7 @@ class MlpImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;  // by projection name
-  bool fused = true;  // kernels/fused_ops.h for fp32 CPU inputs
+  bool fused = true;  // kernels/fused_ops.h for fp32/bf16 CPU inputs
 
  private:
   comm::CommunicatorPtr tp_;

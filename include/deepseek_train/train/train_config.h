@@ -54,9 +54,9 @@ struct TrainOptions {
   // FLOP/s one rank can reach, the denominator of MFU (0 = measure a matmul in the compute
   // dtype at start-up).
   double peak_flops_per_rank = 0.0;
-  // "fused": fp32 CPU models run kernels/fused_ops.h (fused linear, RMSNorm, SwiGLU, attention,
-  // cross-entropy); "reference": the chains of ATen ops they replace (same results within
-  // float rounding; for debugging and comparison).
+  // "fused": CPU models run kernels/fused_ops.h (fused linear, RMSNorm, SwiGLU, attention,
+  // cross-entropy; bf16 activations widened to fp32 around all but the linear); "reference": the
+  // chains of ATen ops they replace (same results within rounding; for debugging and comparison).
   std::string kernels = "fused";
 };
 
