@@ -133,7 +133,7 @@ void rotary_rows(float* x, int64_t stride, const float* cos, const float* sin, i
 }
 
 DST_ISA_CLONES
-void masked_softmax_row(float* row, int64_t valid, int64_t len) {
+float masked_softmax_row(float* row, int64_t valid, int64_t len) {
   float max = -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : max)
   for (int64_t i = 0; i < valid; ++i) max = row[i] > max ? row[i] : max;
@@ -146,6 +146,14 @@ void masked_softmax_row(float* row, int64_t valid, int64_t len) {
   const float inv = 1.0f / sum;
 #pragma omp simd
   for (int64_t i = 0; i < valid; ++i) row[i] *= inv;
+  for (int64_t i = valid; i < len; ++i) row[i] = 0.0f;
+  return max + std::log(sum);
+}
+
+DST_ISA_CLONES
+void softmax_from_lse_row(float* row, float lse, int64_t valid, int64_t len) {
+#pragma omp simd
+  for (int64_t i = 0; i < valid; ++i) row[i] = fast_exp(row[i] - lse);
   for (int64_t i = valid; i < len; ++i) row[i] = 0.0f;
 }
 

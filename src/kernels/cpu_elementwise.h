@@ -25,8 +25,12 @@ void swiglu_backward(const float* dout, const float* gate, const float* up, floa
 void rotary_rows(float* x, int64_t stride, const float* cos, const float* sin, int64_t rows,
                  int64_t dim, bool inverse);
 
-// Softmax of row[0, valid) in place; row[valid, len) is set to zero (the causal mask).
-void masked_softmax_row(float* row, int64_t valid, int64_t len);
+// Softmax of row[0, valid) in place; row[valid, len) is set to zero (the causal mask). Returns
+// the log-sum-exp of the scores, from which softmax_from_lse_row recomputes the row.
+float masked_softmax_row(float* row, int64_t valid, int64_t len);
+// row[i] = exp(row[i] - lse) over [0, valid), zero up to len: the softmax of scores whose
+// log-sum-exp is known (attention's backward recomputes its probabilities this way).
+void softmax_from_lse_row(float* row, float lse, int64_t valid, int64_t len);
 // Softmax backward in place: ds = p * (dp - sum(p * dp)) over [0, valid); zero up to len.
 void masked_softmax_backward_row(const float* p, float* dp, int64_t valid, int64_t len);
 

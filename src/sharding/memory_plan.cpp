@@ -38,11 +38,12 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   plan.activations =
       in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
                                                         in.precision.compute, in.tp_size, layers,
-                                                        in.has_head, in.checkpointed_layers);
+                                                        in.has_head, in.checkpointed_layers,
+                                                        in.fused_attention);
   plan.activations_without_checkpointing =
       in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
                                                         in.precision.compute, in.tp_size, layers,
-                                                        in.has_head, 0);
+                                                        in.has_head, 0, in.fused_attention);
   // Tensor parallel, per micro-batch: all-reduces of [tokens, hidden] activations — the
   // embedding's output, two per layer forward (attention and MLP outputs), two per layer backward
   // (their inputs' gradients), two more per recomputed layer, the head input's gradient — and the
@@ -108,12 +109,13 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
 
 int64_t estimate_activation_bytes(const ModelConfig& m, int64_t rows, int64_t seq_len,
                                   Precision compute, int tp_size, int64_t layers, bool with_logits,
-                                  int64_t checkpointed_layers) {
+                                  int64_t checkpointed_layers, bool fused_attention) {
   if (layers < 0) layers = m.num_hidden_layers;
   const int64_t tokens = rows * seq_len;
+  const int64_t attention = fused_attention ? m.num_attention_heads  // one log-sum-exp per row
+                                            : 2 * m.num_attention_heads * seq_len;
   const int64_t per_layer_token =
-      4 * m.hidden_size +
-      (4 * m.hidden_size + 4 * m.intermediate_size + 2 * m.num_attention_heads * seq_len) / tp_size;
+      4 * m.hidden_size + (4 * m.hidden_size + 4 * m.intermediate_size + attention) / tp_size;
   const int64_t full_layer = tokens * per_layer_token * bytes_of(compute);
   const int64_t kept_input = tokens * m.hidden_size * bytes_of(compute);
   int64_t bytes = (layers - checkpointed_layers) * full_layer + checkpointed_layers * kept_input;

@@ -67,9 +67,9 @@ TEST_CASE("activation checkpointing: same gradients, less memory held for backwa
 
   const int64_t layers = config().num_hidden_layers;
   const int64_t planned_plain =
-      estimate_activation_bytes(config(), rows, seq, Precision::kFloat32, 1, layers, true, 0);
-  const int64_t planned_checkpointed =
-      estimate_activation_bytes(config(), rows, seq, Precision::kFloat32, 1, layers, true, layers);
+      estimate_activation_bytes(config(), rows, seq, Precision::kFloat32, 1, layers, true, 0, true);
+  const int64_t planned_checkpointed = estimate_activation_bytes(
+      config(), rows, seq, Precision::kFloat32, 1, layers, true, layers, true);
   const int64_t measured_saving = plain.held_bytes - checkpointed.held_bytes;
   const int64_t planned_saving = planned_plain - planned_checkpointed;
   WARN("held after forward: " << format_bytes(plain.held_bytes) << " without, "
