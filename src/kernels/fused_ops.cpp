@@ -150,7 +150,8 @@ struct AttentionShape {
 
 struct CausalAttentionFunction : Function<CausalAttentionFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, int64_t heads, int64_t kv_heads, double theta) {
+                            const at::Tensor& v, int64_t heads, int64_t kv_heads, double theta,
+                            int64_t max_kept_probability_bytes) {
     DST_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && heads > 0 && kv_heads > 0 &&
                   heads % kv_heads == 0 && q.size(2) % heads == 0,
               InternalError, "fused_causal_attention: bad shapes");
@@ -178,14 +179,19 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
                              s.seq, s.head_dim, false);
       }
     });
-    // Only the log-sum-exp of every score row is kept for the backward, which recomputes the
-    // probabilities: saved activations grow with seq, not seq^2 (as in FlashAttention).
+    // The backward needs the probabilities. While they are small (max_kept_probability_bytes)
+    // they are kept; above that only the log-sum-exp of every score row is, and the backward
+    // recomputes them (one more Q K^T product): activations then grow with seq, not seq^2, as in
+    // FlashAttention.
+    const int64_t probability_bytes = s.batch * s.heads * s.seq * s.seq * int64_t{4};
+    const bool keep = probability_bytes <= max_kept_probability_bytes;
     at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q.options());
+    at::Tensor probs = keep ? at::empty({s.batch, s.heads, s.seq, s.seq}, q.options()) : lse;
     at::Tensor out = at::empty({s.batch, s.seq, s.q_stride()}, q.options());
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
     at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
-      // The probabilities of one block of query rows.
-      std::unique_ptr<float[]> p(new float[kAttentionBlock * s.seq]);
+      // The probabilities of one block of query rows when they are not kept.
+      std::unique_ptr<float[]> block(keep ? nullptr : new float[kAttentionBlock * s.seq]);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / s.heads, h = i % s.heads, g = h / s.group();
         const float* q_h = data(qr) + b * s.seq * s.q_stride() + h * s.head_dim;
@@ -195,16 +201,18 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
         float* o_h = data(out) + b * s.seq * s.q_stride() + h * s.head_dim;
         for (int64_t i0 = 0; i0 < s.seq; i0 += kAttentionBlock) {
           const int64_t i1 = std::min(i0 + kAttentionBlock, s.seq), m = i1 - i0;
+          float* p = keep ? data(probs) + (i * s.seq + i0) * s.seq : block.get();
           kernels::sgemm(false, true, m, i1, s.head_dim, scale, q_h + i0 * s.q_stride(),
-                         s.q_stride(), k_g, s.kv_stride(), 0.0f, p.get(), s.seq);
+                         s.q_stride(), k_g, s.kv_stride(), 0.0f, p, s.seq);
           for (int64_t r = i0; r < i1; ++r)
-            lse_h[r] = kernels::masked_softmax_row(p.get() + (r - i0) * s.seq, r + 1, i1);
-          kernels::sgemm(false, false, m, s.head_dim, i1, 1.0f, p.get(), s.seq, v_g, s.kv_stride(),
-                         0.0f, o_h + i0 * s.q_stride(), s.q_stride());
+            lse_h[r] = kernels::masked_softmax_row(p + (r - i0) * s.seq, r + 1, i1);
+          kernels::sgemm(false, false, m, s.head_dim, i1, 1.0f, p, s.seq, v_g, s.kv_stride(), 0.0f,
+                         o_h + i0 * s.q_stride(), s.q_stride());
         }
       }
     });
-    ctx->save_for_backward({qr, kr, vc, lse, cos, sin});
+    ctx->save_for_backward({qr, kr, vc, lse, cos, sin, probs});
+    ctx->saved_data["kept_probabilities"] = keep;
     ctx->saved_data["heads"] = heads;
     ctx->saved_data["kv_heads"] = kv_heads;
     return out;
@@ -213,7 +221,8 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &qr = saved[0], &kr = saved[1], &vc = saved[2], &lse = saved[3];
-    const at::Tensor &cos = saved[4], &sin = saved[5];
+    const at::Tensor &cos = saved[4], &sin = saved[5], &probs = saved[6];
+    const bool kept = ctx->saved_data["kept_probabilities"].toBool();
     const int64_t heads = ctx->saved_data["heads"].toInt();
     const AttentionShape s{qr.size(0), qr.size(1), heads, ctx->saved_data["kv_heads"].toInt(),
                            qr.size(2) / heads};
@@ -221,9 +230,9 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     at::Tensor dq = at::empty_like(qr), dk = at::empty_like(kr), dv = at::empty_like(vc);
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
     at::parallel_for(0, s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
-      // Probabilities and score gradients of one head, recomputed here (only their
-      // lower-triangular blocks are written): transient, one head per thread at a time.
-      std::unique_ptr<float[]> probabilities(new float[s.seq * s.seq]);
+      // Probabilities (unless kept) and score gradients of one head (only their lower-triangular
+      // blocks are written): transient, one head per thread at a time.
+      std::unique_ptr<float[]> probabilities(kept ? nullptr : new float[s.seq * s.seq]);
       std::unique_ptr<float[]> ds(new float[s.seq * s.seq]);
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / s.kv_heads, g = i % s.kv_heads;
@@ -234,17 +243,18 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
         for (int64_t member = 0; member < s.group(); ++member) {
           const int64_t h = g * s.group() + member;
           const float* q_h = data(qr) + b * s.seq * s.q_stride() + h * s.head_dim;
-          float* p = probabilities.get();
+          float* p = kept ? data(probs) + (b * s.heads + h) * s.seq * s.seq : probabilities.get();
           const float* lse_h = data(lse) + (b * s.heads + h) * s.seq;
           const float* do_h = data(dout) + b * s.seq * s.q_stride() + h * s.head_dim;
           float* dq_h = data(dq) + b * s.seq * s.q_stride() + h * s.head_dim;
           for (int64_t i0 = 0; i0 < s.seq; i0 += kAttentionBlock) {
             const int64_t i1 = std::min(i0 + kAttentionBlock, s.seq), m = i1 - i0;
-            // P = exp(scale Q K^T - lse), as the forward computed it.
-            kernels::sgemm(false, true, m, i1, s.head_dim, scale, q_h + i0 * s.q_stride(),
-                           s.q_stride(), k_g, s.kv_stride(), 0.0f, p + i0 * s.seq, s.seq);
-            for (int64_t r = i0; r < i1; ++r)
-              kernels::softmax_from_lse_row(p + r * s.seq, lse_h[r], r + 1, i1);
+            if (!kept) {  // P = exp(scale Q K^T - lse), as the forward computed it
+              kernels::sgemm(false, true, m, i1, s.head_dim, scale, q_h + i0 * s.q_stride(),
+                             s.q_stride(), k_g, s.kv_stride(), 0.0f, p + i0 * s.seq, s.seq);
+              for (int64_t r = i0; r < i1; ++r)
+                kernels::softmax_from_lse_row(p + r * s.seq, lse_h[r], r + 1, i1);
+            }
             // dP = dO V^T, then dS = P * (dP - rowsum(P * dP)), then dQ = scale dS K.
             kernels::sgemm(false, true, m, i1, s.head_dim, 1.0f, do_h + i0 * s.q_stride(),
                            s.q_stride(), v_g, s.kv_stride(), 0.0f, ds.get() + i0 * s.seq, s.seq);
@@ -270,7 +280,7 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
         kernels::rotary_rows(dk_g, s.kv_stride(), data(cos), data(sin), s.seq, s.head_dim, true);
       }
     });
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -349,8 +359,10 @@ at::Tensor fused_swiglu(const at::Tensor& gate, const at::Tensor& up) {
 }
 
 at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  int64_t heads, int64_t kv_heads, double rope_theta) {
-  return CausalAttentionFunction::apply(q, k, v, heads, kv_heads, rope_theta);
+                                  int64_t heads, int64_t kv_heads, double rope_theta,
+                                  int64_t max_kept_probability_bytes) {
+  return CausalAttentionFunction::apply(q, k, v, heads, kv_heads, rope_theta,
+                                        max_kept_probability_bytes);
 }
 
 at::Tensor fused_cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,

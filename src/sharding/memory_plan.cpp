@@ -109,11 +109,18 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
 
 int64_t estimate_activation_bytes(const ModelConfig& m, int64_t rows, int64_t seq_len,
                                   Precision compute, int tp_size, int64_t layers, bool with_logits,
-                                  int64_t checkpointed_layers, bool fused_attention) {
+                                  int64_t checkpointed_layers, bool fused_attention,
+                                  int64_t kept_probability_bytes) {
   if (layers < 0) layers = m.num_hidden_layers;
   const int64_t tokens = rows * seq_len;
-  const int64_t attention = fused_attention ? m.num_attention_heads  // one log-sum-exp per row
-                                            : 2 * m.num_attention_heads * seq_len;
+  // Per token: scores and probabilities (ATen); the fused attention keeps one log-sum-exp per
+  // row and the probabilities only while they fit its budget (kernels/fused_ops.h).
+  const int64_t local_heads = m.num_attention_heads / tp_size;
+  const bool keeps_probabilities =
+      rows * local_heads * seq_len * seq_len * 4 <= kept_probability_bytes;
+  const int64_t attention = !fused_attention
+                                ? 2 * m.num_attention_heads * seq_len
+                                : m.num_attention_heads * (1 + (keeps_probabilities ? seq_len : 0));
   const int64_t per_layer_token =
       4 * m.hidden_size + (4 * m.hidden_size + 4 * m.intermediate_size + attention) / tp_size;
   const int64_t full_layer = tokens * per_layer_token * bytes_of(compute);

@@ -27,6 +27,7 @@
 #include "deepseek_train/data/token_dataset.h"
 #include "deepseek_train/data/tokenizer.h"
 #include "deepseek_train/kernels/cpu_gemm.h"
+#include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/pipeline/partition.h"
@@ -408,6 +409,8 @@ MemoryPlan Trainer::memory_plan() const {
   in.local_layers = 0;
   in.has_embedding = in.has_head = false;
   // The model runs the fused attention unless told not to or a prefix adapter needs the ATen path.
+  static_assert(kFusedAttentionKeptBytes == kDefaultMaxKeptProbabilityBytes,
+                "the memory plan's fused-attention budget is the kernel's");
   in.fused_attention =
       config_.train.kernels == "fused" &&
       std::none_of(adapters_.begin(), adapters_.end(),

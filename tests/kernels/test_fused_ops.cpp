@@ -184,14 +184,19 @@ TEST_CASE("fused_causal_attention equals rotary + masked softmax attention", "[k
       auto q = wide.narrow(2, 0, c.heads * c.head_dim);
       auto k = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 11);
       auto v = randn({c.batch, c.seq, c.kv_heads * c.head_dim}, 12);
-      auto fused = fused_causal_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
       auto expected = reference_attention(q, k, v, c.heads, c.kv_heads, 10000.0);
-      INFO("seq " << c.seq << " heads " << c.heads << " kv " << c.kv_heads);
-      CHECK(relative(fused, expected) < 1e-5);
-      auto gf = grads_of(fused, {wide, k, v}, 13), gr = grads_of(expected, {wide, k, v}, 13);
-      CHECK(relative(gf[0], gr[0]) < 1e-5);
-      CHECK(relative(gf[1], gr[1]) < 1e-5);
-      CHECK(relative(gf[2], gr[2]) < 1e-5);
+      auto gr = grads_of(expected, {wide, k, v}, 13);
+      // Probabilities kept (the default budget) and recomputed from the log-sum-exp (budget 0).
+      for (int64_t budget : {kDefaultMaxKeptProbabilityBytes, int64_t{0}}) {
+        auto fused = fused_causal_attention(q, k, v, c.heads, c.kv_heads, 10000.0, budget);
+        INFO("seq " << c.seq << " heads " << c.heads << " kv " << c.kv_heads << " budget "
+                    << budget);
+        CHECK(relative(fused, expected) < 1e-5);
+        auto gf = grads_of(fused, {wide, k, v}, 13);
+        CHECK(relative(gf[0], gr[0]) < 1e-5);
+        CHECK(relative(gf[1], gr[1]) < 1e-5);
+        CHECK(relative(gf[2], gr[2]) < 1e-5);
+      }
     }
   }
   torch::set_num_threads(threads_before);

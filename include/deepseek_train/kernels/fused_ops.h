@@ -1,7 +1,7 @@
 // Fused CPU kernels for the decoder's hot paths, each an autograd function with a hand-written
 // backward: the bias-free linear (through kernels::sgemm), RMSNorm, SwiGLU, rotary + causal
-// attention (blocked: only the lower-triangular blocks of the scores are computed; probabilities
-// recomputed in the backward from one log-sum-exp per row) and the summed
+// attention (blocked: only the lower-triangular blocks of the scores are computed; large
+// probability tensors recomputed in the backward from one log-sum-exp per row) and the summed
 // cross-entropy. They replace chains of ATen ops that each made a pass over memory and a
 // temporary. They take fp32 CPU tensors (fused_ops_apply); the model widens bf16 activations to
 // fp32 around the non-GEMM ones and keeps the ATen reference ops for everything else (CUDA,
@@ -27,14 +27,17 @@ at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double 
 // silu(gate) * up, same shapes.
 at::Tensor fused_swiglu(const at::Tensor& gate, const at::Tensor& up);
 
-// Causal self-attention with rotary embeddings on q and k (positions 0..seq-1, base rope_theta).
-// Saves the rotated q and k, v and one log-sum-exp per score row for the backward, which
-// recomputes the probabilities: memory held between forward and backward grows with seq, not
-// seq^2; the backward needs 2 x seq^2 floats of scratch per thread while it runs.
+// Causal self-attention with rotary embeddings on q and k (positions 0..seq-1, base rope_theta):
 // q [batch, seq, heads * head_dim], k and v [batch, seq, kv_heads * head_dim] (grouped-query when
 // kv_heads < heads) -> [batch, seq, heads * head_dim], softmax(q k^T / sqrt(head_dim)) v per head.
-at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                  int64_t heads, int64_t kv_heads, double rope_theta);
+// For the backward it saves the rotated q and k, v, one log-sum-exp per score row and, while they
+// take at most max_kept_probability_bytes (batch * heads * seq^2 * 4), the probabilities; above
+// that the backward recomputes them, so activations grow with seq instead of seq^2 (the backward
+// then needs 2 x seq^2 floats of scratch per thread while it runs).
+constexpr int64_t kDefaultMaxKeptProbabilityBytes = int64_t{32} << 20;
+at::Tensor fused_causal_attention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads, int64_t kv_heads,
+    double rope_theta, int64_t max_kept_probability_bytes = kDefaultMaxKeptProbabilityBytes);
 
 // Sum over rows of -log softmax(logits)[label], logits [rows, vocab], labels int64 [rows]; rows
 // whose label is ignore_index add nothing. Returns a 0-dim fp32 tensor.

@@ -95,15 +95,20 @@ MemoryPlan plan_memory(const MemoryPlanInputs& inputs);
 // Bytes of activations autograd keeps for backward for `rows` sequences of `seq_len` tokens:
 // per layer and token about 8h + 4i elements (norm inputs, q/k/v/o and MLP inputs and outputs)
 // plus 2 * heads * seq_len (attention scores and probabilities; `fused_attention`: one
-// log-sum-exp per head, kernels/fused_ops.h recomputes the rest), plus 2 * vocab per token for the
+// log-sum-exp per head, and heads * seq_len probabilities only while they fit the fused kernel's
+// budget), plus 2 * vocab per token for the
 // logits and their softmax; in the compute dtype (softmax and loss in fp32). Under tp the
 // projections' outputs, the attention and the logits are split tp ways (the 4h of norm inputs
 // and residuals are not). A checkpointed layer keeps only its input (h per token); one layer's
 // full activations exist during its recompute.
+// kernels::kDefaultMaxKeptProbabilityBytes (fused_ops.h), repeated here to keep this module
+// torch-free; the trainer checks the two agree.
+constexpr int64_t kFusedAttentionKeptBytes = int64_t{32} << 20;
 int64_t estimate_activation_bytes(const ModelConfig& model, int64_t rows, int64_t seq_len,
                                   Precision compute, int tp_size = 1, int64_t layers = -1,
                                   bool with_logits = true, int64_t checkpointed_layers = 0,
-                                  bool fused_attention = false);
+                                  bool fused_attention = false,
+                                  int64_t kept_probability_bytes = kFusedAttentionKeptBytes);
 
 // "1.50 GiB", "3.2 MiB", "512 B".
 std::string format_bytes(int64_t bytes);
