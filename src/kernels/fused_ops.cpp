@@ -70,7 +70,7 @@ struct RmsNormFunction : Function<RmsNormFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             double eps) {
     const at::Tensor input = x.contiguous(), w = weight.contiguous();
-    const int64_t dim = input.size(-1), rows = dim == 0 ? 0 : input.numel() / dim;
+    const int64_t dim = input.size(-1), rows = leading_rows(input);
     at::Tensor y = at::empty_like(input);
     at::Tensor rstd = at::empty({rows}, input.options());
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
@@ -84,7 +84,7 @@ struct RmsNormFunction : Function<RmsNormFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &w = saved[1], &rstd = saved[2];
     const at::Tensor dy = grads[0].contiguous();
-    const int64_t dim = input.size(-1), rows = dim == 0 ? 0 : input.numel() / dim;
+    const int64_t dim = input.size(-1), rows = leading_rows(input);
     at::Tensor dx = ctx->needs_input_grad(0) ? at::empty_like(input) : at::Tensor();
     at::Tensor dw;
     // Weight gradient: one partial sum per thread, added in thread order (deterministic for a
@@ -186,7 +186,8 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     const int64_t probability_bytes = s.batch * s.heads * s.seq * s.seq * int64_t{4};
     const bool keep = probability_bytes <= max_kept_probability_bytes;
     at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q.options());
-    at::Tensor probs = keep ? at::empty({s.batch, s.heads, s.seq, s.seq}, q.options()) : lse;
+    at::Tensor probs;  // undefined unless kept
+    if (keep) probs = at::empty({s.batch, s.heads, s.seq, s.seq}, q.options());
     at::Tensor out = at::empty({s.batch, s.seq, s.q_stride()}, q.options());
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
     at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
@@ -212,7 +213,6 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
       }
     });
     ctx->save_for_backward({qr, kr, vc, lse, cos, sin, probs});
-    ctx->saved_data["kept_probabilities"] = keep;
     ctx->saved_data["heads"] = heads;
     ctx->saved_data["kv_heads"] = kv_heads;
     return out;
@@ -222,7 +222,7 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &qr = saved[0], &kr = saved[1], &vc = saved[2], &lse = saved[3];
     const at::Tensor &cos = saved[4], &sin = saved[5], &probs = saved[6];
-    const bool kept = ctx->saved_data["kept_probabilities"].toBool();
+    const bool kept = probs.defined();
     const int64_t heads = ctx->saved_data["heads"].toInt();
     const AttentionShape s{qr.size(0), qr.size(1), heads, ctx->saved_data["kv_heads"].toInt(),
                            qr.size(2) / heads};
@@ -290,7 +290,7 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
                             const at::Tensor& labels, int64_t ignore_index) {
     const at::Tensor x = logits.contiguous();
     const at::Tensor y = labels.to(at::kCPU, at::kLong).contiguous();
-    const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
+    const int64_t vocab = x.size(-1), rows = leading_rows(x);
     DST_CHECK(y.numel() == rows, InternalError,
               "fused_cross_entropy_sum: " << rows << " rows of logits, " << y.numel() << " labels");
     const int64_t* label = y.data_ptr<int64_t>();
@@ -316,7 +316,7 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2];
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
-    const int64_t vocab = x.size(-1), rows = vocab == 0 ? 0 : x.numel() / vocab;
+    const int64_t vocab = x.size(-1), rows = leading_rows(x);
     const float scale = grads[0].item<float>();
     const int64_t* label = y.data_ptr<int64_t>();
     at::Tensor dx = at::empty_like(x);

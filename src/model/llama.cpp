@@ -35,18 +35,17 @@ bool fusable(const torch::Tensor& t) {
 }
 torch::Tensor widened(const torch::Tensor& t) { return t.to(torch::kFloat32); }
 
-// A bias-free projection computed in the activation's dtype (a no-op cast when the weight has it):
-// the fused CPU linear when allowed and both are fp32 on the CPU.
-torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x, bool fused) {
-  if (fused && fused_ops_apply(x) && fused_ops_apply(linear->weight))
-    return fused_linear(x, linear->weight);
-  return F::linear(x, linear->weight.to(x.scalar_type()));
+// A bias-free projection by `weight` computed in the activation's dtype (a no-op cast when the
+// weight has it): the fused CPU linear when allowed and both are fp32 on the CPU.
+torch::Tensor project(const torch::Tensor& weight, const torch::Tensor& x, bool fused) {
+  if (fused && fused_ops_apply(x) && fused_ops_apply(weight)) return fused_linear(x, weight);
+  return F::linear(x, weight.to(x.scalar_type()));
 }
 // The same plus the adapter attached to it under `name`, if any.
 torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,
                       const std::map<std::string, std::shared_ptr<LinearAdapter>>& adapters,
                       const char* name, bool fused) {
-  torch::Tensor out = project(linear, x, fused);
+  torch::Tensor out = project(linear->weight, x, fused);
   if (adapters.empty()) return out;
   auto found = adapters.find(name);
   return found == adapters.end() || !found->second ? out : found->second->forward(x, out);
@@ -271,6 +270,13 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
   }
 }
 
+bool LlamaModelImpl::uses_fused_attention() const {
+  if (!fused_kernels_) return false;
+  for (const auto& [index, layer] : layers)
+    if (layer->self_attn->prefix) return false;  // prefix tuning keeps the ATen attention
+  return true;
+}
+
 bool LlamaModelImpl::holds_embedding_copy(const LayerChunk& chunk) const {
   return config_.tie_word_embeddings && chunk.has_head && !chunk.has_embedding;
 }
@@ -297,10 +303,7 @@ torch::Tensor LlamaModelImpl::run_layer(int64_t index, const torch::Tensor& h) {
 
 torch::Tensor LlamaModelImpl::head_logits(const torch::Tensor& h) {
   auto normed = enter_tp(norm(h), tp_);
-  if (lm_head) return project(lm_head, normed, fused_kernels_);
-  if (fused_kernels_ && fused_ops_apply(normed) && fused_ops_apply(embed_tokens->weight))
-    return fused_linear(normed, embed_tokens->weight);
-  return F::linear(normed, embed_tokens->weight.to(normed.scalar_type()));
+  return project(lm_head ? lm_head->weight : embed_tokens->weight, normed, fused_kernels_);
 }
 
 torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor& input) {

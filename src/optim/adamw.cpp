@@ -27,23 +27,18 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
   const auto host_fp32 = [](const at::Tensor& t) {
     return t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous();
   };
-  if (options.offload != "cpu" && options.fused && host_fp32(param) && host_fp32(grad) &&
-      host_fp32(exp_avg) && host_fp32(exp_avg_sq)) {
-    cpu_adamw_update(
-        param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
-        exp_avg_sq.data_ptr<float>(), param.numel(),
-        AdamWStep{lr, options.beta1, options.beta2, options.eps, options.weight_decay, t}, decay);
-    return;
-  }
+  const bool all_host_fp32 =
+      host_fp32(param) && host_fp32(grad) && host_fp32(exp_avg) && host_fp32(exp_avg_sq);
   if (options.offload == "cpu") {
     for (const at::Tensor* tensor : {&param, &grad, &exp_avg, &exp_avg_sq}) {
-      DST_CHECK(tensor->device().is_cpu() && tensor->scalar_type() == at::kFloat &&
-                    tensor->is_contiguous(),
-                ConfigError,
+      DST_CHECK(host_fp32(*tensor), ConfigError,
                 "optim.offload=cpu needs contiguous fp32 host tensors (device parameters with a "
                 "host-side master copy are not implemented yet), got "
                     << tensor->scalar_type() << " on " << tensor->device());
     }
+  }
+  // The one-pass kernel: always when offloaded, by default (optim.fused) for fp32 host tensors.
+  if (options.offload == "cpu" || (options.fused && all_host_fp32)) {
     cpu_adamw_update(
         param.data_ptr<float>(), grad.data_ptr<float>(), exp_avg.data_ptr<float>(),
         exp_avg_sq.data_ptr<float>(), param.numel(),

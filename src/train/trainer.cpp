@@ -408,13 +408,9 @@ MemoryPlan Trainer::memory_plan() const {
   in.pp_rank = groups_.coord().pp;
   in.local_layers = 0;
   in.has_embedding = in.has_head = false;
-  // The model runs the fused attention unless told not to or a prefix adapter needs the ATen path.
   static_assert(kFusedAttentionKeptBytes == kDefaultMaxKeptProbabilityBytes,
                 "the memory plan's fused-attention budget is the kernel's");
-  in.fused_attention =
-      config_.train.kernels == "fused" &&
-      std::none_of(adapters_.begin(), adapters_.end(),
-                   [](const std::unique_ptr<Adapter>& a) { return a->type() == "prefix"; });
+  in.fused_attention = model_->uses_fused_attention();
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
     in.local_layers += chunk.end - chunk.begin;

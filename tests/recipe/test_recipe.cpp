@@ -368,6 +368,11 @@ TEST_CASE("recipe: TrainConfig::validate errors surface with the source", "[reci
       Catch::Contains("parallel.schedule 'zigzag' is not one of gpipe, 1f1b, interleaved_1f1b"));
   CHECK_THAT(parse_error("parallel:\n  virtual_stages: 2\n"),
              Catch::Contains("needs parallel.pp > 1"));
+  CHECK_THAT(parse_error("train:\n  kernels: turbo\n"),
+             Catch::StartsWith("configs/x.yaml: ") &&
+                 Catch::Contains("train.kernels 'turbo' is not one of fused, reference"));
+  CHECK_THAT(parse_error("optim:\n  fused: maybe\n"),
+             Catch::StartsWith("configs/x.yaml:2: key 'optim.fused'"));
   CHECK_THAT(parse_error("model:\n  hidden_size: 130\n  num_attention_heads: 4\n"),
              Catch::StartsWith("configs/x.yaml: ") && Catch::Contains("model.hidden_size") &&
                  Catch::Contains("num_attention_heads"));

@@ -205,6 +205,9 @@ class LlamaModelImpl : public torch::nn::Module {
   // CPUs without fp16 matmul): weights are cast at use, so their gradients keep the parameter
   // dtype. Undefined (default): compute in the parameters' dtype.
   void set_compute_dtype(c10::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
+  // Whether CPU attention runs kernels/fused_ops.h (fused kernels on, no prefix attached), which
+  // decides the activations it keeps (the memory plan asks).
+  bool uses_fused_attention() const;
 
   // Submodules that exist on this rank (null otherwise), under their Hugging Face names.
   torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens" (or its tied copy)
