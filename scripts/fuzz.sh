@@ -17,13 +17,16 @@
 #   FUZZ_BUILD    build folder (default: build-fuzz)
 #   FUZZ_JOBS     parallel compile jobs (default: 2)
 #   FUZZ_MAX_LEN  largest generated input in bytes (default: 8192)
+#   FUZZ_SEED     libFuzzer's random seed (default: a new one each run, printed on failure); ctest's
+#                 fuzz.run30 fixes it, so a CI run explores the same inputs every time
 # Only dependency it may install: clang (apt-get install -y clang) when clang++ is missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD="${FUZZ_BUILD:-$ROOT/build-fuzz}"
+BUILD="$(realpath -m "${FUZZ_BUILD:-$ROOT/build-fuzz}")"  # absolute: targets run in a scratch folder
 JOBS="${FUZZ_JOBS:-2}"
 MAX_LEN="${FUZZ_MAX_LEN:-8192}"
+SEED="${FUZZ_SEED:-}"
 read -r -a TARGETS <<< "${FUZZ_TARGETS:-recipe safetensors tokenizer checkpoint_manifest}"
 
 mode=fuzz
@@ -126,6 +129,7 @@ for target in "${TARGETS[@]}"; do
   args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len="$MAX_LEN"
     -print_final_stats=1 -artifact_prefix="$artifacts/")
   [[ -f "$dict" ]] && args+=(-dict="$dict")
+  [[ -n "$SEED" ]] && args+=(-seed="$SEED")
   echo "== $target: fuzzing for ${seconds}s"
   if (cd "$work" && "$binary" "${args[@]}" "$scratch/$target/corpus") > "$log" 2>&1; then
     runs=$(grep -oE "stat::number_of_executed_units: [0-9]+" "$log" | grep -oE "[0-9]+$" || echo "?")
@@ -136,6 +140,7 @@ for target in "${TARGETS[@]}"; do
       head -n 10 >&2 || tail -n 20 "$log" >&2
     artifact=$(grep -oE "Test unit written to [^ ]+" "$log" | tail -n 1 |
       sed 's/Test unit written to //' || true)
+    grep -m 1 -oE "INFO: Seed: [0-9]+" "$log" | sed 's/INFO: /   /' >&2 || true
     cp "$log" "$artifacts/last-failure.log"
     echo "== $target: FAILED; input: ${artifact:-(none written)}; log: $artifacts/last-failure.log" >&2
     echo "   reproduce (from an empty folder): $binary ${artifact:-<input>}" >&2

@@ -187,10 +187,25 @@ std::string format_double(double value) {
   return std::string(buffer, ptr);
 }
 
+// yaml-cpp writes a carriage return into a plain or single-quoted scalar as it is, and the parser
+// then reads it as a line break ("a\r" comes back as "a"); a double-quoted scalar escapes it.
+void emit_text(YAML::Emitter& out, const std::string& text) {
+  if (text.find('\r') != std::string::npos) out << YAML::DoubleQuoted;
+  out << text;
+}
+
+void emit_texts(YAML::Emitter& out, const std::vector<std::string>& texts) {
+  out << YAML::Flow << YAML::BeginSeq;
+  for (const std::string& text : texts) emit_text(out, text);
+  out << YAML::EndSeq;
+}
+
 template <typename T>
 void emit_as(YAML::Emitter& out, const T& value) {
   if constexpr (std::is_floating_point_v<T>) {
     out << format_double(value);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    emit_text(out, value);
   } else {
     out << value;
   }
@@ -444,7 +459,7 @@ const std::vector<Section>& sections() {
       {"prepare",
        {
            {"inputs", set_prepare_inputs,
-            [](const TC& c, YAML::Emitter& out) { out << YAML::Flow << c.prepare.inputs; }},
+            [](const TC& c, YAML::Emitter& out) { emit_texts(out, c.prepare.inputs); }},
            field("output_dir", &TC::prepare, &PrepareOptions::output_dir),
            field("tokenizer", &TC::prepare, &PrepareOptions::tokenizer),
            field("eos_token", &TC::prepare, &PrepareOptions::eos_token),
@@ -472,9 +487,13 @@ const std::vector<Section>& sections() {
            {"pii.custom", set_pii_custom,
             [](const TC& c, YAML::Emitter& out) {
               out << YAML::BeginSeq;
-              for (const CustomPiiPattern& p : c.prepare.pii.custom)
-                out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value
-                    << p.name << YAML::Key << "regex" << YAML::Value << p.regex << YAML::EndMap;
+              for (const CustomPiiPattern& p : c.prepare.pii.custom) {
+                out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value;
+                emit_text(out, p.name);
+                out << YAML::Key << "regex" << YAML::Value;
+                emit_text(out, p.regex);
+                out << YAML::EndMap;
+              }
               out << YAML::EndSeq;
             }},
            field("val_fraction", &TC::prepare, &PrepareOptions::val_fraction),
@@ -626,21 +645,33 @@ std::vector<AdapterConfig> parse_adapters(const Entry& entry, const Context& ctx
 void emit_adapters(const std::vector<AdapterConfig>& adapters, YAML::Emitter& out) {
   out << YAML::Key << "adapters" << YAML::Value << YAML::BeginSeq;
   for (const AdapterConfig& config : adapters) {
-    out << YAML::BeginMap << YAML::Key << "type" << YAML::Value << config.type;
+    out << YAML::BeginMap << YAML::Key << "type" << YAML::Value;
+    emit_text(out, config.type);
     std::string open_group;
     for (const auto& [key, value] : config.scalars) {
       const auto dot = key.find('.');
       const std::string group = dot == std::string::npos ? "" : key.substr(0, dot);
       if (group != open_group) {
         if (!open_group.empty()) out << YAML::EndMap;
-        if (!group.empty()) out << YAML::Key << group << YAML::Value << YAML::BeginMap;
+        if (!group.empty()) {
+          out << YAML::Key;
+          emit_text(out, group);
+          out << YAML::Value << YAML::BeginMap;
+        }
         open_group = group;
       }
-      out << YAML::Key << (group.empty() ? key : key.substr(dot + 1)) << YAML::Value << value;
+      out << YAML::Key;
+      emit_text(out, group.empty() ? key : key.substr(dot + 1));
+      out << YAML::Value;
+      emit_text(out, value);
     }
     if (!open_group.empty()) out << YAML::EndMap;
-    for (const auto& [key, list] : config.lists)
-      out << YAML::Key << key << YAML::Value << YAML::Flow << list;
+    for (const auto& [key, list] : config.lists) {
+      out << YAML::Key;
+      emit_text(out, key);
+      out << YAML::Value;
+      emit_texts(out, list);
+    }
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;

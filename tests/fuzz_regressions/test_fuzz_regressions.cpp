@@ -273,4 +273,26 @@ TEST_CASE("fuzz regressions: recipes", "[fuzz_regressions]") {
                        "r.yaml");
                  }),
                  "parallel.layers_per_stage sums past"));
+  // yaml-cpp wrote a carriage return into a plain scalar as it is, and read it back as a line
+  // break: "a\r" came back as "a" (recipe_to_yaml was not a fixed point), "\r" as null.
+  const std::string with_returns =
+      "data: {train_path: \"a\\r\", tokenizer: \"\\r\"}\n"
+      "prepare:\n  inputs: [\"b\\r\", \"\\r\\n\"]\n"
+      "  pii: {custom: [{name: \"n\\r\", regex: \"x\\r\"}]}\n"
+      "adapters:\n  - {type: \"lora\\r\", \"k\\r\": \"v\\r\", \"g\\r\": {\"i\\r\": \"w\\r\"}, \"l\\r\": [\"\\r\"]}\n";
+  const TrainConfig first = parse_recipe(with_returns, "r.yaml");
+  CHECK(first.data.train_path == "a\r");
+  const TrainConfig again = parse_recipe(recipe_to_yaml(first), "again.yaml");
+  CHECK(again.data.train_path == "a\r");
+  CHECK(again.data.tokenizer == "\r");
+  CHECK(again.prepare.inputs == std::vector<std::string>{"b\r", "\r\n"});
+  REQUIRE(again.prepare.pii.custom.size() == 1);
+  CHECK(again.prepare.pii.custom[0].name == "n\r");
+  CHECK(again.prepare.pii.custom[0].regex == "x\r");
+  REQUIRE(again.adapters.size() == 1);
+  CHECK(again.adapters[0].type == "lora\r");
+  CHECK(again.adapters[0].scalars == first.adapters[0].scalars);
+  CHECK(again.adapters[0].scalars.at("g\r.i\r") == "w\r");
+  CHECK(again.adapters[0].lists == first.adapters[0].lists);
+  CHECK(recipe_to_yaml(again) == recipe_to_yaml(first));
 }
