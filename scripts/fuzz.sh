@@ -144,6 +144,11 @@ for target in "${TARGETS[@]}"; do
     cp "$log" "$artifacts/last-failure.log"
     echo "== $target: FAILED; input: ${artifact:-(none written)}; log: $artifacts/last-failure.log" >&2
     echo "   reproduce (from an empty folder): $binary ${artifact:-<input>}" >&2
+    # The input itself, so a failure on a machine whose build folder is gone (CI) can be recreated:
+    #   base64 -d > input <<< '...'
+    if [[ -n "${artifact:-}" && -f "$artifact" ]]; then
+      echo "   input as base64: $(head -c 16384 "$artifact" | base64 -w 0)" >&2
+    fi
   fi
 done
 
