@@ -279,7 +279,8 @@ TEST_CASE("fuzz regressions: recipes", "[fuzz_regressions]") {
       "data: {train_path: \"a\\r\", tokenizer: \"\\r\"}\n"
       "prepare:\n  inputs: [\"b\\r\", \"\\r\\n\"]\n"
       "  pii: {custom: [{name: \"n\\r\", regex: \"x\\r\"}]}\n"
-      "adapters:\n  - {type: \"lora\\r\", \"k\\r\": \"v\\r\", \"g\\r\": {\"i\\r\": \"w\\r\"}, \"l\\r\": [\"\\r\"]}\n";
+      "adapters:\n  - {type: \"lora\\r\", \"k\\r\": \"v\\r\", \"g\\r\": {\"i\\r\": \"w\\r\"}, "
+      "\"l\\r\": [\"\\r\"]}\n";
   const TrainConfig first = parse_recipe(with_returns, "r.yaml");
   CHECK(first.data.train_path == "a\r");
   const TrainConfig again = parse_recipe(recipe_to_yaml(first), "again.yaml");
