@@ -45,10 +45,9 @@ int main(int argc, char** argv) {
     adapter.type = "norm_tuning";
     adapter.where = "custom_adapter: adapters[0]";
     config.adapters = {adapter};
-    dst::Trainer trainer(config,
-                         dst::ProcessGroups::create(dst::comm::make_local_communicator(),
-                                                    config.parallel),
-                         dst::Logger(0, 1, dst::LogLevel::kWarn), &registry);
+    dst::Trainer trainer(
+        config, dst::ProcessGroups::create(dst::comm::make_local_communicator(), config.parallel),
+        dst::Logger(0, 1, dst::LogLevel::kWarn), &registry);
     std::printf("trainable parameters: %lld of %lld\n",
                 static_cast<long long>(trainer.trainable_parameter_elements()),
                 static_cast<long long>(trainer.trainable_parameter_elements() +

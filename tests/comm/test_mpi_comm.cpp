@@ -128,7 +128,8 @@ TEST_CASE("Work: is_completed, and wait() times out with the op named", "[comm]"
     at::Tensor in = at::zeros({1});
     auto recv = world->recv(in, 1, 42);
     CHECK_FALSE(recv->is_completed());
-    CHECK_THROWS_WITH(recv->wait(std::chrono::milliseconds(20)), Catch::Contains("recv from rank 1 (world rank 1) on 'world'"));
+    CHECK_THROWS_WITH(recv->wait(std::chrono::milliseconds(20)),
+                      Catch::Contains("recv from rank 1 (world rank 1) on 'world'"));
     at::Tensor go = at::ones({1});
     world->send(go, 1, 43)->wait();
     recv->wait();

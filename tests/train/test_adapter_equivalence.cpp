@@ -4,7 +4,8 @@
 // relative (different reduction orders rule out bitwise equality), except LoRA under tp: its
 // factors' gradients pass through the tp all-reduces of activations and of the replicated
 // factor, whose order differs from the single process's sums, and Adam (lr 1e-2) amplifies that
-// to ~6e-6 — within the project's 1e-5 rule for tp. The frozen base stays bit-identical. Under pure dp the bytes each step moves equal the memory plan's figure.
+// to ~6e-6 — within the project's 1e-5 rule for tp. The frozen base stays bit-identical. Under pure
+// dp the bytes each step moves equal the memory plan's figure.
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>

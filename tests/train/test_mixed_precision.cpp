@@ -9,9 +9,9 @@
 
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/data/byte_tokenizer.h"
 #include "deepseek_train/data/distributed_sampler.h"
 #include "deepseek_train/data/synthetic_corpus.h"
-#include "deepseek_train/data/byte_tokenizer.h"
 #include "deepseek_train/data/token_dataset.h"
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/train/trainer.h"
