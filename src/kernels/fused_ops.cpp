@@ -131,14 +131,10 @@ struct SwigluFunction : Function<SwigluFunction> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// The rotary tables [seq, head_dim/2] computed with the same ATen ops (and so the same float
-// roundings) as the reference apply_rotary.
+// The rotary cosine and sine tables [seq, head_dim/2] of positions 0..seq-1.
 std::pair<at::Tensor, at::Tensor> rotary_tables(int64_t seq, int64_t head_dim, double theta) {
-  const auto opts = at::TensorOptions().dtype(at::kFloat);
-  at::Tensor inv_freq =
-      1.0 / at::pow(theta, at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim));
-  at::Tensor freqs = at::outer(at::arange(0, seq, opts), inv_freq);
-  return {freqs.cos().contiguous(), freqs.sin().contiguous()};
+  const at::Tensor angles = rotary_angles(0, seq, head_dim, theta, at::kCPU);
+  return {angles.cos().contiguous(), angles.sin().contiguous()};
 }
 
 struct AttentionShape {
@@ -183,8 +179,8 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     // they are kept; above that only the log-sum-exp of every score row is, and the backward
     // recomputes them (one more Q K^T product): activations then grow with seq, not seq^2, as in
     // FlashAttention.
-    const int64_t probability_bytes = s.batch * s.heads * s.seq * s.seq * int64_t{4};
-    const bool keep = probability_bytes <= max_kept_probability_bytes;
+    const bool keep =
+        attention_keeps_probabilities(s.batch, s.heads, s.seq, max_kept_probability_bytes);
     at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q.options());
     at::Tensor probs;  // undefined unless kept
     if (keep) probs = at::empty({s.batch, s.heads, s.seq, s.seq}, q.options());
@@ -363,6 +359,14 @@ at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
                                   int64_t max_kept_probability_bytes) {
   return CausalAttentionFunction::apply(q, k, v, heads, kv_heads, rope_theta,
                                         max_kept_probability_bytes);
+}
+
+at::Tensor rotary_angles(int64_t first_position, int64_t seq, int64_t head_dim, double theta,
+                         at::Device device) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  const at::Tensor inv_freq =
+      1.0 / at::pow(theta, at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim));
+  return at::outer(at::arange(first_position, first_position + seq, opts), inv_freq);
 }
 
 at::Tensor fused_cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,

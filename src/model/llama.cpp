@@ -117,12 +117,8 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position) {
   const int64_t seq = x.size(-2);
   const int64_t dim = x.size(-1);
-  auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
-  auto inv_freq =
-      1.0 / torch::pow(theta, torch::arange(0, dim, 2, opts) / static_cast<double>(dim));
-  auto positions = torch::arange(first_position, first_position + seq, opts);
-  auto freqs = torch::outer(positions, inv_freq);  // [seq, dim/2]
-  auto emb = torch::cat({freqs, freqs}, -1);       // [seq, dim]
+  auto freqs = rotary_angles(first_position, seq, dim, theta, x.device());  // [seq, dim/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                                // [seq, dim]
   auto cos = emb.cos().to(x.scalar_type());
   auto sin = emb.sin().to(x.scalar_type());
   auto halves = x.chunk(2, -1);
@@ -272,8 +268,10 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
 
 bool LlamaModelImpl::uses_fused_attention() const {
   if (!fused_kernels_) return false;
-  for (const auto& [index, layer] : layers)
+  for (const auto& [index, layer] : layers) {
     if (layer->self_attn->prefix) return false;  // prefix tuning keeps the ATen attention
+    if (!layer->self_attn->q_proj->weight.device().is_cpu()) return false;  // CPU kernels only
+  }
   return true;
 }
 

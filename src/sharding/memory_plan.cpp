@@ -117,7 +117,7 @@ int64_t estimate_activation_bytes(const ModelConfig& m, int64_t rows, int64_t se
   // row and the probabilities only while they fit its budget (kernels/fused_ops.h).
   const int64_t local_heads = m.num_attention_heads / tp_size;
   const bool keeps_probabilities =
-      rows * local_heads * seq_len * seq_len * 4 <= kept_probability_bytes;
+      attention_keeps_probabilities(rows, local_heads, seq_len, kept_probability_bytes);
   const int64_t attention = !fused_attention
                                 ? 2 * m.num_attention_heads * seq_len
                                 : m.num_attention_heads * (1 + (keeps_probabilities ? seq_len : 0));

@@ -65,7 +65,7 @@ std::vector<double> all_gather_values(comm::Communicator& group, double value) {
 double measure_matmul_flops(double seconds, at::ScalarType dtype) {
   constexpr int64_t n = 384;
   const torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  torch::Tensor c = torch::mm(a, b);  // warm-up
+  torch::Tensor c = torch::empty({n, n}, a.options());
   const auto rate = [&](const std::function<void()>& multiply) {
     multiply();
     int64_t runs = 0;
@@ -334,12 +334,12 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     for (int local : local_index) unit_hooks_->add_unit(engines_.back()->unit_hooks(), local);
   }
   model_->set_unit_hooks(unit_hooks_->any() ? unit_hooks_.get() : nullptr);
-  at::ScalarType activation_dtype = scalar_type_of(precision.param);
-  if (activation_dtype == torch::kFloat16) {
+  activation_dtype_ = scalar_type_of(precision.param);
+  if (activation_dtype_ == torch::kFloat16) {
     // Parameters live on the CPU, whose libtorch kernels have no fp16 matmul: keep fp16 storage
     // (and fp16 gradients, which the loss scaler protects) and compute activations in fp32.
-    activation_dtype = torch::kFloat32;
-    model_->set_compute_dtype(activation_dtype);
+    activation_dtype_ = torch::kFloat32;
+    model_->set_compute_dtype(activation_dtype_);
     std::ostringstream line;
     line << "precision: fp16 parameters and gradients, fp32 compute on CPU, loss scale "
          << scaler_.scale();
@@ -362,7 +362,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     const ScheduleSpec schedule{parse_schedule_kind(mp.schedule), dims.pp,
                                 static_cast<int>(config_.train.grad_accum), mp.virtual_stages};
     pipeline_ = std::make_unique<PipelineExecutor>(model_, std::move(engines), groups_.pp_ptr(),
-                                                   schedule, activation_dtype);
+                                                   schedule, activation_dtype_);
   }
 }
 
@@ -408,8 +408,6 @@ MemoryPlan Trainer::memory_plan() const {
   in.pp_rank = groups_.coord().pp;
   in.local_layers = 0;
   in.has_embedding = in.has_head = false;
-  static_assert(kFusedAttentionKeptBytes == kDefaultMaxKeptProbabilityBytes,
-                "the memory plan's fused-attention budget is the kernel's");
   in.fused_attention = model_->uses_fused_attention();
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
@@ -850,13 +848,10 @@ TrainSummary Trainer::run() {
   // rank in the compute dtype (train.peak_flops_per_rank, or measured here with the training
   // thread count).
   const double whole_model_parameters = whole_model_elements(true) + whole_model_elements(false);
-  // The dtype activations are computed in (fp16 parameters compute in fp32 on the CPU).
-  const at::ScalarType param_type =
-      scalar_type_of(PrecisionPolicy::from_options(config_.precision).param);
-  const at::ScalarType compute_type = param_type == at::kHalf ? at::kFloat : param_type;
-  const double peak_flops = all_reduce_sum(
-      groups_.world(), {opts.peak_flops_per_rank > 0 ? opts.peak_flops_per_rank
-                                                     : measure_matmul_flops(0.2, compute_type)})[0];
+  const double peak_flops =
+      all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0
+                                           ? opts.peak_flops_per_rank
+                                           : measure_matmul_flops(0.2, activation_dtype_)})[0];
 
   {
     std::ostringstream plan;
@@ -884,7 +879,7 @@ TrainSummary Trainer::run() {
                 << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
                 << (opts.peak_flops_per_rank > 0
                         ? std::string("train.peak_flops_per_rank")
-                        : std::string("measured ") + c10::toString(compute_type) + " matmul")
+                        : std::string("measured ") + c10::toString(activation_dtype_) + " matmul")
                 << ")";
     logger_.info(denominator.str());
   }

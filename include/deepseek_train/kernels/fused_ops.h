@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "deepseek_train/kernels/attention_budget.h"
+
 namespace dst {
 
 // True when the fused ops handle these tensors: defined, on the CPU, fp32.
@@ -31,13 +33,18 @@ at::Tensor fused_swiglu(const at::Tensor& gate, const at::Tensor& up);
 // q [batch, seq, heads * head_dim], k and v [batch, seq, kv_heads * head_dim] (grouped-query when
 // kv_heads < heads) -> [batch, seq, heads * head_dim], softmax(q k^T / sqrt(head_dim)) v per head.
 // For the backward it saves the rotated q and k, v, one log-sum-exp per score row and, while they
-// take at most max_kept_probability_bytes (batch * heads * seq^2 * 4), the probabilities; above
-// that the backward recomputes them, so activations grow with seq instead of seq^2 (the backward
-// then needs 2 x seq^2 floats of scratch per thread while it runs).
-constexpr int64_t kDefaultMaxKeptProbabilityBytes = int64_t{32} << 20;
+// take at most max_kept_probability_bytes (attention_budget.h), the probabilities; above that
+// the backward recomputes them, so activations grow with seq instead of seq^2 (the backward then
+// needs 2 x seq^2 floats of scratch per thread while it runs).
 at::Tensor fused_causal_attention(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t heads, int64_t kv_heads,
     double rope_theta, int64_t max_kept_probability_bytes = kDefaultMaxKeptProbabilityBytes);
+
+// Rotary angles [seq, head_dim/2], fp32: position (first_position + row) times
+// theta^(-2i/head_dim). The one computation behind the model's reference rotary and the fused
+// attention, so both see the same roundings.
+at::Tensor rotary_angles(int64_t first_position, int64_t seq, int64_t head_dim, double theta,
+                         at::Device device);
 
 // Sum over rows of -log softmax(logits)[label], logits [rows, vocab], labels int64 [rows]; rows
 // whose label is ignore_index add nothing. Returns a 0-dim fp32 tensor.

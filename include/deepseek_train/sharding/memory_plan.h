@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/kernels/attention_budget.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/precision/precision_policy.h"
 
@@ -101,14 +102,11 @@ MemoryPlan plan_memory(const MemoryPlanInputs& inputs);
 // projections' outputs, the attention and the logits are split tp ways (the 4h of norm inputs
 // and residuals are not). A checkpointed layer keeps only its input (h per token); one layer's
 // full activations exist during its recompute.
-// kernels::kDefaultMaxKeptProbabilityBytes (fused_ops.h), repeated here to keep this module
-// torch-free; the trainer checks the two agree.
-constexpr int64_t kFusedAttentionKeptBytes = int64_t{32} << 20;
 int64_t estimate_activation_bytes(const ModelConfig& model, int64_t rows, int64_t seq_len,
                                   Precision compute, int tp_size = 1, int64_t layers = -1,
                                   bool with_logits = true, int64_t checkpointed_layers = 0,
                                   bool fused_attention = false,
-                                  int64_t kept_probability_bytes = kFusedAttentionKeptBytes);
+                                  int64_t kept_probability_bytes = kDefaultMaxKeptProbabilityBytes);
 
 // "1.50 GiB", "3.2 MiB", "512 B".
 std::string format_bytes(int64_t bytes);

@@ -164,6 +164,8 @@ class Trainer {
   std::unique_ptr<ChunkUnitHooks> unit_hooks_;
   std::unique_ptr<PipelineExecutor> pipeline_;  // pp > 1 only
   DynamicLossScaler scaler_;
+  // The dtype activations are computed in: the parameters' (fp16 ones compute in fp32 on the CPU).
+  at::ScalarType activation_dtype_ = at::kFloat;
 
   // Tied embeddings across pipeline stages: the first and the last stage (the only members of
   // embedding_group_) hold the embedding and its copy in engines_[embedding_engine_].
