@@ -24,8 +24,10 @@ struct TokenizeArgs {
   bool lines = false;   // encode each line on its own
   bool decode = false;  // ids (space-separated) -> text
   bool skip_special = false;
+  std::string prepared;  // with decode: print the text of this prepared corpus instead of stdin's
+  std::string split;     // with prepared: "train" or "validation" (empty: every split)
 };
-// Reads stdin, writes ids (or text) to stdout.
+// Reads stdin (or, with --prepared, a prepared corpus), writes ids (or text) to stdout.
 int run_tokenize(const TokenizeArgs& args);
 
 struct PrepareArgs {

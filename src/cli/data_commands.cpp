@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <numeric>
 #include <sstream>
 
 #include "commands.h"
@@ -89,8 +90,38 @@ World open_world(const std::string& backend, const LaunchEnv& env) {
   return world;
 }
 
+// The text of a prepared corpus: each shard of each split (or of args.split), its rows joined
+// back into the token stream they were cut from, decoded and printed on its own.
+void decode_prepared(const Tokenizer& tokenizer, const TokenizeArgs& args) {
+  const PreparedManifest manifest = read_prepared_manifest(args.prepared);
+  DST_CHECK(manifest.tokenizer_fingerprint == tokenizer.fingerprint(), DataError,
+            manifest.path << ": prepared with the tokenizer '" << manifest.tokenizer_describe
+                          << "', not with " << args.tokenizer);
+  DST_CHECK(args.split.empty() || manifest.splits.count(args.split) > 0, DataError,
+            manifest.path << ": no split '" << args.split << "'");
+  for (const auto& [split, info] : manifest.splits) {
+    if ((!args.split.empty() && split != args.split) || info.rows == 0) continue;
+    const PreparedDataset dataset(args.prepared, split, tokenizer.fingerprint());
+    int64_t first_row = 0;
+    for (const PreparedShardInfo& shard : info.shards) {
+      std::vector<int64_t> rows(static_cast<size_t>(shard.rows));
+      std::iota(rows.begin(), rows.end(), first_row);
+      first_row += shard.rows;
+      std::vector<int32_t> tokens;
+      std::vector<uint8_t> loss_mask;
+      dataset.read_rows(rows, &tokens, &loss_mask);
+      std::cout << tokenizer.decode(tokens, args.skip_special) << "\n";
+    }
+  }
+}
+
 int run_tokenize(const TokenizeArgs& args) {
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(args.tokenizer, args.eos_token);
+  if (!args.prepared.empty()) {
+    DST_CHECK(args.decode, ConfigError, "tokenize: --prepared needs --decode");
+    decode_prepared(*tokenizer, args);
+    return 0;
+  }
   const std::string input = read_all(std::cin);
   if (args.decode) {
     if (args.lines) {

@@ -228,6 +228,11 @@ int main(int argc, char** argv) {
   tokenize->add_flag("--decode", tokenize_args.decode, "read ids, print the text");
   tokenize->add_flag("--skip-special", tokenize_args.skip_special,
                      "leave special tokens out when decoding");
+  tokenize->add_option("--prepared", tokenize_args.prepared,
+                       "with --decode: print the text of this prepared corpus (dstrain prepare), "
+                       "one line per shard");
+  tokenize->add_option("--split", tokenize_args.split,
+                       "with --prepared: train or validation (default: both)");
 
   dst::cli::PrepareArgs prepare_args;
   auto* prepare = app.add_subcommand(

@@ -34,36 +34,30 @@ std::string mpi_error_string(int code) {
   return std::string(buffer, length);
 }
 
-// User-defined reductions for 16-bit floats: each pair is widened to fp32, combined, and rounded
-// back once (round-to-nearest-even), which is what a fp32-accumulating reduction tree does.
-template <typename Half, bool kMax>
-void reduce_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
+// User-defined maxima for 16-bit floats (exact in any order). 16-bit sums are not reduced in 16
+// bits: they travel as fp32 and are rounded once (MpiCommunicator::on_the_wire).
+template <typename Half>
+void max_16bit(void* in, void* inout, int* len, MPI_Datatype*) {
   const Half* a = static_cast<const Half*>(in);
   Half* b = static_cast<Half*>(inout);
-  for (int i = 0; i < *len; ++i) {
-    const float x = static_cast<float>(a[i]);
-    const float y = static_cast<float>(b[i]);
-    b[i] = Half(kMax ? std::max(x, y) : x + y);
-  }
+  for (int i = 0; i < *len; ++i)
+    b[i] = Half(std::max(static_cast<float>(a[i]), static_cast<float>(b[i])));
 }
 
 // MPI objects shared by a world communicator and everything split from it.
 struct MpiTypes {
   MPI_Datatype half_type = MPI_DATATYPE_NULL;  // 2 opaque bytes, interpreted by the ops below
-  MPI_Op bf16_sum = MPI_OP_NULL, bf16_max = MPI_OP_NULL;
-  MPI_Op f16_sum = MPI_OP_NULL, f16_max = MPI_OP_NULL;
+  MPI_Op bf16_max = MPI_OP_NULL, f16_max = MPI_OP_NULL;
 
   MpiTypes() {
     MPI_Type_contiguous(2, MPI_BYTE, &half_type);
     MPI_Type_commit(&half_type);
-    MPI_Op_create(&reduce_16bit<c10::BFloat16, false>, 1, &bf16_sum);
-    MPI_Op_create(&reduce_16bit<c10::BFloat16, true>, 1, &bf16_max);
-    MPI_Op_create(&reduce_16bit<c10::Half, false>, 1, &f16_sum);
-    MPI_Op_create(&reduce_16bit<c10::Half, true>, 1, &f16_max);
+    MPI_Op_create(&max_16bit<c10::BFloat16>, 1, &bf16_max);
+    MPI_Op_create(&max_16bit<c10::Half>, 1, &f16_max);
   }
   ~MpiTypes() {
     if (mpi_finalized()) return;
-    for (MPI_Op* op : {&bf16_sum, &bf16_max, &f16_sum, &f16_max}) MPI_Op_free(op);
+    for (MPI_Op* op : {&bf16_max, &f16_max}) MPI_Op_free(op);
     MPI_Type_free(&half_type);
   }
 };
@@ -224,14 +218,15 @@ class MpiCommunicator final : public Communicator {
     check_tensor(tensor, "all_reduce");
     const int64_t n = tensor.numel();
     const int64_t own = split_sizes(n, size_)[rank_];
-    auto work = start(OpType::kAllReduce, 2 * (n - own) * tensor.element_size(),
+    const at::Tensor wire = on_the_wire(tensor, op);
+    auto work = start(OpType::kAllReduce, 2 * (n - own) * wire.element_size(),
                       std::string("all_reduce(") + reduce_op_name(op) + ")");
     if (n == 0) return completed_work();
-    work->keep_alive = {tensor};
-    check_rc(MPI_Iallreduce(MPI_IN_PLACE, tensor.data_ptr(), to_count(n, "all_reduce"),
-                            mpi_type(tensor), mpi_op(op, tensor), comm_, &work->request_),
+    work->keep_alive = {tensor, wire};
+    check_rc(MPI_Iallreduce(MPI_IN_PLACE, wire.data_ptr(), to_count(n, "all_reduce"),
+                            mpi_type(wire), mpi_op(op, wire), comm_, &work->request_),
              "all_reduce");
-    if (op == ReduceOp::kAvg) work->on_complete = average(tensor);
+    work->on_complete = finish_reduction(tensor, wire, op);
     return work;
   }
 
@@ -245,15 +240,19 @@ class MpiCommunicator final : public Communicator {
               "reduce_scatter on '" << name_ << "': rank " << rank_ << " output has "
                                     << output.numel() << " elements, expected " << sizes[rank_]
                                     << " of " << n);
-    auto work = start(OpType::kReduceScatter, (n - sizes[rank_]) * input.element_size(),
+    const at::Tensor wire_input = on_the_wire(input, op);
+    const at::Tensor wire_output =
+        wire_input.is_same(input) ? output : at::empty({output.numel()}, wire_input.options());
+    auto work = start(OpType::kReduceScatter, (n - sizes[rank_]) * wire_input.element_size(),
                       std::string("reduce_scatter(") + reduce_op_name(op) + ")");
     if (n == 0) return completed_work();
     work->counts = to_counts(sizes, "reduce_scatter");
-    work->keep_alive = {output, input};
-    check_rc(MPI_Ireduce_scatter(input.data_ptr(), output.data_ptr(), work->counts.data(),
-                                 mpi_type(input), mpi_op(op, input), comm_, &work->request_),
-             "reduce_scatter");
-    if (op == ReduceOp::kAvg) work->on_complete = average(output);
+    work->keep_alive = {output, input, wire_input, wire_output};
+    check_rc(
+        MPI_Ireduce_scatter(wire_input.data_ptr(), wire_output.data_ptr(), work->counts.data(),
+                            mpi_type(wire_input), mpi_op(op, wire_input), comm_, &work->request_),
+        "reduce_scatter");
+    work->on_complete = finish_reduction(output, wire_output, op);
     return work;
   }
 
@@ -446,26 +445,47 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
+  // `t` as it travels (on_the_wire): 16-bit floats only ever reach here for a maximum.
   MPI_Op mpi_op(ReduceOp op, const at::Tensor& t) const {
     const bool max = op == ReduceOp::kMax;
     switch (t.scalar_type()) {
       case at::kBFloat16:
-        return max ? context_->types.bf16_max : context_->types.bf16_sum;
+        DST_ASSERT(max, "16-bit sums travel as fp32");
+        return context_->types.bf16_max;
       case at::kHalf:
-        return max ? context_->types.f16_max : context_->types.f16_sum;
+        DST_ASSERT(max, "16-bit sums travel as fp32");
+        return context_->types.f16_max;
       default:
         return max ? MPI_MAX : MPI_SUM;
     }
   }
 
-  std::function<void()> average(at::Tensor tensor) const {
+  // What a reduction sends and accumulates: 16-bit float sums and averages travel as fp32, so
+  // each element is summed in fp32 across every rank and rounded to 16 bits once at the end
+  // (finish_reduction), whatever reduction tree MPI picks and however many ranks there are.
+  // Everything else (maxima included, which are exact) is reduced as it is.
+  static at::Tensor on_the_wire(const at::Tensor& tensor, ReduceOp op) {
+    const bool sixteen_bit =
+        tensor.scalar_type() == at::kBFloat16 || tensor.scalar_type() == at::kHalf;
+    if (!sixteen_bit || op == ReduceOp::kMax) return tensor;
+    return tensor.to(at::kFloat);
+  }
+
+  // Runs when the reduction into `wire` completes: averages, then rounds a widened result into
+  // `result` (or nothing when there is nothing to do).
+  std::function<void()> finish_reduction(at::Tensor result, at::Tensor wire, ReduceOp op) const {
     const int size = size_;
-    return [tensor, size]() mutable {
-      if (at::isIntegralType(tensor.scalar_type(), /*includeBool=*/false)) {
-        tensor.div_(size, "trunc");
-      } else {
-        tensor.div_(size);
+    const bool widened = !wire.is_same(result);
+    if (op != ReduceOp::kAvg && !widened) return nullptr;
+    return [result, wire, size, op, widened]() mutable {
+      if (op == ReduceOp::kAvg) {
+        if (at::isIntegralType(wire.scalar_type(), /*includeBool=*/false)) {
+          wire.div_(size, "trunc");
+        } else {
+          wire.div_(size);
+        }
       }
+      if (widened) result.copy_(wire.view(result.sizes()));
     };
   }
 

@@ -16,6 +16,10 @@ int64_t all_reduce_bytes(int64_t n, int p, int rank, int64_t element_bytes) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Bytes per element of a sum on the wire: the MPI backend sums 16-bit floats in fp32
+// (comm/mpi_communicator.h).
+int64_t summed_bytes(int64_t element_bytes) { return element_bytes == 2 ? 4 : element_bytes; }
+
 }  // namespace
 
 MemoryPlan plan_memory(const MemoryPlanInputs& in) {
@@ -51,11 +55,12 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   const int64_t tokens = in.micro_batch_size * in.seq_len;
   const int64_t activation_bytes = bytes_of(in.precision.compute);
   if (in.tp_size > 1) {
+    const int64_t summed_activation_bytes = summed_bytes(activation_bytes);
     const int64_t hidden_all_reduces = (in.has_embedding ? 1 : 0) + 4 * layers +
                                        2 * in.checkpointed_layers + (in.has_head ? 1 : 0);
     const int64_t per_micro_batch =
         hidden_all_reduces * all_reduce_bytes(tokens * in.model.hidden_size, in.tp_size, in.tp_rank,
-                                              activation_bytes) +
+                                              summed_activation_bytes) +
         (in.has_head ? all_reduce_bytes(tokens, in.tp_size, in.tp_rank, 4) +
                            all_reduce_bytes(2 * tokens, in.tp_size, in.tp_rank, 4)
                      : 0);
@@ -69,22 +74,34 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
                                tokens * in.model.hidden_size * activation_bytes;
     plan.pipeline_comm_bytes +=
         all_reduce_bytes(in.tied_embedding_sync_elements, 2, in.tied_embedding_sync_rank,
-                         in.tied_embedding_sync_element_bytes);
+                         summed_bytes(in.tied_embedding_sync_element_bytes));
     // The loss and the squared gradient norm are summed over pp.
     plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
   }
 
-  if (!in.zero_unit_padded_elements.empty()) {
-    // Sharded states hold exactly the owned shard of every (padded) unit.
-    int64_t shard_elements = 0;
-    for (int64_t padded : in.zero_unit_padded_elements) shard_elements += padded / in.dp_size;
-    if (in.zero_stage >= 3) plan.parameters = shard_elements * per_element.params;
-    if (in.zero_stage >= 2) plan.gradients = shard_elements * per_element.grads;
+  if (in.zero_stage >= 1) {
+    // ZeRO (sharding/zero.h) keeps flat buffers padded to a multiple of the dp size: the owned
+    // shard of every unit for the sharded states, the whole padded unit for what is not sharded.
+    int64_t padded_elements = shard * in.dp_size, shard_elements = shard;
+    if (!in.zero_unit_padded_elements.empty()) {
+      padded_elements = shard_elements = 0;
+      for (int64_t padded : in.zero_unit_padded_elements) {
+        padded_elements += padded;
+        shard_elements += padded / in.dp_size;
+      }
+    }
+    plan.parameters = (in.zero_stage >= 3 ? shard_elements : padded_elements) * per_element.params;
+    // The optimizer reads fp32 gradient shards; stage 1 also keeps the full gradient buffer (in
+    // the parameter dtype) that micro-batches accumulate into.
+    plan.gradients =
+        shard_elements * 4 + (in.zero_stage == 1 ? padded_elements * per_element.grads : 0);
     plan.master_weights = shard_elements * per_element.master;
     plan.optimizer_moments = shard_elements * per_element.moments;
+    // Each unit's reduce-scatter output, in the reduce dtype.
+    plan.reduce_buffers = shard_elements * bytes_of(in.precision.reduce);
   }
   if (in.dp_size > 1) {
-    const int64_t reduce_bytes = bytes_of(in.precision.reduce);
+    const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));
     const int64_t param_bytes = bytes_of(in.precision.param);
     if (in.zero_stage == 0) {
       for (int64_t n : in.gradient_bucket_elements)
@@ -152,6 +169,7 @@ std::string MemoryPlan::describe() const {
                                 : std::string()) +
          ", gradients " + format_bytes(gradients) + ", master weights " +
          format_bytes(master_weights) + ", optimizer moments " + format_bytes(optimizer_moments) +
+         (reduce_buffers > 0 ? ", reduce buffers " + format_bytes(reduce_buffers) : std::string()) +
          ", activations ~" + format_bytes(activations) +
          (activations != activations_without_checkpointing
               ? " (checkpointing; " + format_bytes(activations_without_checkpointing) + " without)"

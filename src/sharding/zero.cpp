@@ -155,7 +155,7 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
 ZeroEngine::~ZeroEngine() { hook_state_->engine = nullptr; }
 
 void ZeroEngine::describe_layout(MemoryPlanInputs& inputs) const {
-  inputs.zero_unit_padded_elements = padded_unit_elements();
+  for (int64_t padded : padded_unit_elements()) inputs.zero_unit_padded_elements.push_back(padded);
 }
 
 std::vector<int64_t> ZeroEngine::padded_unit_elements() const {

@@ -115,6 +115,13 @@ PieceLocation Trainer::location_of(const std::string& name, const torch::Tensor&
   return location;
 }
 
+std::vector<ParameterStateSlice> Trainer::engine_state_slices() {
+  std::vector<ParameterStateSlice> slices;
+  for (auto& engine : engines_)
+    for (ParameterStateSlice& slice : engine->state_slices()) slices.push_back(std::move(slice));
+  return slices;
+}
+
 std::vector<StatePiece> Trainer::state_pieces() {
   const bool narrow_parameters =
       PrecisionPolicy::from_options(config_.precision).param != Precision::kFloat32;

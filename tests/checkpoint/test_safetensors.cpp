@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/core/error.h"
+#include "support/shared_data.h"
 
 using namespace dst;
 namespace fs = std::filesystem;
@@ -283,13 +285,8 @@ TEST_CASE("safetensors: index round trip and model folder resolution", "[checkpo
 }
 
 TEST_CASE("safetensors: reads the shared tiny-llama-2 checkpoint", "[checkpoint]") {
-  const char* env = std::getenv("DST_SHARED_DATA");
-  const fs::path folder = fs::path(env ? env : "/work/shared/data") / "models" / "tiny-llama-2";
-  const fs::path path = folder / "model.safetensors";
-  if (!fs::exists(path)) {
-    WARN("skipping: " << path.string() << " not found");
-    return;
-  }
+  const fs::path folder = dst::testing::shared_data("models/tiny-llama-2");
+  const fs::path path = dst::testing::shared_data("models/tiny-llama-2/model.safetensors");
   const SafetensorsFile file(path.string());
   const SafetensorsEntry* embed = file.find("model.embed_tokens.weight");
   REQUIRE(embed != nullptr);
@@ -298,14 +295,27 @@ TEST_CASE("safetensors: reads the shared tiny-llama-2 checkpoint", "[checkpoint]
   CHECK(embed->shape[0] > 0);
   CHECK(embed->shape[1] > 0);
   CHECK(embed->nbytes() == embed->numel() * 2);
-  std::vector<uint16_t> row(static_cast<std::size_t>(embed->shape[1]));
-  file.read(embed->name, row.data(), 0, row.size() * 2);
+  // A partial read (row 1 at its byte offset) equals the same row of the whole tensor.
+  const std::size_t columns = static_cast<std::size_t>(embed->shape[1]);
+  std::vector<uint16_t> row(columns);
+  file.read(embed->name, row.data(), columns * 2, columns * 4);
+  std::vector<uint16_t> whole(static_cast<std::size_t>(embed->numel()));
+  file.read(embed->name, whole.data());
+  CHECK(std::equal(row.begin(), row.end(), whole.begin() + static_cast<std::ptrdiff_t>(columns)));
+  // Every tensor is F16 with finite values, and none is all zeros (random weights, unit norms).
   uint64_t total = 0;
   for (const auto& entry : file.entries()) {
-    std::vector<char> bytes(entry.nbytes());
-    file.read(entry.name, bytes.data());
+    INFO(entry.name);
+    REQUIRE(entry.dtype == SafetensorsDtype::F16);
+    std::vector<uint16_t> values(static_cast<std::size_t>(entry.numel()));
+    file.read(entry.name, values.data());
+    auto finite = [](uint16_t h) { return (h & 0x7C00) != 0x7C00; };
+    auto nonzero = [](uint16_t h) { return (h & 0x7FFF) != 0; };
+    CHECK(std::all_of(values.begin(), values.end(), finite));
+    CHECK(std::any_of(values.begin(), values.end(), nonzero));
     total += entry.nbytes();
   }
+  CHECK(file.entries().size() == 12);  // embedding, 9 in the one layer, norm, head
   CHECK(file.data_start() + total == fs::file_size(path));
   CHECK(safetensors_files_in(folder.string()) == std::vector<std::string>{path.string()});
 }

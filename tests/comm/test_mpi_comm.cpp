@@ -47,17 +47,71 @@ TEST_CASE("all_reduce sum/avg/max for every dtype, including sizes not divisible
   }
 }
 
-TEST_CASE("16-bit float sums accumulate each pair in fp32 and round once", "[comm]") {
+namespace {
+// Every rank's values (the same on every rank: a seeded generator): [world, n], each exactly
+// representable in `type` (8 significant bits for bf16, 11 for fp16), magnitudes 2^-8 .. 2, both
+// signs, so any sum of 4 of them is exact in fp32.
+at::Tensor all_ranks_16bit_values(int world, int64_t n, at::ScalarType type) {
+  auto generator = at::detail::createCPUGenerator(4242);
+  const int bits = type == at::kBFloat16 ? 8 : 11;
+  const at::Tensor mantissa = at::randint(1 << (bits - 1), 1 << bits, {world, n}, generator,
+                                          at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor exponent =
+      at::randint(-8, 1, {world, n}, generator, at::TensorOptions().dtype(at::kDouble));
+  const at::Tensor sign =
+      at::randint(0, 2, {world, n}, generator, at::TensorOptions().dtype(at::kDouble)) * 2 - 1;
+  at::Tensor values = sign * mantissa * at::pow(2.0, exponent - (bits - 1));
+  // Element 0: rank 0 holds 1, every other rank 2^-bits (half a unit in the last place of 1).
+  values.select(1, 0).fill_(std::ldexp(1.0, -bits));
+  values[0][0] = 1.0;
+  REQUIRE(at::equal(values.to(type).to(at::kDouble), values));
+  return values.to(type);
+}
+
+// Adding the ranks' values one at a time in 16 bits, rounding after every add (what a reduction
+// of 16-bit buffers does).
+at::Tensor naive_16bit_sum(const at::Tensor& values) {
+  at::Tensor sum = values[0].clone();
+  for (int64_t r = 1; r < values.size(0); ++r)
+    sum = (sum.to(at::kFloat) + values[r].to(at::kFloat)).to(values.scalar_type());
+  return sum;
+}
+}  // namespace
+
+// 16-bit sums accumulate in fp32 across every rank and are rounded once, to the nearest (ties to
+// even). Element 0 shows the difference: in bf16, 1 + 2^-8 is a tie that rounds back to 1, so
+// adding the other ranks' 2^-8 one at a time never moves it, while the exact sum 1 + 3 * 2^-8 on 4
+// ranks rounds to 1 + 2^-6 (fp16 likewise with 2^-11). With 3 or more ranks the test checks that
+// its values do tell the two apart; with 2 ranks both are one rounding of the same exact sum, and
+// the check is that the rounding is to nearest even (element 0 stays 1; rounding half up would
+// give 1 + 2^-7).
+TEST_CASE("16-bit float sums accumulate in fp32 and round once, on any number of ranks", "[comm]") {
   auto world = testing::world();
-  // 1 + 2^-7 is exact in bf16 (7 explicit mantissa bits) and fp16; for 2 and 4 ranks the sum
-  // p * (1 + 2^-7) keeps the same mantissa, so a correct reduction is exact.
+  const int p = world->size(), r = world->rank();
+  const int64_t n = 1001;
   for (at::ScalarType type : {at::kBFloat16, at::kHalf}) {
-    at::Tensor t = at::full({17}, 1.0 + 1.0 / 128, at::TensorOptions().dtype(type));
+    INFO("dtype " << type);
+    const at::Tensor values = all_ranks_16bit_values(p, n, type);
+    const at::Tensor exact = values.to(at::kDouble).sum(0);
+    const at::Tensor expected = exact.to(at::kFloat).to(type);  // rounded once
+    if (p >= 3) CHECK_FALSE(at::equal(naive_16bit_sum(values), expected));
+    if (p == 2) CHECK(expected[0].item<double>() == 1.0);
+
+    at::Tensor t = values[r].clone();
     world->all_reduce(t, ReduceOp::kSum)->wait();
-    const double expected = world->size() * (1.0 + 1.0 / 128);
-    CHECK(t.to(at::kDouble).eq(expected).all().item<bool>());
-    // Negative values and max.
-    at::Tensor m = at::full({3}, -1.5 - world->rank(), at::TensorOptions().dtype(type));
+    CHECK(at::equal(t, expected));
+
+    t = values[r].clone();
+    world->all_reduce(t, ReduceOp::kAvg)->wait();
+    CHECK(at::equal(t, (exact / p).to(at::kFloat).to(type)));
+
+    const auto sizes = comm::split_sizes(n, p);
+    at::Tensor shard = at::zeros({sizes[r]}, at::TensorOptions().dtype(type));
+    world->reduce_scatter(shard, values[r].clone(), ReduceOp::kSum)->wait();
+    CHECK(at::equal(shard, expected.narrow(0, comm::split_offset(n, p, r), sizes[r])));
+
+    // Maxima are exact; negative values.
+    at::Tensor m = at::full({3}, -1.5 - r, at::TensorOptions().dtype(type));
     world->all_reduce(m, ReduceOp::kMax)->wait();
     CHECK(m.to(at::kFloat).eq(-1.5f).all().item<bool>());
   }

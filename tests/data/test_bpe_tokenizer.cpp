@@ -21,6 +21,7 @@
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/bpe_tokenizer.h"
 #include "deepseek_train/data/byte_tokenizer.h"
+#include "support/shared_data.h"
 
 namespace fs = std::filesystem;
 using dst::BpeTokenizer;
@@ -29,13 +30,8 @@ using Ids = std::vector<int32_t>;
 
 namespace {
 
-std::string shared_data_root() {
-  const char* root = std::getenv("DST_SHARED_DATA");
-  return root != nullptr && *root != '\0' ? root : "../shared/data";
-}
-
 std::string tokenizer_path(const std::string& name) {
-  return shared_data_root() + "/tokenizers/" + name + "/tokenizer.json";
+  return dst::testing::shared_data("tokenizers/" + name + "/tokenizer.json").string();
 }
 
 std::string read_file(const std::string& path) {
@@ -76,7 +72,8 @@ const BpeTokenizer& shared_tokenizer(const std::string& name) {
 
 // tests.inp: every string is followed by "\n__ggml_vocab_test__\n" (the last one too).
 std::vector<std::string> reference_inputs(const std::string& name) {
-  const std::string text = read_file(shared_data_root() + "/tokenizers/" + name + "/tests.inp");
+  const std::string text =
+      read_file(dst::testing::shared_data("tokenizers/" + name + "/tests.inp").string());
   const std::string separator = "\n__ggml_vocab_test__\n";
   std::vector<std::string> inputs;
   size_t start = 0;
@@ -90,7 +87,7 @@ std::vector<std::string> reference_inputs(const std::string& name) {
 
 // tests.out: one line of space-separated ids per input.
 std::vector<Ids> reference_outputs(const std::string& name) {
-  std::ifstream in(shared_data_root() + "/tokenizers/" + name + "/tests.out");
+  std::ifstream in(dst::testing::shared_data("tokenizers/" + name + "/tests.out"));
   REQUIRE(in.good());
   std::vector<Ids> outputs;
   for (std::string line; std::getline(in, line);) {
@@ -467,7 +464,7 @@ TEST_CASE("bpe tokenizer errors are one-line DataErrors naming the file", "[data
 }
 
 TEST_CASE("bpe tokenizer gives the same ids when two threads encode at once", "[data]") {
-  std::string corpus = read_file(shared_data_root() + "/corpus/war-and-peace.txt");
+  std::string corpus = read_file(dst::testing::shared_data("corpus/war-and-peace.txt").string());
   corpus.resize(std::min<size_t>(corpus.size(), 1 << 20));
   std::vector<std::string> chunks;
   for (size_t start = 0; start < corpus.size();) {

@@ -25,6 +25,7 @@
 #include "deepseek_train/data/pii_scrubber.h"
 #include "deepseek_train/data/prepared_dataset.h"
 #include "deepseek_train/data/tokenizer.h"
+#include "support/shared_data.h"
 
 namespace fs = std::filesystem;
 
@@ -110,6 +111,16 @@ void all_rows(const std::string& dir, const std::string& split, std::vector<int3
   dataset.read_rows(indices, tokens, mask);
 }
 
+// A shard keeps whole rows of seq_len + 1 tokens and drops the tail: the rows read back are
+// exactly the stream's first rows, and there is at least one.
+void check_packed_rows(const std::vector<int32_t>& tokens, const std::vector<int32_t>& stream,
+                       int64_t seq_len) {
+  const size_t row = static_cast<size_t>(seq_len + 1);
+  REQUIRE(stream.size() >= row);
+  REQUIRE(tokens.size() == stream.size() / row * row);
+  CHECK(std::equal(tokens.begin(), tokens.end(), stream.begin()));
+}
+
 // The token stream of documents packed the way prepare packs a shard (byte tokenizer).
 std::vector<int32_t> byte_stream(const std::vector<std::string>& docs) {
   std::vector<int32_t> stream;
@@ -127,11 +138,6 @@ std::string numbered_words(int count, int offset) {
     text += "w" + std::to_string((i + offset) * 7919 % 100003);
   }
   return text;
-}
-
-std::string shared_data_dir() {
-  const char* env = std::getenv("DST_SHARED_DATA");
-  return env != nullptr && *env != '\0' ? env : "../shared/data";
 }
 
 std::map<std::string, std::pair<fs::file_time_type, std::string>> snapshot(const fs::path& dir) {
@@ -269,9 +275,7 @@ TEST_CASE("prepare removes short documents, exact duplicates and near duplicates
   std::vector<int32_t> tokens;
   std::vector<uint8_t> mask;
   all_rows(dir / "near", "train", &tokens, &mask);
-  const std::vector<int32_t> expected = byte_stream({a, b});
-  REQUIRE(tokens.size() <= expected.size());
-  CHECK(std::equal(tokens.begin(), tokens.end(), expected.begin()));  // first of each group kept
+  check_packed_rows(tokens, byte_stream({a, b}), options.seq_len);  // first of each group kept
 
   // The filter on its own.
   dst::NearDedupOptions near_options;
@@ -406,10 +410,9 @@ TEST_CASE("directory inputs are read sorted; text_split file and line", "[data]"
   std::vector<int32_t> tokens;
   std::vector<uint8_t> mask;
   all_rows(dir / "out", "train", &tokens, &mask);
-  const std::vector<int32_t> expected =
-      byte_stream({"Para one,\nsecond line.", "Para two.", "From the JSONL file."});
-  REQUIRE(tokens.size() + 5 > expected.size());
-  CHECK(std::equal(tokens.begin(), tokens.end(), expected.begin()));
+  check_packed_rows(tokens,
+                    byte_stream({"Para one,\nsecond line.", "Para two.", "From the JSONL file."}),
+                    options.seq_len);
   const std::string manifest = read_text(dir / "out/manifest.json");
   CHECK(manifest.find("a.txt") < manifest.find("b.jsonl"));
   CHECK(manifest.find("c.csv") == std::string::npos);
@@ -419,9 +422,9 @@ TEST_CASE("directory inputs are read sorted; text_split file and line", "[data]"
   const dst::PrepareReport whole = dst::prepare_corpus(options, quiet_logger());
   CHECK(whole.documents_read == 2);
   all_rows(dir / "file", "train", &tokens, &mask);
-  const std::vector<int32_t> whole_expected =
-      byte_stream({"Para one,\nsecond line.\n\n\n Para two.", "From the JSONL file."});
-  CHECK(std::equal(tokens.begin(), tokens.end(), whole_expected.begin()));
+  check_packed_rows(
+      tokens, byte_stream({"Para one,\nsecond line.\n\n\n Para two.", "From the JSONL file."}),
+      options.seq_len);
 
   options.output_dir = dir / "line";
   options.text_split = "line";
@@ -634,11 +637,7 @@ TEST_CASE("PreparedDataset reads back the packed rows and checks the tokenizer",
 }
 
 TEST_CASE("prepare of War and Peace with the byte tokenizer", "[data]") {
-  const fs::path corpus = fs::path(shared_data_dir()) / "corpus" / "war_and_peace.jsonl";
-  if (!fs::exists(corpus)) {
-    WARN("skipped: " << corpus << " not found (set DST_SHARED_DATA)");
-    return;
-  }
+  const fs::path corpus = dst::testing::shared_data("corpus/war_and_peace.jsonl");
   TempDir dir("war_and_peace");
   dst::PrepareOptions options = base_options({corpus.string()}, dir / "out");
   options.seq_len = 512;
@@ -673,16 +672,9 @@ TEST_CASE("prepare of War and Peace with the byte tokenizer", "[data]") {
         "CHAPTER I");
 }
 
-TEST_CASE("prepare with the GPT-2 tokenizer (when tokenizer.json files load)", "[data]") {
-  const fs::path tokenizer_json =
-      fs::path(shared_data_dir()) / "tokenizers" / "gpt2" / "tokenizer.json";
-  std::unique_ptr<dst::Tokenizer> tokenizer;
-  try {
-    tokenizer = dst::load_tokenizer(tokenizer_json.string());
-  } catch (const dst::Error& e) {
-    WARN("skipped: GPT-2 tokenizer not available: " << e.what());
-    return;
-  }
+TEST_CASE("prepare with the GPT-2 tokenizer", "[data]") {
+  const fs::path tokenizer_json = dst::testing::shared_data("tokenizers/gpt2/tokenizer.json");
+  const std::unique_ptr<dst::Tokenizer> tokenizer = dst::load_tokenizer(tokenizer_json.string());
   REQUIRE(tokenizer->eos_id() >= 0);
   TempDir dir("gpt2");
   const std::vector<std::string> docs = {
@@ -706,8 +698,7 @@ TEST_CASE("prepare with the GPT-2 tokenizer (when tokenizer.json files load)", "
   std::vector<int32_t> tokens;
   std::vector<uint8_t> mask;
   all_rows(dir / "out", "train", &tokens, &mask);
-  REQUIRE(tokens.size() <= expected.size());
-  CHECK(std::equal(tokens.begin(), tokens.end(), expected.begin()));
+  check_packed_rows(tokens, expected, options.seq_len);
   CHECK(dst::read_prepared_manifest(dir / "out").tokenizer_fingerprint == tokenizer->fingerprint());
   CHECK(error_of<dst::DataError>([&] {
           dst::PreparedDataset d(dir / "out", "train", dst::ByteTokenizer().fingerprint());

@@ -31,17 +31,23 @@ TEST_CASE("memory plan: model state per rank follows the ZeRO partitioning", "[s
   CHECK(s0.parameter_elements == psi);
   CHECK(s0.model_state() == 16 * psi);
   CHECK(s0.master_weights == 0);
-  // bf16 with fp32 master weights and Adam: 16 bytes per element; stage 3 divides all of it.
-  const int64_t shard = (psi + 3) / 4;
+  // bf16 with fp32 master weights and Adam: 16 bytes per element at stage 0. ZeRO pads to a
+  // multiple of the dp size, keeps fp32 gradient shards (stage 1 also the full bf16 gradient)
+  // and one reduce-scatter output shard (fp32 reduce dtype).
+  const int64_t shard = (psi + 3) / 4, padded = 4 * shard;
   CHECK(plan_memory(inputs(0, 4, "bf16")).model_state() == 16 * psi);
-  CHECK(plan_memory(inputs(3, 4, "bf16")).model_state() == 16 * shard);
+  CHECK(plan_memory(inputs(0, 4, "bf16")).reduce_buffers == 0);
+  const MemoryPlan s3 = plan_memory(inputs(3, 4, "bf16"));
+  CHECK(s3.model_state() == (2 + 4 + 4 + 8) * shard);
+  CHECK(s3.reduce_buffers == 4 * shard);
+  CHECK(s3.held_between_steps() == 22 * shard);
   MemoryPlan s1 = plan_memory(inputs(1, 4, "bf16"));
-  CHECK(s1.parameters == 2 * psi);
-  CHECK(s1.gradients == 2 * psi);
+  CHECK(s1.parameters == 2 * padded);
+  CHECK(s1.gradients == 2 * padded + 4 * shard);
   CHECK(s1.master_weights + s1.optimizer_moments == 12 * shard);
   MemoryPlan s2 = plan_memory(inputs(2, 4, "bf16"));
-  CHECK(s2.parameters == 2 * psi);
-  CHECK(s2.gradients == 2 * shard);
+  CHECK(s2.parameters == 2 * padded);
+  CHECK(s2.gradients == 4 * shard);
   CHECK(s2.activations == s1.activations);
   CHECK(s2.activations > 0);
 }

@@ -1,6 +1,8 @@
 // MPI backend for CPU tensors (float32/64, bfloat16, float16, int32, int64). Collectives are MPI
-// non-blocking calls (MPI_Iallreduce, ...) behind Work handles. MPI has no 16-bit float reductions,
-// so bfloat16/float16 sums and maxima use user-defined MPI_Ops that accumulate each pair in fp32.
+// non-blocking calls (MPI_Iallreduce, ...) behind Work handles. MPI has no 16-bit float reductions:
+// bfloat16/float16 sums and averages travel and accumulate in fp32 and are rounded once at the end
+// (the correctly rounded sum on any number of ranks, in any reduction order; byte accounting
+// counts the fp32 bytes), maxima use user-defined MPI_Ops.
 #pragma once
 
 #include <memory>

@@ -68,7 +68,8 @@ struct MemoryPlan {
   int64_t gradients = 0;
   int64_t master_weights = 0;
   int64_t optimizer_moments = 0;
-  int64_t activations = 0;  // estimate for one micro-batch (stored for backward)
+  int64_t reduce_buffers = 0;  // ZeRO: each unit's reduce-scatter output shard
+  int64_t activations = 0;     // estimate for one micro-batch (stored for backward)
   // Bytes this rank sends per optimizer step (ring accounting, comm/communicator.h):
   int64_t gradient_comm_bytes = 0;  // gradient reduction (+ parameter all-gathers under ZeRO)
   int64_t control_comm_bytes = 0;   // step bookkeeping: token count, loss, gradient norm
@@ -80,7 +81,9 @@ struct MemoryPlan {
   int64_t model_state() const {
     return parameters + frozen_parameters + gradients + master_weights + optimizer_moments;
   }
-  int64_t total() const { return model_state() + activations; }
+  // What the data-parallel engine allocates and keeps between steps.
+  int64_t held_between_steps() const { return model_state() + reduce_buffers; }
+  int64_t total() const { return held_between_steps() + activations; }
   int64_t comm_bytes_per_step() const {
     return gradient_comm_bytes + control_comm_bytes + tensor_parallel_comm_bytes +
            pipeline_comm_bytes;
@@ -91,6 +94,10 @@ struct MemoryPlan {
 
 // The ZeRO paper's model-state partitioning: stage 0 holds everything; stage 1 shards the
 // optimizer state (master + moments), stage 2 also the gradients, stage 3 also the parameters.
+// The byte counts are those of the engines' buffers (tests measure the tensors a rank holds
+// against them): under ZeRO, flat buffers padded to a multiple of the dp size, fp32 gradient
+// shards (stage 1 also keeps the full gradient in the parameter dtype) and one reduce-scatter
+// output shard per unit.
 MemoryPlan plan_memory(const MemoryPlanInputs& inputs);
 
 // Bytes of activations autograd keeps for backward for `rows` sequences of `seq_len` tokens:

@@ -152,6 +152,9 @@ class Trainer {
   // What this rank saves: per parameter piece it owns, the fp32 master, Adam moments and (for
   // bf16/fp16 parameters) the parameter itself, with its place in the global tensor.
   std::vector<StatePiece> state_pieces();
+  // This rank's training state as its data-parallel engines hold it, every local model chunk:
+  // views of the engines' buffers (their storages show what is allocated).
+  std::vector<ParameterStateSlice> engine_state_slices();
 
  private:
   TrainConfig config_;
