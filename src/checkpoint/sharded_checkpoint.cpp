@@ -120,6 +120,16 @@ void remove_all_quietly(const fs::path& path) {
   fs::remove_all(path, ec);
 }
 
+// Removes a committed checkpoint so that no interruption can leave it half deleted under its
+// committed name: it is renamed to `<name>.pruned.partial` first (which the next save clears, as
+// any leftover `.partial`), then deleted.
+void remove_committed_checkpoint(const fs::path& dir) {
+  const fs::path doomed = dir.string() + ".pruned.partial";
+  std::error_code ec;
+  fs::rename(dir, doomed, ec);
+  if (!ec) remove_all_quietly(doomed);
+}
+
 // Committed checkpoints under root, oldest first.
 std::vector<std::pair<int64_t, fs::path>> committed_checkpoints(const fs::path& root) {
   std::vector<std::pair<int64_t, fs::path>> found;
@@ -280,7 +290,7 @@ void commit(const fs::path& partial, const fs::path& final_dir, const fs::path& 
     auto committed = committed_checkpoints(root);
     for (size_t i = 0; i + keep_last < committed.size(); ++i)
       if (committed[i].second != final_dir && committed[i].second.filename() != best)
-        remove_all_quietly(committed[i].second);
+        remove_committed_checkpoint(committed[i].second);
   }
 }
 

@@ -9,6 +9,8 @@ DSTRAIN=$1
 WORK=$2
 SRC=$3
 SHARED=$4
+# fail, expect_error EXIT PATTERN COMMAND... (exit status, one "dstrain: error:" line matching).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 "$DSTRAIN" synth corpus.txt --docs 400 --seed 5
 head -c 32 /dev/urandom > key.bin
@@ -17,16 +19,6 @@ SMALL=(data.train_path=corpus.txt train.eval_every=0 train.log_every=3 train.mic
   data.seq_len=32 model.hidden_size=32 model.intermediate_size=64 model.num_hidden_layers=2
   schedule.warmup_steps=2 train.eval_batches=1)
 CKPT=(checkpoint.every_steps=3 checkpoint.keep_last=1 checkpoint.encryption.key_file=key.bin)
-
-fail() { echo "FAIL: $*"; exit 1; }
-# expect_error "substring" command...: the command fails with one error line containing substring.
-expect_error() {
-  local want=$1
-  shift
-  if "$@" > out.log 2> err.log; then cat err.log; fail "expected an error: $want"; fi
-  grep -q "dstrain: error: .*$want" err.log || { cat err.log; fail "expected '$want'"; }
-  echo "ok (error): $(grep 'dstrain: error' err.log | head -1)"
-}
 
 mpirun -np 2 --bind-to none "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" \
   "${CKPT[@]}" train.output_dir=run train.steps=6 parallel.zero_stage=2 2> train.log ||
@@ -85,21 +77,21 @@ STEP=run/checkpoints/step-9
 sha_before=$(sha256sum $STEP/* | sha256sum)
 RESUME=("$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" train.output_dir=run
   train.steps=12 parallel.dp=1)
-expect_error "no checkpoint to resume from" "$DSTRAIN" train "$SRC/configs/quickstart.yaml" \
+expect_error 1 "no checkpoint to resume from" "$DSTRAIN" train "$SRC/configs/quickstart.yaml" \
   "${SMALL[@]}" parallel.dp=1 train.output_dir=empty --resume latest
-expect_error "step-9: the checkpoint is encrypted" "${RESUME[@]}" --resume latest
-expect_error "step-9: wrong encryption key" "${RESUME[@]}" --resume latest \
+expect_error 1 "step-9: the checkpoint is encrypted" "${RESUME[@]}" --resume latest
+expect_error 1 "step-9: wrong encryption key" "${RESUME[@]}" --resume latest \
   checkpoint.encryption.key_file=other.key
-expect_error "step-9: checkpoint of a different model: model.hidden_size" "${RESUME[@]}" \
+expect_error 1 "step-9: checkpoint of a different model: model.hidden_size" "${RESUME[@]}" \
   "${CKPT[@]}" --resume latest model.hidden_size=64 model.intermediate_size=64
 test "$(sha256sum $STEP/* | sha256sum)" = "$sha_before" || fail "a failed resume changed the checkpoint"
 
 # Damaged copies of the checkpoint.
 damaged() { rm -rf bad && cp -r $STEP bad; }
 damaged && truncate -s -100 bad/rank-00000.h5
-expect_error "bad/rank-00000.h5: truncated" "${RESUME[@]}" "${CKPT[@]}" --resume bad
+expect_error 1 "bad/rank-00000.h5: truncated" "${RESUME[@]}" "${CKPT[@]}" --resume bad
 damaged && printf '\x01' | dd of=bad/rank-00000.h5 bs=1 seek=2000 conv=notrunc 2> /dev/null
-expect_error "bad/rank-00000.h5: checksum mismatch" "${RESUME[@]}" "${CKPT[@]}" --resume bad
+expect_error 1 "bad/rank-00000.h5: checksum mismatch" "${RESUME[@]}" "${CKPT[@]}" --resume bad
 # One byte changed in an encrypted file whose checksum was updated to match: GCM rejects it.
 damaged && printf '\x01' | dd of=bad/rank-00000.h5 bs=1 seek=3000 conv=notrunc 2> /dev/null
 python3 - <<'PY'
@@ -108,14 +100,14 @@ m = json.load(open("bad/manifest.json"))
 m["files"]["rank-00000.h5"]["sha256"] = hashlib.sha256(open("bad/rank-00000.h5", "rb").read()).hexdigest()
 json.dump(m, open("bad/manifest.json", "w"))
 PY
-expect_error "bad/rank-00000.h5: authentication failed" "${RESUME[@]}" "${CKPT[@]}" --resume bad
+expect_error 1 "bad/rank-00000.h5: authentication failed" "${RESUME[@]}" "${CKPT[@]}" --resume bad
 damaged && python3 - <<'PY'
 import json
 m = json.load(open("bad/manifest.json"))
 m["tensors"]["model.norm.weight"]["states"]["master"]["pieces"][0]["file"] = "rank-00007.h5"
 json.dump(m, open("bad/manifest.json", "w"))
 PY
-expect_error "tensor 'model.norm.weight'.*rank-00007.h5" "${RESUME[@]}" "${CKPT[@]}" --resume bad
+expect_error 1 "tensor 'model.norm.weight'.*rank-00007.h5" "${RESUME[@]}" "${CKPT[@]}" --resume bad
 # Manifest edits on an unencrypted checkpoint (in an encrypted one the file's authentication
 # already fails, since the tensors a file holds are its associated data).
 damaged_plain() { rm -rf bad && cp -r from_hf/checkpoints/step-1 bad; }
@@ -125,14 +117,14 @@ m = json.load(open("bad/manifest.json"))
 m["tensors"]["model.norm.weight"]["states"]["master"]["pieces"] = []
 json.dump(m, open("bad/manifest.json", "w"))
 PY
-expect_error "the master of tensor 'model.norm.weight' is held by no file" "${RESUME[@]}" --resume bad
+expect_error 1 "the master of tensor 'model.norm.weight' is held by no file" "${RESUME[@]}" --resume bad
 damaged_plain && python3 - <<'PY'
 import json
 m = json.load(open("bad/manifest.json"))
 m["tensors"]["lm_head.weight"]["shape"] = [259, 31]
 json.dump(m, open("bad/manifest.json", "w"))
 PY
-expect_error "tensor 'lm_head.weight' has shape \[259, 31\]" "${RESUME[@]}" \
+expect_error 1 "tensor 'lm_head.weight' has shape \[259, 31\]" "${RESUME[@]}" \
   --resume bad
 damaged_plain && python3 - <<'PY'
 import json
@@ -140,10 +132,10 @@ m = json.load(open("bad/manifest.json"))
 m["tensors"]["lm_head.weight"]["states"]["master"]["dtype"] = "float16"
 json.dump(m, open("bad/manifest.json", "w"))
 PY
-expect_error "the master of tensor 'lm_head.weight' is float16, expected float32" \
+expect_error 1 "the master of tensor 'lm_head.weight' is float16, expected float32" \
   "${RESUME[@]}" --resume bad
 damaged && truncate -s -1 bad/rank-00000.h5
-expect_error "bad: 1 file(s) failed verification" "$DSTRAIN" ckpt inspect bad --key-file key.bin
+expect_error 1 "bad: 1 file(s) failed verification" "$DSTRAIN" ckpt inspect bad --key-file key.bin
 
 # A malformed safetensors file in a model folder.
 mkdir -p badhf && cp hf/config.json badhf/ && python3 - <<'PY'
@@ -151,11 +143,11 @@ import struct
 header = b'{"lm_head.weight":{"dtype":"F99","shape":[2],"data_offsets":[0,8]}}'
 open("badhf/model.safetensors", "wb").write(struct.pack("<Q", len(header)) + header + b"\0" * 8)
 PY
-expect_error "badhf/model.safetensors: .*F99.*lm_head.weight\|badhf/model.safetensors: .*lm_head.weight.*F99" \
+expect_error 1 "badhf/model.safetensors: .*F99.*lm_head.weight\|badhf/model.safetensors: .*lm_head.weight.*F99" \
   "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=x \
   train.init_from=badhf
-expect_error "nohf: not a Hugging Face model folder" "$DSTRAIN" train \
+expect_error 1 "nohf: not a Hugging Face model folder" "$DSTRAIN" train \
   "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=x train.init_from=nohf
-expect_error "missing.key" "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" \
+expect_error 2 "missing.key" "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" \
   parallel.dp=1 train.output_dir=x checkpoint.encryption.key_file=missing.key
 echo "all checkpoint CLI checks passed"

@@ -33,7 +33,7 @@ expect_error() {
   set -e
   [ $code -eq 2 ] || { cat "$1.log"; fail "$1: exit $code, expected 2"; }
   [ "$(wc -l < "$1.log")" -eq 1 ] || { cat "$1.log"; fail "$1: more than one line"; }
-  grep -q "$2" "$1.log" || { cat "$1.log"; fail "$1: message"; }
+  grep -q "^launch_mpirun: error: .*$2" "$1.log" || { cat "$1.log"; fail "$1: message"; }
   echo "ok $1: $(cat "$1.log")"
 }
 expect_error unresolvable "unresolvable.hosts:2: host 'no-such-host.invalid' cannot be resolved" \

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # scripts/plot_metrics.py: loss.png and throughput.png from a synthetic metrics.jsonl (valid PNGs),
 # and one "plot_metrics: error:" line naming the file and line, exit 2, for bad input.
-# usage: test_plot_metrics.sh [SOURCE_DIR] [WORKDIR]. Exit 77 (skipped) without matplotlib.
+# usage: test_plot_metrics.sh [SOURCE_DIR] [WORKDIR]. Without matplotlib: exit 77 (skipped), or
+# a failure under CI (CI=true), where scripts/install_deps.sh has installed python3-matplotlib.
 set -uo pipefail
 SOURCE_DIR=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 WORK=${2:-$(mktemp -d)}
 SCRIPT=$SOURCE_DIR/scripts/plot_metrics.py
 PYTHON=/usr/bin/python3
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"  # skip_or_fail
 if ! "$PYTHON" -c 'import matplotlib' 2>/dev/null; then
-  echo "SKIP: $PYTHON has no matplotlib (apt-get install python3-matplotlib)"; exit 77
+  skip_or_fail "$PYTHON has no matplotlib (apt-get install python3-matplotlib)"
 fi
-rm -rf "$WORK" && mkdir -p "$WORK/run" && cd "$WORK"
+rm -rf "$WORK" && mkdir -p "$WORK/run" && cd "$WORK" || exit 1
 failures=0
-fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+fail() { echo "FAIL $*"; failures=$((failures + 1)); }  # counted: every check runs
 
 is_png() { [ -s "$1" ] && [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 

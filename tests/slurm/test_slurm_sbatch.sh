@@ -10,7 +10,8 @@
 #   4. rank 1 dies at start-up: srun --kill-on-bad-exit=1 ends rank 0 too, the job fails at once.
 # The daemons are stopped on every exit. Every wait is bounded; the whole test takes well under
 # 3 minutes once slurm-wlm and munge are installed (the first run installs them with apt-get).
-# Exit 77 (skip) when Slurm is not installed and cannot be installed here.
+# Exit 77 (skip) when Slurm is not installed and cannot be installed here; under CI (CI=true),
+# where scripts/install_deps.sh installs slurm-wlm and munge, that is a failure instead.
 # usage: test_slurm_sbatch.sh DSTRAIN WORKDIR SOURCE_DIR
 set -euo pipefail
 [ $# -eq 3 ] || { echo "usage: test_slurm_sbatch.sh DSTRAIN WORKDIR SOURCE_DIR" >&2; exit 2; }
@@ -21,6 +22,7 @@ SLURM_SCRIPTS=$SRC/scripts/slurm
 START=$SECONDS
 [ -x "$DSTRAIN" ] || { echo "FAIL: no dstrain binary at $1"; exit 1; }
 export PATH=$PATH:/usr/sbin:/sbin
+source "$SRC/tests/cli/lib.sh"  # skip_or_fail (fail is redefined below, once the logs exist)
 
 # A test started inside a Slurm job must not hand that job's variables to its own jobs.
 while read -r var; do [ "$var" = SLURM_CONF ] || unset "$var"; done < <(compgen -e | grep '^SLURM_' || true)
@@ -51,8 +53,7 @@ trap 'exit 143' TERM
 
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
-    echo "SKIP: slurm-wlm/munge are not installed and cannot be installed (not root or no apt-get)"
-    exit 77
+    skip_or_fail "slurm-wlm/munge are not installed and cannot be installed (not root or no apt-get)"
   fi
 fi
 # At least 2 CPUs for 2 tasks x 1 cpu, even on a 1-core machine.
@@ -60,9 +61,8 @@ LOCAL_SLURM_CPUS=$(nproc)
 [ "$LOCAL_SLURM_CPUS" -ge 2 ] || LOCAL_SLURM_CPUS=2
 export LOCAL_SLURM_CPUS
 if ! timeout 900 "$SLURM_SCRIPTS/start_local_slurm.sh" "$SLURM_DIR"; then
-  if ! command -v slurmctld >/dev/null; then
-    echo "SKIP: slurm-wlm could not be installed"
-    exit 77
+  if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    skip_or_fail "slurm-wlm/munge could not be installed"
   fi
   echo "FAIL: local Slurm did not start"
   exit 1
