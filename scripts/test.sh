@@ -8,6 +8,13 @@ cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
 bash scripts/build.sh
 source scripts/mpi_env.sh
+SOURCE_DIR=$(pwd)
+# The source tree as git sees it (untracked files included, ignored ones not): tests write only
+# under the build folder and temporary directories, so the run must leave this unchanged.
+tree_state() {
+  git -C "$SOURCE_DIR" status --porcelain --untracked-files=all 2> /dev/null | sort || true
+}
+tree_before=$(tree_state)
 cd "${BUILD_DIR:-build}"
 log=$(mktemp "${TMPDIR:-/tmp}/dstrain-ctest.XXXXXX")
 trap 'rm -f "$log"' EXIT
@@ -25,5 +32,11 @@ not_run=$({
 if [ -n "$not_run" ] || grep -q '^The following tests did not run:' "$log"; then
   echo "scripts/test.sh: FAIL: skipped or not run (every test must run): ${not_run:-see above}"
   grep -E '^[0-9]+% tests passed' "$log" | tail -1 || true  # CTest's summary stays the last line
+  exit 1
+fi
+left=$(comm -13 <(echo "$tree_before") <(tree_state) | paste -sd ' ')
+if [ -n "$left" ]; then
+  echo "scripts/test.sh: FAIL: the tests changed the source tree: $left"
+  grep -E '^[0-9]+% tests passed' "$log" | tail -1 || true
   exit 1
 fi
