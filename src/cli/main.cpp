@@ -3,6 +3,8 @@
 // model on data), tokenize (stdin through a tokenizer), ckpt (inspect / convert checkpoints),
 // synth (write the synthetic quickstart corpus). Every failure ends with one line on
 // stderr and a non-zero exit code: 2 for bad input (recipe, arguments), 1 for anything else.
+#include <torch/version.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
@@ -181,7 +183,8 @@ int run_synth(const SynthArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"dstrain: distributed training and fine-tuning of LLaMA/DeepSeek-style models",
                "dstrain"};
-  app.set_version_flag("--version", std::string("dstrain ") + dst::kVersion);
+  app.set_version_flag(
+      "--version", std::string("dstrain ") + dst::kVersion + " (libtorch " + TORCH_VERSION + ")");
   app.require_subcommand(1);
 
   TrainArgs train_args;
