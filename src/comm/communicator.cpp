@@ -1,5 +1,7 @@
 #include "deepseek_train/comm/communicator.h"
 
+#include <ATen/core/Tensor.h>
+
 #include "deepseek_train/core/error.h"
 
 namespace dst::comm {
@@ -20,6 +22,8 @@ const char* op_name(OpType op) {
       return "recv";
     case OpType::kBarrier:
       return "barrier";
+    case OpType::kAllToAll:
+      return "all_to_all";
   }
   return "?";
 }
@@ -85,6 +89,76 @@ int64_t split_offset(int64_t n, int p, int rank) {
 void wait_all(const std::vector<WorkPtr>& works) {
   for (const WorkPtr& work : works)
     if (work) work->wait();
+}
+
+namespace {
+
+// Rows per rank: the given split sizes, or dim 0 split equally.
+std::vector<int64_t> rows_per_rank(const Communicator& group, const at::Tensor& t,
+                                   const std::vector<int64_t>& split_sizes, const char* which) {
+  const int p = group.size();
+  const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
+  if (split_sizes.empty()) {
+    DST_CHECK(rows % p == 0, CommError,
+              "all_to_all on '" << group.name() << "': " << which << " has " << rows
+                                << " rows, not divisible by " << p << " ranks; give split sizes");
+    return std::vector<int64_t>(static_cast<size_t>(p), rows / p);
+  }
+  DST_CHECK(static_cast<int>(split_sizes.size()) == p, CommError,
+            "all_to_all on '" << group.name() << "': " << split_sizes.size() << " " << which
+                              << " split sizes for " << p << " ranks");
+  int64_t total = 0;
+  for (int64_t n : split_sizes) {
+    DST_CHECK(n >= 0, CommError,
+              "all_to_all on '" << group.name() << "': negative " << which << " split size " << n);
+    total += n;
+  }
+  DST_CHECK(total == rows, CommError,
+            "all_to_all on '" << group.name() << "': " << which << " split sizes add up to "
+                              << total << " rows, the " << which << " has " << rows);
+  return split_sizes;
+}
+
+void to_elements(const std::vector<int64_t>& rows, int64_t row_elements,
+                 std::vector<int64_t>* elements, std::vector<int64_t>* offsets) {
+  int64_t offset = 0;
+  for (int64_t n : rows) {
+    elements->push_back(n * row_elements);
+    offsets->push_back(offset);
+    offset += n * row_elements;
+  }
+}
+
+}  // namespace
+
+AllToAllLayout all_to_all_layout(const Communicator& group, const at::Tensor& output,
+                                 const at::Tensor& input,
+                                 const std::vector<int64_t>& output_split_sizes,
+                                 const std::vector<int64_t>& input_split_sizes) {
+  DST_CHECK(output.defined() && input.defined(), CommError,
+            "all_to_all on '" << group.name() << "': undefined tensor");
+  DST_CHECK(output.scalar_type() == input.scalar_type(), CommError,
+            "all_to_all on '" << group.name() << "': output dtype " << output.scalar_type()
+                              << " differs from input dtype " << input.scalar_type());
+  const auto row_shape = [](const at::Tensor& t) {
+    return t.dim() <= 1 ? std::vector<int64_t>{} : t.sizes().slice(1).vec();
+  };
+  DST_CHECK(row_shape(output) == row_shape(input), CommError,
+            "all_to_all on '" << group.name() << "': output rows are " << output.sizes()
+                              << ", input rows " << input.sizes()
+                              << " (dims after the first differ)");
+  int64_t row_elements = 1;
+  for (int64_t d : row_shape(input)) row_elements *= d;
+  AllToAllLayout layout;
+  const auto send_rows = rows_per_rank(group, input, input_split_sizes, "input");
+  const auto recv_rows = rows_per_rank(group, output, output_split_sizes, "output");
+  to_elements(send_rows, row_elements, &layout.send_elements, &layout.send_offsets);
+  to_elements(recv_rows, row_elements, &layout.recv_elements, &layout.recv_offsets);
+  for (int r = 0; r < group.size(); ++r)
+    if (r != group.rank())
+      layout.bytes_to_others +=
+          layout.send_elements[r] * static_cast<int64_t>(input.element_size());
+  return layout;
 }
 
 }  // namespace dst::comm

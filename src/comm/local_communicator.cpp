@@ -47,6 +47,14 @@ class LocalCommunicator final : public Communicator {
     DST_THROW(CommError, "recv on single-process communicator '"
                              << name_ << "' from rank " << src_rank << ": there is no peer");
   }
+  WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
+                     const std::vector<int64_t>& output_split_sizes,
+                     const std::vector<int64_t>& input_split_sizes) override {
+    count(OpType::kAllToAll);
+    all_to_all_layout(*this, output, input, output_split_sizes, input_split_sizes);
+    copy(output, input, "all_to_all");
+    return completed_work();
+  }
   WorkPtr barrier() override {
     count(OpType::kBarrier);
     return completed_work();

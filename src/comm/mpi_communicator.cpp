@@ -169,8 +169,9 @@ class MpiWork final : public Work {
 
   MPI_Request request_ = MPI_REQUEST_NULL;
   std::function<void()> on_complete;
-  std::vector<at::Tensor> keep_alive;  // buffers MPI reads or writes until completion
-  std::vector<int> counts, displacements;
+  std::vector<at::Tensor> keep_alive;                // buffers MPI reads or writes until completion
+  std::vector<int> counts, displacements;            // received (all_gather, all_to_all)
+  std::vector<int> send_counts, send_displacements;  // sent (all_to_all)
 
  private:
   std::shared_ptr<CommStats> stats_;
@@ -314,6 +315,27 @@ class MpiCommunicator final : public Communicator {
     check_rc(MPI_Irecv(tensor.data_ptr(), to_count(tensor.numel(), "recv"), mpi_type(tensor),
                        src_rank, tag, comm_, &work->request_),
              "recv");
+    return work;
+  }
+
+  WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
+                     const std::vector<int64_t>& output_split_sizes,
+                     const std::vector<int64_t>& input_split_sizes) override {
+    check_tensor(output, "all_to_all");
+    check_tensor(input, "all_to_all");
+    const AllToAllLayout layout =
+        all_to_all_layout(*this, output, input, output_split_sizes, input_split_sizes);
+    auto work = start(OpType::kAllToAll, layout.bytes_to_others, "all_to_all");
+    work->keep_alive = {output, input};
+    work->counts = to_counts(layout.recv_elements, "all_to_all");
+    work->displacements = to_counts(layout.recv_offsets, "all_to_all");
+    work->send_counts = to_counts(layout.send_elements, "all_to_all");
+    work->send_displacements = to_counts(layout.send_offsets, "all_to_all");
+    check_rc(
+        MPI_Ialltoallv(input.data_ptr(), work->send_counts.data(), work->send_displacements.data(),
+                       mpi_type(input), output.data_ptr(), work->counts.data(),
+                       work->displacements.data(), mpi_type(output), comm_, &work->request_),
+        "all_to_all");
     return work;
   }
 

@@ -38,3 +38,16 @@ TEST_CASE("local communicator: collectives are identities on one rank", "[comm]"
   CHECK(world->stats().at(comm::OpType::kAllReduce).calls == 1);
   CHECK(world->stats().total_bytes() == 0);
 }
+
+TEST_CASE("local communicator: all_to_all copies its one block and checks the splits", "[comm]") {
+  auto world = comm::make_local_communicator();
+  at::Tensor input = at::arange(6, at::kFloat).view({3, 2});
+  at::Tensor output = at::zeros({3, 2});
+  world->all_to_all(output, input, {3}, {3})->wait();
+  CHECK(at::equal(output, input));
+  CHECK(world->stats().at(comm::OpType::kAllToAll).calls == 1);
+  CHECK(world->stats().at(comm::OpType::kAllToAll).bytes == 0);
+  CHECK_THROWS_WITH(world->all_to_all(output, input, {2}, {3}),
+                    Catch::Contains("output split sizes add up to 2 rows, the output has 3"));
+  CHECK(std::string(comm::op_name(comm::OpType::kAllToAll)) == "all_to_all");
+}

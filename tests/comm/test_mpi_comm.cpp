@@ -229,3 +229,100 @@ TEST_CASE("split into sub-communicators; byte counters follow the ring formulas"
   CHECK(counted->stats().total_bytes() == static_cast<uint64_t>(4 * (100 - own) * 4));
   CHECK(counted->stats().at(comm::OpType::kAllReduce).calls == 1);
 }
+
+namespace {
+// The value rank `from` sends to rank `to` in row `i` of that block, column `c`: unique per
+// (from, to, row, column), exact in every dtype used.
+double all_to_all_value(int from, int to, int64_t i, int64_t c) {
+  return from * 64 + to * 16 + i * 2 + c;
+}
+}  // namespace
+
+// all_to_all with equal splits and with uneven per-rank splits (some empty, the rank's own block
+// included), rows of 2 columns, in several dtypes: every row arrives at its rank in rank order,
+// the byte counter counts the rows sent to the other ranks, bad splits are one-line errors.
+TEST_CASE("all_to_all: equal, uneven and empty splits, rows in rank order, bytes counted",
+          "[comm]") {
+  auto world = testing::world();
+  const int p = world->size(), r = world->rank();
+  // Rows rank `from` sends to rank `to`: 0 for some pairs (an empty split), up to 3.
+  auto rows = [](int from, int to) -> int64_t { return (from * 3 + to * 2) % 4; };
+  for (at::ScalarType type : {at::kFloat, at::kBFloat16, at::kLong}) {
+    for (bool equal : {true, false}) {
+      INFO("dtype " << type << (equal ? " equal splits" : " uneven splits"));
+      std::vector<int64_t> in_splits, out_splits;
+      for (int q = 0; q < p; ++q) {
+        in_splits.push_back(equal ? 2 : rows(r, q));
+        out_splits.push_back(equal ? 2 : rows(q, r));
+      }
+      auto block = [&](int from, int to, int64_t n) {
+        at::Tensor t = at::empty({n, 2}, at::kDouble);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t c = 0; c < 2; ++c) t[i][c] = all_to_all_value(from, to, i, c);
+        return t.to(type);
+      };
+      std::vector<at::Tensor> sent, expected;
+      for (int q = 0; q < p; ++q) {
+        sent.push_back(block(r, q, in_splits[q]));
+        expected.push_back(block(q, r, out_splits[q]));
+      }
+      at::Tensor input = at::cat(sent);
+      at::Tensor output =
+          at::full({at::cat(expected).size(0), 2}, -1, at::TensorOptions().dtype(type));
+      const uint64_t before = world->stats().at(comm::OpType::kAllToAll).bytes;
+      world
+          ->all_to_all(output, input, equal ? std::vector<int64_t>{} : out_splits,
+                       equal ? std::vector<int64_t>{} : in_splits)
+          ->wait();
+      CHECK(at::equal(output, at::cat(expected)));
+      int64_t rows_to_others = 0;
+      for (int q = 0; q < p; ++q)
+        if (q != r) rows_to_others += in_splits[q];
+      CHECK(world->stats().at(comm::OpType::kAllToAll).bytes - before ==
+            static_cast<uint64_t>(rows_to_others * 2 * input.element_size()));
+    }
+  }
+  // A rank that sends and receives nothing at all still takes part.
+  at::Tensor none = at::zeros({0, 3});
+  world->all_to_all(none, none, std::vector<int64_t>(p, 0), std::vector<int64_t>(p, 0))->wait();
+
+  at::Tensor four = at::zeros({4 * p + 1});
+  CHECK_THROWS_WITH(world->all_to_all(four, four, {}, {}),
+                    Catch::Contains("all_to_all on 'world': input has " +
+                                    std::to_string(4 * p + 1) + " rows, not divisible by"));
+  at::Tensor rows_of_two = at::zeros({p, 2}), rows_of_three = at::zeros({p, 3});
+  CHECK_THROWS_WITH(world->all_to_all(rows_of_three, rows_of_two, {}, {}),
+                    Catch::Contains("dims after the first differ"));
+  std::vector<int64_t> short_splits(static_cast<size_t>(p - 1), 1);
+  CHECK_THROWS_WITH(world->all_to_all(rows_of_two, rows_of_two, {}, short_splits),
+                    Catch::Contains(std::to_string(p - 1) + " input split sizes for " +
+                                    std::to_string(p) + " ranks"));
+  std::vector<int64_t> too_many(static_cast<size_t>(p), 2);
+  CHECK_THROWS_WITH(world->all_to_all(rows_of_two, rows_of_two, {}, too_many),
+                    Catch::Contains("input split sizes add up to " + std::to_string(2 * p) +
+                                    " rows, the input has " + std::to_string(p)));
+  world->barrier()->wait();
+}
+
+// The hang watchdog covers all_to_all: while the last rank has not entered it, the others' wait
+// times out naming that rank; once it enters, the exchange completes.
+TEST_CASE("all_to_all: the watchdog names a rank that has not entered it", "[comm]") {
+  auto world = testing::world();
+  const int p = world->size(), r = world->rank();
+  at::Tensor input = at::full({p}, static_cast<double>(r), at::kDouble);
+  at::Tensor output = at::zeros({p}, at::kDouble);
+  at::Tensor go = at::zeros({1});
+  if (r != p - 1) {
+    auto work = world->all_to_all(output, input, {}, {});
+    CHECK_THROWS_WITH(work->wait(std::chrono::milliseconds(300)),
+                      Catch::Contains("all_to_all #") &&
+                          Catch::Contains("not arrived: rank " + std::to_string(p - 1)));
+    if (r == 0) world->send(go, p - 1, 77)->wait();  // now let the last rank in
+    work->wait();
+  } else {
+    world->recv(go, 0, 77)->wait();
+    world->all_to_all(output, input, {}, {})->wait();
+  }
+  CHECK(at::equal(output, at::arange(p, at::kDouble)));
+  world->barrier()->wait();
+}

@@ -59,6 +59,12 @@ class RecordingCommunicator final : public comm::Communicator {
     record(comm::OpType::kRecv, tensor, tensor);
     return inner_->recv(tensor, src_rank, tag);
   }
+  comm::WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
+                           const std::vector<int64_t>& output_split_sizes,
+                           const std::vector<int64_t>& input_split_sizes) override {
+    record(comm::OpType::kAllToAll, input, output);
+    return inner_->all_to_all(output, input, output_split_sizes, input_split_sizes);
+  }
   comm::WorkPtr barrier() override { return inner_->barrier(); }
   std::shared_ptr<comm::Communicator> split(int color, int key, const std::string& name) override {
     auto part = inner_->split(color, key, name);

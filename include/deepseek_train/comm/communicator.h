@@ -7,7 +7,8 @@
 //
 // Byte accounting (CommStats) counts the bytes each rank sends under a ring algorithm, so the
 // figures match the textbook formulas: all_reduce 2·(n − own)·elem, reduce_scatter and all_gather
-// (n − own)·elem, broadcast n·elem, send n·elem; barrier and recv 0.
+// (n − own)·elem, broadcast n·elem, send n·elem, all_to_all the rows sent to other ranks;
+// barrier and recv 0.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -31,8 +32,9 @@ enum class OpType : int {
   kSend,
   kRecv,
   kBarrier,
+  kAllToAll,
 };
-constexpr int kNumOpTypes = 7;
+constexpr int kNumOpTypes = 8;
 const char* op_name(OpType op);
 const char* reduce_op_name(ReduceOp op);
 
@@ -93,6 +95,14 @@ class Communicator {
   virtual WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) = 0;
   virtual WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) = 0;
   virtual WorkPtr barrier() = 0;
+  // Rows of dim 0 exchanged between every pair of ranks (c10d's alltoall_base): this rank sends
+  // input rows [sum of input_split_sizes[0..r), + input_split_sizes[r]) to rank r and receives
+  // output_split_sizes[r] rows from rank r, stored in rank order. Empty split sizes mean equal
+  // splits (dim 0 divisible by size()). The sizes must agree across ranks (what a sends b is what b
+  // receives from a); input and output share dtype and row shape. See all_to_all_layout.
+  virtual WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
+                             const std::vector<int64_t>& output_split_sizes,
+                             const std::vector<int64_t>& input_split_sizes) = 0;
 
   // Collective over this group: ranks with the same color form a new communicator, ordered by
   // key (ties by current rank). A negative color returns nullptr for that rank.
@@ -108,6 +118,19 @@ class Communicator {
   std::chrono::milliseconds timeout_{std::chrono::minutes(5)};
 };
 using CommunicatorPtr = std::shared_ptr<Communicator>;
+
+// An all_to_all's elements per peer, checked against the tensors: one-line CommError naming the
+// group and what is wrong (split count, negative size, rows that do not add up, dtype or row shape
+// mismatch).
+struct AllToAllLayout {
+  std::vector<int64_t> send_elements, send_offsets;  // per rank, in input elements
+  std::vector<int64_t> recv_elements, recv_offsets;  // per rank, in output elements
+  int64_t bytes_to_others = 0;                       // what this rank sends to the other ranks
+};
+AllToAllLayout all_to_all_layout(const Communicator& group, const at::Tensor& output,
+                                 const at::Tensor& input,
+                                 const std::vector<int64_t>& output_split_sizes,
+                                 const std::vector<int64_t>& input_split_sizes);
 
 // Element counts of each rank's part of an n-element flat buffer split over p ranks.
 std::vector<int64_t> split_sizes(int64_t n, int p);
