@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# bench-small: the same model, global batch (8 sequences of 256 tokens) and 2 cores, four ways,
+# bench-small: the same model, global batch (8 sequences of 256 tokens) and 2 cores, five ways,
 # in one invocation:
 #   dstrain ZeRO-3        2 MPI ranks x 1 thread
 #   dstrain DDP (stage 0) 2 MPI ranks x 1 thread
 #   dstrain single        1 process x 2 threads
-#   PyTorch DDP (gloo)    2 ranks x 1 thread (Debian python3-torch)
+#   PyTorch DDP (gloo)    2 ranks x 1 thread  } PyTorch 2.11 from the project's virtual environment
+#   PyTorch FSDP2 (gloo)  2 ranks x 1 thread  } (scripts/install_deps.sh), bench/torch_reference.py
 # Prints tokens/s and peak RSS per rank of each, and the ratios. Each is run twice, alternating,
 # and its best median kept: this machine's speed drifts over minutes.
 # usage: bench/run_bench_small.sh [steps]   (after scripts/build.sh)
@@ -12,12 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-12}
 source scripts/mpi_env.sh
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-  echo "[bench] installing Debian's python3-torch for the DDP reference"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends python3-torch
-fi
+PYTHON=.venv/bin/python
+"$PYTHON" -c "import torch" 2> /dev/null ||
+  { echo "run_bench_small.sh: no torch in .venv: run scripts/install_deps.sh first" >&2; exit 1; }
 mkdir -p data runs
 [ -s data/bench.txt ] || build/dstrain synth data/bench.txt --docs 6000 --seed 5 > /dev/null
 
@@ -35,7 +33,11 @@ timed = rows[2:] if len(rows) > 4 else rows
 print('%.1f %.0f' % (statistics.median(r['tokens'] / r['step_time_s'] for r in timed),
                      max(r['peak_rss_mb'] for r in rows)))"
 }
-run_ddp() { /usr/bin/python3 bench/ddp_reference.py "$STEPS" | awk '/ddp_tokens_per_s/ {print $2, $3}'; }
+# run_torch MODE: PyTorch's run of the same model and batch, "tokens_per_s peak_rss_mb".
+run_torch() {
+  "$PYTHON" bench/torch_reference.py "$1" "$STEPS" 2> "runs/bench-torch-$1.log" |
+    awk -v key="$1_tokens_per_s" '$1 == key {print $2, $3}'
+}
 
 declare -A best_tps best_rss
 record() {  # record NAME "TPS RSS"
@@ -64,7 +66,8 @@ for round in 1 2; do
   record ddp "$(run_dstrain ddp 2 parallel.zero_stage=0)"
   measure_gemm
   record single "$(run_dstrain single 1 parallel.dp=1 train.micro_batch_size=8 train.threads=2)"
-  record torch_ddp "$(run_ddp)"
+  record torch_ddp "$(run_torch ddp)"
+  record torch_fsdp2 "$(run_torch fsdp2)"
 done
 measure_gemm
 
@@ -74,16 +77,18 @@ printf "  %-28s %10s %11s MB\n" "dstrain ZeRO-3 2x1" "${best_tps[zero3]}" "${bes
 printf "  %-28s %10s %11s MB\n" "dstrain DDP 2x1" "${best_tps[ddp]}" "${best_rss[ddp]}"
 printf "  %-28s %10s %11s MB\n" "dstrain single 1x2 threads" "${best_tps[single]}" "${best_rss[single]}"
 printf "  %-28s %10s %11s MB\n" "PyTorch DDP (gloo) 2x1" "${best_tps[torch_ddp]}" "${best_rss[torch_ddp]}"
+printf "  %-28s %10s %11s MB\n" "PyTorch FSDP2 (gloo) 2x1" "${best_tps[torch_fsdp2]}" "${best_rss[torch_fsdp2]}"
 best() { printf '%s\n' "$@" | sort -g | tail -1; }
 MATMUL_GFLOPS=$(best "${LIBTORCH_RATES[@]}")
 SGEMM_GFLOPS=$(best "${SGEMM_RATES[@]}")
 echo "  matmul rates measured (GFLOP/s): libtorch ${LIBTORCH_RATES[*]}; sgemm ${SGEMM_RATES[*]}"
 PARAMS=$(grep -o "model: [0-9]* parameters" runs/bench-zero3.log | head -1 | awk '{print $2}')
 python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" \
-  "$MATMUL_GFLOPS" "$SGEMM_GFLOPS" "$PARAMS" "$SGEMM_BACKEND" <<'PY'
+  "${best_tps[torch_fsdp2]}" "$MATMUL_GFLOPS" "$SGEMM_GFLOPS" "$PARAMS" "$SGEMM_BACKEND" <<'PY'
 import sys
-zero3, ddp, single, torch_ddp, matmul_gflops, sgemm_gflops, params = map(float, sys.argv[1:8])
-backend = sys.argv[8]
+zero3, ddp, single, torch_ddp, torch_fsdp2, matmul_gflops, sgemm_gflops, params = map(
+    float, sys.argv[1:9])
+backend = sys.argv[9]
 model_gflops = 6 * params * zero3 / 1e9
 print(f"  model FLOP/s of ZeRO-3 (6 x {params / 1e6:.1f} M params x tokens/s): {model_gflops:.1f} GFLOP/s")
 print(f"  fp32 1024^3 matmul rate on 2 cores (best): libtorch {matmul_gflops:.1f} GFLOP/s,"
@@ -92,5 +97,6 @@ print(f"  ratio model FLOP/s / libtorch matmul rate:      {model_gflops / matmul
 print(f"  ratio model FLOP/s / fastest GEMM's rate:       {model_gflops / max(matmul_gflops, sgemm_gflops):.3f}")
 print(f"  ratio dstrain DDP / PyTorch DDP:    {ddp / torch_ddp:.3f}")
 print(f"  ratio dstrain ZeRO-3 / PyTorch DDP: {zero3 / torch_ddp:.3f}")
+print(f"  ratio dstrain ZeRO-3 / PyTorch FSDP2: {zero3 / torch_fsdp2:.3f}")
 print(f"  ratio dstrain ZeRO-3 / single 2 threads: {zero3 / single:.3f}")
 PY

@@ -4,8 +4,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ccache pkg-config git python3
-  libtorch-dev libopenblas0-openmp
-  libdnnl-dev  # oneDNN sgemm behind the fused CPU kernels (kernels/cpu_gemm.h)
+  python3-venv libopenblas0-openmp
   libopenmpi-dev openmpi-bin
   libyaml-cpp-dev libhdf5-dev nlohmann-json3-dev libcli11-dev libeigen3-dev libfmt-dev libssl-dev libpcre2-dev
   catch2 clang-format
@@ -36,3 +35,24 @@ if [ -e "$arch_dir/openblas-openmp/libblas.so.3" ]; then
   $SUDO update-alternatives --set "libblas.so.3-x86_64-linux-gnu" "$arch_dir/openblas-openmp/libblas.so.3" >/dev/null 2>&1 || true
   $SUDO update-alternatives --set "liblapack.so.3-x86_64-linux-gnu" "$arch_dir/openblas-openmp/liblapack.so.3" >/dev/null 2>&1 || true
 fi
+
+# libtorch: PyPI's torch (scripts/requirements.txt) in a virtual environment outside the clone,
+# keyed by the requirements file's hash, so a fresh clone on the same machine (CI) reuses it
+# instead of downloading several GB again; `.venv` in the source tree links to it.
+cd "$(dirname "$0")/.."
+REQUIREMENTS=scripts/requirements.txt
+KEY=$(sha256sum "$REQUIREMENTS" | cut -c1-16)
+CACHE_ROOT=/var/cache/deepseek_train
+mkdir -p "$CACHE_ROOT" 2> /dev/null && [ -w "$CACHE_ROOT" ] || CACHE_ROOT=$HOME/.cache/deepseek_train
+VENV=${DST_VENV:-$CACHE_ROOT/venv-$KEY}
+if [ ! -f "$VENV/.complete" ]; then
+  echo "[deps] creating $VENV (pip install -r $REQUIREMENTS)"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS"
+  touch "$VENV/.complete"
+else
+  echo "[deps] libtorch: $VENV"
+fi
+ln -sfn "$VENV" .venv

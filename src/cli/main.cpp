@@ -21,6 +21,7 @@
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/mpi_communicator.h"
 #include "deepseek_train/core/atomic_file.h"
+#include "deepseek_train/core/build_info.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -183,8 +184,8 @@ int run_synth(const SynthArgs& args) {
 int main(int argc, char** argv) {
   CLI::App app{"dstrain: distributed training and fine-tuning of LLaMA/DeepSeek-style models",
                "dstrain"};
-  app.set_version_flag(
-      "--version", std::string("dstrain ") + dst::kVersion + " (libtorch " + TORCH_VERSION + ")");
+  app.set_version_flag("--version", std::string("dstrain ") + dst::kVersion + " (" +
+                                        dst::build_info().describe() + ")");
   app.require_subcommand(1);
 
   TrainArgs train_args;

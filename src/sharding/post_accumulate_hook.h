@@ -1,7 +1,7 @@
 // Private to the sharding module: calls back once a parameter's gradient has been accumulated
 // into param.grad() (a post-hook on its AccumulateGrad node), the moment a data-parallel engine
-// may reduce it. Works on libtorch 1.13 and 2.x (which lack / have
-// register_post_accumulate_grad_hook).
+// may reduce it. (libtorch 2.x's tensor-level post-accumulate-grad hook has a single slot that
+// Python's register_post_accumulate_grad_hook owns, so the hook goes on the node instead.)
 #pragma once
 
 #include <torch/csrc/autograd/function.h>

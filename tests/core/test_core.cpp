@@ -1,9 +1,12 @@
+#include <torch/version.h>
+
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "deepseek_train/core/atomic_file.h"
+#include "deepseek_train/core/build_info.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -35,6 +38,20 @@ TEST_CASE("DST_CHECK throws the requested type with file:line", "[core]") {
   CHECK_THROWS_AS([] { DST_THROW(DataError, "x"); }(), Error);
   CHECK_THROWS_AS([] { DST_THROW(CheckpointError, "x"); }(), std::runtime_error);
   CHECK_NOTHROW([] { DST_CHECK(true, ConfigError, "never"); }());
+}
+
+TEST_CASE("build info: libtorch version, CUDA and NCCL versions when compiled in", "[core]") {
+  const BuildInfo info = build_info();
+  CHECK(info.libtorch == TORCH_VERSION);
+  if (info.with_cuda) {
+    CHECK_THAT(info.cuda, Catch::Matches("[0-9]+\\.[0-9]+"));
+    CHECK_THAT(info.nccl, Catch::Matches("2\\.[0-9]+\\.[0-9]+"));
+    CHECK(info.describe() ==
+          "libtorch " + info.libtorch + ", CUDA " + info.cuda + ", NCCL " + info.nccl);
+  } else {
+    CHECK(info.cuda.empty());
+    CHECK(info.describe() == "libtorch " + info.libtorch + ", CPU only");
+  }
 }
 
 TEST_CASE("launch environment: none, OpenMPI, Slurm, PMIx, PMI", "[core]") {

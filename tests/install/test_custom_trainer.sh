@@ -6,7 +6,8 @@ set -euo pipefail
 BUILD=$1
 SRC=$2
 WORK=$3
-rm -rf "$WORK/prefix" "$WORK/run"
+# Fresh configure folders: a cached Torch_DIR from an earlier libtorch must not be reused.
+rm -rf "$WORK/prefix" "$WORK/run" "$WORK/build" "$WORK/build-adapter"
 mkdir -p "$WORK"
 cmake --install "$BUILD" --prefix "$WORK/prefix" > "$WORK/install.log"
 launcher=()

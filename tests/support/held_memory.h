@@ -30,8 +30,7 @@ class AllocationCounter {
  private:
   struct Reporter final : c10::MemoryReportingInfoBase {
     int64_t live = 0, peak = 0;
-    void reportMemoryUsage(void*, int64_t alloc_size, int64_t, int64_t,
-                           c10::Device device) override {
+    void reportMemoryUsage(void*, int64_t alloc_size, size_t, size_t, c10::Device device) override {
       if (device.type() != c10::DeviceType::CPU) return;
       live += alloc_size;
       peak = std::max(peak, live);

@@ -1,6 +1,8 @@
-"""PyTorch DDP reference for bench-small: the same LLaMA-style model (RMSNorm, RoPE, SwiGLU),
-batch and optimizer as bench/bench-small.yaml, on 2 gloo ranks x 1 thread. Prints the median
-tokens/s over the timed steps and rank 0's peak RSS in MB as `ddp_tokens_per_s <tps> <rss>`."""
+"""PyTorch references for bench-small: the same LLaMA-style model (RMSNorm, RoPE, SwiGLU), batch
+and optimizer as bench/bench-small.yaml, on 2 gloo ranks x 1 thread, wrapped in DDP or in FSDP2
+(`fully_shard` per block, then the root: ZeRO-3's layout). Prints the median tokens/s over the
+timed steps and rank 0's peak RSS in MB as `<mode>_tokens_per_s <tps> <rss>`.
+usage: torch_reference.py {ddp|fsdp2} [steps]"""
 import math, os, resource, statistics, sys, time
 
 import torch
@@ -71,11 +73,24 @@ class Model(nn.Module):
         return self.head(self.norm(x))
 
 
-def worker(rank, world, steps, port, queue):
+def wrap(model, mode, world):
+    if mode == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (world,))
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def worker(rank, mode, world, steps, port, queue):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = nn.parallel.DistributedDataParallel(Model())
+    model = wrap(Model(), mode, world)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(rank)
     times = []
@@ -97,13 +112,16 @@ def worker(rank, world, steps, port, queue):
 
 
 def main():
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+    mode = sys.argv[1] if len(sys.argv) > 1 else "ddp"
+    if mode not in ("ddp", "fsdp2"):
+        sys.exit(f"torch_reference.py: mode must be ddp or fsdp2, not {mode!r}")
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     port = int(os.environ.get("DDP_PORT", "29533"))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.spawn(worker, args=(2, steps, port, queue), nprocs=2, join=True)
+    mp.spawn(worker, args=(mode, 2, steps, port, queue), nprocs=2, join=True)
     tokens_per_s, rss_mb = queue.get()
-    print(f"ddp_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
+    print(f"{mode}_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
 
 
 if __name__ == "__main__":
