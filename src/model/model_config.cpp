@@ -98,6 +98,63 @@ std::string model_config_to_hf_json(const ModelConfig& c) {
   return json.dump(2) + "\n";
 }
 
+namespace {
+
+// The model family a config.json names: `model_type` (Hugging Face's key), else the first of
+// `architectures`; a config naming neither (older files of ours) is read as Llama. Only the Llama
+// family exists so far; a config of another family is refused here instead of loading as a
+// wrong Llama.
+void check_model_family(const nlohmann::json& json, const std::string& path) {
+  static constexpr const char* kFamilies = "llama (LlamaForCausalLM)";
+  auto type = json.find("model_type");
+  if (type != json.end() && !type->is_null()) {
+    DST_CHECK(type->is_string(), ConfigError,
+              path << ": field 'model_type' has the wrong type (" << type->type_name() << ")");
+    DST_CHECK(type->get<std::string>() == "llama", ConfigError,
+              path << ": field 'model_type' is '" << type->get<std::string>()
+                   << "', which no model family here implements (known: " << kFamilies << ")");
+    return;
+  }
+  auto architectures = json.find("architectures");
+  if (architectures == json.end() || !architectures->is_array() || architectures->empty()) return;
+  const nlohmann::json& first = architectures->front();
+  DST_CHECK(first.is_string() && first.get<std::string>() == "LlamaForCausalLM", ConfigError,
+            path << ": field 'architectures' names " << first.dump()
+                 << ", which no model family here implements (known: " << kFamilies << ")");
+}
+
+// Llama options of Hugging Face's LlamaConfig that this implementation does not have: set to
+// anything but their plain value they would change the model, so they are refused by name.
+void check_llama_fields_implemented(const nlohmann::json& json, const std::string& path,
+                                    const ModelConfig& config) {
+  const auto is_set = [&](const char* key) {
+    auto it = json.find(key);
+    return it != json.end() && !it->is_null();
+  };
+  const auto refuse = [&](const char* key, const std::string& why) {
+    DST_THROW(ConfigError, path << ": field '" << key << "' = " << json.at(key).dump() << " is not "
+                                << "implemented (" << why << ")");
+  };
+  if (is_set("rope_scaling")) refuse("rope_scaling", "only unscaled rotary embeddings");
+  if (is_set("rope_parameters")) {
+    const nlohmann::json& rope = json.at("rope_parameters");
+    const auto rope_type = rope.is_object() ? rope.find("rope_type") : rope.end();
+    if (!rope.is_object() || (rope_type != rope.end() && *rope_type != "default"))
+      refuse("rope_parameters", "only rope_type 'default'");
+  }
+  for (const char* key : {"attention_bias", "mlp_bias"})
+    if (is_set(key) && json.at(key) != false) refuse(key, "projections have no bias");
+  if (is_set("hidden_act") && json.at("hidden_act") != "silu")
+    refuse("hidden_act", "the MLP is SwiGLU, i.e. silu");
+  if (is_set("attention_dropout") && json.at("attention_dropout") != 0)
+    refuse("attention_dropout", "no dropout");
+  if (is_set("head_dim") && json.at("head_dim") != config.head_dim())
+    refuse("head_dim",
+           "head_dim is hidden_size / num_attention_heads = " + std::to_string(config.head_dim()));
+}
+
+}  // namespace
+
 ModelConfig model_config_from_hf_json_text(const std::string& text, const std::string& path) {
   nlohmann::json json;
   try {
@@ -122,11 +179,16 @@ ModelConfig model_config_from_hf_json_text(const std::string& text, const std::s
   read_field(json, path, "max_position_embeddings", &config.max_position_embeddings);
   read_field(json, path, "tie_word_embeddings", &config.tie_word_embeddings);
   read_field(json, path, "initializer_range", &config.initializer_range);
+  // Transformers v5 writes rope_theta inside rope_parameters.
+  if (auto rope = json.find("rope_parameters"); rope != json.end() && rope->is_object())
+    read_field(*rope, path, "rope_theta", &config.rope_theta);
+  check_model_family(json, path);
   try {
     config.validate();
   } catch (const ConfigError& e) {
     DST_THROW(ConfigError, path << ": " << e.what());
   }
+  check_llama_fields_implemented(json, path, config);
   return config;
 }
 

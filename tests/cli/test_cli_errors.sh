@@ -44,6 +44,12 @@ expect_error "unknown subcommand" 2 "frobnicate" -- "$DSTRAIN" frobnicate
 expect_error "missing recipe file" 2 "missing.yaml" -- "$DSTRAIN" train missing.yaml
 expect_error "unknown key" 2 "unknown_key.yaml:3: unknown key 'model.hiden_size'" -- "$DSTRAIN" train unknown_key.yaml
 expect_error "wrong type" 2 "wrong_type.yaml:2: key 'train.steps' expects an integer" -- "$DSTRAIN" train wrong_type.yaml
+# A recipe whose hf_config is a DeepSeek-V2 config.json: refused by name, not trained as a Llama.
+mkdir -p v2
+printf '{"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "kv_lora_rank": 512}\n' > v2/config.json
+printf 'model:\n  hf_config: v2/config.json\n' > v2.yaml
+expect_error "another model family" 2 "v2/config.json: field 'model_type' is 'deepseek_v2', which no model family here implements" -- \
+  "$DSTRAIN" train v2.yaml
 expect_error "malformed yaml" 2 "malformed.yaml:[0-9]*: malformed YAML" -- "$DSTRAIN" train malformed.yaml
 expect_error "bad override format" 2 "expected key.path=value" -- "$DSTRAIN" train good.yaml train.steps
 expect_error "override unknown key" 2 "unknown key 'train.stepz'" -- "$DSTRAIN" train good.yaml train.stepz=3

@@ -2,9 +2,14 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/llama.h"
+#include "deepseek_train/model/model_config.h"
 
 using namespace dst;
 
@@ -133,4 +138,64 @@ TEST_CASE("model: config validation names the field", "[model]") {
   c = tiny_config();
   c.hidden_size = 30;
   CHECK_THROWS_WITH(c.validate(), Catch::Contains("model.hidden_size (30)"));
+}
+
+TEST_CASE("model: config.json of another family or with unimplemented fields is refused",
+          "[model]") {
+  const auto read = [](const std::string& extra) {
+    return model_config_from_hf_json_text(
+        R"({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4)" + extra + "}",
+        "m/config.json");
+  };
+  // Plain values of the Llama options, a null rope_scaling and transformers v5's rope_parameters.
+  CHECK(read(R"(, "rope_scaling": null, "attention_bias": false, "mlp_bias": false,
+                "hidden_act": "silu", "attention_dropout": 0.0, "head_dim": 16)")
+            .hidden_size == 64);
+  CHECK(
+      read(R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0})").rope_theta ==
+      500000.0);
+  // No model_type: the architectures say which family; neither (older files of ours) is Llama.
+  CHECK(model_config_from_hf_json_text(R"({"architectures": ["LlamaForCausalLM"]})", "a.json")
+            .vocab_size > 0);
+  CHECK(model_config_from_hf_json_text("{}", "a.json").vocab_size > 0);
+
+  const auto refused = [](const std::function<void()>& read_config) {
+    try {
+      read_config();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  // A DeepSeek-V2-Lite config.json (abridged from the Hub) must not load as a wrong Llama.
+  CHECK_THAT(refused([] {
+               model_config_from_hf_json_text(
+                   R"({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
+                       "hidden_size": 2048, "num_attention_heads": 16, "kv_lora_rank": 512,
+                       "n_routed_experts": 64})",
+                   "v2/config.json");
+             }),
+             Catch::StartsWith("v2/config.json: field 'model_type' is 'deepseek_v2', which no "
+                               "model family here implements (known: llama"));
+  CHECK_THAT(refused([] {
+               model_config_from_hf_json_text(R"({"architectures": ["MistralForCausalLM"]})",
+                                              "m.json");
+             }),
+             Catch::StartsWith("m.json: field 'architectures' names \"MistralForCausalLM\""));
+  const std::vector<std::pair<std::string, std::string>> unimplemented = {
+      {R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0})", "rope_scaling"},
+      {R"("rope_parameters": {"rope_type": "yarn", "factor": 4.0})", "rope_parameters"},
+      {R"("attention_bias": true)", "attention_bias"},
+      {R"("mlp_bias": true)", "mlp_bias"},
+      {R"("hidden_act": "gelu")", "hidden_act"},
+      {R"("attention_dropout": 0.1)", "attention_dropout"},
+      {R"("head_dim": 32)", "head_dim"},
+  };
+  for (const auto& [field, key] : unimplemented) {
+    INFO(field);
+    const std::string message = refused([&, field = field] { read(", " + field); });
+    CHECK_THAT(message, Catch::StartsWith("m/config.json: field '" + key + "' = ") &&
+                            Catch::Contains("is not implemented"));
+    CHECK(message.find('\n') == std::string::npos);
+  }
 }

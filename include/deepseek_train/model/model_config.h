@@ -30,8 +30,12 @@ struct ModelConfig {
   int64_t num_parameters() const;
 };
 
-// Reads a Hugging Face config.json (LlamaConfig fields; unknown fields are ignored, missing ones
-// keep their defaults). Throws ConfigError naming the file and the field on bad values.
+// Reads a Hugging Face config.json (LlamaConfig fields; fields it has no use for are ignored,
+// missing ones keep their defaults). Throws ConfigError naming the file and the field on bad
+// values, on a `model_type` (or `architectures`) of another model family, and on a Llama option
+// this implementation does not have set to a non-plain value (`rope_scaling`, `attention_bias`,
+// `mlp_bias`, `hidden_act` other than silu, `attention_dropout`, a `head_dim` other than
+// hidden_size / num_attention_heads).
 ModelConfig model_config_from_hf_json(const std::string& path);
 // The same from JSON text; `source` names it in errors.
 ModelConfig model_config_from_hf_json_text(const std::string& text, const std::string& source);
