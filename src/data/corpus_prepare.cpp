@@ -5,17 +5,15 @@
 //   -> full shard: content hash; identical file on disk ? skip : tokenize (parallel) + pack +
 //   write.
 // Every decision depends on the input order only, so any thread count gives the same files.
+// Inputs are read by corpus_sources.h; shards are named and written by corpus_shards.h.
 #include "deepseek_train/data/corpus_prepare.h"
 
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -27,7 +25,8 @@
 #include <thread>
 #include <unordered_set>
 
-#include "core/hdf5_io.h"
+#include "data/corpus_shards.h"
+#include "data/corpus_sources.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/sha256.h"
@@ -41,10 +40,22 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kShardFormat = "deepseek_train-prepared-shard";
+using detail::Document;
+using detail::expand_inputs;
+using detail::InputKind;
+using detail::is_leftover_temporary;
+using detail::kShardFormat;
+using detail::PackedShard;
+using detail::parse_jsonl;
+using detail::RawRecord;
+using detail::RecordStream;
+using detail::shard_file_name;
+using detail::shard_index_of;
+using detail::Source;
+using detail::write_shard_file;
+
 // Raw record bytes handed to the parallel cleaning stage at a time.
 constexpr size_t kChunkBytes = size_t{16} << 20;
-constexpr size_t kReadBlockBytes = size_t{1} << 20;
 
 using Digest = Sha256Digest;
 
@@ -108,242 +119,8 @@ void parallel_for(size_t n, int threads, size_t grain, const std::function<void(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inputs
-// ---------------------------------------------------------------------------------------------
-
-enum class InputKind { kText, kJsonl };
-
-struct Source {
-  std::string path;
-  InputKind kind = InputKind::kText;
-  int64_t bytes = 0;
-  std::string sha256;
-};
-
-std::optional<InputKind> kind_of_extension(const fs::path& path) {
-  const std::string ext = path.extension().string();
-  if (ext == ".txt") return InputKind::kText;
-  if (ext == ".jsonl") return InputKind::kJsonl;
-  return std::nullopt;
-}
-
-std::vector<Source> expand_inputs(const std::vector<std::string>& inputs) {
-  std::vector<Source> sources;
-  for (const std::string& input : inputs) {
-    std::error_code ec;
-    const fs::file_status status = fs::status(input, ec);
-    DST_CHECK(status.type() != fs::file_type::not_found, DataError,
-              input << ": no such file or directory");
-    if (fs::is_directory(status)) {
-      std::vector<fs::path> files;
-      for (const auto& entry : fs::directory_iterator(input, ec)) {
-        const fs::path& p = entry.path();
-        if (p.filename().string().rfind('.', 0) == 0 || !kind_of_extension(p)) continue;
-        std::error_code file_ec;
-        if (fs::is_regular_file(p, file_ec)) files.push_back(p);
-      }
-      DST_CHECK(!ec, DataError, input << ": cannot list directory: " << ec.message());
-      DST_CHECK(!files.empty(), DataError, input << ": directory has no .txt or .jsonl files");
-      std::sort(files.begin(), files.end());
-      for (const fs::path& p : files) sources.push_back({p.string(), *kind_of_extension(p), 0, {}});
-      continue;
-    }
-    const std::optional<InputKind> kind = kind_of_extension(input);
-    DST_CHECK(kind.has_value(), DataError,
-              input << ": unknown input extension '" << fs::path(input).extension().string()
-                    << "' (expected .txt or .jsonl, or a directory)");
-    sources.push_back({input, *kind, 0, {}});
-  }
-  return sources;
-}
-
-// Reads a file in blocks, hashing and counting every byte; yields lines (a UTF-8 byte order mark
-// at the start of the file is skipped).
-class FileReader {
- public:
-  explicit FileReader(const std::string& path) : path_(path), buffer_(kReadBlockBytes) {
-    file_ = std::fopen(path.c_str(), "rb");
-    if (file_ == nullptr) {
-      const int error = errno;
-      DST_THROW(DataError, path << ": cannot open for reading: " << std::strerror(error));
-    }
-  }
-  ~FileReader() {
-    if (file_ != nullptr) std::fclose(file_);
-  }
-  FileReader(const FileReader&) = delete;
-  FileReader& operator=(const FileReader&) = delete;
-
-  // The next line without its '\n' (the last line may lack one); false at the end of the file.
-  bool next_line(std::string& line) {
-    line.clear();
-    bool partial = false;
-    for (;;) {
-      if (pos_ == len_ && !refill()) {
-        if (partial) ++line_number_;
-        return partial;
-      }
-      const char* start = buffer_.data() + pos_;
-      const auto* newline = static_cast<const char*>(std::memchr(start, '\n', len_ - pos_));
-      if (newline != nullptr) {
-        line.append(start, static_cast<size_t>(newline - start));
-        pos_ += static_cast<size_t>(newline - start) + 1;
-        ++line_number_;
-        return true;
-      }
-      line.append(start, len_ - pos_);
-      pos_ = len_;
-      partial = true;
-    }
-  }
-
-  void read_all(std::string& out) {
-    out.clear();
-    while (pos_ < len_ || refill()) {
-      out.append(buffer_.data() + pos_, len_ - pos_);
-      pos_ = len_;
-    }
-  }
-
-  int64_t line_number() const { return line_number_; }
-  int64_t bytes() const { return bytes_; }
-  std::string finish() { return to_hex(hash_.digest()); }
-
- private:
-  bool refill() {
-    const size_t n = std::fread(buffer_.data(), 1, buffer_.size(), file_);
-    if (n == 0) {
-      if (std::ferror(file_)) {
-        const int error = errno;
-        DST_THROW(DataError, path_ << ": cannot read: " << std::strerror(error));
-      }
-      return false;
-    }
-    hash_.update(buffer_.data(), n);
-    pos_ = 0;
-    len_ = n;
-    if (bytes_ == 0 && n >= 3 && std::memcmp(buffer_.data(), "\xEF\xBB\xBF", 3) == 0) pos_ = 3;
-    bytes_ += static_cast<int64_t>(n);
-    return true;
-  }
-
-  std::string path_;
-  Sha256 hash_;
-  std::vector<char> buffer_;
-  std::FILE* file_ = nullptr;
-  size_t pos_ = 0;
-  size_t len_ = 0;
-  int64_t bytes_ = 0;
-  int64_t line_number_ = 0;
-};
-
-bool is_blank(const std::string& line) {
-  return line.find_first_not_of(" \t\r\f\v") == std::string::npos;
-}
-
-// One unparsed document: a paragraph, line or whole file of text, or one JSONL line.
-struct RawRecord {
-  size_t source = 0;
-  int64_t line = 0;  // first line of the record (1-based)
-  std::string text;
-};
-
-// Produces the records of all sources in order, a chunk at a time. Fills in each source's size
-// and SHA-256 once it has been read completely.
-class RecordStream {
- public:
-  RecordStream(std::vector<Source>& sources, const std::string& text_split)
-      : sources_(sources), text_split_(text_split) {}
-
-  bool finished() const { return finished_; }
-  // Bytes read so far (all sources).
-  int64_t bytes_read() const { return finished_bytes_ + (reader_ ? reader_->bytes() : 0); }
-
-  // Appends records until about `budget` bytes were added or the input ends.
-  void fill(std::vector<RawRecord>& out, size_t budget) {
-    size_t added = 0;
-    while (added < budget && !finished_) {
-      if (!reader_) {
-        if (current_ == sources_.size()) {
-          finished_ = true;
-          break;
-        }
-        reader_ = std::make_unique<FileReader>(sources_[current_].path);
-      }
-      const bool line_records =
-          sources_[current_].kind == InputKind::kJsonl || text_split_ == "line";
-      bool file_done = false;
-      if (line_records) {
-        if (reader_->next_line(line_)) {
-          if (!is_blank(line_)) {
-            added += line_.size();
-            out.push_back({current_, reader_->line_number(), line_});
-          }
-        } else {
-          file_done = true;
-        }
-      } else if (text_split_ == "paragraph") {
-        if (reader_->next_line(line_)) {
-          if (is_blank(line_)) {
-            added += flush_paragraph(out);
-          } else {
-            if (paragraph_.empty()) {
-              paragraph_line_ = reader_->line_number();
-            } else {
-              paragraph_.push_back('\n');
-            }
-            paragraph_ += line_;
-          }
-        } else {
-          added += flush_paragraph(out);
-          file_done = true;
-        }
-      } else {  // "file"
-        std::string all;
-        reader_->read_all(all);
-        added += all.size();
-        out.push_back({current_, 1, std::move(all)});
-        file_done = true;
-      }
-      if (file_done) {
-        sources_[current_].bytes = reader_->bytes();
-        sources_[current_].sha256 = reader_->finish();
-        finished_bytes_ += reader_->bytes();
-        reader_.reset();
-        ++current_;
-      }
-    }
-  }
-
- private:
-  size_t flush_paragraph(std::vector<RawRecord>& out) {
-    if (paragraph_.empty()) return 0;
-    const size_t size = paragraph_.size();
-    out.push_back({current_, paragraph_line_, std::move(paragraph_)});
-    paragraph_.clear();
-    return size;
-  }
-
-  std::vector<Source>& sources_;
-  std::string text_split_;
-  size_t current_ = 0;
-  std::unique_ptr<FileReader> reader_;
-  std::string line_;
-  std::string paragraph_;
-  int64_t paragraph_line_ = 0;
-  int64_t finished_bytes_ = 0;
-  bool finished_ = false;
-};
-
-// ---------------------------------------------------------------------------------------------
 // Documents
 // ---------------------------------------------------------------------------------------------
-
-struct Document {
-  bool instruction = false;
-  std::string text;  // the text, or an instruction's prompt
-  std::string response;
-};
 
 struct CleanRecord {
   std::exception_ptr error;
@@ -358,162 +135,6 @@ int64_t count_code_points(const std::string& text) {
   int64_t n = 0;
   for (unsigned char c : text) n += (c & 0xC0) != 0x80;
   return n;
-}
-
-// One-line description of a JSON value's type for error messages.
-std::string json_type(const json& value) { return value.type_name(); }
-
-Document parse_jsonl(const RawRecord& raw, const Source& source, const PrepareOptions& options) {
-  json value;
-  try {
-    value = json::parse(raw.text);
-  } catch (const json::exception& e) {
-    // The parser quotes what it read; a long line would make an unreadable message.
-    std::string what = e.what();
-    if (what.size() > 300) {
-      size_t cut = 300;
-      while (cut > 0 && (static_cast<unsigned char>(what[cut]) & 0xC0) == 0x80) --cut;
-      what = what.substr(0, cut) + "...";
-    }
-    DST_THROW(DataError, source.path << ":" << raw.line << ": malformed JSON (" << what << ")");
-  }
-  DST_CHECK(value.is_object(), DataError,
-            source.path << ":" << raw.line << ": expected a JSON object, got " << json_type(value));
-  Document doc;
-  const auto text = value.find(options.text_field);
-  if (text != value.end()) {
-    DST_CHECK(text->is_string(), DataError,
-              source.path << ":" << raw.line << ": field '" << options.text_field
-                          << "' is not a string (" << json_type(*text) << ")");
-    doc.text = text->get<std::string>();
-    return doc;
-  }
-  const auto prompt = value.find(options.prompt_field);
-  const auto response = value.find(options.response_field);
-  DST_CHECK(prompt != value.end() && response != value.end(), DataError,
-            source.path << ":" << raw.line << ": no field '" << options.text_field << "' (nor '"
-                        << options.prompt_field << "' and '" << options.response_field << "')");
-  DST_CHECK(prompt->is_string(), DataError,
-            source.path << ":" << raw.line << ": field '" << options.prompt_field
-                        << "' is not a string (" << json_type(*prompt) << ")");
-  DST_CHECK(response->is_string(), DataError,
-            source.path << ":" << raw.line << ": field '" << options.response_field
-                        << "' is not a string (" << json_type(*response) << ")");
-  doc.instruction = true;
-  doc.text = prompt->get<std::string>();
-  doc.response = response->get<std::string>();
-  return doc;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shards
-// ---------------------------------------------------------------------------------------------
-
-std::string shard_file_name(const std::string& split, int64_t index) {
-  std::ostringstream name;
-  name << split << "-" << std::setw(5) << std::setfill('0') << index << ".h5";
-  return name.str();
-}
-
-// Index of "<split>-<digits>.h5" (nullopt for any other name).
-std::optional<int64_t> shard_index_of(const std::string& name, const std::string& split) {
-  const std::string prefix = split + "-";
-  const std::string suffix = ".h5";
-  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
-      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return std::nullopt;
-  const std::string digits =
-      name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-  if (digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos)
-    return std::nullopt;
-  return std::stoll(digits);
-}
-
-// A temporary file left by an interrupted run of another process (temporary_path_for names).
-bool is_leftover_temporary(const std::string& name) {
-  const size_t marker = name.rfind(".tmp.");
-  if (marker == std::string::npos) return false;
-  const std::string target = name.substr(0, marker);
-  const std::string pid = name.substr(marker + 5);
-  if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return false;
-  if (pid == std::to_string(::getpid())) return false;
-  return target == kPreparedManifestName || shard_index_of(target, "train") ||
-         shard_index_of(target, "validation");
-}
-
-struct PackedShard {
-  std::vector<int32_t> tokens;  // rows * (seq_len + 1)
-  std::vector<uint8_t> mask;
-  int64_t total_tokens = 0;
-  int64_t rows = 0;
-};
-
-void write_string_attribute(hid_t location, const char* name, const std::string& value,
-                            const std::string& path) {
-  hdf5::Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  DST_CHECK(type.ok() && H5Tset_size(type.get(), std::max<size_t>(value.size(), 1)) >= 0 &&
-                H5Tset_strpad(type.get(), H5T_STR_NULLPAD) >= 0,
-            IoError, path << ": cannot create a string type for attribute '" << name << "'");
-  hdf5::Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  hdf5::Handle attribute(
-      H5Acreate2(location, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  DST_CHECK(attribute.ok() && H5Awrite(attribute.get(), type.get(), value.c_str()) >= 0, IoError,
-            path << ": cannot write attribute '" << name << "'");
-}
-
-void write_int64_attribute(hid_t location, const char* name, int64_t value,
-                           const std::string& path) {
-  hdf5::Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  hdf5::Handle attribute(
-      H5Acreate2(location, name, H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  DST_CHECK(attribute.ok() && H5Awrite(attribute.get(), H5T_NATIVE_INT64, &value) >= 0, IoError,
-            path << ": cannot write attribute '" << name << "'");
-}
-
-void write_matrix(hid_t file, const char* name, hid_t file_type, hid_t memory_type,
-                  const void* data, int64_t rows, int64_t columns, hid_t dcpl,
-                  const std::string& path) {
-  const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(columns)};
-  hdf5::Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
-  hdf5::Handle dataset(
-      H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose);
-  DST_CHECK(dataset.ok(), IoError, path << ": cannot create dataset '" << name << "'");
-  DST_CHECK(
-      rows == 0 || H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0,
-      IoError, path << ": cannot write dataset '" << name << "'");
-}
-
-void write_shard_file(const std::string& path, const PackedShard& packed,
-                      const PreparedShardAttributes& a) {
-  hdf5::Quiet quiet;
-  // No modification times in object headers: equal content gives byte-identical files.
-  hdf5::Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
-  hdf5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-  DST_CHECK(fcpl.ok() && dcpl.ok() && H5Pset_obj_track_times(fcpl.get(), false) >= 0 &&
-                H5Pset_obj_track_times(dcpl.get(), false) >= 0,
-            IoError, path << ": cannot create HDF5 property lists");
-  hdf5::Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT), H5Fclose);
-  DST_CHECK(file.ok(), IoError, path << ": cannot create HDF5 file");
-  const int64_t columns = a.seq_len + 1;
-  write_matrix(file.get(), "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, packed.tokens.data(),
-               packed.rows, columns, dcpl.get(), path);
-  write_matrix(file.get(), "loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, packed.mask.data(),
-               packed.rows, columns, dcpl.get(), path);
-  const hid_t root = file.get();
-  write_string_attribute(root, "format", a.format, path);
-  write_int64_attribute(root, "format_version", a.format_version, path);
-  write_string_attribute(root, "split", a.split, path);
-  write_int64_attribute(root, "shard_index", a.shard_index, path);
-  write_string_attribute(root, "content_hash", a.content_hash, path);
-  write_int64_attribute(root, "seq_len", a.seq_len, path);
-  write_int64_attribute(root, "documents", a.documents, path);
-  write_int64_attribute(root, "tokens", a.tokens, path);
-  write_int64_attribute(root, "dropped_tail_tokens", a.dropped_tail_tokens, path);
-  write_int64_attribute(root, "rows", a.rows, path);
-  write_string_attribute(root, "tokenizer_fingerprint", a.tokenizer_fingerprint, path);
-  write_int64_attribute(root, "eos_id", a.eos_id, path);
-  DST_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0 && file.close() >= 0, IoError,
-            path << ": cannot flush HDF5 file");
 }
 
 // ---------------------------------------------------------------------------------------------

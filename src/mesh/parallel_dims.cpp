@@ -1,22 +1,46 @@
 #include "deepseek_train/mesh/parallel_dims.h"
 
 #include <sstream>
+#include <utility>
 
 #include "deepseek_train/core/error.h"
 
 namespace dst {
 
+void ParallelDims::validate_axes() const {
+  const std::pair<const char*, int> axes[] = {
+      {"dp_replicate", dp_replicate}, {"dp", dp}, {"cp", cp}, {"tp", tp}, {"pp", pp}, {"ep", ep}};
+  for (const auto& [name, size] : axes)
+    DST_CHECK(size >= 1, ConfigError, "parallel." << name << " must be at least 1, got " << size);
+  DST_CHECK(cp == 1, ConfigError,
+            "parallel.cp = " << cp << ": context parallelism is not implemented yet (use cp: 1)");
+  DST_CHECK(ep == 1, ConfigError,
+            "parallel.ep = " << ep << ": expert parallelism is not implemented yet (use ep: 1)");
+}
+
 void ParallelDims::validate(int world_size) const {
-  DST_CHECK(dp >= 1 && tp >= 1 && pp >= 1, ConfigError,
-            "parallel: dp, tp and pp must each be at least 1, got " << describe());
-  DST_CHECK(dp * tp * pp == world_size, ConfigError,
-            "parallel: dp(" << dp << ") x tp(" << tp << ") x pp(" << pp << ") = " << dp * tp * pp
-                            << " does not equal the world size " << world_size);
+  validate_axes();
+  if (dp_replicate == 1) {
+    DST_CHECK(dp * tp * pp == world_size, ConfigError,
+              "parallel: dp(" << dp << ") x tp(" << tp << ") x pp(" << pp << ") = " << dp * tp * pp
+                              << " does not equal the world size " << world_size);
+  } else {
+    DST_CHECK(this->world_size() == world_size, ConfigError,
+              "parallel: dp_replicate(" << dp_replicate << ") x dp_shard(" << dp << ") x tp(" << tp
+                                        << ") x pp(" << pp << ") = " << this->world_size()
+                                        << " does not equal the world size " << world_size);
+  }
 }
 
 std::string ParallelDims::describe() const {
   std::ostringstream out;
-  out << "dp=" << dp << " tp=" << tp << " pp=" << pp;
+  if (dp_replicate > 1)
+    out << "dp_replicate=" << dp_replicate << " dp_shard=";
+  else
+    out << "dp=";
+  out << dp << " tp=" << tp << " pp=" << pp;
+  if (cp > 1) out << " cp=" << cp;
+  if (ep > 1) out << " ep=" << ep;
   return out.str();
 }
 
@@ -26,15 +50,16 @@ MeshCoord coord_of_rank(const ParallelDims& dims, int rank) {
   MeshCoord c;
   c.tp = rank % dims.tp;
   c.dp = (rank / dims.tp) % dims.dp;
-  c.pp = rank / (dims.tp * dims.dp);
+  c.dp_replicate = (rank / (dims.tp * dims.dp)) % dims.dp_replicate;
+  c.pp = rank / (dims.tp * dims.dp * dims.dp_replicate);
   return c;
 }
 
 int rank_of_coord(const ParallelDims& dims, const MeshCoord& c) {
-  DST_CHECK(
-      c.dp >= 0 && c.dp < dims.dp && c.tp >= 0 && c.tp < dims.tp && c.pp >= 0 && c.pp < dims.pp,
-      ConfigError, "mesh coordinate out of range for " << dims.describe());
-  return c.tp + dims.tp * (c.dp + dims.dp * c.pp);
+  DST_CHECK(c.dp >= 0 && c.dp < dims.dp && c.tp >= 0 && c.tp < dims.tp && c.pp >= 0 &&
+                c.pp < dims.pp && c.dp_replicate >= 0 && c.dp_replicate < dims.dp_replicate,
+            ConfigError, "mesh coordinate out of range for " << dims.describe());
+  return c.tp + dims.tp * (c.dp + dims.dp * (c.dp_replicate + dims.dp_replicate * c.pp));
 }
 
 }  // namespace dst

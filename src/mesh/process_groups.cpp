@@ -1,5 +1,6 @@
 #include "deepseek_train/mesh/process_groups.h"
 
+#include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst {
@@ -12,20 +13,32 @@ ProcessGroups ProcessGroups::create(comm::CommunicatorPtr world, const ParallelD
   groups.coord_ = coord_of_rank(dims, world->rank());
   groups.world_ = world;
   const MeshCoord& c = groups.coord_;
+  const int T = dims.tp, D = dims.dp, R = dims.dp_replicate;
   // Color = the coordinates that stay fixed within the group; key = position along the axis.
-  groups.tp_ = world->split(c.dp + dims.dp * c.pp, c.tp, "tp");
-  groups.dp_ = world->split(c.tp + dims.tp * c.pp, c.dp, "dp");
-  groups.pp_ = world->split(c.tp + dims.tp * c.dp, c.pp, "pp");
-  DST_ASSERT(groups.dp_->size() == dims.dp && groups.tp_->size() == dims.tp &&
-                 groups.pp_->size() == dims.pp,
+  // With one replica the colors are those of the three-axis mesh.
+  groups.tp_ = world->split(c.dp + D * (c.dp_replicate + R * c.pp), c.tp, "tp");
+  groups.dp_ = world->split(c.tp + T * (c.dp_replicate + R * c.pp), c.dp, "dp");
+  groups.pp_ = world->split(c.tp + T * (c.dp + D * c.dp_replicate), c.pp, "pp");
+  if (R == 1) {
+    groups.dp_replicate_ = comm::make_local_communicator("dp_replicate");
+    groups.data_parallel_ = groups.dp_;
+  } else {
+    groups.dp_replicate_ =
+        world->split(c.tp + T * (c.dp + D * c.pp), c.dp_replicate, "dp_replicate");
+    groups.data_parallel_ = world->split(c.tp + T * c.pp, c.data_parallel_index(dims), "dp_all");
+  }
+  DST_ASSERT(groups.dp_->size() == D && groups.tp_->size() == T && groups.pp_->size() == dims.pp &&
+                 groups.dp_replicate_->size() == R &&
+                 groups.data_parallel_->size() == dims.data_parallel_size(),
              "split produced groups of the wrong size");
   return groups;
 }
 
 comm::CommStats ProcessGroups::total_stats() const {
   comm::CommStats total;
-  for (const auto& group : {world_, dp_, tp_, pp_})
+  for (const auto& group : {world_, dp_, dp_replicate_, tp_, pp_})
     if (group) total.accumulate(group->stats());
+  if (data_parallel_ && data_parallel_ != dp_) total.accumulate(data_parallel_->stats());
   return total;
 }
 

@@ -234,6 +234,14 @@ Field field(const char* key, S TrainConfig::*section, T S::*member) {
       }};
 }
 
+// Another name of the field `original` of the same section: read, never emitted, and not
+// allowed in one recipe together with `original`.
+Field alias_of(Field field, const char* original) {
+  field.emit = nullptr;
+  field.conflicts = {original};
+  return field;
+}
+
 // A field one mapping deeper: key "group.name" bound to config.*section.*group.*member.
 template <typename S, typename G, typename T>
 Field nested(const char* key, S TrainConfig::*section, G S::*group, T G::*member) {
@@ -354,8 +362,12 @@ const std::vector<Section>& sections() {
       {"parallel",
        {
            field("dp", &TC::parallel, &ParallelDims::dp),
+           alias_of(field("dp_shard", &TC::parallel, &ParallelDims::dp), "dp"),
+           field("dp_replicate", &TC::parallel, &ParallelDims::dp_replicate),
+           field("cp", &TC::parallel, &ParallelDims::cp),
            field("tp", &TC::parallel, &ParallelDims::tp),
            field("pp", &TC::parallel, &ParallelDims::pp),
+           field("ep", &TC::parallel, &ParallelDims::ep),
            field("bucket_mb", &TC::data_parallel, &DataParallelOptions::bucket_mb),
            field("zero_stage", &TC::data_parallel, &DataParallelOptions::zero_stage),
            field("micro_batches", &TC::train, &TrainOptions::grad_accum),

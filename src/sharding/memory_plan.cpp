@@ -100,7 +100,7 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     // Each unit's reduce-scatter output, in the reduce dtype.
     plan.reduce_buffers = shard_elements * bytes_of(in.precision.reduce);
   }
-  if (in.dp_size > 1) {
+  if (in.dp_size > 1 || in.dp_replicate_size > 1) {
     const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));
     const int64_t param_bytes = bytes_of(in.precision.param);
     if (in.zero_stage == 0) {
@@ -116,9 +116,18 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
         const int64_t gathers = in.zero_stage == 3 ? 2 * k : 1;
         plan.gradient_comm_bytes +=
             reduce_scatters * others * reduce_bytes + gathers * others * param_bytes;
+        // HSDP: each reduced shard is all-reduced across the replicas.
+        plan.gradient_comm_bytes +=
+            reduce_scatters * all_reduce_bytes(padded / in.dp_size, in.dp_replicate_size,
+                                               in.dp_replicate_rank, reduce_bytes);
       }
-      // Token count, loss sum and the squared gradient norm of the shards.
-      plan.control_comm_bytes += 3 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+      // Token count and loss sum over every data-parallel rank, the squared gradient norm of the
+      // shards over the shard group.
+      const int data_parallel_size = in.dp_size * in.dp_replicate_size;
+      const int data_parallel_rank = in.dp_replicate_rank * in.dp_size + in.dp_rank;
+      plan.control_comm_bytes +=
+          2 * all_reduce_bytes(1, data_parallel_size, data_parallel_rank, 8) +
+          all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     }
   }
   return plan;

@@ -79,6 +79,9 @@ struct ZeroEngine::HookState {
 
 ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     : group_(spec.dp_group),
+      replicate_group_(spec.dp_replicate_group && spec.dp_replicate_group->size() > 1
+                           ? spec.dp_replicate_group
+                           : nullptr),
       stage_(spec.data_parallel.zero_stage),
       options_(spec.optim),
       tied_(spec.first_unit_reused_by_last),
@@ -276,6 +279,9 @@ void ZeroEngine::complete_reduction(int u) {
   Unit& unit = *units_[u];
   unit.reduce_work.reset();
   unit.reduce_input = at::Tensor();
+  // HSDP: the shard's sum over this replica's ranks, summed over the replicas.
+  if (replicate_group_)
+    replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum)->wait();
   unit.grad_shard.add_(unit.reduce_buffer);
   unit.pending = static_cast<int>(unit.params.size());
   if (stage_ >= 2) release_storage(unit.flat_grad);
@@ -285,7 +291,14 @@ void ZeroEngine::complete_reduction(int u) {
 void ZeroEngine::poll_reductions() {
   for (int u = static_cast<int>(units_.size()) - 1; u > next_to_reduce_; --u) {
     Unit& unit = *units_[u];
-    if (unit.reduce_work && unit.reduce_work->is_completed()) complete_reduction(u);
+    if (!unit.reduce_work) continue;
+    if (unit.reduce_work->is_completed()) {
+      complete_reduction(u);
+    } else if (replicate_group_) {
+      // HSDP: completing a unit starts a collective across the replicas, which every replica
+      // must start in the same order: complete units strictly in launch order.
+      break;
+    }
   }
 }
 

@@ -11,9 +11,7 @@ namespace dst {
 void TrainConfig::validate() const {
   model.validate();
   checkpoint.validate();
-  DST_CHECK(parallel.dp >= 1, ConfigError, "parallel.dp must be at least 1, got " << parallel.dp);
-  DST_CHECK(parallel.tp >= 1, ConfigError, "parallel.tp must be at least 1, got " << parallel.tp);
-  DST_CHECK(parallel.pp >= 1, ConfigError, "parallel.pp must be at least 1, got " << parallel.pp);
+  parallel.validate_axes();
   for (const auto& [key, count] :
        {std::pair<const char*, int64_t>{"model.num_attention_heads", model.num_attention_heads},
         {"model.num_key_value_heads", model.num_key_value_heads},

@@ -321,7 +321,11 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       if (embedding_copy && name.rfind("model.embed_tokens.", 0) == 0) return false;
       return first_tp_rank || model->tp_split(name) != TpSplit::kReplicated;
     };
-    spec.dp_group = groups_.dp_ptr();
+    // Stage 0 all-reduces over every data-parallel rank; ZeRO shards over dp_shard and (HSDP)
+    // sums the reduced shards across the replicas.
+    const bool sharded = config_.data_parallel.zero_stage > 0;
+    spec.dp_group = sharded ? groups_.dp_ptr() : groups_.data_parallel_ptr();
+    if (sharded) spec.dp_replicate_group = groups_.dp_replicate_ptr();
     spec.data_parallel = config_.data_parallel;
     spec.optim = config_.optim;
     spec.param_type = scalar_type_of(precision.param);
@@ -393,8 +397,16 @@ MemoryPlan Trainer::memory_plan() const {
   in.model = config_.model;
   in.precision = PrecisionPolicy::from_options(config_.precision);
   in.zero_stage = config_.data_parallel.zero_stage;
-  in.dp_size = groups_.dims().dp;
-  in.dp_rank = groups_.coord().dp;
+  const ParallelDims& mesh = groups_.dims();
+  if (in.zero_stage == 0) {
+    in.dp_size = mesh.data_parallel_size();
+    in.dp_rank = groups_.coord().data_parallel_index(mesh);
+  } else {
+    in.dp_size = mesh.dp;
+    in.dp_rank = groups_.coord().dp;
+    in.dp_replicate_size = mesh.dp_replicate;
+    in.dp_replicate_rank = groups_.coord().dp_replicate;
+  }
   in.micro_batch_size = config_.train.micro_batch_size;
   in.seq_len = config_.data.seq_len;
   in.grad_accum = config_.train.grad_accum;
@@ -520,7 +532,7 @@ double Trainer::whole_model_elements(bool trainable) {
 }
 
 double Trainer::sum_over_data_and_pipeline(double value) {
-  value = all_reduce_sum(groups_.dp(), {value})[0];
+  value = all_reduce_sum(groups_.data_parallel(), {value})[0];
   if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
   return value;
 }
@@ -542,7 +554,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
                       fault_plan_.targets(world_rank, step_ + 1);
   const auto start = Clock::now();
   const comm::CommStats stats_before = comm_stats();
-  comm::Communicator& dp = groups_.dp();
+  comm::Communicator& dp = groups_.data_parallel();
   model_->train();
 
   // The step's loss is the mean over every target token of every rank's micro-batches, so each
@@ -702,14 +714,15 @@ std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& 
   }
   for (const MicroBatch& mb : batches) tokens += count_target_tokens(mb.labels);
   const double total_loss = sum_over_data_and_pipeline(loss_sum);
-  const double total_tokens = all_reduce_sum(groups_.dp(), {tokens})[0];
+  const double total_tokens = all_reduce_sum(groups_.data_parallel(), {tokens})[0];
   model_->train();
   return {total_loss, total_tokens};
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_model_on_rank0() {
   auto weights = full_parameters();  // collective under ZeRO-3 and tp
-  if (groups_.dims().pp > 1 && groups_.coord().dp == 0 && groups_.coord().tp == 0)
+  if (groups_.dims().pp > 1 && groups_.coord().data_parallel_index(groups_.dims()) == 0 &&
+      groups_.coord().tp == 0)
     weights = collect_pipeline_stages(groups_.pp(), std::move(weights));
   if (groups_.world().rank() != 0) weights.clear();
   return weights;
@@ -799,8 +812,8 @@ TrainSummary Trainer::run() {
   const SequenceDataset& train_set = *train_data;
   const SequenceDataset& val_set = *val_data;
 
-  const int dp_rank = groups_.coord().dp;
-  const int dp_size = groups_.dims().dp;
+  const int dp_rank = groups_.coord().data_parallel_index(groups_.dims());
+  const int dp_size = groups_.dims().data_parallel_size();
   DistributedSampler sampler(train_set.size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
                              opts.grad_accum);
   if (!resume_from.empty()) sampler.deserialize(load_checkpoint(resume_from));

@@ -125,14 +125,16 @@ std::vector<ParameterStateSlice> Trainer::engine_state_slices() {
 std::vector<StatePiece> Trainer::state_pieces() {
   const bool narrow_parameters =
       PrecisionPolicy::from_options(config_.precision).param != Precision::kFloat32;
-  const int dp_rank = groups_.coord().dp, tp_rank = groups_.coord().tp;
+  const MeshCoord& coord = groups_.coord();
+  const int data_parallel_rank = coord.data_parallel_index(groups_.dims()), tp_rank = coord.tp;
   const auto parameters = model_->named_parameters(/*recurse=*/true);
   std::vector<StatePiece> pieces;
   for (size_t e = 0; e < engines_.size(); ++e) {
     DataParallelEngine& engine = *engines_[e];
-    // Replicated state is written by dp rank 0 only; the last stage's copy of a tied embedding
-    // and tp-replicated parameters by their first holder only.
-    if (!engine.state_sharded() && dp_rank != 0) continue;
+    // Replicated state is written by data-parallel rank 0 only, sharded state by the first HSDP
+    // replica only; the last stage's copy of a tied embedding and tp-replicated parameters by
+    // their first holder only.
+    if (engine.state_sharded() ? coord.dp_replicate != 0 : data_parallel_rank != 0) continue;
     const bool embedding_copy = model_->holds_embedding_copy(model_->chunks()[e]);
     for (ParameterStateSlice& slice : engine.state_slices()) {
       if (embedding_copy && is_embedding(slice.name)) continue;
@@ -161,7 +163,7 @@ std::vector<StatePiece> Trainer::state_pieces() {
   for (const auto& item : parameters) {
     const std::string& name = item.key();
     const torch::Tensor& local = item.value();
-    if (local.requires_grad() || dp_rank != 0) continue;
+    if (local.requires_grad() || data_parallel_rank != 0) continue;
     if (is_embedding(name) && !holds_embedding) continue;  // the tied copy on the last stage
     if (model_->tp_split(name) == TpSplit::kReplicated && tp_rank != 0) continue;
     StatePiece piece;
@@ -201,7 +203,7 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
   info.skipped_steps = scaler.skipped_steps;
   const ParallelDims& dims = groups_.dims();
   info.layout = {groups_.world().size(),
-                 dims.dp,
+                 dims.data_parallel_size(),  // the checkpoint is layout-free: dp is recorded
                  dims.tp,
                  dims.pp,
                  config_.data_parallel.zero_stage,

@@ -40,3 +40,43 @@ TEST_CASE("mesh: a layout that does not factor the world size is an error with t
   CHECK_THROWS_AS((ParallelDims{0, 1, 1}.validate(0)), ConfigError);
   CHECK_THROWS_AS(coord_of_rank(ParallelDims{2, 1, 1}, 2), ConfigError);
 }
+
+TEST_CASE("mesh: named axes — HSDP rank order, validation in one place", "[mesh]") {
+  ParallelDims dims;
+  dims.dp_replicate = 2;
+  dims.dp = 3;
+  dims.tp = 2;
+  dims.pp = 2;
+  REQUIRE_NOTHROW(dims.validate(24));
+  CHECK(dims.data_parallel_size() == 6);
+  CHECK(dims.describe() == "dp_replicate=2 dp_shard=3 tp=2 pp=2");
+  // tp innermost, then dp_shard, then dp_replicate, then pp.
+  const MeshCoord c = coord_of_rank(dims, 1 + 2 * (2 + 3 * (1 + 2 * 1)));
+  CHECK(c.tp == 1);
+  CHECK(c.dp == 2);
+  CHECK(c.dp_replicate == 1);
+  CHECK(c.pp == 1);
+  CHECK(c.data_parallel_index(dims) == 5);
+  for (int rank = 0; rank < 24; ++rank)
+    CHECK(rank_of_coord(dims, coord_of_rank(dims, rank)) == rank);
+  // Without replicas the order is the three-axis mesh's.
+  ParallelDims plain{2, 2, 2};
+  CHECK(coord_of_rank(plain, 5) == coord_of_rank(ParallelDims{2, 2, 2, 1}, 5));
+  CHECK(plain.describe() == "dp=2 tp=2 pp=2");
+
+  CHECK_THROWS_WITH(dims.validate(12),
+                    Catch::StartsWith("parallel: dp_replicate(2) x dp_shard(3) x tp(2) x pp(2) = "
+                                      "24 does not equal the world size 12"));
+  ParallelDims bad = dims;
+  bad.dp_replicate = 0;
+  CHECK_THROWS_WITH(bad.validate_axes(),
+                    Catch::StartsWith("parallel.dp_replicate must be at least 1, got 0"));
+  bad = dims;
+  bad.cp = 2;
+  CHECK_THROWS_WITH(bad.validate(48), Catch::StartsWith("parallel.cp = 2: context parallelism is "
+                                                        "not implemented yet"));
+  bad = dims;
+  bad.ep = 4;
+  CHECK_THROWS_WITH(bad.validate(24), Catch::StartsWith("parallel.ep = 4: expert parallelism is "
+                                                        "not implemented yet"));
+}

@@ -1,9 +1,12 @@
 // Shared fixtures of the multi-process training-equivalence tests: a small model config, a
 // deterministic global batch per step with uneven target-token counts, row slicing, and the
-// relative difference of two tensors.
+// relative difference of two tensors, and the comparison of two trainers' full parameters.
 #pragma once
 
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
 
 #include "deepseek_train/train/trainer.h"
 
@@ -61,6 +64,25 @@ inline MicroBatch rows_of(const MicroBatch& batch, int64_t start, int64_t count)
 inline double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).to(torch::kFloat64).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30))
       .item<double>();
+}
+
+// Checks that `actual` holds the parameters of `expected` (same names in the same order, each
+// within `tolerance` of ||a - b|| / ||b||); returns the worst difference. Collective under ZeRO-3
+// and tp (full_parameters gathers).
+inline double check_same_full_parameters(Trainer& expected_trainer, Trainer& actual_trainer,
+                                         double tolerance) {
+  const auto expected = expected_trainer.full_parameters();
+  const auto actual = actual_trainer.full_parameters();
+  REQUIRE(expected.size() == actual.size());
+  double worst = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    INFO(expected[i].first);
+    CHECK(actual[i].first == expected[i].first);
+    const double diff = relative_difference(actual[i].second, expected[i].second);
+    worst = std::max(worst, diff);
+    CHECK(diff <= tolerance);
+  }
+  return worst;
 }
 
 }  // namespace dst::testing

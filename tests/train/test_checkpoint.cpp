@@ -28,10 +28,12 @@ struct Layout {
   int zero_stage = 0;
   std::string precision = "fp32";
   bool tied = false;
+  int dp_replicate = 1;  // HSDP replicas (dp is then dp_shard)
 };
 
 std::string describe(const Layout& l) {
-  return "dp" + std::to_string(l.dp) + " tp" + std::to_string(l.tp) + " pp" + std::to_string(l.pp) +
+  return (l.dp_replicate > 1 ? "dp_replicate" + std::to_string(l.dp_replicate) + " " : "") + "dp" +
+         std::to_string(l.dp) + " tp" + std::to_string(l.tp) + " pp" + std::to_string(l.pp) +
          " ZeRO-" + std::to_string(l.zero_stage) + " " + l.precision + (l.tied ? " tied" : "");
 }
 
@@ -39,8 +41,9 @@ constexpr int64_t kMicroBatchesPerStep = 4;  // global, split over dp
 constexpr int64_t kSteps = 10;
 
 TrainConfig config_for(const Layout& layout, const std::string& output_dir) {
-  TrainConfig c = equivalence_config(layout.dp, kMicroBatchesPerStep / layout.dp);
-  c.parallel = {layout.dp, layout.tp, layout.pp};
+  const int data_parallel = layout.dp_replicate * layout.dp;
+  TrainConfig c = equivalence_config(layout.dp, kMicroBatchesPerStep / data_parallel);
+  c.parallel = {layout.dp, layout.tp, layout.pp, layout.dp_replicate};
   c.data_parallel.zero_stage = layout.zero_stage;
   c.precision.param_dtype = layout.precision;
   c.model.tie_word_embeddings = layout.tied;
@@ -59,7 +62,9 @@ std::unique_ptr<Trainer> make_trainer(const Layout& layout, const std::string& o
 
 // This rank's micro-batches of global step `step`.
 std::vector<MicroBatch> batches_of(Trainer& trainer, int64_t step) {
-  const int dp = trainer.groups().dims().dp, dp_rank = trainer.groups().coord().dp;
+  const ParallelDims& dims = trainer.groups().dims();
+  const int dp = dims.data_parallel_size(),
+            dp_rank = trainer.groups().coord().data_parallel_index(dims);
   const int64_t mbs = trainer.config().train.micro_batch_size;
   const MicroBatch batch =
       global_batch(step, kMicroBatchesPerStep * mbs, trainer.config().data.seq_len);
@@ -238,6 +243,8 @@ TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single pro
   check(Layout{4, 1, 1, 3}, false);
   check(Layout{1, 2, 2, 0}, false);
   check(Layout{2, 1, 2, 2}, false);
+  // HSDP: two replicas of ZeRO-3 over two ranks (the first replica writes the sharded state).
+  check(Layout{2, 1, 1, 3, "fp32", false, /*dp_replicate=*/2}, false);
 }
 
 TEST_CASE("checkpoint: a Hugging Face model imports into tp2 slices exactly", "[ckpt2]") {

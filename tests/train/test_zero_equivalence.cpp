@@ -64,17 +64,7 @@ void check_stage(int stage, int64_t grad_accum, const std::string& offload = "no
   CHECK(zero.evaluate({rows_of(eval, r * mbs, mbs)}) ==
         Approx(plain.evaluate({rows_of(eval, r * mbs, mbs)})).epsilon(1e-6));
 
-  auto expected = plain.full_parameters();
-  auto actual = zero.full_parameters();
-  REQUIRE(expected.size() == actual.size());
-  double worst = 0;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    INFO(expected[i].first);
-    CHECK(actual[i].first == expected[i].first);
-    const double diff = relative_difference(actual[i].second, expected[i].second);
-    worst = std::max(worst, diff);
-    CHECK(diff <= 1e-6);
-  }
+  const double worst = check_same_full_parameters(plain, zero, 1e-6);
   if (r == 0)
     WARN("ZeRO-" << stage << " tied=" << tied << " offload=" << offload << " dp=" << p
                  << " grad_accum=" << grad_accum << ": worst relative parameter difference vs DDP "

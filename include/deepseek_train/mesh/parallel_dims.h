@@ -1,7 +1,12 @@
-// The parallel layout: how many ranks along each axis (data, tensor, pipeline) and how a global
-// rank maps to coordinates. Rank order: tp innermost, then dp, then pp:
-//   rank = tp_index + tp * (dp_index + dp * pp_index)
-// so tensor-parallel peers are neighbours (same node), and pipeline stages are farthest apart.
+// The parallel layout: how many ranks along each named axis and how a global rank maps to
+// coordinates. Axes (torchtitan's names): dp_replicate (HSDP replicas), dp_shard (the ranks
+// ZeRO shards over; recipe key parallel.dp_shard, alias parallel.dp), cp (context parallel, not
+// implemented yet), tp, pp, ep (expert parallel, not implemented yet). The data-parallel degree
+// is dp_replicate x dp_shard. Rank order, innermost first: tp, dp_shard, dp_replicate, pp:
+//   rank = tp_index + tp * (dp_index + dp * (dp_replicate_index + dp_replicate * pp_index))
+// so tensor-parallel peers are neighbours (same node), a shard group stays inside a node before
+// replicas spread across nodes, and pipeline stages are farthest apart. With dp_replicate = 1
+// this is the order of the three-axis mesh before HSDP.
 #pragma once
 
 #include <string>
@@ -9,21 +14,34 @@
 namespace dst {
 
 struct ParallelDims {
-  int dp = 1;
+  int dp = 1;  // dp_shard
   int tp = 1;
   int pp = 1;
+  int dp_replicate = 1;
+  int cp = 1;
+  int ep = 1;
 
-  int world_size() const { return dp * tp * pp; }
-  // Throws ConfigError when an axis is < 1 or dp*tp*pp != world_size; the message has the numbers.
+  int dp_shard() const { return dp; }
+  int data_parallel_size() const { return dp_replicate * dp; }
+  int world_size() const { return dp_replicate * dp * tp * pp; }
+  // The one place the layout's rules are checked. validate_axes throws ConfigError naming the axis
+  // and the number when an axis is < 1 or an axis not implemented yet is > 1; validate also when
+  // the product of the axes is not world_size.
+  void validate_axes() const;
   void validate(int world_size) const;
   std::string describe() const;
 };
 
 struct MeshCoord {
-  int dp = 0;
+  int dp = 0;  // index along dp_shard
   int tp = 0;
   int pp = 0;
-  bool operator==(const MeshCoord& o) const { return dp == o.dp && tp == o.tp && pp == o.pp; }
+  int dp_replicate = 0;
+  bool operator==(const MeshCoord& o) const {
+    return dp == o.dp && tp == o.tp && pp == o.pp && dp_replicate == o.dp_replicate;
+  }
+  // Index among all data-parallel ranks (replica-major): which slice of the data this rank reads.
+  int data_parallel_index(const ParallelDims& dims) const { return dp_replicate * dims.dp + dp; }
 };
 
 MeshCoord coord_of_rank(const ParallelDims& dims, int rank);

@@ -10,27 +10,33 @@ namespace dst {
 class ProcessGroups {
  public:
   // Collective over `world`: validates dims against world->size() (ConfigError) and splits one
-  // communicator per axis. The dp group of a rank holds the ranks with its tp and pp indices, etc.
+  // communicator per axis. The dp group of a rank holds the ranks with its tp, dp_replicate and pp
+  // indices (the ranks ZeRO shards over), etc.; data_parallel() is dp_replicate x dp_shard (the
+  // ranks that split the data), the same communicator as dp() when dp_replicate is 1.
   static ProcessGroups create(comm::CommunicatorPtr world, const ParallelDims& dims);
 
   const ParallelDims& dims() const { return dims_; }
   const MeshCoord& coord() const { return coord_; }
   comm::Communicator& world() const { return *world_; }
   comm::Communicator& dp() const { return *dp_; }
+  comm::Communicator& dp_replicate() const { return *dp_replicate_; }
+  comm::Communicator& data_parallel() const { return *data_parallel_; }
   comm::Communicator& tp() const { return *tp_; }
   comm::Communicator& pp() const { return *pp_; }
   comm::CommunicatorPtr world_ptr() const { return world_; }
   comm::CommunicatorPtr dp_ptr() const { return dp_; }
+  comm::CommunicatorPtr dp_replicate_ptr() const { return dp_replicate_; }
+  comm::CommunicatorPtr data_parallel_ptr() const { return data_parallel_; }
   comm::CommunicatorPtr tp_ptr() const { return tp_; }
   comm::CommunicatorPtr pp_ptr() const { return pp_; }
 
-  // Sum of every group's byte counters (world + axes).
+  // Sum of every group's byte counters (world + axes, each communicator once).
   comm::CommStats total_stats() const;
 
  private:
   ParallelDims dims_;
   MeshCoord coord_;
-  comm::CommunicatorPtr world_, dp_, tp_, pp_;
+  comm::CommunicatorPtr world_, dp_, dp_replicate_, data_parallel_, tp_, pp_;
 };
 
 }  // namespace dst

@@ -82,6 +82,9 @@ struct DataParallelEngineSpec {
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
   std::function<bool(const std::string&, const at::Tensor&)> decays;
   comm::CommunicatorPtr dp_group;
+  // HSDP (ZeRO stages 1-3): the replicas of this rank's shards; each reduced gradient shard is
+  // also summed across it. Null or of size 1: no replicas.
+  comm::CommunicatorPtr dp_replicate_group;
   DataParallelOptions data_parallel;
   AdamWOptions optim;
   at::ScalarType param_type = at::kFloat;

@@ -18,8 +18,11 @@ struct MemoryPlanInputs {
   ModelConfig model;
   PrecisionPolicy precision;
   int zero_stage = 0;
-  int dp_size = 1;
+  int dp_size = 1;  // the ranks that shard (ZeRO) or all-reduce (stage 0) the gradients
   int dp_rank = 0;
+  // HSDP (ZeRO stages 1-3): replicas of the shards, across which each reduced shard is summed.
+  int dp_replicate_size = 1;
+  int dp_replicate_rank = 0;
   int64_t micro_batch_size = 1;
   int64_t seq_len = 1;
   // Elements of each data-parallel gradient bucket (stage 0), in launch order; communication is

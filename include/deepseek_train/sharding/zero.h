@@ -84,6 +84,7 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
 
   std::vector<std::unique_ptr<Unit>> units_;
   comm::CommunicatorPtr group_;
+  comm::CommunicatorPtr replicate_group_;  // HSDP replicas; null without
   int stage_;
   AdamWOptions options_;
   bool tied_ = false;
