@@ -279,9 +279,10 @@ void ZeroEngine::complete_reduction(int u) {
   Unit& unit = *units_[u];
   unit.reduce_work.reset();
   unit.reduce_input = at::Tensor();
-  // HSDP: the shard's sum over this replica's ranks, summed over the replicas.
+  // HSDP: the shard's sum over this replica's ranks, summed over the replicas (synchronize: the
+  // add below is ordered after it; a stream backend needs no host wait for that).
   if (replicate_group_)
-    replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum)->wait();
+    replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum)->synchronize();
   unit.grad_shard.add_(unit.reduce_buffer);
   unit.pending = static_cast<int>(unit.params.size());
   if (stage_ >= 2) release_storage(unit.flat_grad);

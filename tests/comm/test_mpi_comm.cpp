@@ -332,3 +332,16 @@ TEST_CASE("all_to_all: the watchdog names a rank that has not entered it", "[com
   CHECK(at::equal(output, at::arange(p, at::kDouble)));
   world->barrier()->wait();
 }
+
+// Work::synchronize orders later work after the op; on MPI (host-completed ops) it is a wait: the
+// result is there and the op is complete when it returns.
+TEST_CASE("synchronize: on MPI the op has completed when it returns", "[comm]") {
+  auto world = testing::world();
+  const int p = world->size(), r = world->rank();
+  at::Tensor value = at::full({3}, static_cast<float>(r + 1));
+  comm::WorkPtr work = world->all_reduce(value, comm::ReduceOp::kSum);
+  work->synchronize();
+  CHECK(work->is_completed());
+  CHECK(at::equal(value, at::full({3}, static_cast<float>(p * (p + 1) / 2))));
+  world->barrier()->synchronize();
+}

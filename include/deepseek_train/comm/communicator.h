@@ -69,6 +69,11 @@ class Work {
   virtual void wait(std::chrono::milliseconds timeout) = 0;
   // Waits with the communicator's default timeout.
   virtual void wait() = 0;
+  // Orders whatever the caller does next after this operation (c10d's Work::synchronize): for
+  // backends whose operations complete on the host (MPI, single-process) this is wait(); a
+  // stream-based backend (NCCL) makes the caller's current stream wait for the operation instead,
+  // without blocking the host. Use wait() when the host itself must see the result.
+  virtual void synchronize() { wait(); }
 };
 using WorkPtr = std::shared_ptr<Work>;
 
