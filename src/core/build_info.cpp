@@ -10,7 +10,8 @@
 namespace dst {
 namespace {
 
-// "major.minor[.patch]" of a version code major*divisor + minor*sub + patch.
+// "major.minor[.patch]" of a version code major * major_divisor + minor * minor_divisor + patch
+// (CUDA: 13000 -> "13.0" with 1000, 10; NCCL: 22809 -> "2.28.9" with 10000, 100).
 std::string dotted(int code, int major_divisor, int minor_divisor, bool with_patch) {
   std::string text = std::to_string(code / major_divisor) + "." +
                      std::to_string(code % major_divisor / minor_divisor);

@@ -591,3 +591,24 @@ TEST_CASE("recipe: checkpoint keys and their bad values", "[recipe]") {
   CHECK_THAT(parse_error("checkpoint:\n  encryption:\n    key: abc\n"),
              Catch::Contains("unknown key 'checkpoint.encryption.key'"));
 }
+
+TEST_CASE("recipe: named mesh axes, parallel.dp_shard as another name of parallel.dp", "[recipe]") {
+  const TrainConfig c =
+      dst::parse_recipe("parallel:\n  dp_shard: 2\n  dp_replicate: 3\n", "configs/x.yaml");
+  CHECK(c.parallel.dp == 2);
+  CHECK(c.parallel.dp_replicate == 3);
+  CHECK(c.parallel.data_parallel_size() == 6);
+  // Written back under the one name, and read back the same.
+  const std::string yaml = dst::recipe_to_yaml(c);
+  CHECK(yaml.find("dp_shard") == std::string::npos);
+  const TrainConfig again = dst::parse_recipe(yaml, "round-trip");
+  CHECK(again.parallel.dp == 2);
+  CHECK(again.parallel.dp_replicate == 3);
+  CHECK_THAT(parse_error("parallel:\n  dp: 2\n  dp_shard: 2\n"),
+             Catch::StartsWith("configs/x.yaml:3: key 'parallel.dp_shard' cannot be combined with "
+                               "'parallel.dp'"));
+  CHECK_THAT(parse_error("parallel:\n  dp_replicate: 0\n"),
+             Catch::Contains("parallel.dp_replicate must be at least 1, got 0"));
+  CHECK_THAT(parse_error("parallel:\n  ep: 2\n"),
+             Catch::Contains("parallel.ep = 2: expert parallelism is not implemented yet"));
+}

@@ -21,7 +21,6 @@ struct ParallelDims {
   int cp = 1;
   int ep = 1;
 
-  int dp_shard() const { return dp; }
   int data_parallel_size() const { return dp_replicate * dp; }
   int world_size() const { return dp_replicate * dp * tp * pp; }
   // The one place the layout's rules are checked. validate_axes throws ConfigError naming the axis
