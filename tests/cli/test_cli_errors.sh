@@ -78,7 +78,9 @@ expect_error "runtime error under mpirun" --ranks 2 1 "^dstrain: error: rank [01
 # has its CUDA/NCCL parts (DST_WITH_CUDA=AUTO), so they compile and link in CI.
 if [ -f /usr/local/cuda/include/nccl.h ]; then
   "$DSTRAIN" --version | grep -Eq "libtorch 2\.[0-9.]+, CUDA [0-9]+\.[0-9]+, NCCL [0-9]+\.[0-9]+\.[0-9]+\)" ||
-    { echo "FAIL --version: no CUDA/NCCL parts in a build on a machine with them"; failures=$((failures + 1)); }
+    { echo "FAIL --version: no CUDA/NCCL parts in a build on a machine with them (it says:" \
+      "$("$DSTRAIN" --version); the configure line 'CUDA/NCCL parts:' says what was not found)"
+      failures=$((failures + 1)); }
 fi
 "$DSTRAIN" train good.yaml train.steps=7 --print-config | grep -q "steps: 7" ||
   { echo "FAIL --print-config"; failures=$((failures + 1)); }
