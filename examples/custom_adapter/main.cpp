@@ -19,7 +19,7 @@ class NormTuning final : public dst::Adapter {
   explicit NormTuning(const dst::AdapterConfig& config) { config.check_keys({}); }
   std::string type() const override { return "norm_tuning"; }
   // The trainer froze every parameter; unfreeze the norm weights.
-  void apply(dst::LlamaModelImpl& model, uint64_t /*seed*/) override {
+  void apply(dst::CausalLM& model, uint64_t /*seed*/) override {
     for (auto& item : model.named_parameters())
       if (item.key().find("norm") != std::string::npos) item.value().set_requires_grad(true);
   }

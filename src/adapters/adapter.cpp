@@ -44,7 +44,7 @@ std::unique_ptr<Adapter> AdapterRegistry::create(const AdapterConfig& config) co
   return found->second(config);
 }
 
-std::vector<std::unique_ptr<Adapter>> apply_adapters(LlamaModelImpl& model,
+std::vector<std::unique_ptr<Adapter>> apply_adapters(CausalLM& model,
                                                      const std::vector<AdapterConfig>& configs,
                                                      const AdapterRegistry& registry,
                                                      uint64_t seed) {

@@ -137,7 +137,7 @@ void LoraLinearImpl::unmerge() {
 LoraAdapter::LoraAdapter(const AdapterConfig& config)
     : options_(LoraOptions::from_config(config)), where_(config.where) {}
 
-void LoraAdapter::apply(LlamaModelImpl& model, uint64_t seed) {
+void LoraAdapter::apply(CausalLM& model, uint64_t seed) {
   DST_CHECK(modules_.empty(), ConfigError, where_ << ": the LoRA adapter was already applied");
   for (ProjectionSite& site : model.projection_sites()) {
     if (!options_.targets(site.name)) continue;

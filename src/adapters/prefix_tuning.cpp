@@ -110,7 +110,7 @@ torch::Tensor PrefixEncoderImpl::columns(int64_t begin, int64_t length) {
 PrefixTuningAdapter::PrefixTuningAdapter(const AdapterConfig& config)
     : options_(PrefixTuningOptions::from_config(config)), where_(config.where) {}
 
-void PrefixTuningAdapter::apply(LlamaModelImpl& model, uint64_t seed) {
+void PrefixTuningAdapter::apply(CausalLM& model, uint64_t seed) {
   DST_CHECK(prefixes_.empty(), ConfigError, where_ << ": prefix tuning was already applied");
   const ModelConfig& c = model.config();
   const int64_t nvt = options_.num_virtual_tokens;
@@ -140,24 +140,26 @@ void PrefixTuningAdapter::apply(LlamaModelImpl& model, uint64_t seed) {
         p.uniform_(-bound, bound, generator);
       }
     }
-    model.named_children()["model"]->register_module("prefix_encoder", encoder_);
+    model.register_adapter_module("model.prefix_encoder", encoder_.ptr());
   }
-  for (auto& [layer, attention] : model.attention_layers()) {
-    DST_CHECK(!attention->prefix, ConfigError,
-              where_ << ": layer " << layer << " already has a prefix");
-    const int64_t local_kv = attention->local_kv_heads();
+  for (const KeyValuePrefixSite& site : model.key_value_prefix_sites()) {
+    const int64_t layer = site.layer;
+    std::shared_ptr<KeyValuePrefix>& slot = *site.prefix;
+    DST_CHECK(!slot, ConfigError, where_ << ": layer " << layer << " already has a prefix");
     if (encoder_) {
-      attention->prefix = std::make_shared<ProjectedPrefixImpl>(
-          encoder_, layer, nvt, c.num_key_value_heads, local_kv, head_dim, model.tp_group());
+      slot = std::make_shared<ProjectedPrefixImpl>(encoder_, layer, nvt, site.kv_heads,
+                                                   site.local_kv_heads, site.head_dim,
+                                                   model.tp_group());
     } else {
-      auto prefix = std::make_shared<DirectPrefixImpl>(layer, nvt, c.num_key_value_heads, local_kv,
-                                                       head_dim, model.tp_rank(), seed);
-      attention->register_module("prefix", prefix);
-      attention->prefix = prefix;
-      model.set_tp_split(layer_prefix(layer) + "key", TpSplit::kDim1);
-      model.set_tp_split(layer_prefix(layer) + "value", TpSplit::kDim1);
+      auto prefix = std::make_shared<DirectPrefixImpl>(
+          layer, nvt, site.kv_heads, site.local_kv_heads, site.head_dim, model.tp_rank(), seed);
+      const std::string name = layer_prefix(layer);  // "model.layers.<i>.self_attn.prefix."
+      model.register_adapter_module(name.substr(0, name.size() - 1), prefix);
+      slot = prefix;
+      model.set_tp_split(name + "key", TpSplit::kDim1);
+      model.set_tp_split(name + "value", TpSplit::kDim1);
     }
-    prefixes_.push_back(attention->prefix);
+    prefixes_.push_back(slot);
   }
 }
 

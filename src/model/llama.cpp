@@ -9,6 +9,7 @@
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
+#include "deepseek_train/tensor_parallel/parallel_layers.h"
 
 namespace dst {
 
@@ -51,15 +52,18 @@ torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,
   return found == adapters.end() || !found->second ? out : found->second->forward(x, out);
 }
 
-torch::nn::Linear linear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+// Llama's projections are the tensor-parallel layers, held as plain Linear modules (their
+// weights feed the fused kernels directly; the model places the tp region boundaries itself).
+// `what` names the split size in the divisibility error.
+torch::nn::Linear column_parallel(int64_t in, int64_t out, const comm::CommunicatorPtr& tp,
+                                  const char* what) {
+  return torch::nn::Linear(std::shared_ptr<torch::nn::LinearImpl>(
+      std::make_shared<ColumnParallelLinearImpl>(in, out, tp, what)));
 }
-
-int64_t local_count(int64_t total, int tp, const char* what) {
-  DST_CHECK(
-      total % tp == 0, ConfigError,
-      "tensor parallel: " << what << " (" << total << ") is not divisible by parallel.tp=" << tp);
-  return total / tp;
+torch::nn::Linear row_parallel(int64_t in, int64_t out, const comm::CommunicatorPtr& tp,
+                               const char* what) {
+  return torch::nn::Linear(std::shared_ptr<torch::nn::LinearImpl>(
+      std::make_shared<RowParallelLinearImpl>(in, out, tp, what)));
 }
 
 // Activation checkpointing of one decoder layer: forward without saving activations, recompute
@@ -90,16 +94,6 @@ struct CheckpointedLayer : torch::autograd::Function<CheckpointedLayer> {
 
 }  // namespace
 
-// FNV-1a: a stable per-parameter seed component (std::hash is not stable across platforms).
-uint64_t parameter_seed(uint64_t seed, const std::string& name) {
-  uint64_t hash = 1469598103934665603ULL;
-  for (unsigned char c : name) {
-    hash ^= c;
-    hash *= 1099511628211ULL;
-  }
-  return seed ^ hash;
-}
-
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
@@ -128,14 +122,18 @@ torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_p
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group)
     : tp_(std::move(tp_group)),
-      heads_(local_count(c.num_attention_heads, group_size(tp_), "num_attention_heads")),
-      kv_heads_(local_count(c.num_key_value_heads, group_size(tp_), "num_key_value_heads")),
+      heads_(tp_local_count(c.num_attention_heads, tp_, "num_attention_heads")),
+      kv_heads_(tp_local_count(c.num_key_value_heads, tp_, "num_key_value_heads")),
       head_dim_(c.head_dim()),
       rope_theta_(c.rope_theta) {
-  q_proj = register_module("q_proj", linear(c.hidden_size, heads_ * head_dim_));
-  k_proj = register_module("k_proj", linear(c.hidden_size, kv_heads_ * head_dim_));
-  v_proj = register_module("v_proj", linear(c.hidden_size, kv_heads_ * head_dim_));
-  o_proj = register_module("o_proj", linear(heads_ * head_dim_, c.hidden_size));
+  const int64_t q_dim = c.num_attention_heads * head_dim_;
+  const int64_t kv_dim = c.num_key_value_heads * head_dim_;
+  const char* heads = "num_attention_heads * head_dim";
+  const char* kv_heads = "num_key_value_heads * head_dim";
+  q_proj = register_module("q_proj", column_parallel(c.hidden_size, q_dim, tp_, heads));
+  k_proj = register_module("k_proj", column_parallel(c.hidden_size, kv_dim, tp_, kv_heads));
+  v_proj = register_module("v_proj", column_parallel(c.hidden_size, kv_dim, tp_, kv_heads));
+  o_proj = register_module("o_proj", row_parallel(q_dim, c.hidden_size, tp_, heads));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
@@ -186,10 +184,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std::move(tp_group)) {
-  const int64_t local = local_count(c.intermediate_size, group_size(tp_), "intermediate_size");
-  gate_proj = register_module("gate_proj", linear(c.hidden_size, local));
-  up_proj = register_module("up_proj", linear(c.hidden_size, local));
-  down_proj = register_module("down_proj", linear(local, c.hidden_size));
+  const int64_t hidden = c.hidden_size, intermediate = c.intermediate_size;
+  const char* what = "intermediate_size";
+  gate_proj = register_module("gate_proj", column_parallel(hidden, intermediate, tp_, what));
+  up_proj = register_module("up_proj", column_parallel(hidden, intermediate, tp_, what));
+  down_proj = register_module("down_proj", row_parallel(intermediate, hidden, tp_, what));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
@@ -216,14 +215,13 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x) {
 }
 
 LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
-    : config_(config),
-      tp_(group_size(shard.tp_group) > 1 ? shard.tp_group : nullptr),
+    : CausalLM(config, shard.tp_group),
       chunks_(std::move(shard.chunks)),
       checkpoint_every_(shard.checkpoint_every),
       fused_kernels_(shard.fused_kernels) {
   config_.validate();
   if (chunks_.empty()) chunks_.push_back(whole_model(config_.num_hidden_layers));
-  vocab_ = dst::vocab_shard(config_.vocab_size, tp_size(), tp_ ? tp_->rank() : 0);
+  vocab_ = dst::vocab_shard(config_.vocab_size, tp_size(), tp_rank());
   bool has_embedding = false, has_head = false;
   for (const LayerChunk& chunk : chunks_) {
     DST_CHECK(
@@ -239,14 +237,16 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
   // copies equal by summing their gradients across the stages.
   auto stack = register_module("model", std::make_shared<torch::nn::Module>());
   if (has_embedding || (config_.tie_word_embeddings && has_head)) {
-    embed_tokens = stack->register_module("embed_tokens",
-                                          torch::nn::Embedding(vocab_.size(), config_.hidden_size));
+    embed_tokens = stack->register_module(
+        "embed_tokens", torch::nn::Embedding(std::shared_ptr<torch::nn::EmbeddingImpl>(
+                            std::make_shared<VocabParallelEmbeddingImpl>(
+                                config_.vocab_size, config_.hidden_size, tp_group()))));
   }
   auto layer_holder = stack->register_module("layers", std::make_shared<torch::nn::Module>());
   for (const LayerChunk& chunk : chunks_) {
     for (int64_t i = chunk.begin; i < chunk.end; ++i) {
       DecoderLayer layer =
-          layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_));
+          layer_holder->register_module(std::to_string(i), DecoderLayer(config_, tp_group()));
       layer->input_layernorm->fused = fused_kernels_;
       layer->post_attention_layernorm->fused = fused_kernels_;
       layer->self_attn->fused = fused_kernels_;
@@ -258,12 +258,13 @@ LlamaModelImpl::LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard)
     norm = stack->register_module("norm", RMSNorm(config_.hidden_size, config_.rms_norm_eps));
     norm->fused = fused_kernels_;
     if (!config_.tie_word_embeddings)
-      lm_head = register_module("lm_head", linear(config_.hidden_size, vocab_.size()));
+      lm_head = register_module(
+          "lm_head", torch::nn::Linear(std::shared_ptr<torch::nn::LinearImpl>(
+                         ColumnParallelLinearImpl::vocab_head(config_.hidden_size,
+                                                              config_.vocab_size, tp_group()))));
   }
-  for (const LayerChunk& chunk : chunks_) {
-    first_unit_of_chunk_.push_back(num_units_);
-    num_units_ += units_of_chunk(chunk);
-  }
+  first_unit_of_chunk_ = first_unit_of_chunks();
+  record_tp_splits();
 }
 
 bool LlamaModelImpl::uses_fused_attention() const {
@@ -284,13 +285,6 @@ int LlamaModelImpl::units_of_chunk(const LayerChunk& chunk) const {
          (holds_embedding_copy(chunk) ? 1 : 0) + (chunk.has_head ? 1 : 0);
 }
 
-template <typename Fn>
-torch::Tensor LlamaModelImpl::run_unit(int unit, Fn&& forward) {
-  if (unit_hooks_ == nullptr) return forward();
-  unit_hooks_->before_forward(unit);
-  return unit_hooks_->after_forward(unit, forward());
-}
-
 torch::Tensor LlamaModelImpl::run_layer(int64_t index, const torch::Tensor& h) {
   DecoderLayer& layer = layers.at(index);
   const bool checkpoint = checkpoint_every_ > 0 && index % checkpoint_every_ == 0 &&
@@ -300,7 +294,7 @@ torch::Tensor LlamaModelImpl::run_layer(int64_t index, const torch::Tensor& h) {
 }
 
 torch::Tensor LlamaModelImpl::head_logits(const torch::Tensor& h) {
-  auto normed = enter_tp(norm(h), tp_);
+  auto normed = enter_tp(norm(h), tp_group());
   return project(lm_head ? lm_head->weight : embed_tokens->weight, normed, fused_kernels_);
 }
 
@@ -319,9 +313,9 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
                                  << config_.max_position_embeddings);
     h = run_unit(unit++, [&] {
       torch::Tensor embedded =
-          tp_ ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_, *tp_)
-              : embed_tokens(input);
-      return compute_dtype_ ? embedded.to(*compute_dtype_) : embedded;
+          tp_group() ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_, *tp_group())
+                     : embed_tokens(input);
+      return compute_dtype() ? embedded.to(*compute_dtype()) : embedded;
     });
   }
   for (int64_t i = chunk.begin; i < chunk.end; ++i) {
@@ -335,109 +329,21 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
   return h;
 }
 
-torch::Tensor LlamaModelImpl::forward(const torch::Tensor& input_ids) {
-  DST_CHECK(num_chunks() == 1 && chunks_[0].has_embedding && chunks_[0].has_head, ConfigError,
-            "forward(): this rank holds only part of the pipeline; use forward_chunk()");
-  torch::Tensor logits = forward_chunk(0, input_ids);
-  if (!tp_) return logits;
-  return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
-}
-
 torch::Tensor LlamaModelImpl::loss_sum(const torch::Tensor& logits,
                                        const torch::Tensor& labels) const {
-  if (!tp_) return cross_entropy_sum(logits, labels, fused_kernels_);
-  return vocab_parallel_cross_entropy_sum(logits, labels, vocab_, *tp_, kIgnoreIndex);
-}
-
-TpSplit LlamaModelImpl::tp_split(const std::string& name) const {
-  if (!extra_splits_.empty()) {
-    auto found = extra_splits_.find(name);
-    if (found != extra_splits_.end()) return found->second;
-  }
-  auto ends_with = [&](const char* suffix) {
-    const std::string s(suffix);
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
-  if (ends_with("embed_tokens.weight") || ends_with("lm_head.weight")) return TpSplit::kDim0;
-  for (const char* column :
-       {"q_proj.weight", "k_proj.weight", "v_proj.weight", "gate_proj.weight", "up_proj.weight"})
-    if (ends_with(column)) return TpSplit::kDim0;
-  if (ends_with("o_proj.weight") || ends_with("down_proj.weight")) return TpSplit::kDim1;
-  return TpSplit::kReplicated;
-}
-
-std::vector<int64_t> LlamaModelImpl::full_shape(const std::string& name,
-                                                const torch::Tensor& local) const {
-  std::vector<int64_t> shape = local.sizes().vec();
-  switch (tp_split(name)) {
-    case TpSplit::kReplicated:
-      break;
-    case TpSplit::kDim0:
-      shape[0] *= tp_size();
-      break;
-    case TpSplit::kDim1:
-      shape[1] *= tp_size();
-      break;
-  }
-  const bool vocab_rows =
-      name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos;
-  if (vocab_rows) shape[0] = config_.vocab_size;
-  return shape;
-}
-
-torch::Tensor LlamaModelImpl::gather_tp_parameter(const std::string& name,
-                                                  const torch::Tensor& local) const {
-  const TpSplit split = tp_split(name);
-  if (!tp_ || split == TpSplit::kReplicated) return local.detach().clone();
-  const int64_t dim = split == TpSplit::kDim0 ? 0 : 1;
-  torch::Tensor moved = local.detach().transpose(dim, -1);
-  torch::Tensor full = all_gather_last_dim(moved, *tp_).transpose(dim, -1).contiguous();
-  const std::vector<int64_t> shape = full_shape(name, local);
-  return full.narrow(0, 0, shape[0]).contiguous();
-}
-
-void LlamaModelImpl::initialize(uint64_t seed) {
-  torch::NoGradGuard no_grad;
-  const int tp_rank = tp_ ? tp_->rank() : 0;
-  for (auto& item : named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    torch::Tensor& p = item.value();
-    if (p.dim() == 1 && tp_split(name) == TpSplit::kReplicated) {
-      p.fill_(1.0);
-      continue;
-    }
-    // The full tensor from a generator of its own, so every layout draws the same values.
-    auto generator = at::detail::createCPUGenerator(parameter_seed(seed, name));
-    const std::vector<int64_t> shape = full_shape(name, p);
-    torch::Tensor full = torch::empty(shape, torch::kFloat32);
-    full.normal_(0.0, config_.initializer_range, generator);
-    switch (tp_split(name)) {
-      case TpSplit::kReplicated:
-        p.copy_(full);
-        break;
-      case TpSplit::kDim0: {
-        const int64_t rows = p.size(0), begin = tp_rank * rows;
-        // Vocabulary padding rows (beyond the full tensor) stay zero.
-        p.zero_();
-        const int64_t available = std::max<int64_t>(0, std::min(rows, shape[0] - begin));
-        if (available > 0) p.narrow(0, 0, available).copy_(full.narrow(0, begin, available));
-        break;
-      }
-      case TpSplit::kDim1:
-        p.copy_(full.narrow(1, tp_rank * p.size(1), p.size(1)));
-        break;
-    }
-  }
+  if (!tp_group()) return cross_entropy_sum(logits, labels, fused_kernels_);
+  return vocab_parallel_cross_entropy_sum(logits, labels, vocab_, *tp_group(), kIgnoreIndex);
 }
 
 std::vector<ProjectionSite> LlamaModelImpl::projection_sites() {
   std::vector<ProjectionSite> sites;
   const int tp = tp_size();
   auto add = [&](const std::string& prefix, const char* name, torch::nn::Linear& linear,
-                 TpSplit split, std::map<std::string, std::shared_ptr<LinearAdapter>>& slots) {
+                 std::map<std::string, std::shared_ptr<LinearAdapter>>& slots) {
     ProjectionSite site;
     site.name = prefix + name;
     site.linear = linear;
+    const TpSplit split = tp_split(site.name + ".weight");
     site.split = split;
     site.in_features = linear->weight.size(1) * (split == TpSplit::kDim1 ? tp : 1);
     site.out_features = linear->weight.size(0) * (split == TpSplit::kDim0 ? tp : 1);
@@ -447,22 +353,34 @@ std::vector<ProjectionSite> LlamaModelImpl::projection_sites() {
   for (auto& [index, layer] : layers) {
     const std::string prefix = "model.layers." + std::to_string(index) + ".";
     Attention& attn = layer->self_attn;
-    add(prefix + "self_attn.", "q_proj", attn->q_proj, TpSplit::kDim0, attn->adapters);
-    add(prefix + "self_attn.", "k_proj", attn->k_proj, TpSplit::kDim0, attn->adapters);
-    add(prefix + "self_attn.", "v_proj", attn->v_proj, TpSplit::kDim0, attn->adapters);
-    add(prefix + "self_attn.", "o_proj", attn->o_proj, TpSplit::kDim1, attn->adapters);
+    add(prefix + "self_attn.", "q_proj", attn->q_proj, attn->adapters);
+    add(prefix + "self_attn.", "k_proj", attn->k_proj, attn->adapters);
+    add(prefix + "self_attn.", "v_proj", attn->v_proj, attn->adapters);
+    add(prefix + "self_attn.", "o_proj", attn->o_proj, attn->adapters);
     Mlp& mlp = layer->mlp;
-    add(prefix + "mlp.", "gate_proj", mlp->gate_proj, TpSplit::kDim0, mlp->adapters);
-    add(prefix + "mlp.", "up_proj", mlp->up_proj, TpSplit::kDim0, mlp->adapters);
-    add(prefix + "mlp.", "down_proj", mlp->down_proj, TpSplit::kDim1, mlp->adapters);
+    add(prefix + "mlp.", "gate_proj", mlp->gate_proj, mlp->adapters);
+    add(prefix + "mlp.", "up_proj", mlp->up_proj, mlp->adapters);
+    add(prefix + "mlp.", "down_proj", mlp->down_proj, mlp->adapters);
   }
   return sites;
 }
 
-std::map<int64_t, Attention> LlamaModelImpl::attention_layers() {
-  std::map<int64_t, Attention> result;
-  for (auto& [index, layer] : layers) result.emplace(index, layer->self_attn);
-  return result;
+std::vector<KeyValuePrefixSite> LlamaModelImpl::key_value_prefix_sites() {
+  std::vector<KeyValuePrefixSite> sites;
+  for (auto& [index, layer] : layers) {
+    KeyValuePrefixSite site;
+    site.layer = index;
+    site.kv_heads = config_.num_key_value_heads;
+    site.local_kv_heads = layer->self_attn->local_kv_heads();
+    site.head_dim = config_.head_dim();
+    site.prefix = &layer->self_attn->prefix;
+    sites.push_back(site);
+  }
+  return sites;
+}
+
+bool LlamaModelImpl::is_embedding(const std::string& name) const {
+  return name.rfind("model.embed_tokens.", 0) == 0;
 }
 
 int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
@@ -472,7 +390,7 @@ int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
     const LayerChunk& chunk = chunks_[c];
     int unit = first_unit_of_chunk_[c];
     if (chunk.has_embedding || holds_embedding_copy(chunk)) {
-      if (name.rfind("model.embed_tokens.", 0) == 0) return unit;
+      if (is_embedding(name)) return unit;
       ++unit;
     }
     const std::string prefix = "model.layers.";
@@ -486,32 +404,6 @@ int LlamaModelImpl::unit_of_parameter(const std::string& name) const {
       return unit;
   }
   DST_THROW(InternalError, "parameter '" << name << "' belongs to no unit of this rank");
-}
-
-std::vector<std::vector<std::pair<std::string, torch::Tensor>>> LlamaModelImpl::sharding_units() {
-  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> units(num_units_);
-  for (const auto& item : named_parameters(/*recurse=*/true))
-    units[unit_of_parameter(item.key())].emplace_back(item.key(), item.value());
-  return units;
-}
-
-torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels,
-                                bool fused) {
-  const int64_t vocab = logits.size(-1);
-  if (fused && fusable(logits))
-    return fused_cross_entropy_sum(widened(logits.reshape({-1, vocab})), labels.reshape({-1}),
-                                   kIgnoreIndex);
-  return F::cross_entropy(
-      logits.reshape({-1, vocab}).to(torch::kFloat32), labels.reshape({-1}),
-      F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));
-}
-
-int64_t count_target_tokens(const torch::Tensor& labels) {
-  return labels.ne(kIgnoreIndex).sum().item<int64_t>();
-}
-
-bool is_no_decay_parameter(const std::string& name, const torch::Tensor& parameter) {
-  return parameter.dim() < 2 || name.find("norm") != std::string::npos;
 }
 
 }  // namespace dst

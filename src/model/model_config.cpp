@@ -78,9 +78,9 @@ ModelConfig model_config_from_hf_json(const std::string& path) {
 }
 
 std::string model_config_to_hf_json(const ModelConfig& c) {
-  const nlohmann::json json = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+  // Other families' architectures names are theirs to write (model/model_family.h).
+  nlohmann::json json = {
+      {"model_type", c.model_type},
       {"vocab_size", c.vocab_size},
       {"hidden_size", c.hidden_size},
       {"intermediate_size", c.intermediate_size},
@@ -95,6 +95,7 @@ std::string model_config_to_hf_json(const ModelConfig& c) {
       {"hidden_act", "silu"},
       {"torch_dtype", "float32"},
   };
+  if (c.model_type == "llama") json["architectures"] = {"LlamaForCausalLM"};
   return json.dump(2) + "\n";
 }
 

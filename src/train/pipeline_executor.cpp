@@ -22,7 +22,8 @@ struct Slot {
 
 }  // namespace
 
-PipelineExecutor::PipelineExecutor(LlamaModel model, std::vector<DataParallelEngine*> engines,
+PipelineExecutor::PipelineExecutor(std::shared_ptr<CausalLM> model,
+                                   std::vector<DataParallelEngine*> engines,
                                    comm::CommunicatorPtr pp_group, ScheduleSpec spec,
                                    at::ScalarType activation_dtype)
     : model_(std::move(model)),

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "deepseek_train/comm/communicator.h"
-#include "deepseek_train/model/llama.h"
+#include "deepseek_train/model/causal_lm.h"
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/trainer.h"
@@ -18,7 +18,7 @@ namespace dst {
 
 class PipelineExecutor {
  public:
-  PipelineExecutor(LlamaModel model, std::vector<DataParallelEngine*> engines,
+  PipelineExecutor(std::shared_ptr<CausalLM> model, std::vector<DataParallelEngine*> engines,
                    comm::CommunicatorPtr pp_group, ScheduleSpec spec,
                    at::ScalarType activation_dtype);
 
@@ -39,7 +39,7 @@ class PipelineExecutor {
  private:
   int tag(int sending_stage, bool gradient, int micro_batch) const;
 
-  LlamaModel model_;
+  std::shared_ptr<CausalLM> model_;
   std::vector<DataParallelEngine*> engines_;
   comm::CommunicatorPtr pp_;
   ScheduleSpec spec_;

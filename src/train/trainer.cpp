@@ -241,7 +241,7 @@ class ChunkUnitHooks final : public UnitHooks {
 };
 
 Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
-                 const AdapterRegistry* adapters)
+                 const AdapterRegistry* adapters, const ModelFamilyRegistry* families)
     : config_(config),
       groups_(std::move(groups)),
       logger_(std::move(logger)),
@@ -261,7 +261,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
                                                    mp.virtual_stages, mp.layers_per_stage),
                                   dims.pp, groups_.coord().pp);
   }
-  model_ = LlamaModel(config_.model, shard);
+  const ModelFamilyRegistry builtin_families;
+  model_ = (families ? *families : builtin_families).build(config_.model, shard);
   model_->initialize(config_.train.seed);
   if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
@@ -283,7 +284,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
         parameter.set_data(parameter.to(scalar_type_of(precision.param)));
   }
   const bool first_tp_rank = groups_.coord().tp == 0;
-  const LlamaModel model = model_;
+  const std::shared_ptr<CausalLM> model = model_;
   auto all_units = model_->sharding_units();
   unit_hooks_ = std::make_unique<ChunkUnitHooks>();
   size_t next_unit = 0;
@@ -318,7 +319,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     // Parameters replicated across tp ranks (norm weights) count once in the gradient norm.
     // The tied embedding's copy on the last stage counts on the first stage only.
     spec.counts_in_norm = [model, first_tp_rank, embedding_copy](const std::string& name) {
-      if (embedding_copy && name.rfind("model.embed_tokens.", 0) == 0) return false;
+      if (embedding_copy && model->is_embedding(name)) return false;
       return first_tp_rank || model->tp_split(name) != TpSplit::kReplicated;
     };
     // Stage 0 all-reduces over every data-parallel rank; ZeRO shards over dp_shard and (HSDP)
@@ -493,7 +494,7 @@ std::vector<ParameterStateSlice> Trainer::embedding_gradients() const {
   std::vector<ParameterStateSlice> slices;
   if (!embedding_group_) return slices;
   for (ParameterStateSlice& slice : engines_.at(embedding_engine_)->state_slices())
-    if (slice.name.rfind("model.embed_tokens.", 0) == 0) slices.push_back(std::move(slice));
+    if (model_->is_embedding(slice.name)) slices.push_back(std::move(slice));
   return slices;
 }
 
@@ -523,7 +524,7 @@ double Trainer::whole_model_elements(bool trainable) {
     if (item.value().requires_grad() != trainable) continue;
     // Each element once: tp-replicated tensors on tp rank 0, the tied copy not at all.
     if (model_->tp_split(name) == TpSplit::kReplicated && groups_.coord().tp != 0) continue;
-    if (name.rfind("model.embed_tokens.", 0) == 0 && !holds_embedding) continue;
+    if (model_->is_embedding(name) && !holds_embedding) continue;
     local += static_cast<double>(item.value().numel());
   }
   if (groups_.dims().tp > 1) local = all_reduce_sum(groups_.tp(), {local})[0];

@@ -15,8 +15,6 @@ namespace dst {
 
 namespace {
 
-bool is_embedding(const std::string& name) { return name.rfind("model.embed_tokens.", 0) == 0; }
-
 // The default CPU generator's state is saved per rank (restored on the same world size only):
 // nothing in training draws from it yet, but dropout and data augmentation will.
 std::string rng_tensor_name(int rank) { return "rng.torch_cpu.rank-" + std::to_string(rank); }
@@ -137,7 +135,7 @@ std::vector<StatePiece> Trainer::state_pieces() {
     if (engine.state_sharded() ? coord.dp_replicate != 0 : data_parallel_rank != 0) continue;
     const bool embedding_copy = model_->holds_embedding_copy(model_->chunks()[e]);
     for (ParameterStateSlice& slice : engine.state_slices()) {
-      if (embedding_copy && is_embedding(slice.name)) continue;
+      if (embedding_copy && model_->is_embedding(slice.name)) continue;
       if (model_->tp_split(slice.name) == TpSplit::kReplicated && tp_rank != 0) continue;
       const torch::Tensor& local = parameters[slice.name];
       StatePiece piece;
@@ -164,7 +162,8 @@ std::vector<StatePiece> Trainer::state_pieces() {
     const std::string& name = item.key();
     const torch::Tensor& local = item.value();
     if (local.requires_grad() || data_parallel_rank != 0) continue;
-    if (is_embedding(name) && !holds_embedding) continue;  // the tied copy on the last stage
+    if (model_->is_embedding(name) && !holds_embedding)
+      continue;  // the tied copy on the last stage
     if (model_->tp_split(name) == TpSplit::kReplicated && tp_rank != 0) continue;
     StatePiece piece;
     piece.tensor = name;

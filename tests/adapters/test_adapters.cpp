@@ -13,6 +13,7 @@
 #include "deepseek_train/adapters/adapter.h"
 #include "deepseek_train/adapters/lora.h"
 #include "deepseek_train/adapters/prefix_tuning.h"
+#include "deepseek_train/model/llama.h"
 #include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/core/error.h"
@@ -285,7 +286,7 @@ namespace {
 class NormTuning final : public Adapter {
  public:
   std::string type() const override { return "norm_tuning"; }
-  void apply(LlamaModelImpl& model, uint64_t) override {
+  void apply(CausalLM& model, uint64_t) override {
     for (auto& item : model.named_parameters())
       if (item.key().find("norm") != std::string::npos) item.value().set_requires_grad(true);
   }

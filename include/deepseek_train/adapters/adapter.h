@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "deepseek_train/adapters/adapter_config.h"
-#include "deepseek_train/model/llama.h"
+#include "deepseek_train/model/causal_lm.h"
 
 namespace dst {
 
@@ -32,7 +32,7 @@ class Adapter {
   // initialised from `seed` identically in every layout (full tensor drawn, rank's slice kept).
   // Parameters split across tp are declared with model.set_tp_split. Throws ConfigError naming
   // the recipe entry when it does not fit the model.
-  virtual void apply(LlamaModelImpl& model, uint64_t seed) = 0;
+  virtual void apply(CausalLM& model, uint64_t seed) = 0;
   // The adapter in PEFT's format, from the full (tp-gathered) tensors of the whole model.
   // Default: ConfigError (the type has no PEFT format).
   virtual PeftAdapterFiles peft_files(const std::map<std::string, at::Tensor>& full,
@@ -60,7 +60,7 @@ class AdapterRegistry {
 };
 
 // Freezes every parameter of `model`, then applies each adapter in order. Returns the adapters.
-std::vector<std::unique_ptr<Adapter>> apply_adapters(LlamaModelImpl& model,
+std::vector<std::unique_ptr<Adapter>> apply_adapters(CausalLM& model,
                                                      const std::vector<AdapterConfig>& configs,
                                                      const AdapterRegistry& registry,
                                                      uint64_t seed);

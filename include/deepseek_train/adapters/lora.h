@@ -61,7 +61,7 @@ class LoraAdapter final : public Adapter {
  public:
   explicit LoraAdapter(const AdapterConfig& config);
   std::string type() const override { return "lora"; }
-  void apply(LlamaModelImpl& model, uint64_t seed) override;
+  void apply(CausalLM& model, uint64_t seed) override;
   PeftAdapterFiles peft_files(const std::map<std::string, at::Tensor>& full,
                               const ModelConfig& config) const override;
   bool merge_into(std::map<std::string, at::Tensor>& full) const override;

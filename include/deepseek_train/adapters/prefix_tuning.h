@@ -38,7 +38,7 @@ class PrefixTuningAdapter final : public Adapter {
  public:
   explicit PrefixTuningAdapter(const AdapterConfig& config);
   std::string type() const override { return "prefix"; }
-  void apply(LlamaModelImpl& model, uint64_t seed) override;
+  void apply(CausalLM& model, uint64_t seed) override;
   PeftAdapterFiles peft_files(const std::map<std::string, at::Tensor>& full,
                               const ModelConfig& config) const override;
   // Masks the prefixes out of attention (tests: the output is then the base model's).

@@ -23,64 +23,11 @@
 #include <vector>
 
 #include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/model/causal_lm.h"
 #include "deepseek_train/model/model_config.h"
-#include "deepseek_train/pipeline/partition.h"
-#include "deepseek_train/sharding/unit_hooks.h"
 #include "deepseek_train/tensor_parallel/vocab_parallel.h"
 
 namespace dst {
-
-// Which part of the model a rank builds.
-struct ModelShardSpec {
-  comm::CommunicatorPtr tp_group;  // null or size 1: no tensor parallelism
-  std::vector<LayerChunk> chunks;  // empty: the whole model as one chunk
-  int checkpoint_every = 0;        // activation checkpointing of every k-th layer (0: off)
-  // CPU activations go through kernels/fused_ops.h instead of the ATen reference ops: fp32 ones
-  // through all of them (linear, RMSNorm, SwiGLU, rotary + causal attention, cross-entropy), bf16
-  // ones widened to fp32 through all but the linear (bf16 GEMMs stay with ATen/oneDNN); false
-  // keeps the reference ops everywhere (train.kernels=reference).
-  bool fused_kernels = true;
-};
-
-// How a parameter is split across the tp group: not at all, along dim 0 (column-parallel
-// projections, vocabulary rows) or along dim 1 (row-parallel projections).
-enum class TpSplit { kReplicated, kDim0, kDim1 };
-
-// Extension points through which adapters (adapters/ module: LoRA, prefix tuning, user types)
-// change the model without the model knowing them.
-//
-// A LinearAdapter adds to one projection's output. `input` is what this tp rank's base projection
-// multiplied (the full activation for column-parallel projections, this rank's slice for
-// row-parallel ones) and `base_output` its result (a partial sum for row-parallel projections,
-// summed across tp afterwards): the adapter returns base_output plus its contribution in the
-// same form.
-class LinearAdapter : public torch::nn::Module {
- public:
-  virtual torch::Tensor forward(const torch::Tensor& input, const torch::Tensor& base_output) = 0;
-};
-
-// A KeyValuePrefix gives one attention layer learned keys and values that every query attends
-// to before the sequence (prefix tuning): each [num_virtual_tokens, local kv heads, head_dim].
-// The sequence's positions then start at num_virtual_tokens (as Hugging Face does with a cache
-// of that length); prefix keys are used as given (not rotated).
-class KeyValuePrefix : public torch::nn::Module {
- public:
-  virtual std::pair<torch::Tensor, torch::Tensor> key_value() = 0;
-  virtual int64_t num_virtual_tokens() const = 0;
-  // False: the prefix is masked out of attention (positions still start after it).
-  virtual bool visible() const { return true; }
-};
-
-// A projection an adapter can attach to: its module name as Hugging Face and PEFT name it, the
-// module, how its weight is split across tp (kDim0 column-parallel, kDim1 row-parallel), its full
-// (unsharded) shape, and where its adapter goes.
-struct ProjectionSite {
-  std::string name;  // "model.layers.0.self_attn.q_proj"
-  torch::nn::Linear linear{nullptr};
-  TpSplit split = TpSplit::kReplicated;
-  int64_t in_features = 0, out_features = 0;
-  std::shared_ptr<LinearAdapter>* adapter = nullptr;
-};
 
 class RMSNormImpl : public torch::nn::Module {
  public:
@@ -145,69 +92,30 @@ class DecoderLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(DecoderLayer);
 
-class LlamaModelImpl : public torch::nn::Module {
+// The Llama family's CausalLM (causal_lm.h has the contract). Projections are the
+// tensor-parallel layers of tensor_parallel/parallel_layers.h (q/k/v/gate/up column-parallel,
+// o/down row-parallel, embedding and untied head vocab-parallel).
+class LlamaModelImpl : public CausalLM {
  public:
   explicit LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard = {});
 
-  // Whole model on this rank only (no pipeline split): input_ids int64 [batch, seq] -> logits
-  // [batch, seq, vocab] over the full vocabulary (gathered across tp; use forward_chunk and
-  // loss_sum in training, which never gather the vocabulary).
-  torch::Tensor forward(const torch::Tensor& input_ids);
-
-  // One local chunk: takes input ids (a chunk with the embedding) or hidden states [batch, seq,
-  // hidden]; returns hidden states, or this rank's vocabulary columns of the logits for the chunk
-  // with the head.
-  torch::Tensor forward_chunk(int chunk, const torch::Tensor& input);
-  // Sum of token cross-entropies of forward_chunk's logits (vocab-parallel under tp).
-  torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const;
-
-  const ModelConfig& config() const { return config_; }
-  const std::vector<LayerChunk>& chunks() const { return chunks_; }
-  int num_chunks() const { return static_cast<int>(chunks_.size()); }
-  int tp_size() const { return tp_ ? tp_->size() : 1; }
-  int tp_rank() const { return tp_ ? tp_->rank() : 0; }
-  // The tensor-parallel group (null without tensor parallelism).
-  const comm::CommunicatorPtr& tp_group() const { return tp_; }
-  const VocabShard& vocab_shard() const { return vocab_; }
-
-  // Deterministic initialisation, identical for every layout: for each parameter the full
-  // tensor ~ N(0, initializer_range) (norm weights = 1) from a generator seeded by (seed, name),
-  // vocabulary padding rows zero; this rank keeps its slice.
-  void initialize(uint64_t seed);
-
-  // How `name` is split across tp, and its full (unsharded, unpadded) shape. Parameters added by
-  // adapters are declared with set_tp_split (default: replicated).
-  TpSplit tp_split(const std::string& name) const;
-  void set_tp_split(const std::string& name, TpSplit split) { extra_splits_[name] = split; }
-
+  torch::Tensor forward_chunk(int chunk, const torch::Tensor& input) override;
+  torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const override;
+  const std::vector<LayerChunk>& chunks() const override { return chunks_; }
+  // Per chunk: the embedding (if any, or the copy of a tied embedding that a head on another
+  // stage uses), one unit per decoder layer, the final norm and LM head (if any; with tied
+  // embeddings the head has no parameter of its own).
+  int units_of_chunk(const LayerChunk& chunk) const override;
+  int unit_of_parameter(const std::string& name) const override;
+  bool is_embedding(const std::string& name) const override;
+  bool holds_embedding_copy(const LayerChunk& chunk) const override;
   // Every decoder-layer projection of this rank (q/k/v/o, gate/up/down), in layer order.
-  std::vector<ProjectionSite> projection_sites();
+  std::vector<ProjectionSite> projection_sites() override;
   // Every attention layer of this rank, by global layer index.
-  std::map<int64_t, Attention> attention_layers();
-  std::vector<int64_t> full_shape(const std::string& name, const torch::Tensor& local) const;
-  // The full parameter from every tp rank's slice (collective over tp; padding removed).
-  torch::Tensor gather_tp_parameter(const std::string& name, const torch::Tensor& local) const;
-
-  // Sharding units in forward order over the local chunks: per chunk the embedding (if any, or
-  // the copy of a tied embedding that a head on another stage uses), one unit per decoder layer,
-  // the final norm and LM head (if any; with tied embeddings the head has no parameter of its
-  // own). Each entry lists the unit's parameters by Hugging Face name.
-  std::vector<std::vector<std::pair<std::string, torch::Tensor>>> sharding_units();
-  int num_units() const { return num_units_; }
-  // Sharding units of one chunk (sharding_units() lists them chunk after chunk).
-  int units_of_chunk(const LayerChunk& chunk) const;
-  // Whether the chunk holds a copy of the tied embedding for its head (the embedding itself is
-  // on another pipeline stage).
-  bool holds_embedding_copy(const LayerChunk& chunk) const;
-  // Hooks called around every unit's forward (nullptr: none). Not owned.
-  void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
-  // Activation dtype when it differs from the parameters' (fp16 storage with fp32 compute on
-  // CPUs without fp16 matmul): weights are cast at use, so their gradients keep the parameter
-  // dtype. Undefined (default): compute in the parameters' dtype.
-  void set_compute_dtype(c10::optional<at::ScalarType> dtype) { compute_dtype_ = dtype; }
-  // Whether CPU attention runs kernels/fused_ops.h (fused kernels on, no prefix attached), which
-  // decides the activations it keeps (the memory plan asks).
-  bool uses_fused_attention() const;
+  std::vector<KeyValuePrefixSite> key_value_prefix_sites() override;
+  // Fused kernels on, no prefix attached, CPU parameters.
+  bool uses_fused_attention() const override;
+  const VocabShard& vocab_shard() const { return vocab_; }
 
   // Submodules that exist on this rank (null otherwise), under their Hugging Face names.
   torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens" (or its tied copy)
@@ -216,42 +124,15 @@ class LlamaModelImpl : public torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};          // "lm_head" (null when tied)
 
  private:
-  template <typename Fn>
-  torch::Tensor run_unit(int unit, Fn&& forward);
   torch::Tensor run_layer(int64_t index, const torch::Tensor& h);
   torch::Tensor head_logits(const torch::Tensor& h);
-  int unit_of_parameter(const std::string& name) const;
 
-  ModelConfig config_;
-  comm::CommunicatorPtr tp_;
   VocabShard vocab_;
   std::vector<LayerChunk> chunks_;
   std::vector<int> first_unit_of_chunk_;
-  int num_units_ = 0;
   int checkpoint_every_ = 0;
   bool fused_kernels_ = true;
-  UnitHooks* unit_hooks_ = nullptr;
-  c10::optional<at::ScalarType> compute_dtype_;
-  std::map<std::string, TpSplit> extra_splits_;
 };
 TORCH_MODULE(LlamaModel);
-
-// A stable per-parameter seed: seed mixed with the FNV-1a hash of the name, so every layout and
-// every run draws the same initial values for a parameter.
-uint64_t parameter_seed(uint64_t seed, const std::string& name);
-
-inline constexpr int64_t kIgnoreIndex = -100;
-
-// Sum of token cross-entropies over labels != kIgnoreIndex (logits [.., vocab], labels [..]).
-// Computed in fp32. Normalise by the step's total token count outside.
-// `fused`: kernels/fused_ops.h's fused_cross_entropy_sum for fp32 CPU logits.
-torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor& labels,
-                                bool fused = true);
-
-// Number of labels that count towards the loss.
-int64_t count_target_tokens(const torch::Tensor& labels);
-
-// True for parameters that take no weight decay (norm weights and biases, i.e. 1-D tensors).
-bool is_no_decay_parameter(const std::string& name, const torch::Tensor& parameter);
 
 }  // namespace dst

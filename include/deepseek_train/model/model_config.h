@@ -8,6 +8,8 @@
 namespace dst {
 
 struct ModelConfig {
+  // The model family (model/model_family.h) that builds the model: Hugging Face's model_type.
+  std::string model_type = "llama";
   int64_t vocab_size = 259;
   int64_t hidden_size = 128;
   int64_t intermediate_size = 352;

@@ -18,7 +18,7 @@
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/mesh/process_groups.h"
-#include "deepseek_train/model/llama.h"
+#include "deepseek_train/model/model_family.h"
 #include "deepseek_train/precision/loss_scaler.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/sharding/memory_plan.h"
@@ -70,11 +70,12 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  // Builds and initialises the model (deterministically from train.seed), applies the recipe's
+  // Builds the model of config.model.model_type's family (from `families`, the built-in registry
+  // when null) and initialises it deterministically from train.seed, applies the recipe's
   // adapters (types from `adapters`, the built-in registry when null; the base is then frozen)
   // and builds the optimizer over the trainable parameters.
   Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
-          const AdapterRegistry* adapters = nullptr);
+          const AdapterRegistry* adapters = nullptr, const ModelFamilyRegistry* families = nullptr);
   ~Trainer();
 
   // A full run: reads data.train_path (and validation data), trains train.steps steps with
@@ -104,7 +105,7 @@ class Trainer {
   // <merged_directory> (empty: skipped). Collective; world rank 0 writes.
   void export_adapters(const std::string& directory, const std::string& merged_directory);
 
-  LlamaModel& model() { return model_; }
+  CausalLM& model() { return *model_; }
   const TrainConfig& config() const { return config_; }
   const ProcessGroups& groups() const { return groups_; }
   int64_t step() const { return step_; }
@@ -160,7 +161,7 @@ class Trainer {
   TrainConfig config_;
   ProcessGroups groups_;
   Logger logger_;
-  LlamaModel model_{nullptr};
+  std::shared_ptr<CausalLM> model_;
   std::vector<std::unique_ptr<Adapter>> adapters_;
   // Gradient sync + optimizer (any ZeRO stage), one per local model chunk.
   std::vector<std::unique_ptr<DataParallelEngine>> engines_;

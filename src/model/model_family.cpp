@@ -1,0 +1,59 @@
+#include "deepseek_train/model/model_family.h"
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/model/llama.h"
+
+namespace dst {
+
+namespace {
+
+ModelFamily llama_family() {
+  ModelFamily family;
+  family.model_type = "llama";
+  family.architectures = {"LlamaForCausalLM"};
+  family.build = [](const ModelConfig& config, ModelShardSpec shard) -> std::shared_ptr<CausalLM> {
+    return std::make_shared<LlamaModelImpl>(config, std::move(shard));
+  };
+  return family;
+}
+
+}  // namespace
+
+ModelFamilyRegistry::ModelFamilyRegistry() { add(llama_family()); }
+
+void ModelFamilyRegistry::add(ModelFamily family) {
+  DST_CHECK(!family.model_type.empty() && family.build, ConfigError,
+            "model family '" << family.model_type << "' needs a model_type and a build function");
+  DST_CHECK(families_.count(family.model_type) == 0, ConfigError,
+            "model family '" << family.model_type << "' is already registered");
+  std::string key = family.model_type;
+  families_.emplace(std::move(key), std::move(family));
+}
+
+std::string ModelFamilyRegistry::describe() const {
+  std::string text;
+  for (const auto& [type, family] : families_) {
+    if (!text.empty()) text += ", ";
+    text += type;
+    if (family.architectures.empty()) continue;
+    text += " (";
+    for (size_t i = 0; i < family.architectures.size(); ++i)
+      text += (i ? ", " : "") + family.architectures[i];
+    text += ")";
+  }
+  return text;
+}
+
+const ModelFamily& ModelFamilyRegistry::find(const std::string& model_type) const {
+  auto found = families_.find(model_type);
+  DST_CHECK(found != families_.end(), ConfigError,
+            "model family '" << model_type << "' is not registered (known: " << describe() << ")");
+  return found->second;
+}
+
+std::shared_ptr<CausalLM> ModelFamilyRegistry::build(const ModelConfig& config,
+                                                     ModelShardSpec shard) const {
+  return find(config.model_type).build(config, std::move(shard));
+}
+
+}  // namespace dst
