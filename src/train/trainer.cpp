@@ -214,32 +214,6 @@ int configure_intra_op_threads(const TrainOptions& options, const LaunchEnv& env
   return threads;
 }
 
-// Routes the model's unit hooks (numbered over all local chunks) to the engine of each chunk.
-class ChunkUnitHooks final : public UnitHooks {
- public:
-  // The model's next unit is the engine's unit `local` (hooks null or local < 0: no hooks; a
-  // unit whose parameters are all frozen belongs to no engine).
-  void add_unit(UnitHooks* hooks, int local) {
-    targets_.emplace_back(local >= 0 ? hooks : nullptr, local);
-  }
-  void before_forward(int unit) override {
-    auto& [hooks, local] = targets_.at(unit);
-    if (hooks) hooks->before_forward(local);
-  }
-  at::Tensor after_forward(int unit, const at::Tensor& output) override {
-    auto& [hooks, local] = targets_.at(unit);
-    return hooks ? hooks->after_forward(local, output) : output;
-  }
-  bool any() const {
-    for (const auto& target : targets_)
-      if (target.first) return true;
-    return false;
-  }
-
- private:
-  std::vector<std::pair<UnitHooks*, int>> targets_;
-};
-
 Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
                  const AdapterRegistry* adapters, const ModelFamilyRegistry* families)
     : config_(config),
@@ -250,19 +224,12 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   config_.validate();
   encryption_key_ = load_encryption_key();
   checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
-  const ParallelDims& dims = groups_.dims();
-  const ModelParallelOptions& mp = config_.model_parallel;
-  ModelShardSpec shard;
-  shard.tp_group = groups_.tp_ptr();
-  shard.checkpoint_every = mp.activation_checkpointing;
-  shard.fused_kernels = config_.train.kernels == "fused";
-  if (dims.pp > 1) {
-    shard.chunks = chunks_of_rank(partition_layers(config_.model.num_hidden_layers, dims.pp,
-                                                   mp.virtual_stages, mp.layers_per_stage),
-                                  dims.pp, groups_.coord().pp);
-  }
+  // 1. The family builds this rank's part of the model: tp shards, pipeline chunks, activation
+  // checkpointing (train/parallelize.h has the order).
   const ModelFamilyRegistry builtin_families;
-  model_ = (families ? *families : builtin_families).build(config_.model, shard);
+  model_ = (families ? *families : builtin_families)
+               .build(config_.model, shard_spec_for_rank(config_, groups_));
+  // 2. Weights, then adapters, which decide what trains.
   model_->initialize(config_.train.seed);
   if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
@@ -283,62 +250,6 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       if (!parameter.requires_grad())
         parameter.set_data(parameter.to(scalar_type_of(precision.param)));
   }
-  const bool first_tp_rank = groups_.coord().tp == 0;
-  const std::shared_ptr<CausalLM> model = model_;
-  auto all_units = model_->sharding_units();
-  unit_hooks_ = std::make_unique<ChunkUnitHooks>();
-  size_t next_unit = 0;
-  const bool tied = config_.model.tie_word_embeddings;
-  for (const LayerChunk& chunk : model_->chunks()) {
-    const size_t units = static_cast<size_t>(model_->units_of_chunk(chunk));
-    const bool embedding_copy = model_->holds_embedding_copy(chunk);
-    // Only trainable parameters go to the engine; units left empty (all frozen) get no hooks.
-    DataParallelEngineSpec spec;
-    std::vector<int> local_index;
-    for (size_t u = next_unit; u < next_unit + units; ++u) {
-      std::vector<std::pair<std::string, torch::Tensor>> trainable;
-      for (auto& item : all_units[u])
-        if (item.second.requires_grad()) trainable.push_back(item);
-      local_index.push_back(trainable.empty() ? -1 : static_cast<int>(spec.units.size()));
-      if (!trainable.empty()) spec.units.push_back(std::move(trainable));
-    }
-    next_unit += units;
-    // Unit 0 of a chunk with the embedding (or its copy) is the embedding's.
-    const bool embedding_trains =
-        (chunk.has_embedding || embedding_copy) && local_index.front() == 0;
-    DST_CHECK(!spec.units.empty(), ConfigError,
-              "pipeline stage " << groups_.coord().pp << " (layers " << chunk.begin << "-"
-                                << chunk.end - 1
-                                << ") holds no trainable parameter: choose adapters that reach "
-                                   "every stage, or fewer pipeline stages");
-    if (tied && dims.pp > 1 && embedding_trains)
-      embedding_engine_ = static_cast<int>(engines_.size());
-    spec.decays = [](const std::string& name, const at::Tensor& p) {
-      return !is_no_decay_parameter(name, p);
-    };
-    // Parameters replicated across tp ranks (norm weights) count once in the gradient norm.
-    // The tied embedding's copy on the last stage counts on the first stage only.
-    spec.counts_in_norm = [model, first_tp_rank, embedding_copy](const std::string& name) {
-      if (embedding_copy && model->is_embedding(name)) return false;
-      return first_tp_rank || model->tp_split(name) != TpSplit::kReplicated;
-    };
-    // Stage 0 all-reduces over every data-parallel rank; ZeRO shards over dp_shard and (HSDP)
-    // sums the reduced shards across the replicas.
-    const bool sharded = config_.data_parallel.zero_stage > 0;
-    spec.dp_group = sharded ? groups_.dp_ptr() : groups_.data_parallel_ptr();
-    if (sharded) spec.dp_replicate_group = groups_.dp_replicate_ptr();
-    spec.data_parallel = config_.data_parallel;
-    spec.optim = config_.optim;
-    spec.param_type = scalar_type_of(precision.param);
-    spec.reduce_type = scalar_type_of(precision.reduce);
-    // With tied embeddings the head uses unit 0: the embedding, or its copy on the last stage.
-    spec.first_unit_reused_by_last = tied && chunk.has_head && embedding_trains;
-    // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
-    // is narrower) and casts the parameters itself.
-    engines_.push_back(make_data_parallel_engine(spec));
-    for (int local : local_index) unit_hooks_->add_unit(engines_.back()->unit_hooks(), local);
-  }
-  model_->set_unit_hooks(unit_hooks_->any() ? unit_hooks_.get() : nullptr);
   activation_dtype_ = scalar_type_of(precision.param);
   if (activation_dtype_ == torch::kFloat16) {
     // Parameters live on the CPU, where libtorch's fp16 matmul is a slow fallback (2.2 GFLOP/s
@@ -351,25 +262,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
          << scaler_.scale();
     logger_.info(line.str());
   }
-  // Every pp rank learns whether the tied embedding trains (a frozen one needs no sync).
-  const bool sync_embedding =
-      tied && dims.pp > 1 &&
-      all_reduce_sum(groups_.pp(), {embedding_engine_ >= 0 ? 1.0 : 0.0})[0] > 0;
-  if (sync_embedding) {
-    const int stage = groups_.coord().pp;
-    const bool member = stage == 0 || stage == dims.pp - 1;
-    embedding_group_ =
-        dims.pp == 2 ? groups_.pp_ptr() : groups_.pp().split(member ? 0 : 1, stage, "embedding");
-    if (!member) embedding_group_.reset();
-  }
-  if (dims.pp > 1) {
-    std::vector<DataParallelEngine*> engines;
-    for (auto& engine : engines_) engines.push_back(engine.get());
-    const ScheduleSpec schedule{parse_schedule_kind(mp.schedule), dims.pp,
-                                static_cast<int>(config_.train.grad_accum), mp.virtual_stages};
-    pipeline_ = std::make_unique<PipelineExecutor>(model_, std::move(engines), groups_.pp_ptr(),
-                                                   schedule, activation_dtype_);
-  }
+  // 3. Data parallelism (DDP, ZeRO, HSDP) over what trains, unit hooks, the pipeline.
+  parallel_ = parallelize_data(model_, config_, groups_, activation_dtype_);
 }
 
 Trainer::~Trainer() {
@@ -378,7 +272,7 @@ Trainer::~Trainer() {
 
 std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
   MemoryPlanInputs layout;
-  for (const auto& engine : engines_) engine->describe_layout(layout);
+  for (const auto& engine : parallel_.engines) engine->describe_layout(layout);
   std::vector<int64_t> bytes;
   const int64_t element_bytes = bytes_of(PrecisionPolicy::from_options(config_.precision).param);
   for (int64_t elements : layout.gradient_bucket_elements)
@@ -388,13 +282,13 @@ std::vector<int64_t> Trainer::gradient_bucket_bytes() const {
 
 std::vector<int64_t> Trainer::sharding_unit_sizes() const {
   MemoryPlanInputs layout;
-  for (const auto& engine : engines_) engine->describe_layout(layout);
+  for (const auto& engine : parallel_.engines) engine->describe_layout(layout);
   return layout.zero_unit_padded_elements;
 }
 
 MemoryPlan Trainer::memory_plan() const {
   MemoryPlanInputs in;
-  for (const auto& engine : engines_) engine->describe_layout(in);
+  for (const auto& engine : parallel_.engines) engine->describe_layout(in);
   in.model = config_.model;
   in.precision = PrecisionPolicy::from_options(config_.precision);
   in.zero_stage = config_.data_parallel.zero_stage;
@@ -435,13 +329,13 @@ MemoryPlan Trainer::memory_plan() const {
       in.pipeline_gradient_sends += chunk.has_embedding ? 0 : 1;
     }
   }
-  if (embedding_group_) {
+  if (parallel_.embedding_group) {
     for (const ParameterStateSlice& slice : embedding_gradients()) {
       in.tied_embedding_sync_elements += slice.end - slice.begin;
       in.tied_embedding_sync_element_bytes =
           (slice.gradient.defined() ? slice.gradient : slice.parameter).element_size();
     }
-    in.tied_embedding_sync_rank = embedding_group_->rank();
+    in.tied_embedding_sync_rank = parallel_.embedding_group->rank();
   }
   if (dims.pp > 1) {
     // Micro-batches whose activations a stage holds at its peak (schedule.h).
@@ -482,18 +376,19 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() c
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
-  for (auto& engine : engines_) engine->gather_parameters();
+  for (auto& engine : parallel_.engines) engine->gather_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> result;
   for (const auto& item : model_->named_parameters(/*recurse=*/true))
     result.emplace_back(item.key(), model_->gather_tp_parameter(item.key(), item.value()));
-  for (auto& engine : engines_) engine->release_parameters();
+  for (auto& engine : parallel_.engines) engine->release_parameters();
   return result;
 }
 
 std::vector<ParameterStateSlice> Trainer::embedding_gradients() const {
   std::vector<ParameterStateSlice> slices;
-  if (!embedding_group_) return slices;
-  for (ParameterStateSlice& slice : engines_.at(embedding_engine_)->state_slices())
+  if (!parallel_.embedding_group) return slices;
+  for (ParameterStateSlice& slice :
+       parallel_.engines.at(parallel_.embedding_engine)->state_slices())
     if (model_->is_embedding(slice.name)) slices.push_back(std::move(slice));
   return slices;
 }
@@ -503,15 +398,15 @@ void Trainer::sync_tied_embedding_gradients() {
   for (ParameterStateSlice& slice : embedding_gradients()) {
     DST_ASSERT(slice.gradient.defined() && slice.gradient.is_contiguous(),
                "tied embedding gradient of '" << slice.name << "' is not a contiguous tensor");
-    works.push_back(embedding_group_->all_reduce(slice.gradient, comm::ReduceOp::kSum));
+    works.push_back(parallel_.embedding_group->all_reduce(slice.gradient, comm::ReduceOp::kSum));
   }
   comm::wait_all(works);
 }
 
 comm::CommStats Trainer::comm_stats() const {
   comm::CommStats stats = groups_.total_stats();
-  if (embedding_group_ && embedding_group_ != groups_.pp_ptr())
-    stats.accumulate(embedding_group_->stats());
+  if (parallel_.embedding_group && parallel_.embedding_group != groups_.pp_ptr())
+    stats.accumulate(parallel_.embedding_group->stats());
   return stats;
 }
 
@@ -540,8 +435,9 @@ double Trainer::sum_over_data_and_pipeline(double value) {
 
 double Trainer::global_grad_norm(double loss_scale) {
   double squared = 0.0;
-  for (auto& engine : engines_) squared += engine->local_grad_squared_norm();
-  if (engines_.front()->gradients_sharded()) squared = all_reduce_sum(groups_.dp(), {squared})[0];
+  for (auto& engine : parallel_.engines) squared += engine->local_grad_squared_norm();
+  if (parallel_.engines.front()->gradients_sharded())
+    squared = all_reduce_sum(groups_.dp(), {squared})[0];
   if (groups_.dims().tp > 1) squared = all_reduce_sum(groups_.tp(), {squared})[0];
   if (groups_.dims().pp > 1) squared = all_reduce_sum(groups_.pp(), {squared})[0];
   return std::sqrt(squared) / loss_scale;
@@ -565,15 +461,15 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
-  for (auto& engine : engines_) engine->zero_grad();
+  for (auto& engine : parallel_.engines) engine->zero_grad();
   const double loss_scale = scaler_.scale();
   double local_loss_sum = 0.0, pipeline_wait = 0.0;
-  if (pipeline_) {
-    local_loss_sum = pipeline_->train_step(micro_batches, loss_scale, global_tokens);
-    pipeline_wait = pipeline_->last_wait_seconds();
+  if (parallel_.pipeline) {
+    local_loss_sum = parallel_.pipeline->train_step(micro_batches, loss_scale, global_tokens);
+    pipeline_wait = parallel_.pipeline->last_wait_seconds();
     sync_tied_embedding_gradients();
   } else {
-    DataParallelEngine& engine = *engines_.front();
+    DataParallelEngine& engine = *parallel_.engines.front();
     for (size_t k = 0; k < micro_batches.size(); ++k) {
       engine.set_sync(k + 1 == micro_batches.size());
       torch::Tensor logits = model_->forward_chunk(0, micro_batches[k].input_ids);
@@ -598,7 +494,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const bool apply = scaler_.update(nonfinite);
   const double multiplier = gradient_multiplier(grad_norm, config_.optim.grad_clip, loss_scale);
   if (apply)
-    for (auto& engine : engines_) engine->step(lr, multiplier);
+    for (auto& engine : parallel_.engines) engine->step(lr, multiplier);
   ++step_;
   fault_plan_.at(world_rank, step_, "step_end");
   // Under fp16 loss scaling a gradient overflow with a finite loss is the scaler's business (it
@@ -668,7 +564,7 @@ std::string Trainer::first_nonfinite_gradient() {
   for (const auto& item : parameters) position.emplace(item.key(), position.size());
   int64_t best = std::numeric_limits<int64_t>::max();
   std::string name;
-  for (auto& engine : engines_)
+  for (auto& engine : parallel_.engines)
     for (const ParameterStateSlice& slice : engine->state_slices()) {
       if (!slice.gradient.defined() || slice.gradient.numel() == 0) continue;
       if (slice.gradient.isfinite().all().item<bool>()) continue;
@@ -706,8 +602,8 @@ std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& 
   torch::NoGradGuard no_grad;
   model_->eval();
   double loss_sum = 0.0, tokens = 0.0;
-  if (pipeline_) {
-    loss_sum = pipeline_->evaluate(batches);
+  if (parallel_.pipeline) {
+    loss_sum = parallel_.pipeline->evaluate(batches);
   } else {
     for (const MicroBatch& mb : batches)
       loss_sum +=

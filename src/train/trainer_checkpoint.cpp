@@ -115,7 +115,7 @@ PieceLocation Trainer::location_of(const std::string& name, const torch::Tensor&
 
 std::vector<ParameterStateSlice> Trainer::engine_state_slices() {
   std::vector<ParameterStateSlice> slices;
-  for (auto& engine : engines_)
+  for (auto& engine : parallel_.engines)
     for (ParameterStateSlice& slice : engine->state_slices()) slices.push_back(std::move(slice));
   return slices;
 }
@@ -127,8 +127,8 @@ std::vector<StatePiece> Trainer::state_pieces() {
   const int data_parallel_rank = coord.data_parallel_index(groups_.dims()), tp_rank = coord.tp;
   const auto parameters = model_->named_parameters(/*recurse=*/true);
   std::vector<StatePiece> pieces;
-  for (size_t e = 0; e < engines_.size(); ++e) {
-    DataParallelEngine& engine = *engines_[e];
+  for (size_t e = 0; e < parallel_.engines.size(); ++e) {
+    DataParallelEngine& engine = *parallel_.engines[e];
     // Replicated state is written by data-parallel rank 0 only, sharded state by the first HSDP
     // replica only; the last stage's copy of a tied embedding and tp-replicated parameters by
     // their first holder only.
@@ -194,7 +194,7 @@ std::vector<StatePiece> Trainer::state_pieces() {
 std::string Trainer::save_checkpoint(const std::string& sampler_state) {
   CheckpointInfo info;
   info.step = step_;
-  info.optimizer_steps = engines_.front()->optimizer_steps();
+  info.optimizer_steps = parallel_.engines.front()->optimizer_steps();
   info.sampler_state = sampler_state;
   const LossScalerState scaler = scaler_.state();
   info.loss_scale = scaler.scale;
@@ -250,7 +250,7 @@ std::string Trainer::load_checkpoint(const std::string& directory) {
   check_same_model(info.model, config_.model, directory);
   torch::NoGradGuard no_grad;
   const auto parameters = model_->named_parameters(/*recurse=*/true);
-  for (auto& engine : engines_) {
+  for (auto& engine : parallel_.engines) {
     for (ParameterStateSlice& slice : engine->state_slices()) {
       const torch::Tensor& local = parameters[slice.name];
       const std::vector<int64_t> expected = model_->full_shape(slice.name, local);

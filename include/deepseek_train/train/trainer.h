@@ -22,13 +22,11 @@
 #include "deepseek_train/precision/loss_scaler.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/sharding/memory_plan.h"
+#include "deepseek_train/train/parallelize.h"
 #include "deepseek_train/train/train_config.h"
 
 namespace dst {
 
-class DataParallelEngine;
-class PipelineExecutor;
-class ChunkUnitHooks;
 struct TokenBatch;
 
 // One micro-batch: int64 [rows, seq] input ids and labels (kIgnoreIndex = not counted).
@@ -163,18 +161,13 @@ class Trainer {
   Logger logger_;
   std::shared_ptr<CausalLM> model_;
   std::vector<std::unique_ptr<Adapter>> adapters_;
-  // Gradient sync + optimizer (any ZeRO stage), one per local model chunk.
-  std::vector<std::unique_ptr<DataParallelEngine>> engines_;
-  std::unique_ptr<ChunkUnitHooks> unit_hooks_;
-  std::unique_ptr<PipelineExecutor> pipeline_;  // pp > 1 only
+  // Engines (gradient sync + optimizer, one per local chunk), unit hooks, pipeline executor and
+  // tied-embedding group (train/parallelize.h).
+  ParallelizedModel parallel_;
   DynamicLossScaler scaler_;
   // The dtype activations are computed in: the parameters' (fp16 ones compute in fp32 on the CPU).
   at::ScalarType activation_dtype_ = at::kFloat;
 
-  // Tied embeddings across pipeline stages: the first and the last stage (the only members of
-  // embedding_group_) hold the embedding and its copy in engines_[embedding_engine_].
-  comm::CommunicatorPtr embedding_group_;
-  int embedding_engine_ = -1;
   // The embedding's (or its copy's) gradient slices on this rank.
   std::vector<ParameterStateSlice> embedding_gradients() const;
   // Sums the two copies' gradients so both stages apply the same update.
