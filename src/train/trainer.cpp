@@ -35,6 +35,10 @@
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/metrics.h"
 #include "deepseek_train/train/prometheus_textfile.h"
+#include "deepseek_train/train/run_outputs.h"
+#include "deepseek_train/train/run_policy.h"
+#include "deepseek_train/train/step_metrics.h"
+#include "deepseek_train/train/training_data.h"
 #include "pipeline_executor.h"
 
 namespace dst {
@@ -42,64 +46,6 @@ namespace dst {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double peak_rss_megabytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-// Every rank's `value`, by world rank.
-std::vector<double> all_gather_values(comm::Communicator& group, double value) {
-  at::Tensor all = at::zeros({group.size()}, at::kDouble);
-  at::Tensor mine = at::full({1}, value, at::kDouble);
-  group.all_gather(all, mine)->wait();
-  const double* data = all.data_ptr<double>();
-  return std::vector<double>(data, data + group.size());
-}
-
-// Achieved matmul FLOP/s of this process with its intra-op threads in the compute dtype, over
-// ~`seconds` per GEMM: for fp32 the faster of libtorch's and kernels::sgemm (which the fused
-// kernels use), so MFU is measured against the best multiply the process has; for bf16
-// libtorch's bf16 matmul (oneDNN, AMX where the CPU has it).
-double measure_matmul_flops(double seconds, at::ScalarType dtype) {
-  constexpr int64_t n = 384;
-  const torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
-  torch::Tensor c = torch::empty({n, n}, a.options());
-  const auto rate = [&](const std::function<void()>& multiply) {
-    multiply();
-    int64_t runs = 0;
-    const auto start = Clock::now();
-    double elapsed = 0;
-    do {
-      multiply();
-      ++runs;
-      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    } while (elapsed < seconds);
-    return 2.0 * n * n * n * runs / elapsed;
-  };
-  const double libtorch = rate([&] { at::mm_out(c, a, b); });
-  if (dtype != at::kFloat) return libtorch;
-  const double sgemm = rate([&] {
-    kernels::sgemm(false, false, n, n, n, 1.0f, a.data_ptr<float>(), n, b.data_ptr<float>(), n,
-                   0.0f, c.data_ptr<float>(), n);
-  });
-  return std::max(libtorch, sgemm);
-}
-
-// Rewrites a metrics.jsonl without the rows of steps after `step` (a resumed run trains them
-// again). Lines that are not JSON objects with a step (a torn last line) are dropped too.
-void drop_metrics_after(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line)) {
-    const nlohmann::json row = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!row.is_object() || !row.contains("step") || !row["step"].is_number_integer()) continue;
-    if (row["step"].get<int64_t>() <= step) kept += line + "\n";
-  }
-  write_file_atomically(path, kept);
-}
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -113,26 +59,6 @@ std::vector<double> all_reduce_sum(comm::Communicator& group, std::vector<double
   auto accessor = buffer.accessor<double, 1>();
   for (size_t i = 0; i < values.size(); ++i) values[i] = accessor[static_cast<int64_t>(i)];
   return values;
-}
-
-// The held-out batches this rank evaluates: `batches` micro-batches of `rows` sequences, each
-// rank taking its own rows of a fixed, wrapping walk over the validation set.
-std::vector<MicroBatch> validation_batches(const SequenceDataset& dataset, int64_t batches,
-                                           int64_t rows, int dp_rank, int dp_size) {
-  std::vector<MicroBatch> result;
-  int64_t next = 0;
-  for (int64_t b = 0; b < batches; ++b) {
-    std::vector<int64_t> indices;
-    for (int r = 0; r < dp_size; ++r) {
-      for (int64_t i = 0; i < rows; ++i) {
-        if (r == dp_rank) indices.push_back(next % dataset.size());
-        ++next;
-      }
-    }
-    result.push_back(to_micro_batch(dataset.batch(indices)));
-    if (next >= dataset.size() * 2) break;  // small validation sets: at most two passes
-  }
-  return result;
 }
 
 // Pipeline rank 0 receives every other stage's (name, tensor) list, in stage order, and returns
@@ -183,18 +109,6 @@ std::vector<std::pair<std::string, torch::Tensor>> collect_pipeline_stages(
 }
 
 }  // namespace
-
-MicroBatch to_micro_batch(const TokenBatch& batch) {
-  auto options = torch::TensorOptions().dtype(torch::kInt64);
-  MicroBatch micro;
-  micro.input_ids = torch::from_blob(const_cast<int64_t*>(batch.input_ids.data()),
-                                     {batch.rows, batch.seq_len}, options)
-                        .clone();
-  micro.labels = torch::from_blob(const_cast<int64_t*>(batch.labels.data()),
-                                  {batch.rows, batch.seq_len}, options)
-                     .clone();
-  return micro;
-}
 
 at::ScalarType scalar_type_of(Precision precision) {
   switch (precision) {
@@ -665,249 +579,125 @@ std::string Trainer::save_weights(const std::string& directory) {
   return path;
 }
 
+void Trainer::log_run_plan(const TrainingData& data, const DistributedSampler& sampler,
+                           double peak_flops) {
+  std::ostringstream plan;
+  plan << "model: " << config_.model.model_type << ", " << config_.model.num_parameters()
+       << " parameters, " << config_.model.num_hidden_layers << " layers, hidden "
+       << config_.model.hidden_size << "; data: " << data.train->size() << " train / "
+       << data.validation->size() << " validation sequences of " << config_.data.seq_len
+       << " tokens; global batch " << sampler.global_batch_size() << " sequences ("
+       << groups_.dims().data_parallel_size() << " ranks x " << config_.train.grad_accum
+       << " micro-batches x " << config_.train.micro_batch_size << "); "
+       << "ZeRO stage " << config_.data_parallel.zero_stage;
+  if (!adapters_.empty()) {
+    const double trainable = whole_model_elements(/*trainable=*/true);
+    const double frozen = whole_model_elements(/*trainable=*/false);
+    plan << "; adapters:";
+    for (const auto& adapter : adapters_) plan << " " << adapter->type();
+    char share[32];
+    std::snprintf(share, sizeof(share), "%.3f%%", 100.0 * trainable / (trainable + frozen));
+    plan << " (" << format_count(trainable) << " trainable parameters, " << share
+         << " of the model; the base is frozen)";
+  }
+  logger_.info(plan.str());
+  logger_.info(memory_plan().describe());
+  std::ostringstream denominator;
+  denominator << "MFU denominator: " << std::fixed << std::setprecision(1)
+              << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
+              << (config_.train.peak_flops_per_rank > 0
+                      ? std::string("train.peak_flops_per_rank")
+                      : std::string("measured ") + c10::toString(activation_dtype_) + " matmul")
+              << ")";
+  logger_.info(denominator.str());
+}
+
+// Saves what the step's policy asks for; a new best is committed before it is marked.
+void Trainer::save_due_checkpoint(CheckpointSave save, const DistributedSampler& sampler) {
+  if (save == CheckpointSave::kNone) return;
+  const std::string directory = save_checkpoint(sampler.serialize());
+  if (save != CheckpointSave::kBest) return;
+  wait_for_checkpoint();
+  if (groups_.world().rank() == 0) mark_best_checkpoint(checkpoint_root(), directory);
+}
+
+// A whole run, in order: data, resume, outputs, the untrained evaluation, the steps (each
+// recorded, evaluated when due, checkpointed by the policy, maybe stopping early), then the
+// final weights and adapter exports.
 TrainSummary Trainer::run() {
   const TrainOptions& opts = config_.train;
-  const DataOptions& data = config_.data;
   // A resume that cannot work fails before any data is read.
   const std::string resume_from =
       opts.resume.empty() ? "" : resolve_checkpoint(checkpoint_root(), opts.resume);
-  std::unique_ptr<SequenceDataset> train_data, val_data;
-  if (!data.prepared.empty()) {
-    const PreparedManifest manifest = read_prepared_manifest(data.prepared);
-    DST_CHECK(manifest.vocab_size <= config_.model.vocab_size, ConfigError,
-              data.prepared << ": the corpus was tokenized into " << manifest.vocab_size
-                            << " ids, more than model.vocab_size " << config_.model.vocab_size);
-    DST_CHECK(manifest.seq_len == data.seq_len, ConfigError,
-              data.prepared << ": prepared with seq_len " << manifest.seq_len
-                            << ", the recipe's data.seq_len is " << data.seq_len);
-    train_data = std::make_unique<PreparedDataset>(data.prepared, "train");
-    val_data = std::make_unique<PreparedDataset>(data.prepared, "validation");
-  } else {
-    DST_CHECK(!data.train_path.empty(), ConfigError,
-              "data.train_path or data.prepared is required for a training run");
-    const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(data.tokenizer, data.eos_token);
-    DST_CHECK(tokenizer->vocab_size() <= config_.model.vocab_size, ConfigError,
-              "data.tokenizer " << tokenizer->describe() << " has more ids than model.vocab_size "
-                                << config_.model.vocab_size);
-    std::vector<std::string> train_docs, val_docs;
-    std::vector<std::string> documents = read_text_corpus(data.train_path);
-    if (data.val_path.empty()) {
-      split_documents(documents, data.val_fraction, &train_docs, &val_docs);
-    } else {
-      train_docs = std::move(documents);
-      val_docs = read_text_corpus(data.val_path);
-    }
-    const std::string val_source =
-        data.val_path.empty() ? data.train_path + " (validation split)" : data.val_path;
-    DST_CHECK(!val_docs.empty(), DataError,
-              data.train_path
-                  << ": no validation documents (set data.val_fraction > 0 or data.val_path)");
-    train_data =
-        std::make_unique<TokenDataset>(train_docs, *tokenizer, data.seq_len, data.train_path);
-    val_data = std::make_unique<TokenDataset>(val_docs, *tokenizer, data.seq_len, val_source);
-  }
-  const SequenceDataset& train_set = *train_data;
-  const SequenceDataset& val_set = *val_data;
-
+  const TrainingData data = load_training_data(config_.data, config_.model.vocab_size);
   const int dp_rank = groups_.coord().data_parallel_index(groups_.dims());
   const int dp_size = groups_.dims().data_parallel_size();
-  DistributedSampler sampler(train_set.size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
+  DistributedSampler sampler(data.train->size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
                              opts.grad_accum);
   if (!resume_from.empty()) sampler.deserialize(load_checkpoint(resume_from));
-  const std::vector<MicroBatch> eval_batches =
-      validation_batches(val_set, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
+  const std::vector<MicroBatch> eval_batches = validation_batches(
+      *data.validation, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
+  // Rank 0's outputs open before the first step: an unusable output directory fails at once.
+  RunOutputs outputs(opts, groups_.world(), resume_from.empty() ? -1 : step_, logger_);
 
-  const bool is_rank0 = groups_.world().rank() == 0;
-  // Rank 0's outputs are opened before the first step, so an unusable output directory fails
-  // the run at once (every rank learns it through the agreement below).
-  std::unique_ptr<MetricsWriter> metrics;
-  std::unique_ptr<PrometheusTextfile> prometheus;
-  std::unique_ptr<ProgressDisplay> progress;
-  {
-    std::string failure;
-    if (is_rank0) {
-      try {
-        const std::filesystem::path out(opts.output_dir);
-        const std::string metrics_path = (out / "metrics.jsonl").string();
-        check_output_file_writable(metrics_path, "metrics file");
-        if (resume_from.empty()) {
-          std::filesystem::remove(metrics_path);
-        } else {
-          // Rows past the checkpoint come from steps that are about to be trained again.
-          drop_metrics_after(metrics_path, step_);
-        }
-        metrics = std::make_unique<MetricsWriter>(metrics_path);
-        if (opts.prometheus_every > 0)
-          prometheus = std::make_unique<PrometheusTextfile>(
-              (out / "metrics.prom").string(),
-              PrometheusTextfile::Labels{{"run", out.filename().string()}});
-        const bool terminal = isatty(fileno(stderr)) != 0;
-        if (opts.progress == "bar" || (opts.progress == "auto" && terminal))
-          progress = std::make_unique<ProgressDisplay>(stderr, true);
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-    }
-    at::Tensor failed = at::full({1}, failure.empty() ? 0.0 : 1.0, at::kDouble);
-    groups_.world().all_reduce(failed, comm::ReduceOp::kMax)->wait();
-    if (!failure.empty()) throw DataError(failure);
-    DST_CHECK(failed.item<double>() == 0.0, DataError,
-              "rank 0 cannot write its outputs under train.output_dir '" << opts.output_dir
-                                                                         << "' (see its error)");
-  }
-  // Model FLOP utilisation: 6 FLOPs per parameter per token against the matmul rate of every
-  // rank in the compute dtype (train.peak_flops_per_rank, or measured here with the training
-  // thread count).
-  const double whole_model_parameters = whole_model_elements(true) + whole_model_elements(false);
+  // MFU: 6 FLOPs per parameter per token against every rank's matmul rate in the compute dtype
+  // (train.peak_flops_per_rank, or measured here with the training thread count).
+  const double model_parameters = whole_model_elements(true) + whole_model_elements(false);
   const double peak_flops =
       all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0
                                            ? opts.peak_flops_per_rank
                                            : measure_matmul_flops(0.2, activation_dtype_)})[0];
-
-  {
-    std::ostringstream plan;
-    plan << "model: " << config_.model.num_parameters() << " parameters, "
-         << config_.model.num_hidden_layers << " layers, hidden " << config_.model.hidden_size
-         << "; data: " << train_set.size() << " train / " << val_set.size()
-         << " validation sequences of " << data.seq_len << " tokens; global batch "
-         << sampler.global_batch_size() << " sequences (" << dp_size << " ranks x "
-         << opts.grad_accum << " micro-batches x " << opts.micro_batch_size << "); "
-         << "ZeRO stage " << config_.data_parallel.zero_stage;
-    if (!adapters_.empty()) {
-      const double trainable = whole_model_elements(/*trainable=*/true);
-      const double frozen = whole_model_elements(/*trainable=*/false);
-      plan << "; adapters:";
-      for (const auto& adapter : adapters_) plan << " " << adapter->type();
-      char share[32];
-      std::snprintf(share, sizeof(share), "%.3f%%", 100.0 * trainable / (trainable + frozen));
-      plan << " (" << format_count(trainable) << " trainable parameters, " << share
-           << " of the model; the base is frozen)";
-    }
-    logger_.info(plan.str());
-    logger_.info(memory_plan().describe());
-    std::ostringstream denominator;
-    denominator << "MFU denominator: " << std::fixed << std::setprecision(1)
-                << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
-                << (opts.peak_flops_per_rank > 0
-                        ? std::string("train.peak_flops_per_rank")
-                        : std::string("measured ") + c10::toString(activation_dtype_) + " matmul")
-                << ")";
-    logger_.info(denominator.str());
-  }
+  log_run_plan(data, sampler, peak_flops);
 
   TrainSummary summary;
   summary.initial_eval_loss = evaluate(eval_batches);
-  if (metrics) metrics->write_eval(step_, summary.initial_eval_loss);
-  if (prometheus) prometheus->write_eval(step_, summary.initial_eval_loss);
-  logger_.info("step " + std::to_string(step_) + "/" + std::to_string(opts.steps) + " | eval " +
-               std::to_string(summary.initial_eval_loss));
-
-  const auto run_start = Clock::now();
-  double window_tokens = 0, window_seconds = 0, total_tokens = 0;
-  const int64_t first_step = step_;
-  const CheckpointOptions& checkpoints = config_.checkpoint;
-  double best_eval = summary.initial_eval_loss;
-  int64_t evaluations_without_improvement = 0;
-  summary.best_eval_loss = best_eval;
-  for (int64_t s = first_step; s < opts.steps; ++s) {
+  outputs.write_eval(step_, summary.initial_eval_loss);
+  EarlyStopping stopping(opts, summary.initial_eval_loss);
+  StepMetricsRecorder recorder(groups_.world_ptr(), opts.steps, step_, model_parameters,
+                               peak_flops);
+  while (step_ < opts.steps && !summary.stopped_early) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())
-      micro_batches.push_back(to_micro_batch(train_set.batch(indices)));
+      micro_batches.push_back(to_micro_batch(data.train->batch(indices)));
     const StepResult result = train_step(micro_batches);
-    window_tokens += result.tokens;
-    window_seconds += result.seconds;
-    total_tokens += result.tokens;
-
-    StepMetrics m;
-    m.step = result.step;
-    m.total_steps = opts.steps;
-    m.loss = result.loss;
-    m.lr = result.lr;
-    m.grad_norm = result.grad_norm;
-    m.tokens = result.tokens;
-    m.step_time_s = result.seconds;
-    m.tokens_per_s = result.seconds > 0 ? result.tokens / result.seconds : 0.0;
-    m.comm_bytes = result.comm_bytes;
-    m.comm_wait_s = result.comm_wait_seconds;
-    m.comm_bytes_by_op = result.comm_bytes_by_op;
-    m.comm_wait_s_by_op = result.comm_wait_seconds_by_op;
-    m.peak_rss_mb = peak_rss_megabytes();
-    m.peak_rss_mb_per_rank = all_gather_values(groups_.world(), m.peak_rss_mb);
-    m.peak_rss_mb_max =
-        *std::max_element(m.peak_rss_mb_per_rank.begin(), m.peak_rss_mb_per_rank.end());
-    m.mfu = mfu(m.tokens_per_s, static_cast<int64_t>(whole_model_parameters), peak_flops);
-    m.loss_scale = result.loss_scale;
-    m.skipped = result.skipped;
-    m.skipped_steps = scaler_.skipped_steps();
-    m.pipeline_wait_s = result.pipeline_wait_seconds;
-    const bool last = result.step == opts.steps;
-    bool stop_early = false, new_best = false;
-    if (last || (opts.eval_every > 0 && result.step % opts.eval_every == 0)) {
-      m.eval_loss = evaluate(eval_batches);
-      summary.final_eval_loss = *m.eval_loss;
+    StepMetrics metrics = recorder.record(result, scaler_.skipped_steps());
+    EarlyStopping::Verdict verdict;
+    if (evaluation_due(opts, result.step)) {
+      metrics.eval_loss = evaluate(eval_batches);
+      summary.final_eval_loss = *metrics.eval_loss;
       // Every rank sees the same (all-reduced) loss, so every rank decides the same.
-      if (*m.eval_loss < best_eval - opts.early_stopping_min_delta) {
-        best_eval = *m.eval_loss;
-        summary.best_eval_loss = best_eval;
-        summary.best_step = result.step;
-        evaluations_without_improvement = 0;
-        new_best = true;
-      } else if (++evaluations_without_improvement >= opts.early_stopping_patience &&
-                 opts.early_stopping_patience > 0) {
-        stop_early = true;
-      }
+      verdict = stopping.observe(result.step, *metrics.eval_loss);
     }
-    if (metrics) metrics->write(m);
-    if (prometheus && (last || result.step % opts.prometheus_every == 0)) prometheus->write(m);
-    const double elapsed = seconds_since(run_start);
-    const double eta = elapsed / (result.step - first_step) * (opts.steps - result.step);
-    if (progress) progress->update(m, eta);
-    if (result.step == 1 || last || result.step % opts.log_every == 0 || m.eval_loss) {
-      StepMetrics shown = m;
-      shown.tokens_per_s = window_seconds > 0 ? window_tokens / window_seconds : 0.0;
-      shown.mfu = mfu(shown.tokens_per_s, static_cast<int64_t>(whole_model_parameters), peak_flops);
-      // With a bar on the terminal, only evaluations get a line of their own.
-      if (!progress || m.eval_loss) {
-        if (progress) progress->clear();
-        logger_.info(format_progress_line(shown, eta));
-      }
-      window_tokens = window_seconds = 0;
-    }
+    outputs.write_step(metrics, recorder);
     summary.final_loss = result.loss;
-    const bool periodic = checkpoints.every_steps > 0 && result.step % checkpoints.every_steps == 0;
-    const bool saves = (new_best && checkpoints.keep_best) || periodic ||
-                       ((last || stop_early) && checkpoints.at_end);
-    if (progress && (saves || stop_early)) progress->clear();  // they log a line
-    if (new_best && checkpoints.keep_best) {
-      const std::string directory = save_checkpoint(sampler.serialize());
-      wait_for_checkpoint();
-      if (is_rank0) mark_best_checkpoint(checkpoint_root(), directory);
-    } else if (periodic || ((last || stop_early) && checkpoints.at_end)) {
-      save_checkpoint(sampler.serialize());
-    }
-    if (stop_early) {
-      std::ostringstream line;
-      line << "early stopping at step " << result.step << ": no improvement of the eval loss by "
-           << opts.early_stopping_min_delta << " in " << opts.early_stopping_patience
-           << " evaluations (best " << summary.best_eval_loss << " at step " << summary.best_step
-           << ")";
-      logger_.info(line.str());
-      summary.stopped_early = true;
-      break;
-    }
+    summary.stopped_early = verdict.stop;
+    const CheckpointSave save =
+        checkpoint_due(config_.checkpoint, result.step, result.step == opts.steps || verdict.stop,
+                       verdict.new_best);
+    if (save != CheckpointSave::kNone || verdict.stop) outputs.clear_bar();  // they log a line
+    save_due_checkpoint(save, sampler);
   }
-  if (progress) progress->finish();
+  summary.best_eval_loss = stopping.best_loss();
+  summary.best_step = stopping.best_step();
+  if (summary.stopped_early) {
+    std::ostringstream line;
+    line << "early stopping at step " << step_ << ": no improvement of the eval loss by "
+         << opts.early_stopping_min_delta << " in " << opts.early_stopping_patience
+         << " evaluations (best " << summary.best_eval_loss << " at step " << summary.best_step
+         << ")";
+    logger_.info(line.str());
+  }
+  outputs.finish();
   wait_for_checkpoint();
   summary.steps = step_;
-  const double elapsed = seconds_since(run_start);
-  summary.tokens_per_second = elapsed > 0 ? total_tokens / elapsed : 0.0;
+  summary.tokens_per_second = recorder.tokens_per_second();
   summary.weights_path = save_weights(opts.output_dir);
   if (!adapters_.empty()) {
     const std::filesystem::path out(opts.output_dir);
     export_adapters((out / "adapter").string(), (out / "merged").string());
   }
   std::ostringstream done;
-  done << "done: " << step_ << " steps in " << format_duration(elapsed) << ", "
+  done << "done: " << step_ << " steps in " << format_duration(recorder.elapsed_seconds()) << ", "
        << format_count(summary.tokens_per_second) << " tok/s; eval loss "
        << summary.initial_eval_loss << " -> " << summary.final_eval_loss << "; weights "
        << summary.weights_path;

@@ -1,0 +1,48 @@
+// From a step's StepResult to the StepMetrics row that metrics.jsonl, Prometheus and the progress
+// line report: tokens/s, MFU against the ranks' matmul peak, every rank's peak RSS; and the
+// throughput over the current logging window, the run's elapsed time and its ETA.
+#pragma once
+
+#include <ATen/core/ScalarType.h>
+
+#include <chrono>
+#include <cstdint>
+
+#include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/train/metrics.h"
+#include "deepseek_train/train/step_types.h"
+
+namespace dst {
+
+// Achieved matmul FLOP/s of this process with its intra-op threads in `dtype`, over ~`seconds`
+// per GEMM: for fp32 the faster of libtorch's and kernels::sgemm (which the fused kernels use),
+// for bf16 libtorch's (oneDNN, AMX where the CPU has it).
+double measure_matmul_flops(double seconds, at::ScalarType dtype);
+
+// This process's peak resident memory so far, in MB.
+double peak_rss_megabytes();
+
+class StepMetricsRecorder {
+ public:
+  // `model_parameters`: the whole model's (for MFU); `peak_flops`: the sum over every rank.
+  StepMetricsRecorder(comm::CommunicatorPtr world, int64_t total_steps, int64_t first_step,
+                      double model_parameters, double peak_flops);
+  // The row of a step; collective over the world (every rank's peak RSS).
+  StepMetrics record(const StepResult& result, int64_t skipped_steps);
+  // The row as a progress line shows it: tokens/s and MFU over the steps since the previous
+  // call (the logging window), which starts a new window.
+  StepMetrics windowed(const StepMetrics& metrics);
+  // Seconds to the last step at the run's pace so far.
+  double eta_seconds(int64_t step) const;
+  double elapsed_seconds() const;
+  double tokens_per_second() const;  // over the whole run
+
+ private:
+  comm::CommunicatorPtr world_;
+  int64_t total_steps_, first_step_;
+  double model_parameters_, peak_flops_;
+  std::chrono::steady_clock::time_point start_;
+  double window_tokens_ = 0, window_seconds_ = 0, total_tokens_ = 0;
+};
+
+}  // namespace dst
