@@ -5,18 +5,10 @@
 #include <string>
 #include <vector>
 
-#include "deepseek_train/comm/mpi_communicator.h"
+#include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/launch_env.h"
 
 namespace dst::cli {
-
-// The processes of this run: MPI when `backend` is "mpi", or "auto" under a launcher (mpirun,
-// srun), a single local process otherwise. `mpi` keeps MPI initialised while the world is used.
-struct World {
-  std::unique_ptr<comm::MpiRuntime> mpi;
-  comm::CommunicatorPtr communicator;
-};
-World open_world(const std::string& backend, const LaunchEnv& env);
 
 struct TokenizeArgs {
   std::string tokenizer;

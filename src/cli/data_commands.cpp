@@ -12,8 +12,8 @@
 
 #include "commands.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
-#include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/mpi_communicator.h"
+#include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/corpus_prepare.h"
 #include "deepseek_train/data/prepared_dataset.h"
@@ -78,17 +78,6 @@ std::vector<TokenBatch> windows_of(const std::vector<int32_t>& ids, int64_t seq_
 }
 
 }  // namespace
-
-World open_world(const std::string& backend, const LaunchEnv& env) {
-  World world;
-  if (backend == "mpi" || (backend == "auto" && env.launcher != "none")) {
-    world.mpi = std::make_unique<comm::MpiRuntime>();
-    world.communicator = world.mpi->world();
-  } else {
-    world.communicator = comm::make_local_communicator();
-  }
-  return world;
-}
 
 // The text of a prepared corpus: each shard of each split (or of args.split), its rows joined
 // back into the token stream they were cut from, decoded and printed on its own.
@@ -219,7 +208,7 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
             "eval: sequences of " << seq_len << " tokens exceed max_position_embeddings "
                                   << config.model.max_position_embeddings);
 
-  const World processes = open_world("auto", env);
+  const comm::ProcessWorld processes = comm::open_process_world(CommOptions{}, env);
   const comm::CommunicatorPtr& world = processes.communicator;
   config.parallel = {world->size(), 1, 1};
   config.data_parallel.zero_stage = 0;

@@ -18,8 +18,8 @@
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
-#include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/mpi_communicator.h"
+#include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/build_info.h"
 #include "deepseek_train/core/error.h"
@@ -73,10 +73,9 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   }
   dst::Logger logger(env.rank, env.world_size, dst::parse_log_level(config.train.log_level));
 
-  const dst::cli::World processes = dst::cli::open_world(config.comm.backend, env);
+  const dst::comm::ProcessWorld processes = dst::comm::open_process_world(config.comm, env);
   dst::comm::MpiRuntime* mpi = processes.mpi.get();
   const dst::comm::CommunicatorPtr& world = processes.communicator;
-  world->set_timeout(std::chrono::milliseconds(static_cast<int64_t>(config.comm.timeout_s * 1000)));
   try {
     const char* fault_spec = std::getenv("DST_FAULT");
     const dst::FaultPlan fault_plan =

@@ -17,45 +17,47 @@ class LocalCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
   std::string backend() const override { return "local"; }
 
-  WorkPtr all_reduce(at::Tensor& tensor, ReduceOp) override {
+  WorkPtr all_reduce(at::Tensor& tensor, ReduceOp, const OpOptions& = {}) override {
     count(OpType::kAllReduce);
     check(tensor, "all_reduce");
     return completed_work();
   }
-  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp) override {
+  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp,
+                         const OpOptions& = {}) override {
     count(OpType::kReduceScatter);
     copy(output, input, "reduce_scatter");
     return completed_work();
   }
-  WorkPtr all_gather(at::Tensor& output, const at::Tensor& input) override {
+  WorkPtr all_gather(at::Tensor& output, const at::Tensor& input, const OpOptions& = {}) override {
     count(OpType::kAllGather);
     copy(output, input, "all_gather");
     return completed_work();
   }
-  WorkPtr broadcast(at::Tensor& tensor, int root) override {
+  WorkPtr broadcast(at::Tensor& tensor, int root, const OpOptions& = {}) override {
     count(OpType::kBroadcast);
     check(tensor, "broadcast");
     DST_CHECK(root == 0, CommError,
               "broadcast on '" << name_ << "': root " << root << " is not in a group of 1");
     return completed_work();
   }
-  WorkPtr send(const at::Tensor&, int dst_rank, int) override {
+  WorkPtr send(const at::Tensor&, int dst_rank, int, const OpOptions& = {}) override {
     DST_THROW(CommError, "send on single-process communicator '"
                              << name_ << "' to rank " << dst_rank << ": there is no peer");
   }
-  WorkPtr recv(at::Tensor&, int src_rank, int) override {
+  WorkPtr recv(at::Tensor&, int src_rank, int, const OpOptions& = {}) override {
     DST_THROW(CommError, "recv on single-process communicator '"
                              << name_ << "' from rank " << src_rank << ": there is no peer");
   }
   WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
                      const std::vector<int64_t>& output_split_sizes,
-                     const std::vector<int64_t>& input_split_sizes) override {
+                     const std::vector<int64_t>& input_split_sizes,
+                     const OpOptions& = {}) override {
     count(OpType::kAllToAll);
     all_to_all_layout(*this, output, input, output_split_sizes, input_split_sizes);
     copy(output, input, "all_to_all");
     return completed_work();
   }
-  WorkPtr barrier() override {
+  WorkPtr barrier(const OpOptions& = {}) override {
     count(OpType::kBarrier);
     return completed_work();
   }

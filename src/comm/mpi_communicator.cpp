@@ -215,12 +215,12 @@ class MpiCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
   std::string backend() const override { return "mpi"; }
 
-  WorkPtr all_reduce(at::Tensor& tensor, ReduceOp op) override {
+  WorkPtr all_reduce(at::Tensor& tensor, ReduceOp op, const OpOptions& options = {}) override {
     check_tensor(tensor, "all_reduce");
     const int64_t n = tensor.numel();
     const int64_t own = split_sizes(n, size_)[rank_];
     const at::Tensor wire = on_the_wire(tensor, op);
-    auto work = start(OpType::kAllReduce, 2 * (n - own) * wire.element_size(),
+    auto work = start(options, OpType::kAllReduce, 2 * (n - own) * wire.element_size(),
                       std::string("all_reduce(") + reduce_op_name(op) + ")");
     if (n == 0) return completed_work();
     work->keep_alive = {tensor, wire};
@@ -228,10 +228,11 @@ class MpiCommunicator final : public Communicator {
                             mpi_type(wire), mpi_op(op, wire), comm_, &work->request_),
              "all_reduce");
     work->on_complete = finish_reduction(tensor, wire, op);
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp op) override {
+  WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp op,
+                         const OpOptions& options = {}) override {
     check_tensor(output, "reduce_scatter");
     check_tensor(input, "reduce_scatter");
     check_same_dtype(output, input, "reduce_scatter");
@@ -244,8 +245,9 @@ class MpiCommunicator final : public Communicator {
     const at::Tensor wire_input = on_the_wire(input, op);
     const at::Tensor wire_output =
         wire_input.is_same(input) ? output : at::empty({output.numel()}, wire_input.options());
-    auto work = start(OpType::kReduceScatter, (n - sizes[rank_]) * wire_input.element_size(),
-                      std::string("reduce_scatter(") + reduce_op_name(op) + ")");
+    auto work =
+        start(options, OpType::kReduceScatter, (n - sizes[rank_]) * wire_input.element_size(),
+              std::string("reduce_scatter(") + reduce_op_name(op) + ")");
     if (n == 0) return completed_work();
     work->counts = to_counts(sizes, "reduce_scatter");
     work->keep_alive = {output, input, wire_input, wire_output};
@@ -254,10 +256,11 @@ class MpiCommunicator final : public Communicator {
                             mpi_type(wire_input), mpi_op(op, wire_input), comm_, &work->request_),
         "reduce_scatter");
     work->on_complete = finish_reduction(output, wire_output, op);
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr all_gather(at::Tensor& output, const at::Tensor& input) override {
+  WorkPtr all_gather(at::Tensor& output, const at::Tensor& input,
+                     const OpOptions& options = {}) override {
     check_tensor(output, "all_gather");
     check_tensor(input, "all_gather");
     check_same_dtype(output, input, "all_gather");
@@ -266,7 +269,8 @@ class MpiCommunicator final : public Communicator {
     DST_CHECK(input.numel() == sizes[rank_], CommError,
               "all_gather on '" << name_ << "': rank " << rank_ << " input has " << input.numel()
                                 << " elements, expected " << sizes[rank_] << " of " << n);
-    auto work = start(OpType::kAllGather, (n - sizes[rank_]) * input.element_size(), "all_gather");
+    auto work =
+        start(options, OpType::kAllGather, (n - sizes[rank_]) * input.element_size(), "all_gather");
     if (n == 0) return completed_work();
     work->counts = to_counts(sizes, "all_gather");
     work->displacements.resize(size_);
@@ -280,52 +284,56 @@ class MpiCommunicator final : public Communicator {
                              work->counts.data(), work->displacements.data(), mpi_type(output),
                              comm_, &work->request_),
              "all_gather");
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr broadcast(at::Tensor& tensor, int root) override {
+  WorkPtr broadcast(at::Tensor& tensor, int root, const OpOptions& options = {}) override {
     check_tensor(tensor, "broadcast");
     check_peer(root, "broadcast");
     const int64_t n = tensor.numel();
-    auto work = start(OpType::kBroadcast, size_ > 1 ? n * tensor.element_size() : 0, "broadcast");
+    auto work =
+        start(options, OpType::kBroadcast, size_ > 1 ? n * tensor.element_size() : 0, "broadcast");
     if (n == 0) return completed_work();
     work->keep_alive = {tensor};
     check_rc(MPI_Ibcast(tensor.data_ptr(), to_count(n, "broadcast"), mpi_type(tensor), root, comm_,
                         &work->request_),
              "broadcast");
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) override {
+  WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag,
+               const OpOptions& options = {}) override {
     check_tensor(tensor, "send");
     check_peer(dst_rank, "send");
-    auto work = start(OpType::kSend, tensor.numel() * tensor.element_size(), "send", dst_rank);
+    auto work =
+        start(options, OpType::kSend, tensor.numel() * tensor.element_size(), "send", dst_rank);
     work->keep_alive = {tensor};
     check_rc(MPI_Isend(tensor.data_ptr(), to_count(tensor.numel(), "send"), mpi_type(tensor),
                        dst_rank, tag, comm_, &work->request_),
              "send");
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) override {
+  WorkPtr recv(at::Tensor& tensor, int src_rank, int tag, const OpOptions& options = {}) override {
     check_tensor(tensor, "recv");
     check_peer(src_rank, "recv");
-    auto work = start(OpType::kRecv, 0, "recv", src_rank);
+    auto work = start(options, OpType::kRecv, 0, "recv", src_rank);
     work->keep_alive = {tensor};
     check_rc(MPI_Irecv(tensor.data_ptr(), to_count(tensor.numel(), "recv"), mpi_type(tensor),
                        src_rank, tag, comm_, &work->request_),
              "recv");
-    return work;
+    return issued(work, options);
   }
 
   WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
                      const std::vector<int64_t>& output_split_sizes,
-                     const std::vector<int64_t>& input_split_sizes) override {
+                     const std::vector<int64_t>& input_split_sizes,
+                     const OpOptions& options = {}) override {
     check_tensor(output, "all_to_all");
     check_tensor(input, "all_to_all");
     const AllToAllLayout layout =
         all_to_all_layout(*this, output, input, output_split_sizes, input_split_sizes);
-    auto work = start(OpType::kAllToAll, layout.bytes_to_others, "all_to_all");
+    auto work = start(options, OpType::kAllToAll, layout.bytes_to_others, "all_to_all");
     work->keep_alive = {output, input};
     work->counts = to_counts(layout.recv_elements, "all_to_all");
     work->displacements = to_counts(layout.recv_offsets, "all_to_all");
@@ -336,13 +344,13 @@ class MpiCommunicator final : public Communicator {
                        mpi_type(input), output.data_ptr(), work->counts.data(),
                        work->displacements.data(), mpi_type(output), comm_, &work->request_),
         "all_to_all");
-    return work;
+    return issued(work, options);
   }
 
-  WorkPtr barrier() override {
-    auto work = start(OpType::kBarrier, 0, "barrier");
+  WorkPtr barrier(const OpOptions& options = {}) override {
+    auto work = start(options, OpType::kBarrier, 0, "barrier");
     check_rc(MPI_Ibarrier(comm_, &work->request_), "barrier");
-    return work;
+    return issued(work, options);
   }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
@@ -355,9 +363,17 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // An operation's Work as the options want it: synchronized before returning when not async.
+  static WorkPtr issued(const std::shared_ptr<MpiWork>& work, const OpOptions& options) {
+    if (!options.async_op) work->synchronize();
+    return work;
+  }
+
   // Counts the op, records on the watchdog board that this rank entered it (collectives only:
-  // point-to-point ops are not matched by every member) and makes its Work.
-  std::shared_ptr<MpiWork> start(OpType op, int64_t bytes, const std::string& what, int peer = -1) {
+  // point-to-point ops are not matched by every member) and makes its Work, whose wait() has the
+  // options' timeout (the communicator's when zero).
+  std::shared_ptr<MpiWork> start(const OpOptions& options, OpType op, int64_t bytes,
+                                 const std::string& what, int peer = -1) {
     OpStats& stats = stats_->at(op);
     stats.calls += 1;
     stats.bytes += static_cast<uint64_t>(bytes);
@@ -382,8 +398,9 @@ class MpiCommunicator final : public Communicator {
     description += " on '" + name_ + "' (rank " + std::to_string(rank_) + " of " +
                    std::to_string(size_) + ", world rank " + std::to_string(world_ranks_[rank_]) +
                    ")";
-    return std::make_shared<MpiWork>(stats_, op, std::move(description), timeout_, context_->board,
-                                     std::move(diagnose));
+    return std::make_shared<MpiWork>(stats_, op, std::move(description),
+                                     options.timeout.count() > 0 ? options.timeout : timeout_,
+                                     context_->board, std::move(diagnose));
   }
 
   // The state of a point-to-point op's peer: reachable or not, and its last collective here.

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/error.h"
 
 using namespace dst;
@@ -50,4 +51,35 @@ TEST_CASE("local communicator: all_to_all copies its one block and checks the sp
   CHECK_THROWS_WITH(world->all_to_all(output, input, {2}, {3}),
                     Catch::Contains("output split sizes add up to 2 rows, the output has 3"));
   CHECK(std::string(comm::op_name(comm::OpType::kAllToAll)) == "all_to_all");
+}
+
+TEST_CASE("the backend is chosen inside comm from comm.backend, the launcher and the device",
+          "[comm]") {
+  using dst::comm::resolve_backend;
+  dst::CommOptions options;
+  dst::LaunchEnv alone;
+  dst::LaunchEnv launched;
+  launched.launcher = "openmpi";
+  launched.world_size = 4;
+  CHECK(resolve_backend(options, alone) == "local");
+  CHECK(resolve_backend(options, launched) == "mpi");
+  options.backend = "mpi";
+  CHECK(resolve_backend(options, alone) == "mpi");  // an MPI singleton
+  options.backend = "local";
+  CHECK(resolve_backend(options, alone) == "local");
+  CHECK_THROWS_WITH(resolve_backend(options, launched),
+                    Catch::Contains("comm.backend 'local' runs a single process, but openmpi "
+                                    "started 4"));
+  options.backend = "gloo";
+  CHECK_THROWS_WITH(resolve_backend(options, alone),
+                    Catch::Contains("comm.backend 'gloo' is not one of auto, mpi, local"));
+  options.backend = "auto";
+  CHECK_THROWS_WITH(resolve_backend(options, launched, c10::DeviceType::CUDA),
+                    Catch::Contains("need the NCCL backend, which is not implemented yet"));
+  // The single-process world carries comm.timeout_s.
+  options.timeout_s = 12.5;
+  const dst::comm::ProcessWorld world = dst::comm::open_process_world(options, alone);
+  CHECK(world.mpi == nullptr);
+  CHECK(world.communicator->size() == 1);
+  CHECK(world.communicator->timeout() == std::chrono::milliseconds(12500));
 }

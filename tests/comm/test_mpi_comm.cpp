@@ -345,3 +345,32 @@ TEST_CASE("synchronize: on MPI the op has completed when it returns", "[comm]") 
   CHECK(at::equal(value, at::full({3}, static_cast<float>(p * (p + 1) / 2))));
   world->barrier()->synchronize();
 }
+
+TEST_CASE("per-op options: a deadline of its own, and a synchronous op", "[comm]") {
+  auto world = testing::world();
+  const int p = world->size(), r = world->rank();
+  // async_op false: the op is complete when the call returns.
+  comm::OpOptions synchronous;
+  synchronous.async_op = false;
+  at::Tensor value = at::full({5}, static_cast<float>(r + 1));
+  CHECK(world->all_reduce(value, comm::ReduceOp::kSum, synchronous)->is_completed());
+  CHECK(at::equal(value, at::full({5}, static_cast<float>(p * (p + 1) / 2))));
+  // A per-op timeout replaces the communicator's (5 min) for that op's wait().
+  comm::OpOptions quick;
+  quick.timeout = std::chrono::milliseconds(30);
+  if (r == 0) {
+    at::Tensor in = at::zeros({1});
+    auto recv = world->recv(in, 1, 52, quick);
+    CHECK_THROWS_WITH(recv->wait(), Catch::Contains("did not complete within 0.03 s"));
+    at::Tensor go = at::ones({1});
+    world->send(go, 1, 53)->wait();
+    recv->wait(std::chrono::minutes(1));
+    CHECK(in.item<float>() == 7.0f);
+  } else if (r == 1) {
+    at::Tensor go = at::zeros({1});
+    world->recv(go, 0, 53)->wait();
+    at::Tensor seven = at::full({1}, 7.0f);
+    world->send(seven, 0, 52)->wait();
+  }
+  world->barrier(synchronous);
+}

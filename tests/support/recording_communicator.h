@@ -34,38 +34,46 @@ class RecordingCommunicator final : public comm::Communicator {
   const std::string& name() const override { return inner_->name(); }
   std::string backend() const override { return inner_->backend(); }
 
-  comm::WorkPtr all_reduce(at::Tensor& tensor, comm::ReduceOp op) override {
+  comm::WorkPtr all_reduce(at::Tensor& tensor, comm::ReduceOp op,
+                           const comm::OpOptions& options = {}) override {
     record(comm::OpType::kAllReduce, tensor, tensor);
-    return inner_->all_reduce(tensor, op);
+    return inner_->all_reduce(tensor, op, options);
   }
-  comm::WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input,
-                               comm::ReduceOp op) override {
+  comm::WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, comm::ReduceOp op,
+                               const comm::OpOptions& options = {}) override {
     record(comm::OpType::kReduceScatter, input, output);
-    return inner_->reduce_scatter(output, input, op);
+    return inner_->reduce_scatter(output, input, op, options);
   }
-  comm::WorkPtr all_gather(at::Tensor& output, const at::Tensor& input) override {
+  comm::WorkPtr all_gather(at::Tensor& output, const at::Tensor& input,
+                           const comm::OpOptions& options = {}) override {
     record(comm::OpType::kAllGather, input, output);
-    return inner_->all_gather(output, input);
+    return inner_->all_gather(output, input, options);
   }
-  comm::WorkPtr broadcast(at::Tensor& tensor, int root) override {
+  comm::WorkPtr broadcast(at::Tensor& tensor, int root,
+                          const comm::OpOptions& options = {}) override {
     record(comm::OpType::kBroadcast, tensor, tensor);
-    return inner_->broadcast(tensor, root);
+    return inner_->broadcast(tensor, root, options);
   }
-  comm::WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) override {
+  comm::WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag,
+                     const comm::OpOptions& options = {}) override {
     record(comm::OpType::kSend, tensor, tensor);
-    return inner_->send(tensor, dst_rank, tag);
+    return inner_->send(tensor, dst_rank, tag, options);
   }
-  comm::WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) override {
+  comm::WorkPtr recv(at::Tensor& tensor, int src_rank, int tag,
+                     const comm::OpOptions& options = {}) override {
     record(comm::OpType::kRecv, tensor, tensor);
-    return inner_->recv(tensor, src_rank, tag);
+    return inner_->recv(tensor, src_rank, tag, options);
   }
   comm::WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
                            const std::vector<int64_t>& output_split_sizes,
-                           const std::vector<int64_t>& input_split_sizes) override {
+                           const std::vector<int64_t>& input_split_sizes,
+                           const comm::OpOptions& options = {}) override {
     record(comm::OpType::kAllToAll, input, output);
-    return inner_->all_to_all(output, input, output_split_sizes, input_split_sizes);
+    return inner_->all_to_all(output, input, output_split_sizes, input_split_sizes, options);
   }
-  comm::WorkPtr barrier() override { return inner_->barrier(); }
+  comm::WorkPtr barrier(const comm::OpOptions& options = {}) override {
+    return inner_->barrier(options);
+  }
   std::shared_ptr<comm::Communicator> split(int color, int key, const std::string& name) override {
     auto part = inner_->split(color, key, name);
     if (!part) return nullptr;

@@ -59,6 +59,15 @@ class CommStats {
   std::array<OpStats, kNumOpTypes> ops_{};
 };
 
+// Options of one operation (c10d's per-op Options structs, reduced to what every op shares).
+struct OpOptions {
+  // Deadline of this operation's wait(); zero: the communicator's (comm.timeout_s).
+  std::chrono::milliseconds timeout{0};
+  // False: the operation is synchronize()d before the call returns (later work is ordered after
+  // it); the returned Work is then complete on host-completed backends.
+  bool async_op = true;
+};
+
 // Handle of an asynchronous operation.
 class Work {
  public:
@@ -91,15 +100,19 @@ class Communicator {
   virtual std::string backend() const = 0;
 
   // In place. kAvg divides by size() (integers: truncating division).
-  virtual WorkPtr all_reduce(at::Tensor& tensor, ReduceOp op) = 0;
+  virtual WorkPtr all_reduce(at::Tensor& tensor, ReduceOp op, const OpOptions& options = {}) = 0;
   // input: the full flat buffer (n elements); output: this rank's split_sizes(n, size())[rank()].
-  virtual WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp op) = 0;
+  virtual WorkPtr reduce_scatter(at::Tensor& output, const at::Tensor& input, ReduceOp op,
+                                 const OpOptions& options = {}) = 0;
   // output: the full flat buffer (n elements); input: this rank's split_sizes(n, size())[rank()].
-  virtual WorkPtr all_gather(at::Tensor& output, const at::Tensor& input) = 0;
-  virtual WorkPtr broadcast(at::Tensor& tensor, int root) = 0;
-  virtual WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag) = 0;
-  virtual WorkPtr recv(at::Tensor& tensor, int src_rank, int tag) = 0;
-  virtual WorkPtr barrier() = 0;
+  virtual WorkPtr all_gather(at::Tensor& output, const at::Tensor& input,
+                             const OpOptions& options = {}) = 0;
+  virtual WorkPtr broadcast(at::Tensor& tensor, int root, const OpOptions& options = {}) = 0;
+  virtual WorkPtr send(const at::Tensor& tensor, int dst_rank, int tag,
+                       const OpOptions& options = {}) = 0;
+  virtual WorkPtr recv(at::Tensor& tensor, int src_rank, int tag,
+                       const OpOptions& options = {}) = 0;
+  virtual WorkPtr barrier(const OpOptions& options = {}) = 0;
   // Rows of dim 0 exchanged between every pair of ranks (c10d's alltoall_base): this rank sends
   // input rows [sum of input_split_sizes[0..r), + input_split_sizes[r]) to rank r and receives
   // output_split_sizes[r] rows from rank r, stored in rank order. Empty split sizes mean equal
@@ -107,7 +120,8 @@ class Communicator {
   // receives from a); input and output share dtype and row shape. See all_to_all_layout.
   virtual WorkPtr all_to_all(at::Tensor& output, const at::Tensor& input,
                              const std::vector<int64_t>& output_split_sizes,
-                             const std::vector<int64_t>& input_split_sizes) = 0;
+                             const std::vector<int64_t>& input_split_sizes,
+                             const OpOptions& options = {}) = 0;
 
   // Collective over this group: ranks with the same color form a new communicator, ordered by
   // key (ties by current rank). A negative color returns nullptr for that rank.
