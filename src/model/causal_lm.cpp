@@ -7,6 +7,7 @@
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/kernels/fused_ops.h"
+#include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 
 namespace dst {
@@ -131,6 +132,12 @@ void CausalLM::initialize(uint64_t seed) {
         break;
     }
   }
+}
+
+int64_t CausalLM::activation_bytes(int64_t rows, int64_t seq_len, Precision compute, int64_t layers,
+                                   bool with_logits, int64_t checkpointed_layers) const {
+  return estimate_activation_bytes(config_, rows, seq_len, compute, tp_size(), layers, with_logits,
+                                   checkpointed_layers, uses_fused_attention());
 }
 
 std::vector<int> CausalLM::first_unit_of_chunks() const {

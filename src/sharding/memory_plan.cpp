@@ -39,15 +39,14 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   plan.master_weights = (in.zero_stage >= 1 ? shard : psi) * per_element.master;
   plan.optimizer_moments = (in.zero_stage >= 1 ? shard : psi) * per_element.moments;
   const int64_t layers = in.local_layers >= 0 ? in.local_layers : in.model.num_hidden_layers;
-  plan.activations =
-      in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
-                                                        in.precision.compute, in.tp_size, layers,
-                                                        in.has_head, in.checkpointed_layers,
-                                                        in.fused_attention);
-  plan.activations_without_checkpointing =
-      in.pipeline_in_flight * estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
-                                                        in.precision.compute, in.tp_size, layers,
-                                                        in.has_head, 0, in.fused_attention);
+  const auto activations = [&](int64_t checkpointed_layers) {
+    if (in.activation_bytes) return in.activation_bytes(checkpointed_layers);
+    return estimate_activation_bytes(in.model, in.micro_batch_size, in.seq_len,
+                                     in.precision.compute, in.tp_size, layers, in.has_head,
+                                     checkpointed_layers, in.fused_attention);
+  };
+  plan.activations = in.pipeline_in_flight * activations(in.checkpointed_layers);
+  plan.activations_without_checkpointing = in.pipeline_in_flight * activations(0);
   // Tensor parallel, per micro-batch: all-reduces of [tokens, hidden] activations — the
   // embedding's output, two per layer forward (attention and MLP outputs), two per layer backward
   // (their inputs' gradients), two more per recomputed layer, the head input's gradient — and the

@@ -243,6 +243,12 @@ MemoryPlan Trainer::memory_plan() const {
       in.pipeline_gradient_sends += chunk.has_embedding ? 0 : 1;
     }
   }
+  // The model family's own activation estimate (the dense decoder's by default).
+  in.activation_bytes = [model = model_, rows = in.micro_batch_size, seq = in.seq_len,
+                         compute = in.precision.compute, layers = in.local_layers,
+                         with_logits = in.has_head](int64_t checkpointed_layers) {
+    return model->activation_bytes(rows, seq, compute, layers, with_logits, checkpointed_layers);
+  };
   if (parallel_.embedding_group) {
     for (const ParameterStateSlice& slice : embedding_gradients()) {
       in.tied_embedding_sync_elements += slice.end - slice.begin;

@@ -23,6 +23,7 @@
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/pipeline/partition.h"
+#include "deepseek_train/precision/precision_policy.h"
 #include "deepseek_train/sharding/unit_hooks.h"
 #include "deepseek_train/tensor_parallel/parallel_layers.h"
 
@@ -120,6 +121,12 @@ class CausalLM : public torch::nn::Module {
   // Whether CPU attention runs kernels/fused_ops.h (which decides the activations the memory plan
   // counts).
   virtual bool uses_fused_attention() const { return false; }
+  // Bytes of the activations one micro-batch of [rows, seq_len] keeps for backward over `layers`
+  // of this rank's layers, `checkpointed_layers` of them keeping only their input, in the
+  // `compute` precision, plus the logits when `with_logits` (the memory plan asks). Default: the
+  // dense decoder's estimate (sharding/memory_plan.h) from config().
+  virtual int64_t activation_bytes(int64_t rows, int64_t seq_len, Precision compute, int64_t layers,
+                                   bool with_logits, int64_t checkpointed_layers) const;
 
   // ---- Generic ----
   // Whole model on this rank only (one chunk with embedding and head): input_ids -> logits over

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,9 @@ struct MemoryPlanInputs {
   bool has_head = true;
   int64_t checkpointed_layers = 0;  // of the local layers
   bool fused_attention = false;     // kernels/fused_ops.h attention (no seq^2 activations)
+  // The model's own activation estimate for one micro-batch given its checkpointed layers
+  // (CausalLM::activation_bytes); empty: estimate_activation_bytes of the dense decoder.
+  std::function<int64_t(int64_t checkpointed_layers)> activation_bytes;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]
   // each, in the activation dtype).
