@@ -102,13 +102,15 @@ constexpr std::chrono::milliseconds kSideChannelTimeout{3000};
 
 class MpiWork final : public Work {
  public:
+  // `timeout_source` names where the deadline came from in the timeout error.
   MpiWork(std::shared_ptr<CommStats> stats, OpType op, std::string what,
-          std::chrono::milliseconds timeout, std::shared_ptr<ProgressBoard> board,
-          std::function<std::string()> diagnose)
+          std::chrono::milliseconds timeout, const char* timeout_source,
+          std::shared_ptr<ProgressBoard> board, std::function<std::string()> diagnose)
       : stats_(std::move(stats)),
         op_(op),
         what_(std::move(what)),
         timeout_(timeout),
+        timeout_source_(timeout_source),
         board_(std::move(board)),
         diagnose_(std::move(diagnose)) {}
 
@@ -150,8 +152,8 @@ class MpiWork final : public Work {
         stats_->at(op_).wait_seconds += std::chrono::duration<double>(now - start).count();
         board_->mark_failed();
         DST_THROW(CommError, what_ << " did not complete within "
-                                   << std::chrono::duration<double>(timeout).count()
-                                   << " s (comm.timeout_s); " << diagnose_());
+                                   << std::chrono::duration<double>(timeout).count() << " s ("
+                                   << timeout_source_ << "); " << diagnose_());
       }
       // Spin briefly for latency, then back off so oversubscribed ranks leave the cores to
       // the ranks still computing.
@@ -178,6 +180,7 @@ class MpiWork final : public Work {
   OpType op_;
   std::string what_;
   std::chrono::milliseconds timeout_;
+  const char* timeout_source_;
   std::shared_ptr<ProgressBoard> board_;
   std::function<std::string()> diagnose_;
   bool done_ = false;
@@ -398,9 +401,11 @@ class MpiCommunicator final : public Communicator {
     description += " on '" + name_ + "' (rank " + std::to_string(rank_) + " of " +
                    std::to_string(size_) + ", world rank " + std::to_string(world_ranks_[rank_]) +
                    ")";
-    return std::make_shared<MpiWork>(stats_, op, std::move(description),
-                                     options.timeout.count() > 0 ? options.timeout : timeout_,
-                                     context_->board, std::move(diagnose));
+    return std::make_shared<MpiWork>(
+        stats_, op, std::move(description),
+        options.timeout.count() > 0 ? options.timeout : timeout_,
+        options.timeout.count() > 0 ? "the op's timeout" : "comm.timeout_s", context_->board,
+        std::move(diagnose));
   }
 
   // The state of a point-to-point op's peer: reachable or not, and its last collective here.

@@ -53,7 +53,15 @@ const ModelFamily& ModelFamilyRegistry::find(const std::string& model_type) cons
 
 std::shared_ptr<CausalLM> ModelFamilyRegistry::build(const ModelConfig& config,
                                                      ModelShardSpec shard) const {
-  return find(config.model_type).build(config, std::move(shard));
+  const int tp = shard.tp_group ? shard.tp_group->size() : 1;
+  std::shared_ptr<CausalLM> model = find(config.model_type).build(config, std::move(shard));
+  // A family that forgot record_tp_splits would train a replicated model under tp, silently.
+  DST_CHECK(tp == 1 || model->splits_any_parameter(), ConfigError,
+            "model family '" << config.model_type
+                             << "' splits no parameter across parallel.tp=" << tp
+                             << " (build it from tensor_parallel/parallel_layers.h and call "
+                                "record_tp_splits(), or train with tp 1)");
+  return model;
 }
 
 }  // namespace dst

@@ -697,13 +697,14 @@ TrainSummary Trainer::run() {
   wait_for_checkpoint();
   summary.steps = step_;
   summary.tokens_per_second = recorder.tokens_per_second();
+  const double training_seconds = recorder.elapsed_seconds();  // before the exports
   summary.weights_path = save_weights(opts.output_dir);
   if (!adapters_.empty()) {
     const std::filesystem::path out(opts.output_dir);
     export_adapters((out / "adapter").string(), (out / "merged").string());
   }
   std::ostringstream done;
-  done << "done: " << step_ << " steps in " << format_duration(recorder.elapsed_seconds()) << ", "
+  done << "done: " << step_ << " steps in " << format_duration(training_seconds) << ", "
        << format_count(summary.tokens_per_second) << " tok/s; eval loss "
        << summary.initial_eval_loss << " -> " << summary.final_eval_loss << "; weights "
        << summary.weights_path;

@@ -42,7 +42,9 @@ TORCH_MODULE(ToyBlock);
 
 class ToyMlpLM : public CausalLM {
  public:
-  ToyMlpLM(const ModelConfig& config, ModelShardSpec shard) : CausalLM(config, shard.tp_group) {
+  // `record_splits` false: a family that forgot record_tp_splits (refused under tp).
+  ToyMlpLM(const ModelConfig& config, ModelShardSpec shard, bool record_splits = true)
+      : CausalLM(config, shard.tp_group) {
     DST_CHECK(shard.chunks.size() <= 1, ConfigError, "toy_mlp: no pipeline parallelism");
     chunks_ = {whole_model(config.num_hidden_layers)};
     embed = register_module(
@@ -52,7 +54,7 @@ class ToyMlpLM : public CausalLM {
           register_module("blocks_" + std::to_string(i), ToyBlock(config, tp_group())));
     head = register_module("head", ColumnParallelLinear(ColumnParallelLinearImpl::vocab_head(
                                        config.hidden_size, config.vocab_size, tp_group())));
-    record_tp_splits();
+    if (record_splits) record_tp_splits();
   }
 
   torch::Tensor forward_chunk(int, const torch::Tensor& ids) override {
@@ -184,4 +186,21 @@ TEST_CASE("The family registry names what it knows", "[family2]") {
       Trainer(config, ProcessGroups::create(comm::make_local_communicator(), config.parallel),
               Logger(0, 1, LogLevel::kWarn)),
       Catch::Contains("model family 'toy_mlp' is not registered"));
+}
+
+TEST_CASE("A family that records no tensor-parallel split is refused under tp", "[family2]") {
+  auto world = dst::testing::world();
+  ModelFamilyRegistry registry;
+  registry.add({"forgetful",
+                {},
+                [](const ModelConfig& config, ModelShardSpec shard) -> std::shared_ptr<CausalLM> {
+                  return std::make_shared<ToyMlpLM>(config, std::move(shard), false);
+                }});
+  TrainConfig config = toy_config(1, 2, 0, 1);
+  config.model.model_type = "forgetful";
+  CHECK_THROWS_WITH(
+      Trainer(config, ProcessGroups::create(world, config.parallel),
+              Logger(world->rank(), world->size(), LogLevel::kWarn), nullptr, &registry),
+      Catch::Contains("model family 'forgetful' splits no parameter across "
+                      "parallel.tp=2"));
 }

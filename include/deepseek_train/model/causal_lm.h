@@ -143,6 +143,13 @@ class CausalLM : public torch::nn::Module {
   // otherwise.
   TpSplit tp_split(const std::string& name) const;
   void set_tp_split(const std::string& name, TpSplit split) { splits_[name] = split; }
+  // Whether any parameter is split across tp (false: record_tp_splits found no tensor-parallel
+  // layer, or was not called).
+  bool splits_any_parameter() const {
+    for (const auto& [name, split] : splits_)
+      if (split != TpSplit::kReplicated) return true;
+    return false;
+  }
   // The full (unsharded, unpadded) shape of `name` from this rank's `local` tensor.
   std::vector<int64_t> full_shape(const std::string& name, const torch::Tensor& local) const;
   // The full parameter from every tp rank's slice (collective over tp; padding removed).

@@ -38,7 +38,7 @@ class RunOutputs {
 
  private:
   TrainOptions train_;
-  const Logger& logger_;
+  Logger logger_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<PrometheusTextfile> prometheus_;
   std::unique_ptr<ProgressDisplay> progress_;
