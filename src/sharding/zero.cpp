@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "buffer_pool.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/optim/adamw.h"
 #include "deepseek_train/optim/grad_clip.h"
@@ -24,13 +25,9 @@ bool is_materialized(const at::Tensor& flat) {
   return flat.storage().unsafeGetStorageImpl()->nbytes() > 0 || flat.numel() == 0;
 }
 
-void materialize_storage(const at::Tensor& flat) {
-  if (is_materialized(flat)) return;
-  c10::StorageImpl* storage = flat.storage().unsafeGetStorageImpl();
-  const size_t bytes = static_cast<size_t>(flat.numel()) * flat.element_size();
-  storage->set_data_ptr_noswap(storage->allocator()->allocate(bytes));
-  storage->set_nbytes(bytes);
-}
+// Free buffers of one size the pool keeps within a step: units of one size live at once are the
+// one computing, the prefetched one and gradients still being reduce-scattered.
+constexpr size_t kPooledBuffersKept = 4;
 
 }  // namespace
 
@@ -138,6 +135,8 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     units_.push_back(std::move(unit));
   }
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
+  // From here on the released flat tensors take their memory from the pool.
+  if (stage_ >= 2) pool_ = std::make_unique<detail::BufferPool>(kPooledBuffersKept);
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
     if (stage_ >= 2) release_storage(units_[u]->flat_grad);
     if (stage_ == 3) release_storage(units_[u]->flat_param);
@@ -182,7 +181,7 @@ void ZeroEngine::set_sync(bool last_micro_batch) { sync_ = last_micro_batch; }
 void ZeroEngine::start_gather(int u) {
   Unit& unit = *units_[u];
   if (stage_ != 3 || unit.gather_work || is_materialized(unit.flat_param)) return;
-  materialize_storage(unit.flat_param);
+  pool_->attach(unit.flat_param);
   unit.gather_work = group_->all_gather(unit.flat_param, unit.param_shard);
 }
 
@@ -200,7 +199,7 @@ void ZeroEngine::release(int u) {
   if (stage_ != 3) return;
   Unit& unit = *units_[u];
   DST_ASSERT(unit.gather_work == nullptr, "releasing unit " << u << " while it is being gathered");
-  release_storage(unit.flat_param);
+  pool_->detach(unit.flat_param);
 }
 
 void ZeroEngine::before_forward(int u) {
@@ -233,7 +232,7 @@ void ZeroEngine::prepare_gradient_buffer(int u) {
     complete_reduction(u);
   }
   if (!is_materialized(unit.flat_grad)) {
-    materialize_storage(unit.flat_grad);
+    pool_->attach(unit.flat_grad);
     unit.flat_grad.zero_();
   }
 }
@@ -285,7 +284,7 @@ void ZeroEngine::complete_reduction(int u) {
     replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum)->synchronize();
   unit.grad_shard.add_(unit.reduce_buffer);
   unit.pending = static_cast<int>(unit.params.size());
-  if (stage_ >= 2) release_storage(unit.flat_grad);
+  if (stage_ >= 2) pool_->detach(unit.flat_grad);
   if (stage_ == 3) release(u);
 }
 
@@ -312,7 +311,7 @@ void ZeroEngine::finish_backward() {
     Unit* unit = units_[u].get();
     if (unit->pending > 0) {
       if (!is_materialized(unit->flat_grad)) {
-        materialize_storage(unit->flat_grad);
+        pool_->attach(unit->flat_grad);
         unit->flat_grad.zero_();
       }
       unit->pending = 0;
@@ -332,6 +331,9 @@ void ZeroEngine::finish_backward() {
     }
   }
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
+  // Nothing is gathered or reduced any more: the free buffers go back to the allocator, so
+  // between steps the engine holds exactly what the memory plan says.
+  if (pool_) pool_->trim();
 }
 
 double ZeroEngine::local_grad_squared_norm() {
@@ -414,6 +416,7 @@ void ZeroEngine::gather_parameters() {
 void ZeroEngine::release_parameters() {
   if (stage_ != 3) return;
   for (int u = 0; u < static_cast<int>(units_.size()); ++u) release(u);
+  pool_->trim();
 }
 
 }  // namespace dst

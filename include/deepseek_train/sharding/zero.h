@@ -23,6 +23,10 @@
 
 namespace dst {
 
+namespace detail {
+class BufferPool;
+}
+
 class ZeroEngine final : public DataParallelEngine, public UnitHooks {
  public:
   // Moves each unit's parameters (fp32) into flat buffers of spec.param_type (their values are
@@ -94,6 +98,9 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   int64_t step_count_ = 0;
   struct HookState;
   std::shared_ptr<HookState> hook_state_;
+  // Buffers of the flat tensors materialised per unit and step (stage 3 parameters, stage 2-3
+  // gradients), reused instead of allocated per gather (null at stage 1).
+  std::unique_ptr<detail::BufferPool> pool_;
 };
 
 }  // namespace dst
