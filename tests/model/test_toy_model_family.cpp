@@ -134,9 +134,8 @@ void check_toy_layout(int dp, int tp, int zero_stage) {
   INFO("toy_mlp dp" << dp << " tp" << tp << " ZeRO-" << zero_stage);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step % 2, rows, config.data.seq_len);
-    std::vector<MicroBatch> everything, mine;
-    for (int64_t k = 0; k < dp * m; ++k) everything.push_back(rows_of(batch, k * mbs, mbs));
-    for (int64_t k = 0; k < m; ++k) mine.push_back(rows_of(batch, (k * dp + dp_rank) * mbs, mbs));
+    const std::vector<MicroBatch> everything = rank_micro_batches(batch, dp * m, mbs, 1, 0);
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, m, mbs, dp, dp_rank);
     const StepResult expected = single.train_step(everything);
     const StepResult actual = parallel.train_step(mine);
     INFO("step " << step);
@@ -180,6 +179,8 @@ TEST_CASE("The family registry names what it knows", "[family2]") {
                                     "(LlamaForCausalLM), toy_mlp (ToyMlpForCausalLM))"));
   CHECK_THROWS_WITH(registry.add({"toy_mlp", {}, registry.find("toy_mlp").build}),
                     Catch::Contains("model family 'toy_mlp' is already registered"));
+  CHECK_THROWS_WITH(registry.add({"no_builder", {}, nullptr}),
+                    Catch::Contains("model family 'no_builder' needs a model_type and a build"));
   // Without the registry that has it, the Trainer refuses the family by name.
   TrainConfig config = toy_config(1, 1, 0, 1);
   CHECK_THROWS_WITH(

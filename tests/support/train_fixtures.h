@@ -60,6 +60,17 @@ inline MicroBatch rows_of(const MicroBatch& batch, int64_t start, int64_t count)
           batch.labels.narrow(0, start, count).contiguous()};
 }
 
+// A data-parallel rank's micro-batches of a global batch: `count` micro-batches of `rows` rows,
+// the k-th being global micro-batch k * dp_size + dp_rank (the sampler's interleaving). With
+// dp_size 1 the whole batch in order, as a single-process reference takes it.
+inline std::vector<MicroBatch> rank_micro_batches(const MicroBatch& batch, int64_t count,
+                                                  int64_t rows, int64_t dp_size, int64_t dp_rank) {
+  std::vector<MicroBatch> mine;
+  for (int64_t k = 0; k < count; ++k)
+    mine.push_back(rows_of(batch, (k * dp_size + dp_rank) * rows, rows));
+  return mine;
+}
+
 // ||a - b|| / ||b|| over the whole tensor.
 inline double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
   return ((a - b).to(torch::kFloat64).norm() / b.to(torch::kFloat64).norm().clamp_min(1e-30))

@@ -68,10 +68,7 @@ std::vector<MicroBatch> batches_of(Trainer& trainer, int64_t step) {
   const int64_t mbs = trainer.config().train.micro_batch_size;
   const MicroBatch batch =
       global_batch(step, kMicroBatchesPerStep * mbs, trainer.config().data.seq_len);
-  std::vector<MicroBatch> mine;
-  for (int64_t k = 0; k < kMicroBatchesPerStep / dp; ++k)
-    mine.push_back(rows_of(batch, (k * dp + dp_rank) * mbs, mbs));
-  return mine;
+  return rank_micro_batches(batch, kMicroBatchesPerStep / dp, mbs, dp, dp_rank);
 }
 
 std::vector<double> run_steps(Trainer& trainer, int64_t from, int64_t to) {

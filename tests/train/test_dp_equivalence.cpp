@@ -51,8 +51,7 @@ void check_equivalence(int64_t grad_accum) {
 
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
-    std::vector<MicroBatch> mine;
-    for (int64_t k = 0; k < grad_accum; ++k) mine.push_back(rows_of(batch, (k * p + r) * mbs, mbs));
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, grad_accum, mbs, p, r);
     const StepResult dp_result = parallel.train_step(mine);
     const StepResult ref_result = single.train_step({batch});
     INFO("step " << step);

@@ -48,8 +48,7 @@ void check_hsdp(int stage, int64_t grad_accum) {
   const MemoryPlan plan = hsdp.memory_plan();
   for (int64_t step = 0; step < plain_config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, plain_config.data.seq_len);
-    std::vector<MicroBatch> mine;
-    for (int64_t k = 0; k < grad_accum; ++k) mine.push_back(rows_of(batch, (k * p + r) * mbs, mbs));
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, grad_accum, mbs, p, r);
     const StepResult a = plain.train_step(mine);
     const StepResult b = hsdp.train_step(mine);
     INFO("HSDP 2x2 ZeRO-" << stage << " grad_accum " << grad_accum << " step " << step);

@@ -70,10 +70,8 @@ void check_layout(const Layout& layout) {
              << layout.tied);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
-    std::vector<MicroBatch> everything, mine;
-    for (int64_t k = 0; k < layout.dp * m; ++k) everything.push_back(rows_of(batch, k * mbs, mbs));
-    for (int64_t k = 0; k < m; ++k)
-      mine.push_back(rows_of(batch, (k * layout.dp + dp_rank) * mbs, mbs));
+    const std::vector<MicroBatch> everything = rank_micro_batches(batch, layout.dp * m, mbs, 1, 0);
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, m, mbs, layout.dp, dp_rank);
     const StepResult expected = single.train_step(everything);
     const StepResult actual = parallel.train_step(mine);
     INFO("step " << step);

@@ -48,8 +48,7 @@ void check_stage(int stage, int64_t grad_accum, const std::string& offload = "no
 
   for (int64_t step = 0; step < plain_config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, plain_config.data.seq_len);
-    std::vector<MicroBatch> mine;
-    for (int64_t k = 0; k < grad_accum; ++k) mine.push_back(rows_of(batch, (k * p + r) * mbs, mbs));
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, grad_accum, mbs, p, r);
     const StepResult a = plain.train_step(mine);
     const StepResult b = zero.train_step(mine);
     INFO("stage " << stage << " grad_accum " << grad_accum << " step " << step);
@@ -135,8 +134,7 @@ TEST_CASE(
   const int64_t mbs = fp32_config.train.micro_batch_size;
   for (int64_t step = 0; step < fp32_config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, p * 2 * mbs, fp32_config.data.seq_len);
-    std::vector<MicroBatch> mine;
-    for (int64_t k = 0; k < 2; ++k) mine.push_back(rows_of(batch, (k * p + r) * mbs, mbs));
+    const std::vector<MicroBatch> mine = rank_micro_batches(batch, 2, mbs, p, r);
     const StepResult expected = reference.train_step(mine);
     INFO("step " << step);
     for (int stage = 0; stage <= 3; ++stage) {
