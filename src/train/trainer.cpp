@@ -1,20 +1,15 @@
 #include "deepseek_train/train/trainer.h"
 
 #include <ATen/Parallel.h>
-#include <sys/resource.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <iomanip>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "deepseek_train/checkpoint/hf_interop.h"
@@ -22,19 +17,12 @@
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/distributed_sampler.h"
-#include "deepseek_train/data/prepared_dataset.h"
-#include "deepseek_train/data/synthetic_corpus.h"
-#include "deepseek_train/data/token_dataset.h"
-#include "deepseek_train/data/tokenizer.h"
-#include "deepseek_train/kernels/cpu_gemm.h"
-#include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/metrics.h"
-#include "deepseek_train/train/prometheus_textfile.h"
 #include "deepseek_train/train/run_outputs.h"
 #include "deepseek_train/train/run_policy.h"
 #include "deepseek_train/train/step_metrics.h"
