@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "deepseek_train/core/deferred_tensor.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/sharding/memory_plan.h"
@@ -50,6 +51,11 @@ torch::Tensor CausalLM::forward(const torch::Tensor& input_ids) {
   const std::vector<LayerChunk>& local = chunks();
   DST_CHECK(local.size() == 1 && local[0].has_embedding && local[0].has_head, ConfigError,
             "forward(): this rank holds only part of the pipeline; use forward_chunk()");
+  for (const auto& item : named_parameters(/*recurse=*/true))
+    DST_CHECK(!is_deferred(item.value()), ConfigError,
+              "forward(): parameter '" << item.key()
+                                       << "' has no values yet: call initialize(seed) (or load "
+                                          "weights) after building the model");
   torch::Tensor logits = forward_chunk(0, input_ids);
   if (!tp_) return logits;
   return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
@@ -100,37 +106,39 @@ torch::Tensor CausalLM::gather_tp_parameter(const std::string& name,
 }
 
 void CausalLM::initialize(uint64_t seed) {
+  for (auto& item : named_parameters(/*recurse=*/true))
+    initialize_parameter(item.key(), item.value(), seed);
+}
+
+void CausalLM::initialize_parameter(const std::string& name, torch::Tensor& p, uint64_t seed) {
   torch::NoGradGuard no_grad;
+  allocate_deferred(p);
+  const TpSplit split = tp_split(name);
+  if (p.dim() == 1 && split == TpSplit::kReplicated) {
+    p.fill_(1.0);
+    return;
+  }
+  // The full tensor from a generator of its own, so every layout draws the same values.
+  auto generator = at::detail::createCPUGenerator(parameter_seed(seed, name));
+  const std::vector<int64_t> shape = full_shape(name, p);
+  torch::Tensor full = torch::empty(shape, torch::kFloat32);
+  full.normal_(0.0, config_.initializer_range, generator);
   const int rank = tp_rank();
-  for (auto& item : named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    torch::Tensor& p = item.value();
-    const TpSplit split = tp_split(name);
-    if (p.dim() == 1 && split == TpSplit::kReplicated) {
-      p.fill_(1.0);
-      continue;
+  switch (split) {
+    case TpSplit::kReplicated:
+      p.copy_(full);
+      break;
+    case TpSplit::kDim0: {
+      const int64_t rows = p.size(0), begin = rank * rows;
+      // Vocabulary padding rows (beyond the full tensor) stay zero.
+      p.zero_();
+      const int64_t available = std::max<int64_t>(0, std::min(rows, shape[0] - begin));
+      if (available > 0) p.narrow(0, 0, available).copy_(full.narrow(0, begin, available));
+      break;
     }
-    // The full tensor from a generator of its own, so every layout draws the same values.
-    auto generator = at::detail::createCPUGenerator(parameter_seed(seed, name));
-    const std::vector<int64_t> shape = full_shape(name, p);
-    torch::Tensor full = torch::empty(shape, torch::kFloat32);
-    full.normal_(0.0, config_.initializer_range, generator);
-    switch (split) {
-      case TpSplit::kReplicated:
-        p.copy_(full);
-        break;
-      case TpSplit::kDim0: {
-        const int64_t rows = p.size(0), begin = rank * rows;
-        // Vocabulary padding rows (beyond the full tensor) stay zero.
-        p.zero_();
-        const int64_t available = std::max<int64_t>(0, std::min(rows, shape[0] - begin));
-        if (available > 0) p.narrow(0, 0, available).copy_(full.narrow(0, begin, available));
-        break;
-      }
-      case TpSplit::kDim1:
-        p.copy_(full.narrow(1, rank * p.size(1), p.size(1)));
-        break;
-    }
+    case TpSplit::kDim1:
+      p.copy_(full.narrow(1, rank * p.size(1), p.size(1)));
+      break;
   }
 }
 

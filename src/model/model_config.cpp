@@ -193,4 +193,21 @@ ModelConfig model_config_from_hf_json_text(const std::string& text, const std::s
   return config;
 }
 
+void check_same_model(const ModelConfig& saved, const ModelConfig& ours,
+                      const std::string& directory) {
+  const std::pair<const char*, std::pair<int64_t, int64_t>> fields[] = {
+      {"vocab_size", {saved.vocab_size, ours.vocab_size}},
+      {"hidden_size", {saved.hidden_size, ours.hidden_size}},
+      {"intermediate_size", {saved.intermediate_size, ours.intermediate_size}},
+      {"num_hidden_layers", {saved.num_hidden_layers, ours.num_hidden_layers}},
+      {"num_attention_heads", {saved.num_attention_heads, ours.num_attention_heads}},
+      {"num_key_value_heads", {saved.num_key_value_heads, ours.num_key_value_heads}},
+      {"tie_word_embeddings", {saved.tie_word_embeddings, ours.tie_word_embeddings}},
+  };
+  for (const auto& [key, values] : fields)
+    DST_CHECK(values.first == values.second, CheckpointError,
+              directory << ": checkpoint of a different model: model." << key << " is "
+                        << values.first << " there, " << values.second << " in the recipe");
+}
+
 }  // namespace dst

@@ -10,7 +10,8 @@ namespace dst {
 ReplicatedEngine::ReplicatedEngine(const DataParallelEngineSpec& spec) {
   at::NoGradGuard no_grad;
   std::vector<NamedParameter> optimizer_parameters;
-  for (const auto& unit : spec.units) {
+  for (auto unit : spec.units) {
+    if (spec.materialize) spec.materialize(unit);
     for (const auto& [name, param] : unit) {
       at::Tensor master;
       if (spec.param_type != param.scalar_type()) {

@@ -90,7 +90,10 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
   const int world = group_->size();
   const int rank = group_->rank();
   torch::NoGradGuard no_grad;
-  for (const auto& named : spec.units) {
+  for (auto named : spec.units) {
+    // One unit at a time: its parameters get memory and values, are copied into the unit's flat
+    // buffers, and (stage 3) leave only this rank's shard behind before the next unit starts.
+    if (spec.materialize) spec.materialize(named);
     auto unit = std::make_unique<Unit>();
     int64_t numel = 0;
     for (auto& [name, param] : named) {
@@ -113,7 +116,9 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     at::Tensor flat_fp32 =
         separate_master ? torch::zeros({unit->padded}, options_fp32) : at::Tensor();
     unit->flat_param = torch::zeros({unit->padded}, options_param);
-    unit->flat_grad = torch::zeros({unit->padded}, options_param);
+    // Stages 2-3 release the flat gradient at once (its memory comes from the pool in backward).
+    unit->flat_grad = stage >= 2 ? torch::empty({unit->padded}, options_param)
+                                 : torch::zeros({unit->padded}, options_param);
     for (size_t i = 0; i < unit->params.size(); ++i) {
       at::Tensor& p = unit->params[i];
       if (separate_master) flat_fp32.narrow(0, unit->offsets[i], p.numel()).copy_(p.reshape({-1}));
@@ -132,15 +137,13 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
     unit->reduce_buffer = torch::zeros({unit->shard}, torch::TensorOptions().dtype(reduce_type_));
     unit->pending = static_cast<int>(unit->params.size());
+    if (stage_ >= 2) release_storage(unit->flat_grad);
+    if (stage_ == 3) release_storage(unit->flat_param);
     units_.push_back(std::move(unit));
   }
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
   // From here on the released flat tensors take their memory from the pool.
   if (stage_ >= 2) pool_ = std::make_unique<detail::BufferPool>(kPooledBuffersKept);
-  for (int u = 0; u < static_cast<int>(units_.size()); ++u) {
-    if (stage_ >= 2) release_storage(units_[u]->flat_grad);
-    if (stage_ == 3) release_storage(units_[u]->flat_param);
-  }
 
   hook_state_->engine = this;
   std::weak_ptr<HookState> weak = hook_state_;

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/embedding.h>
 #include <torch/nn/functional/linear.h>
 
+#include "deepseek_train/core/deferred_tensor.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 
@@ -23,6 +24,14 @@ torch::nn::LinearOptions bias_free(int64_t in, int64_t out) {
   return torch::nn::LinearOptions(in, out).bias(false);
 }
 
+// The layers' weights are deferred (core/deferred_tensor.h): the libtorch base class is built
+// with a 1x1 weight, which is then replaced by a weight of the real shape without memory.
+torch::Tensor deferred_weight(int64_t rows, int64_t columns) {
+  torch::Tensor weight = deferred_tensor({rows, columns});
+  weight.set_requires_grad(true);
+  return weight;
+}
+
 }  // namespace
 
 int64_t tp_local_count(int64_t total, const comm::CommunicatorPtr& group, const std::string& what) {
@@ -41,9 +50,12 @@ ColumnParallelLinearImpl::ColumnParallelLinearImpl(int64_t in_features, int64_t 
 ColumnParallelLinearImpl::ColumnParallelLinearImpl(int64_t in_features, int64_t local_out,
                                                    comm::CommunicatorPtr group,
                                                    int64_t unpadded_rows)
-    : torch::nn::LinearImpl(bias_free(in_features, local_out)),
+    : torch::nn::LinearImpl(bias_free(1, 1)),
       group_(splitting(std::move(group))),
-      unpadded_rows_(unpadded_rows) {}
+      unpadded_rows_(unpadded_rows) {
+  options = bias_free(in_features, local_out);
+  weight = parameters_["weight"] = deferred_weight(local_out, in_features);
+}
 
 std::shared_ptr<ColumnParallelLinearImpl> ColumnParallelLinearImpl::vocab_head(
     int64_t hidden, int64_t vocab, comm::CommunicatorPtr group) {
@@ -59,8 +71,11 @@ torch::Tensor ColumnParallelLinearImpl::forward(const torch::Tensor& x) {
 
 RowParallelLinearImpl::RowParallelLinearImpl(int64_t in_features, int64_t out_features,
                                              comm::CommunicatorPtr group, const std::string& what)
-    : torch::nn::LinearImpl(bias_free(tp_local_count(in_features, group, what), out_features)),
-      group_(splitting(std::move(group))) {}
+    : torch::nn::LinearImpl(bias_free(1, 1)), group_(splitting(std::move(group))) {
+  const int64_t local_in = tp_local_count(in_features, group_, what);
+  options = bias_free(local_in, out_features);
+  weight = parameters_["weight"] = deferred_weight(out_features, local_in);
+}
 
 torch::Tensor RowParallelLinearImpl::forward(const torch::Tensor& x) {
   torch::Tensor partial = F::linear(x, weight.to(x.scalar_type()));
@@ -69,9 +84,12 @@ torch::Tensor RowParallelLinearImpl::forward(const torch::Tensor& x) {
 
 VocabParallelEmbeddingImpl::VocabParallelEmbeddingImpl(int64_t vocab, int64_t hidden,
                                                        comm::CommunicatorPtr group)
-    : torch::nn::EmbeddingImpl(vocab_shard(vocab, size_of(group), rank_of(group)).size(), hidden),
+    : torch::nn::EmbeddingImpl(1, 1),
       group_(splitting(std::move(group))),
-      shard_(vocab_shard(vocab, size_of(group_), rank_of(group_))) {}
+      shard_(vocab_shard(vocab, size_of(group_), rank_of(group_))) {
+  options.num_embeddings(shard_.size()).embedding_dim(hidden);
+  weight = parameters_["weight"] = deferred_weight(shard_.size(), hidden);
+}
 
 torch::Tensor VocabParallelEmbeddingImpl::forward(const torch::Tensor& ids) {
   if (group_) return vocab_parallel_embedding(ids, weight, shard_, *group_);

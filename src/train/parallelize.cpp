@@ -108,7 +108,8 @@ comm::CommunicatorPtr tied_embedding_group(const TrainConfig& config, const Proc
 
 ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
                                    const TrainConfig& config, const ProcessGroups& groups,
-                                   at::ScalarType activation_dtype) {
+                                   at::ScalarType activation_dtype,
+                                   std::function<void(NamedParameters&)> materialize) {
   ParallelizedModel out;
   const ParallelDims& dims = groups.dims();
   const bool tied = config.model.tie_word_embeddings;
@@ -120,6 +121,7 @@ ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
     const bool embedding_copy = model->holds_embedding_copy(chunk);
     // Only trainable parameters go to the engine; units left empty (all frozen) get no hooks.
     DataParallelEngineSpec spec = engine_spec(model, config, groups, embedding_copy);
+    spec.materialize = materialize;
     std::vector<int> local_index;
     for (size_t u = next_unit; u < next_unit + units; ++u) {
       NamedParameters trainable;

@@ -22,6 +22,7 @@
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
+#include "deepseek_train/train/initial_weights.h"
 #include "deepseek_train/train/metrics.h"
 #include "deepseek_train/train/run_outputs.h"
 #include "deepseek_train/train/run_policy.h"
@@ -131,9 +132,11 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   const ModelFamilyRegistry builtin_families;
   model_ = (families ? *families : builtin_families)
                .build(config_.model, shard_spec_for_rank(config_, groups_));
-  // 2. Weights, then adapters, which decide what trains.
-  model_->initialize(config_.train.seed);
-  if (!config_.train.init_from.empty()) import_hf_weights(config_.train.init_from);
+  // 2. Adapters decide what trains. Weights are filled as they are needed
+  // (train/initial_weights.h): what the family allocated now, the frozen base after the adapters,
+  // what trains unit by unit inside the engines (step 3).
+  InitialWeights weights(*model_, config_.train.seed, config_.train.init_from);
+  weights.fill_allocated();
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
   if (!config_.adapters.empty()) {
     const AdapterRegistry builtin;
@@ -147,10 +150,13 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
                   << ": the adapters add no trainable parameter (does target_modules match any "
                      "of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj?)");
     // The frozen base takes the parameter dtype here; the engines cast what trains.
+    NamedParameters frozen;
+    for (auto& item : model_->named_parameters(/*recurse=*/true))
+      if (!item.value().requires_grad()) frozen.emplace_back(item.key(), item.value());
+    weights.fill_deferred(frozen);
     torch::NoGradGuard no_grad;
-    for (auto& parameter : model_->parameters())
-      if (!parameter.requires_grad())
-        parameter.set_data(parameter.to(scalar_type_of(precision.param)));
+    for (auto& [name, parameter] : frozen)
+      parameter.set_data(parameter.to(scalar_type_of(precision.param)));
   }
   activation_dtype_ = scalar_type_of(precision.param);
   if (activation_dtype_ == torch::kFloat16) {
@@ -165,7 +171,10 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     logger_.info(line.str());
   }
   // 3. Data parallelism (DDP, ZeRO, HSDP) over what trains, unit hooks, the pipeline.
-  parallel_ = parallelize_data(model_, config_, groups_, activation_dtype_);
+  parallel_ = parallelize_data(model_, config_, groups_, activation_dtype_,
+                               [&weights](NamedParameters& unit) { weights.fill_deferred(unit); });
+  if (!config_.train.init_from.empty())
+    logger_.info("initialised from the Hugging Face model " + config_.train.init_from);
 }
 
 Trainer::~Trainer() {

@@ -24,61 +24,7 @@ std::vector<std::pair<const char*, torch::Tensor>> optimizer_state(const Paramet
   return {{"master", s.master}, {"exp_avg", s.exp_avg}, {"exp_avg_sq", s.exp_avg_sq}};
 }
 
-// The checkpoint's model must be this model: same shapes everywhere.
-void check_same_model(const ModelConfig& saved, const ModelConfig& ours,
-                      const std::string& directory) {
-  const std::pair<const char*, std::pair<int64_t, int64_t>> fields[] = {
-      {"vocab_size", {saved.vocab_size, ours.vocab_size}},
-      {"hidden_size", {saved.hidden_size, ours.hidden_size}},
-      {"intermediate_size", {saved.intermediate_size, ours.intermediate_size}},
-      {"num_hidden_layers", {saved.num_hidden_layers, ours.num_hidden_layers}},
-      {"num_attention_heads", {saved.num_attention_heads, ours.num_attention_heads}},
-      {"num_key_value_heads", {saved.num_key_value_heads, ours.num_key_value_heads}},
-      {"tie_word_embeddings", {saved.tie_word_embeddings, ours.tie_word_embeddings}},
-  };
-  for (const auto& [key, values] : fields)
-    DST_CHECK(values.first == values.second, CheckpointError,
-              directory << ": checkpoint of a different model: model." << key << " is "
-                        << values.first << " there, " << values.second << " in the recipe");
-}
-
 }  // namespace
-
-void Trainer::import_hf_weights(const std::string& model_dir) {
-  HfModelReader hf(model_dir);
-  check_same_model(hf.config(), config_.model, model_dir);
-  torch::NoGradGuard no_grad;
-  const int tp_rank = groups_.coord().tp;
-  for (auto& item : model_->named_parameters(/*recurse=*/true)) {
-    const std::string& name = item.key();
-    torch::Tensor& local = item.value();
-    const std::vector<int64_t> expected = model_->full_shape(name, local);
-    DST_CHECK(hf.shape(name) == expected, CheckpointError,
-              model_dir << ": tensor '" << name << "' has shape " << at::IntArrayRef(hf.shape(name))
-                        << ", the model expects " << at::IntArrayRef(expected));
-    torch::Tensor values;
-    switch (model_->tp_split(name)) {
-      case TpSplit::kReplicated:
-        values = hf.read_rows(name);
-        break;
-      case TpSplit::kDim0: {
-        // Only this rank's rows; vocabulary padding rows past the end stay zero.
-        const int64_t rows = local.size(0), begin = tp_rank * rows;
-        const int64_t end = std::min(begin + rows, expected[0]);
-        values = torch::zeros(local.sizes(), torch::kFloat32);
-        if (end > begin) values.narrow(0, 0, end - begin).copy_(hf.read_rows(name, begin, end));
-        break;
-      }
-      case TpSplit::kDim1: {
-        const int64_t columns = local.size(1);
-        values = hf.read_rows(name).narrow(1, tp_rank * columns, columns);
-        break;
-      }
-    }
-    local.copy_(values);
-  }
-  logger_.info("initialised from the Hugging Face model " + model_dir);
-}
 
 std::string Trainer::checkpoint_root() const {
   return (std::filesystem::path(config_.train.output_dir) / "checkpoints").string();

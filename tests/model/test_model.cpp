@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "deepseek_train/core/deferred_tensor.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/llama.h"
 #include "deepseek_train/model/model_config.h"
@@ -43,7 +44,13 @@ TEST_CASE("model: Hugging Face parameter names and shapes", "[model]") {
   for (const auto& p : model->parameters()) total += p.numel();
   CHECK(total == c.num_parameters());
 
-  auto logits = model->forward(torch::randint(0, c.vocab_size, {3, 7}, torch::kInt64));
+  // Built without memory behind the projections (core/deferred_tensor.h) until initialised.
+  CHECK(is_deferred(params["model.layers.0.self_attn.q_proj.weight"]));
+  const auto ids = torch::randint(0, c.vocab_size, {3, 7}, torch::kInt64);
+  CHECK_THROWS_WITH(model->forward(ids), Catch::Contains("call initialize(seed)"));
+  model->initialize(5);
+  CHECK_FALSE(is_deferred(params["model.layers.0.self_attn.q_proj.weight"]));
+  auto logits = model->forward(ids);
   CHECK(logits.sizes() == torch::IntArrayRef({3, 7, c.vocab_size}));
 
   c.tie_word_embeddings = true;
@@ -91,6 +98,7 @@ TEST_CASE("model: GQA equals MHA with each kv head repeated over its query group
   mha_config.num_key_value_heads = 4;
   LlamaModel gqa(gqa_config), mha(mha_config);
   gqa->initialize(3);
+  mha->initialize(3);
   torch::NoGradGuard no_grad;
   const int64_t head_dim = gqa_config.head_dim();
   for (const auto& item : mha->named_parameters()) {

@@ -155,10 +155,14 @@ class CausalLM : public torch::nn::Module {
   // The full parameter from every tp rank's slice (collective over tp; padding removed).
   torch::Tensor gather_tp_parameter(const std::string& name, const torch::Tensor& local) const;
 
-  // Deterministic initialisation, identical for every layout: for each parameter the full
-  // tensor ~ N(0, initializer_range) (1-D replicated ones, norm weights, = 1) from a generator
-  // seeded by (seed, name), vocabulary padding rows zero; this rank keeps its slice.
-  virtual void initialize(uint64_t seed);
+  // Deterministic initialisation, identical for every layout: initialize_parameter for every
+  // parameter (deferred ones get their memory here).
+  void initialize(uint64_t seed);
+  // One parameter (allocating it when deferred, core/deferred_tensor.h): the full tensor
+  // ~ N(0, initializer_range) (1-D replicated ones, norm weights, = 1) from a generator seeded by
+  // (seed, name), vocabulary padding rows zero; this rank keeps its tp slice.
+  virtual void initialize_parameter(const std::string& name, torch::Tensor& parameter,
+                                    uint64_t seed);
 
   // Every local parameter grouped by sharding unit, units in forward order over the chunks.
   std::vector<NamedParameters> sharding_units();

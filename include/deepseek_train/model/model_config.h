@@ -44,4 +44,8 @@ ModelConfig model_config_from_hf_json_text(const std::string& text, const std::s
 // A Hugging Face LlamaConfig config.json for the model (pretty-printed, newline-terminated).
 std::string model_config_to_hf_json(const ModelConfig& config);
 
+// CheckpointError "<where>: checkpoint of a different model: model.<key> is A there, B in the
+// recipe" when `saved` (a checkpoint's or a Hugging Face folder's) has other shapes than `ours`.
+void check_same_model(const ModelConfig& saved, const ModelConfig& ours, const std::string& where);
+
 }  // namespace dst

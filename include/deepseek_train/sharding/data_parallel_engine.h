@@ -80,6 +80,10 @@ class DataParallelEngine {
 struct DataParallelEngineSpec {
   // Parameters (fp32) per sharding unit in forward order, by name.
   std::vector<std::vector<std::pair<std::string, at::Tensor>>> units;
+  // Gives a unit's parameters their memory and initial values (deferred parameters,
+  // core/deferred_tensor.h), called once per unit in order while the engine is built, so a
+  // sharding engine holds at most its shards plus one unit. Null: they already hold them.
+  std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)> materialize;
   std::function<bool(const std::string&, const at::Tensor&)> decays;
   comm::CommunicatorPtr dp_group;
   // HSDP (ZeRO stages 1-3): the replicas of this rank's shards; each reduced gradient shard is

@@ -3,8 +3,8 @@
 //   1. shard_spec_for_rank — tensor parallelism (the tp group the family's tensor-parallel layers
 //      split over), this pp rank's pipeline chunks, activation checkpointing: what the model
 //      family builds (ModelFamilyRegistry::build);
-//   2. the caller initialises or imports the weights and applies adapters, which decide what
-//      trains;
+//   2. the caller applies adapters, which decide what trains, and fills the weights that do not
+//      (train/initial_weights.h);
 //   3. parallelize_data — a data-parallel engine (DDP or ZeRO-1/2/3, HSDP) per local chunk over
 //      its trainable parameters, the unit hooks through which ZeRO-3 gathers, the group that
 //      keeps a tied embedding equal across the pipeline's ends, and the pipeline executor.
@@ -13,6 +13,7 @@
 
 #include <ATen/core/ScalarType.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,10 +49,13 @@ struct ParallelizedModel {
   int embedding_engine = -1;
 };
 
-// Step 3 above. ConfigError when a pipeline stage holds no trainable parameter. Collective over
-// the pp group (whether a tied embedding trains anywhere).
+// Step 3 above. `materialize` gives each unit's trainable parameters their memory and values as
+// its engine takes them (DataParallelEngineSpec::materialize; null: they hold them already).
+// ConfigError when a pipeline stage holds no trainable parameter. Collective over the pp group
+// (whether a tied embedding trains anywhere).
 ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
                                    const TrainConfig& config, const ProcessGroups& groups,
-                                   at::ScalarType activation_dtype);
+                                   at::ScalarType activation_dtype,
+                                   std::function<void(NamedParameters&)> materialize = nullptr);
 
 }  // namespace dst

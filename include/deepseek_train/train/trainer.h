@@ -146,9 +146,6 @@ class Trainer {
   // From checkpoint.encryption, read once at construction (a bad key fails before training).
   std::optional<EncryptionKey> load_encryption_key() const;
   std::optional<EncryptionKey> encryption_key_;
-  // Copies this rank's slices of a Hugging Face model's weights into the model (before the
-  // engines take the parameters).
-  void import_hf_weights(const std::string& model_dir);
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   std::string recipe_text_;
   FaultPlan fault_plan_;

@@ -1,0 +1,67 @@
+#include "deepseek_train/train/initial_weights.h"
+
+#include <torch/torch.h>
+
+#include "deepseek_train/checkpoint/hf_interop.h"
+#include "deepseek_train/core/deferred_tensor.h"
+#include "deepseek_train/core/error.h"
+
+namespace dst {
+
+InitialWeights::InitialWeights(CausalLM& model, uint64_t seed, const std::string& hf_model_dir)
+    : model_(model), seed_(seed), hf_dir_(hf_model_dir) {
+  if (hf_dir_.empty()) return;
+  hf_ = std::make_unique<HfModelReader>(hf_dir_);
+  check_same_model(hf_->config(), model_.config(), hf_dir_);
+  for (const auto& item : model_.named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    const std::vector<int64_t> expected = model_.full_shape(name, item.value());
+    DST_CHECK(hf_->shape(name) == expected, CheckpointError,
+              hf_dir_ << ": tensor '" << name << "' has shape " << at::IntArrayRef(hf_->shape(name))
+                      << ", the model expects " << at::IntArrayRef(expected));
+  }
+}
+
+InitialWeights::~InitialWeights() = default;
+
+void InitialWeights::fill_deferred(NamedParameters& parameters) {
+  for (auto& [name, parameter] : parameters)
+    if (is_deferred(parameter)) fill(name, parameter);
+}
+
+void InitialWeights::fill_allocated() {
+  for (auto& item : model_.named_parameters(/*recurse=*/true))
+    if (!is_deferred(item.value())) fill(item.key(), item.value());
+}
+
+void InitialWeights::fill(const std::string& name, at::Tensor& parameter) {
+  model_.initialize_parameter(name, parameter, seed_);
+  if (hf_) import(name, parameter);
+  ++filled_;
+}
+
+void InitialWeights::import(const std::string& name, at::Tensor& local) {
+  torch::NoGradGuard no_grad;
+  const std::vector<int64_t> full = model_.full_shape(name, local);
+  const int tp_rank = model_.tp_rank();
+  switch (model_.tp_split(name)) {
+    case TpSplit::kReplicated:
+      local.copy_(hf_->read_rows(name));
+      break;
+    case TpSplit::kDim0: {
+      // Only this rank's rows; vocabulary padding rows past the end stay zero.
+      const int64_t rows = local.size(0), begin = tp_rank * rows;
+      const int64_t end = std::min(begin + rows, full[0]);
+      local.zero_();
+      if (end > begin) local.narrow(0, 0, end - begin).copy_(hf_->read_rows(name, begin, end));
+      break;
+    }
+    case TpSplit::kDim1: {
+      const int64_t columns = local.size(1);
+      local.copy_(hf_->read_rows(name).narrow(1, tp_rank * columns, columns));
+      break;
+    }
+  }
+}
+
+}  // namespace dst
