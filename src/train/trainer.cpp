@@ -15,6 +15,7 @@
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/core/atomic_file.h"
+#include "deepseek_train/core/cpu_allocator.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/distributed_sampler.h"
 #include "deepseek_train/optim/grad_clip.h"
@@ -125,6 +126,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       scaler_(config.precision.loss_scaler,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
+  use_cpu_allocator(config_.train.cpu_allocator,
+                    static_cast<size_t>(config_.train.cpu_allocator_cache_mb) << 20);
   encryption_key_ = load_encryption_key();
   checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   // 1. The family builds this rank's part of the model: tp shards, pipeline chunks, activation

@@ -58,6 +58,11 @@ struct TrainOptions {
   // cross-entropy; bf16 activations widened to fp32 around all but the linear); "reference": the
   // chains of ATen ops they replace (same results within rounding; for debugging and comparison).
   std::string kernels = "fused";
+  // CPU memory (core/cpu_allocator.h): "mapped" (blocks of 1 MiB or more mapped on their own,
+  // freed ones kept for reuse up to cpu_allocator_cache_mb, so RSS follows the tensors held) or
+  // "default" (libtorch's malloc-backed one). Process-wide: the Trainer installs it.
+  std::string cpu_allocator = "mapped";
+  int64_t cpu_allocator_cache_mb = 512;
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,

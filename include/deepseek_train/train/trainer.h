@@ -37,7 +37,8 @@ class Trainer {
   // Builds the model of config.model.model_type's family (from `families`, the built-in registry
   // when null) and initialises it deterministically from train.seed, applies the recipe's
   // adapters (types from `adapters`, the built-in registry when null; the base is then frozen)
-  // and builds the optimizer over the trainable parameters.
+  // and builds the optimizer over the trainable parameters. Installs train.cpu_allocator as the
+  // process's CPU allocator (core/cpu_allocator.h).
   Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
           const AdapterRegistry* adapters = nullptr, const ModelFamilyRegistry* families = nullptr);
   ~Trainer();
