@@ -1,12 +1,37 @@
 #include "deepseek_train/sharding/memory_plan.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 
 #include "deepseek_train/core/error.h"
 
 namespace dst {
 
 namespace {
+
+// MemoryPlan::units_in_flight: the largest units' flat buffers, as many of each kind as can be
+// materialised at once.
+int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
+  if (in.zero_stage < 2 || in.zero_unit_padded_elements.empty()) return 0;
+  std::vector<int64_t> sizes = in.zero_unit_padded_elements;
+  std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
+  auto largest = [&sizes](size_t count) {
+    int64_t sum = 0;
+    for (size_t i = 0; i < std::min(count, sizes.size()); ++i) sum += sizes[i];
+    return sum;
+  };
+  const int64_t param_bytes = bytes_of(in.precision.param);
+  const int64_t reduce_bytes = bytes_of(in.precision.reduce);
+  // Two of each: the unit computing and the next (prefetched parameters; gradients still being
+  // reduce-scattered), plus the tied embedding's unit, which the head uses again.
+  const bool head_reuses_embedding = in.model.tie_word_embeddings && in.has_head;
+  const int64_t units = largest(head_reuses_embedding ? 3 : 2);
+  int64_t bytes = units * param_bytes;  // gradients
+  if (in.precision.reduce != in.precision.param) bytes += largest(2) * reduce_bytes;
+  if (in.zero_stage == 3) bytes += units * param_bytes;  // gathered parameters
+  return bytes;
+}
 
 // Ring accounting of an all-reduce of n elements over p ranks for `rank` (see communicator.h).
 int64_t all_reduce_bytes(int64_t n, int p, int rank, int64_t element_bytes) {
@@ -98,7 +123,9 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     plan.optimizer_moments = shard_elements * per_element.moments;
     // Each unit's reduce-scatter output, in the reduce dtype.
     plan.reduce_buffers = shard_elements * bytes_of(in.precision.reduce);
+    plan.units_in_flight = units_in_flight_bytes(in);
   }
+  plan.process_baseline = in.process_baseline_bytes;
   if (in.dp_size > 1 || in.dp_replicate_size > 1) {
     const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));
     const int64_t param_bytes = bytes_of(in.precision.param);
@@ -182,8 +209,13 @@ std::string MemoryPlan::describe() const {
          (activations != activations_without_checkpointing
               ? " (checkpointing; " + format_bytes(activations_without_checkpointing) + " without)"
               : std::string()) +
-         "; total ~" + format_bytes(total()) + "; communication per step " +
-         format_bytes(comm_bytes_per_step()) +
+         "; total ~" + format_bytes(total()) +
+         (units_in_flight > 0 ? " + units in flight " + format_bytes(units_in_flight)
+                              : std::string()) +
+         (process_baseline > 0 ? "; peak RSS ~" + format_bytes(peak()) + " (process baseline " +
+                                     format_bytes(process_baseline) + ")"
+                               : std::string()) +
+         "; communication per step " + format_bytes(comm_bytes_per_step()) +
          (tensor_parallel_comm_bytes > 0 ? " (tp " + format_bytes(tensor_parallel_comm_bytes) + ")"
                                          : std::string()) +
          (pipeline_comm_bytes > 0 ? " (pp " + format_bytes(pipeline_comm_bytes) + ")"

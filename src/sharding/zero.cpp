@@ -242,6 +242,14 @@ void ZeroEngine::prepare_gradient_buffer(int u) {
 
 void ZeroEngine::on_backward_begin(int u) {
   const bool uses_first_unit = tied_ && u == static_cast<int>(units_.size()) - 1;
+  // At most two unit gradients in flight, the one computing and the one being reduce-scattered
+  // (the memory plan's units_in_flight): older reductions complete first, in launch order.
+  for (int v = static_cast<int>(units_.size()) - 1; v > u + 1; --v) {
+    if (units_[v]->reduce_work) {
+      units_[v]->reduce_work->wait();
+      complete_reduction(v);
+    }
+  }
   prepare_gradient_buffer(u);
   if (uses_first_unit) prepare_gradient_buffer(0);
   if (stage_ == 3) {
@@ -273,6 +281,9 @@ void ZeroEngine::launch_ready_reductions() {
       unit.reduce_work =
           group_->reduce_scatter(unit.reduce_buffer, unit.reduce_input, comm::ReduceOp::kSum);
     }
+    // Every gradient of the unit exists, so its backward is over: its gathered parameters can go
+    // now rather than when the reduction completes (one unit less in flight).
+    if (stage_ == 3) release(next_to_reduce_);
     --next_to_reduce_;
   }
 }

@@ -2,8 +2,10 @@
 
 #include <sys/resource.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <vector>
 
@@ -30,6 +32,13 @@ double peak_rss_megabytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+int64_t resident_set_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size_pages = 0, resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
 double measure_matmul_flops(double seconds, at::ScalarType dtype) {
@@ -59,12 +68,13 @@ double measure_matmul_flops(double seconds, at::ScalarType dtype) {
 
 StepMetricsRecorder::StepMetricsRecorder(comm::CommunicatorPtr world, int64_t total_steps,
                                          int64_t first_step, double model_parameters,
-                                         double peak_flops)
+                                         double peak_flops, double planned_peak_rss_mb)
     : world_(std::move(world)),
       total_steps_(total_steps),
       first_step_(first_step),
       model_parameters_(model_parameters),
       peak_flops_(peak_flops),
+      planned_peak_rss_mb_(planned_peak_rss_mb),
       start_(Clock::now()) {}
 
 StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skipped_steps) {
@@ -85,6 +95,7 @@ StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skippe
   m.comm_bytes_by_op = result.comm_bytes_by_op;
   m.comm_wait_s_by_op = result.comm_wait_seconds_by_op;
   m.peak_rss_mb = peak_rss_megabytes();
+  m.planned_peak_rss_mb = planned_peak_rss_mb_;
   m.peak_rss_mb_per_rank = all_gather_values(*world_, m.peak_rss_mb);
   m.peak_rss_mb_max =
       *std::max_element(m.peak_rss_mb_per_rank.begin(), m.peak_rss_mb_per_rank.end());

@@ -126,6 +126,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       scaler_(config.precision.loss_scaler,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
+  process_baseline_bytes_ = resident_set_bytes();
   use_cpu_allocator(config_.train.cpu_allocator,
                     static_cast<size_t>(config_.train.cpu_allocator_cache_mb) << 20);
   encryption_key_ = load_encryption_key();
@@ -216,6 +217,7 @@ MemoryPlan Trainer::memory_plan() const {
     in.dp_replicate_size = mesh.dp_replicate;
     in.dp_replicate_rank = groups_.coord().dp_replicate;
   }
+  in.process_baseline_bytes = process_baseline_bytes_;
   in.micro_batch_size = config_.train.micro_batch_size;
   in.seq_len = config_.data.seq_len;
   in.grad_accum = config_.train.grad_accum;
@@ -659,8 +661,8 @@ TrainSummary Trainer::run() {
   summary.initial_eval_loss = evaluate(eval_batches);
   outputs.write_eval(step_, summary.initial_eval_loss);
   EarlyStopping stopping(opts, summary.initial_eval_loss);
-  StepMetricsRecorder recorder(groups_.world_ptr(), opts.steps, step_, model_parameters,
-                               peak_flops);
+  StepMetricsRecorder recorder(groups_.world_ptr(), opts.steps, step_, model_parameters, peak_flops,
+                               memory_plan().peak() / (1024.0 * 1024.0));
   while (step_ < opts.steps && !summary.stopped_early) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())

@@ -99,3 +99,38 @@ TEST_CASE("sharded initialisation: building a ZeRO-3 trainer allocates its shard
   // The bound is below what holding the whole model once more would take.
   CHECK(bound < held + model_bytes);
 }
+
+TEST_CASE(
+    "ZeRO-2/3: a step's allocations peak within the plan's held bytes, activations and "
+    "units in flight",
+    "[zero]") {
+  auto world = dst::testing::world();
+  const int p = world->size(), r = world->rank();
+  Logger quiet(r, p, LogLevel::kWarn);
+  for (int stage : {2, 3}) {
+    for (bool tied : {false, true}) {
+      TrainConfig c = deeper_config(p);
+      c.data_parallel.zero_stage = stage;
+      c.model.tie_word_embeddings = tied;
+      INFO("ZeRO-" << stage << (tied ? " tied" : ""));
+      Trainer trainer(c, ProcessGroups::create(world, c.parallel), quiet);
+      const MemoryPlan plan = trainer.memory_plan();
+      CHECK(plan.units_in_flight > 0);
+      const int64_t mbs = c.train.micro_batch_size;
+      for (int64_t step = 0; step < 2; ++step) {
+        const MicroBatch batch = global_batch(step, p * mbs, c.data.seq_len);
+        const std::vector<MicroBatch> mine = rank_micro_batches(batch, 1, mbs, p, r);
+        AllocationCounter allocated;
+        trainer.train_step(mine);
+        const int64_t budget = plan.activations + plan.units_in_flight;
+        if (r == 0 && step == 1)
+          WARN("ZeRO-" << stage << (tied ? " tied" : "") << " dp" << p << ": step allocations peak "
+                       << allocated.peak_bytes() << " B above what is held; plan: activations "
+                       << plan.activations << " B + units in flight " << plan.units_in_flight
+                       << " B");
+        CHECK(allocated.peak_bytes() <= budget);
+        CHECK(allocated.live_bytes() == 0);
+      }
+    }
+  }
+}

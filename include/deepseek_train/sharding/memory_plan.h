@@ -65,6 +65,9 @@ struct MemoryPlanInputs {
   int tied_embedding_sync_rank = 0;  // 0: first stage, 1: last stage
   int pp_size = 1;
   int pp_rank = 0;
+  // Resident memory of the process before the model was built (libraries, communicator buffers,
+  // the loaded data), measured; 0: unknown.
+  int64_t process_baseline_bytes = 0;
 };
 
 struct MemoryPlan {
@@ -84,6 +87,12 @@ struct MemoryPlan {
   int64_t pipeline_comm_bytes = 0;  // activations and gradients sent to other stages, and the
                                     // tied embedding's gradient all-reduce
   int64_t activations_without_checkpointing = 0;  // the same estimate with checkpointing off
+  // ZeRO-2/3 buffers that exist only while a unit computes (sharding/zero.h): stage 3's gathered
+  // parameters of the unit computing and the one prefetched (plus the tied embedding's unit,
+  // gathered again for the head), and the unit gradients of the unit in backward and of the one
+  // still being reduce-scattered (plus their copies widened to the reduce dtype when it differs).
+  int64_t units_in_flight = 0;
+  int64_t process_baseline = 0;  // MemoryPlanInputs::process_baseline_bytes
 
   int64_t model_state() const {
     return parameters + frozen_parameters + gradients + master_weights + optimizer_moments;
@@ -91,6 +100,9 @@ struct MemoryPlan {
   // What the data-parallel engine allocates and keeps between steps.
   int64_t held_between_steps() const { return model_state() + reduce_buffers; }
   int64_t total() const { return held_between_steps() + activations; }
+  // The resident memory the process should peak at during a step: the baseline, what is held,
+  // one micro-batch's activations and the units in flight.
+  int64_t peak() const { return process_baseline + total() + units_in_flight; }
   int64_t comm_bytes_per_step() const {
     return gradient_comm_bytes + control_comm_bytes + tensor_parallel_comm_bytes +
            pipeline_comm_bytes;

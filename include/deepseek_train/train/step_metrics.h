@@ -19,14 +19,18 @@ namespace dst {
 // for bf16 libtorch's (oneDNN, AMX where the CPU has it).
 double measure_matmul_flops(double seconds, at::ScalarType dtype);
 
-// This process's peak resident memory so far, in MB.
+// This process's peak resident memory so far, in MiB.
 double peak_rss_megabytes();
+// This process's resident memory now, in bytes (0 where /proc/self/statm cannot be read).
+int64_t resident_set_bytes();
 
 class StepMetricsRecorder {
  public:
-  // `model_parameters`: the whole model's (for MFU); `peak_flops`: the sum over every rank.
+  // `model_parameters`: the whole model's (for MFU); `peak_flops`: the sum over every rank;
+  // `planned_peak_rss_mb`: this rank's MemoryPlan::peak() in MiB, reported beside the measured
+  // peak (0: none).
   StepMetricsRecorder(comm::CommunicatorPtr world, int64_t total_steps, int64_t first_step,
-                      double model_parameters, double peak_flops);
+                      double model_parameters, double peak_flops, double planned_peak_rss_mb = 0);
   // The row of a step; collective over the world (every rank's peak RSS).
   StepMetrics record(const StepResult& result, int64_t skipped_steps);
   // The row as a progress line shows it: tokens/s and MFU over the steps since the previous
@@ -40,7 +44,7 @@ class StepMetricsRecorder {
  private:
   comm::CommunicatorPtr world_;
   int64_t total_steps_, first_step_;
-  double model_parameters_, peak_flops_;
+  double model_parameters_, peak_flops_, planned_peak_rss_mb_;
   std::chrono::steady_clock::time_point start_;
   double window_tokens_ = 0, window_seconds_ = 0, total_tokens_ = 0;
 };

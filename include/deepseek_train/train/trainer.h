@@ -148,6 +148,7 @@ class Trainer {
   std::optional<EncryptionKey> load_encryption_key() const;
   std::optional<EncryptionKey> encryption_key_;
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
+  int64_t process_baseline_bytes_ = 0;  // resident memory before the model was built
   std::string recipe_text_;
   FaultPlan fault_plan_;
   std::shared_ptr<bool> poison_gradient_ = std::make_shared<bool>(false);  // nan fault armed
