@@ -5,7 +5,9 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "deepseek_train/core/error.h"
@@ -33,33 +35,42 @@ int64_t leading_rows(const at::Tensor& t) {
 constexpr int64_t kAttentionBlock = 64;
 
 // ---------------------------------------------------------------------------------------------
+// fp32 values of a float or bfloat16 tensor, contiguous (a widened copy for bf16).
+at::Tensor fp32_contiguous(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
+}
+
+// fp32 GEMMs whatever the operands' dtype (float or bfloat16): results in the operands' dtype.
 struct LinearFunction : Function<LinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
-    const at::Tensor input = x.contiguous(), w = weight.contiguous();
+    const at::Tensor input = fp32_contiguous(x), w = fp32_contiguous(weight);
     const int64_t in = w.size(1), out = w.size(0), rows = leading_rows(input);
     std::vector<int64_t> sizes = x.sizes().vec();
     sizes.back() = out;
-    at::Tensor y = at::empty(sizes, x.options());
+    at::Tensor y = at::empty(sizes, input.options());
     kernels::sgemm(false, true, rows, out, in, 1.0f, data(input), in, data(w), in, 0.0f, data(y),
                    out);
-    ctx->save_for_backward({input, w});
-    return y;
+    // The operands as given (bf16 stays bf16 in memory until the backward widens it again).
+    ctx->save_for_backward({x, weight});
+    return y.to(x.scalar_type());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &w = saved[1];
-    const at::Tensor dy = grads[0].contiguous();
+    const at::Tensor input = fp32_contiguous(saved[0]), w = fp32_contiguous(saved[1]);
+    const at::Tensor dy = fp32_contiguous(grads[0]);
     const int64_t in = w.size(1), out = w.size(0), rows = leading_rows(input);
     at::Tensor dx, dw;
     if (ctx->needs_input_grad(0)) {
-      dx = at::empty_like(input);
+      dx = at::empty(input.sizes(), input.options());
       kernels::sgemm(false, false, rows, in, out, 1.0f, data(dy), out, data(w), in, 0.0f, data(dx),
                      in);
+      dx = dx.to(saved[0].scalar_type());
     }
     if (ctx->needs_input_grad(1)) {
-      dw = at::empty_like(w);
+      dw = at::empty(w.sizes(), w.options());
       kernels::sgemm(true, false, out, in, rows, 1.0f, data(dy), out, data(input), in, 0.0f,
                      data(dw), in);
+      dw = dw.to(saved[1].scalar_type());
     }
     return {dx, dw};
   }
@@ -334,6 +345,28 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
 
 bool fused_ops_apply(const at::Tensor& tensor) {
   return tensor.defined() && tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat;
+}
+
+bool cpu_has_bf16_matmul() {
+  static const bool has = [] {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      return line.find(" avx512_bf16") != std::string::npos ||
+             line.find(" amx_bf16") != std::string::npos;
+    }
+    return false;
+  }();
+  return has;
+}
+
+bool fused_linear_applies(const at::Tensor& x, const at::Tensor& weight) {
+  if (fused_ops_apply(x) && fused_ops_apply(weight)) return true;
+  const auto bf16_cpu = [](const at::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kBFloat16;
+  };
+  return bf16_cpu(x) && bf16_cpu(weight) && !cpu_has_bf16_matmul();
 }
 
 at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight) {

@@ -39,7 +39,7 @@ torch::Tensor widened(const torch::Tensor& t) { return t.to(torch::kFloat32); }
 // A bias-free projection by `weight` computed in the activation's dtype (a no-op cast when the
 // weight has it): the fused CPU linear when allowed and both are fp32 on the CPU.
 torch::Tensor project(const torch::Tensor& weight, const torch::Tensor& x, bool fused) {
-  if (fused && fused_ops_apply(x) && fused_ops_apply(weight)) return fused_linear(x, weight);
+  if (fused && fused_linear_applies(x, weight)) return fused_linear(x, weight);
   return F::linear(x, weight.to(x.scalar_type()));
 }
 // The same plus the adapter attached to it under `name`, if any.

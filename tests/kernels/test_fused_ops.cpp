@@ -121,6 +121,27 @@ TEST_CASE("fused_linear equals F::linear, forward and both gradients", "[kernels
   CHECK(no_features.abs().sum().item<float>() == 0.0f);
 }
 
+TEST_CASE("fused_linear on bf16 computes in fp32: results and gradients rounded once",
+          "[kernels]") {
+  auto x = randn({4, 9, 40}, 11).to(torch::kBFloat16), w = randn({33, 40}, 12).to(torch::kBFloat16);
+  auto fused = fused_linear(x, w);
+  CHECK(fused.scalar_type() == torch::kBFloat16);
+  // The fp32 product of the same (bf16) values, rounded once: equal up to that rounding.
+  auto exact = F::linear(x.to(torch::kFloat32), w.to(torch::kFloat32));
+  CHECK(relative(fused.to(torch::kFloat32), exact) < 1.0 / 256);
+  auto xf = x.to(torch::kFloat32), wf = w.to(torch::kFloat32);
+  auto gf = grads_of(fused, {x, w}, 13);
+  auto gr = grads_of(F::linear(xf, wf), {xf, wf}, 13);
+  CHECK(gf[0].scalar_type() == torch::kBFloat16);
+  CHECK(gf[1].scalar_type() == torch::kBFloat16);
+  CHECK(relative(gf[0].to(torch::kFloat32), gr[0]) < 1.0 / 256);
+  CHECK(relative(gf[1].to(torch::kFloat32), gr[1]) < 1.0 / 256);
+  // Where the CPU multiplies bf16 natively, oneDNN's bf16 GEMM is used instead.
+  CHECK(fused_linear_applies(x, w) == !cpu_has_bf16_matmul());
+  CHECK(fused_linear_applies(xf, wf));
+  CHECK_FALSE(fused_linear_applies(x, wf));
+}
+
 TEST_CASE("fused_rms_norm equals the reference RMSNorm", "[kernels]") {
   RMSNorm reference(48, 1e-5);
   reference->fused = false;

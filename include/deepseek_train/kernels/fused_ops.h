@@ -21,7 +21,15 @@ namespace dst {
 bool fused_ops_apply(const at::Tensor& tensor);
 
 // x [..., in] times weight [out, in] transposed: [..., out] (torch.nn.functional.linear, no bias).
+// fp32, or bf16 computed in fp32 (operands widened, one rounding of the result and of each
+// gradient) — for CPUs without bf16 matrix instructions, where libtorch's bf16 GEMM is ~100x
+// slower than its fp32 one (0.7 against 74 GFLOP/s on one AVX2 core, libtorch 2.11).
 at::Tensor fused_linear(const at::Tensor& x, const at::Tensor& weight);
+// Whether fused_linear is the faster way for these CPU tensors: both fp32, or both bf16 on a CPU
+// without AVX512-BF16/AMX-BF16 (where oneDNN's bf16 GEMM is the faster one).
+bool fused_linear_applies(const at::Tensor& x, const at::Tensor& weight);
+// Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX-BF16, /proc/cpuinfo).
+bool cpu_has_bf16_matmul();
 
 // weight * x / sqrt(mean(x^2, -1) + eps), x [..., dim], weight [dim].
 at::Tensor fused_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
