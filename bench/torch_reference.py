@@ -1,9 +1,12 @@
-"""PyTorch references for bench-small: the same LLaMA-style model (RMSNorm, RoPE, SwiGLU), batch
-and optimizer as bench/bench-small.yaml, on 2 gloo ranks x 1 thread, wrapped in DDP or in FSDP2
-(`fully_shard` per block, then the root: ZeRO-3's layout). Prints the median tokens/s over the
-timed steps and rank 0's peak RSS in MB as `<mode>_tokens_per_s <tps> <rss>`.
-usage: torch_reference.py {ddp|fsdp2} [steps]"""
-import math, os, resource, statistics, sys, time
+"""PyTorch references for the benchmarks: the same LLaMA-style model (RMSNorm, RoPE, SwiGLU),
+batch and optimizer as bench/bench-small.yaml (preset small) or bench/bench-medium.yaml (preset
+medium), on 2 gloo ranks x 1 thread, wrapped in DDP or in FSDP2 (`fully_shard` per block, then the
+root: ZeRO-3's layout). Attention is F.scaled_dot_product_attention (causal), PyTorch's fastest
+CPU path. --dtype bf16: FSDP2 with MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32), DDP
+under torch.autocast(bf16). Prints the median tokens/s over the timed steps and rank 0's peak RSS
+in MiB as `<mode>_tokens_per_s <tps> <rss>`.
+usage: torch_reference.py {ddp|fsdp2} [steps] [--preset small|medium] [--dtype fp32|bf16]"""
+import argparse, math, os, resource, statistics, sys, time
 
 import torch
 import torch.distributed as dist
@@ -11,7 +14,11 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
-VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS = 4096, 384, 6, 6, 1024, 256, 4
+PRESETS = {  # vocab, hidden, layers, heads, intermediate, seq, micro-batch per rank
+    "small": (4096, 384, 6, 6, 1024, 256, 4),
+    "medium": (24576, 768, 12, 12, 2048, 512, 1),
+}
+VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS = PRESETS["small"]
 
 
 class RMSNorm(nn.Module):
@@ -49,10 +56,9 @@ class Block(nn.Module):
         b, t, _ = x.shape
         h = self.n1(x)
         q, k, v = (p(h).view(b, t, HEADS, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
-        q, k = rotary(q), rotary(k)
-        s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-        s = s.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-        a = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, HIDDEN)
+        q, k = rotary(q).to(v.dtype), rotary(k).to(v.dtype)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        a = a.transpose(1, 2).reshape(b, t, HIDDEN)
         x = x + self.o(a)
         h = self.n2(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
@@ -73,32 +79,38 @@ class Model(nn.Module):
         return self.head(self.norm(x))
 
 
-def wrap(model, mode, world):
+def wrap(model, mode, world, dtype):
     if mode == "ddp":
         return nn.parallel.DistributedDataParallel(model)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh("cpu", (world,))
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if dtype == "bf16" else MixedPrecisionPolicy()
     for block in model.blocks:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 
-def worker(rank, mode, world, steps, port, queue):
+def worker(rank, mode, world, steps, port, queue, preset, dtype):
+    global VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS
+    VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS = PRESETS[preset]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = wrap(Model(), mode, world)
+    model = wrap(Model(), mode, world, dtype)
+    autocast = mode == "ddp" and dtype == "bf16"
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(rank)
     times = []
     for step in range(steps):
         ids = torch.randint(0, 256, (MBS, SEQ + 1), generator=gen)
         t0 = time.perf_counter()
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,16 +124,19 @@ def worker(rank, mode, world, steps, port, queue):
 
 
 def main():
-    mode = sys.argv[1] if len(sys.argv) > 1 else "ddp"
-    if mode not in ("ddp", "fsdp2"):
-        sys.exit(f"torch_reference.py: mode must be ddp or fsdp2, not {mode!r}")
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["ddp", "fsdp2"])
+    parser.add_argument("steps", type=int, nargs="?", default=12)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    args = parser.parse_args()
     port = int(os.environ.get("DDP_PORT", "29533"))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.spawn(worker, args=(mode, 2, steps, port, queue), nprocs=2, join=True)
+    mp.spawn(worker, args=(args.mode, 2, args.steps, port, queue, args.preset, args.dtype),
+             nprocs=2, join=True)
     tokens_per_s, rss_mb = queue.get()
-    print(f"{mode}_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
+    print(f"{args.mode}_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
 
 
 if __name__ == "__main__":

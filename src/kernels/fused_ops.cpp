@@ -40,6 +40,12 @@ at::Tensor fp32_contiguous(const at::Tensor& t) {
   return t.scalar_type() == at::kFloat ? t.contiguous() : t.to(at::kFloat).contiguous();
 }
 
+// What a Function saves for its backward: the operand as given when it is narrower than fp32 (the
+// backward widens it again), else its fp32 contiguous values.
+at::Tensor saved_operand(const at::Tensor& given, const at::Tensor& fp32) {
+  return given.scalar_type() == at::kFloat ? fp32 : given;
+}
+
 // fp32 GEMMs whatever the operands' dtype (float or bfloat16): results in the operands' dtype.
 struct LinearFunction : Function<LinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight) {
@@ -80,7 +86,7 @@ struct LinearFunction : Function<LinearFunction> {
 struct RmsNormFunction : Function<RmsNormFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             double eps) {
-    const at::Tensor input = x.contiguous(), w = weight.contiguous();
+    const at::Tensor input = fp32_contiguous(x), w = fp32_contiguous(weight);
     const int64_t dim = input.size(-1), rows = leading_rows(input);
     at::Tensor y = at::empty_like(input);
     at::Tensor rstd = at::empty({rows}, input.options());
@@ -88,13 +94,14 @@ struct RmsNormFunction : Function<RmsNormFunction> {
       kernels::rms_norm_forward(data(input) + begin * dim, data(w), data(y) + begin * dim,
                                 data(rstd) + begin, end - begin, dim, static_cast<float>(eps));
     });
-    ctx->save_for_backward({input, w, rstd});
-    return y;
+    ctx->save_for_backward({saved_operand(x, input), saved_operand(weight, w), rstd});
+    return y.to(x.scalar_type());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &w = saved[1], &rstd = saved[2];
-    const at::Tensor dy = grads[0].contiguous();
+    const at::Tensor input = fp32_contiguous(saved[0]), w = fp32_contiguous(saved[1]);
+    const at::Tensor& rstd = saved[2];
+    const at::Tensor dy = fp32_contiguous(grads[0]);
     const int64_t dim = input.size(-1), rows = leading_rows(input);
     at::Tensor dx = ctx->needs_input_grad(0) ? at::empty_like(input) : at::Tensor();
     at::Tensor dw;
@@ -108,7 +115,8 @@ struct RmsNormFunction : Function<RmsNormFunction> {
           data(dy) + begin * dim, data(input) + begin * dim, data(w), data(rstd) + begin,
           dx.defined() ? data(dx) + begin * dim : nullptr, dw_accum, end - begin, dim);
     });
-    if (partial.defined()) dw = partial.sum(0);
+    if (partial.defined()) dw = partial.sum(0).to(saved[1].scalar_type());
+    if (dx.defined()) dx = dx.to(saved[0].scalar_type());
     return {dx, dw, at::Tensor()};
   }
 };
@@ -118,18 +126,18 @@ constexpr int64_t kElementGrain = 1 << 15;
 
 struct SwigluFunction : Function<SwigluFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate, const at::Tensor& up) {
-    const at::Tensor g = gate.contiguous(), u = up.contiguous();
+    const at::Tensor g = fp32_contiguous(gate), u = fp32_contiguous(up);
     at::Tensor out = at::empty_like(g);
     at::parallel_for(0, g.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
       kernels::swiglu_forward(data(g) + begin, data(u) + begin, data(out) + begin, end - begin);
     });
-    ctx->save_for_backward({g, u});
-    return out;
+    ctx->save_for_backward({saved_operand(gate, g), saved_operand(up, u)});
+    return out.to(gate.scalar_type());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &g = saved[0], &u = saved[1];
-    const at::Tensor dout = grads[0].contiguous();
+    const at::Tensor g = fp32_contiguous(saved[0]), u = fp32_contiguous(saved[1]);
+    const at::Tensor dout = fp32_contiguous(grads[0]);
     at::Tensor dgate = ctx->needs_input_grad(0) ? at::empty_like(g) : at::Tensor();
     at::Tensor dup = ctx->needs_input_grad(1) ? at::empty_like(u) : at::Tensor();
     at::parallel_for(0, g.numel(), kElementGrain, [&](int64_t begin, int64_t end) {
@@ -137,6 +145,8 @@ struct SwigluFunction : Function<SwigluFunction> {
                                dgate.defined() ? data(dgate) + begin : nullptr,
                                dup.defined() ? data(dup) + begin : nullptr, end - begin);
     });
+    if (dgate.defined()) dgate = dgate.to(saved[0].scalar_type());
+    if (dup.defined()) dup = dup.to(saved[1].scalar_type());
     return {dgate, dup};
   }
 };
@@ -173,9 +183,11 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     const std::pair<at::Tensor, at::Tensor> tables = rotary_tables(s.seq, s.head_dim, theta);
     const at::Tensor& cos = tables.first;
     const at::Tensor& sin = tables.second;
-    at::Tensor qr = q.clone(at::MemoryFormat::Contiguous);
-    at::Tensor kr = k.clone(at::MemoryFormat::Contiguous);
-    const at::Tensor vc = v.contiguous();
+    at::Tensor qr =
+        q.scalar_type() == at::kFloat ? q.clone(at::MemoryFormat::Contiguous) : fp32_contiguous(q);
+    at::Tensor kr =
+        k.scalar_type() == at::kFloat ? k.clone(at::MemoryFormat::Contiguous) : fp32_contiguous(k);
+    const at::Tensor vc = fp32_contiguous(v);
     at::parallel_for(0, s.batch * (s.heads + s.kv_heads), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / (s.heads + s.kv_heads), h = i % (s.heads + s.kv_heads);
@@ -192,10 +204,10 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     // FlashAttention.
     const bool keep =
         attention_keeps_probabilities(s.batch, s.heads, s.seq, max_kept_probability_bytes);
-    at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, q.options());
+    at::Tensor lse = at::empty({s.batch, s.heads, s.seq}, qr.options());
     at::Tensor probs;  // undefined unless kept
-    if (keep) probs = at::empty({s.batch, s.heads, s.seq, s.seq}, q.options());
-    at::Tensor out = at::empty({s.batch, s.seq, s.q_stride()}, q.options());
+    if (keep) probs = at::empty({s.batch, s.heads, s.seq, s.seq}, qr.options());
+    at::Tensor out = at::empty({s.batch, s.seq, s.q_stride()}, qr.options());
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
     at::parallel_for(0, s.batch * s.heads, 1, [&](int64_t begin, int64_t end) {
       // The probabilities of one block of query rows when they are not kept.
@@ -219,21 +231,26 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
         }
       }
     });
-    ctx->save_for_backward({qr, kr, vc, lse, cos, sin, probs});
+    // Narrower inputs keep narrow copies of the rotated q and k (and v as given) for the backward.
+    const at::ScalarType type = q.scalar_type();
+    ctx->save_for_backward({type == at::kFloat ? qr : qr.to(type),
+                            type == at::kFloat ? kr : kr.to(type), saved_operand(v, vc), lse, cos,
+                            sin, probs});
     ctx->saved_data["heads"] = heads;
     ctx->saved_data["kv_heads"] = kv_heads;
-    return out;
+    return out.to(type);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &qr = saved[0], &kr = saved[1], &vc = saved[2], &lse = saved[3];
+    const at::Tensor qr = fp32_contiguous(saved[0]), kr = fp32_contiguous(saved[1]);
+    const at::Tensor vc = fp32_contiguous(saved[2]), &lse = saved[3];
     const at::Tensor &cos = saved[4], &sin = saved[5], &probs = saved[6];
     const bool kept = probs.defined();
     const int64_t heads = ctx->saved_data["heads"].toInt();
     const AttentionShape s{qr.size(0), qr.size(1), heads, ctx->saved_data["kv_heads"].toInt(),
                            qr.size(2) / heads};
-    const at::Tensor dout = grads[0].contiguous();
+    const at::Tensor dout = fp32_contiguous(grads[0]);
     at::Tensor dq = at::empty_like(qr), dk = at::empty_like(kr), dv = at::empty_like(vc);
     const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
     at::parallel_for(0, s.batch * s.kv_heads, 1, [&](int64_t begin, int64_t end) {
@@ -287,7 +304,9 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
         kernels::rotary_rows(dk_g, s.kv_stride(), data(cos), data(sin), s.seq, s.head_dim, true);
       }
     });
-    return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const at::ScalarType type = saved[0].scalar_type();
+    return {dq.to(type),  dk.to(type), dv.to(saved[2].scalar_type()), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -295,7 +314,7 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
 struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& labels, int64_t ignore_index) {
-    const at::Tensor x = logits.contiguous();
+    const at::Tensor x = fp32_contiguous(logits);
     const at::Tensor y = labels.to(at::kCPU, at::kLong).contiguous();
     const int64_t vocab = x.size(-1), rows = leading_rows(x);
     DST_CHECK(y.numel() == rows, InternalError,
@@ -315,13 +334,14 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
     double total = 0.0;
     for (int64_t r = 0; r < rows; ++r)
       if (label[r] != ignore_index) total += data(lse)[r] - data(x)[r * vocab + label[r]];
-    ctx->save_for_backward({x, y, lse});
+    ctx->save_for_backward({saved_operand(logits, x), y, lse});
     ctx->saved_data["ignore_index"] = ignore_index;
     return at::scalar_tensor(total, x.options());
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &y = saved[1], &lse = saved[2];
+    const at::Tensor x = fp32_contiguous(saved[0]);
+    const at::Tensor &y = saved[1], &lse = saved[2];
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     const int64_t vocab = x.size(-1), rows = leading_rows(x);
     const float scale = grads[0].item<float>();
@@ -337,7 +357,7 @@ struct CrossEntropySumFunction : Function<CrossEntropySumFunction> {
                                               row, vocab);
       }
     });
-    return {dx, at::Tensor(), at::Tensor()};
+    return {dx.to(saved[0].scalar_type()), at::Tensor(), at::Tensor()};
   }
 };
 

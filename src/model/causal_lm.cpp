@@ -178,8 +178,7 @@ torch::Tensor cross_entropy_sum(const torch::Tensor& logits, const torch::Tensor
   const bool fusable = logits.device().is_cpu() && (logits.scalar_type() == torch::kFloat32 ||
                                                     logits.scalar_type() == torch::kBFloat16);
   if (fused && fusable)
-    return fused_cross_entropy_sum(logits.reshape({-1, vocab}).to(torch::kFloat32),
-                                   labels.reshape({-1}), kIgnoreIndex);
+    return fused_cross_entropy_sum(logits.reshape({-1, vocab}), labels.reshape({-1}), kIgnoreIndex);
   return F::cross_entropy(
       logits.reshape({-1, vocab}).to(torch::kFloat32), labels.reshape({-1}),
       F::CrossEntropyFuncOptions().ignore_index(kIgnoreIndex).reduction(torch::kSum));

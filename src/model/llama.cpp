@@ -27,14 +27,13 @@ torch::Tensor leave_tp(const torch::Tensor& x, const comm::CommunicatorPtr& grou
   return group_size(group) > 1 ? reduce_from_tp_region(x, *group) : x;
 }
 
-// The fused CPU ops (kernels/fused_ops.h) compute in fp32. fp32 activations go straight in; bf16
-// ones are widened on the way in and narrowed on the way out, which still makes far fewer passes
-// than the chains of bf16 ATen ops (each converting to fp32 and back) they replace.
+// The fused CPU ops (kernels/fused_ops.h) take fp32 or bf16 tensors and compute in fp32; bf16
+// stays bf16 in what they keep for the backward, and the ops make far fewer passes than the
+// chains of bf16 ATen ops (each converting to fp32 and back) they replace.
 bool fusable(const torch::Tensor& t) {
   return t.defined() && t.device().is_cpu() &&
          (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16);
 }
-torch::Tensor widened(const torch::Tensor& t) { return t.to(torch::kFloat32); }
 
 // A bias-free projection by `weight` computed in the activation's dtype (a no-op cast when the
 // weight has it): the fused CPU linear when allowed and both are fp32 on the CPU.
@@ -99,8 +98,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  if (fused && fusable(x) && fusable(weight))
-    return fused_rms_norm(widened(x), widened(weight), eps_).to(x.scalar_type());
+  if (fused && fusable(x) && fusable(weight)) return fused_rms_norm(x, weight, eps_);
   // As Hugging Face: normalise in fp32, cast back, then scale.
   auto x32 = x.to(torch::kFloat32);
   auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
@@ -145,9 +143,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
   auto k = project(k_proj, x, adapters, "k_proj", fused);
   auto v = project(v_proj, x, adapters, "v_proj", fused);
   if (fused_attention && fusable(q) && fusable(k) && fusable(v)) {
-    auto out =
-        fused_causal_attention(widened(q), widened(k), widened(v), heads_, kv_heads_, rope_theta_)
-            .to(q.scalar_type());
+    auto out = fused_causal_attention(q, k, v, heads_, kv_heads_, rope_theta_);
     return leave_tp(project(o_proj, out, adapters, "o_proj", fused), tp_);
   }
   q = q.view({batch, seq, heads_, head_dim_}).transpose(1, 2);
@@ -195,9 +191,8 @@ torch::Tensor MlpImpl::forward(const torch::Tensor& input) {
   const torch::Tensor x = enter_tp(input, tp_);
   const torch::Tensor gate = project(gate_proj, x, adapters, "gate_proj", fused);
   const torch::Tensor up = project(up_proj, x, adapters, "up_proj", fused);
-  const torch::Tensor hidden = fused && fusable(gate) && fusable(up)
-                                   ? fused_swiglu(widened(gate), widened(up)).to(gate.scalar_type())
-                                   : F::silu(gate) * up;
+  const torch::Tensor hidden =
+      fused && fusable(gate) && fusable(up) ? fused_swiglu(gate, up) : F::silu(gate) * up;
   return leave_tp(project(down_proj, hidden, adapters, "down_proj", fused), tp_);
 }
 

@@ -107,29 +107,32 @@ TEST_CASE(
   auto world = dst::testing::world();
   const int p = world->size(), r = world->rank();
   Logger quiet(r, p, LogLevel::kWarn);
-  for (int stage : {2, 3}) {
-    for (bool tied : {false, true}) {
-      TrainConfig c = deeper_config(p);
-      c.data_parallel.zero_stage = stage;
-      c.model.tie_word_embeddings = tied;
-      INFO("ZeRO-" << stage << (tied ? " tied" : ""));
-      Trainer trainer(c, ProcessGroups::create(world, c.parallel), quiet);
-      const MemoryPlan plan = trainer.memory_plan();
-      CHECK(plan.units_in_flight > 0);
-      const int64_t mbs = c.train.micro_batch_size;
-      for (int64_t step = 0; step < 2; ++step) {
-        const MicroBatch batch = global_batch(step, p * mbs, c.data.seq_len);
-        const std::vector<MicroBatch> mine = rank_micro_batches(batch, 1, mbs, p, r);
-        AllocationCounter allocated;
-        trainer.train_step(mine);
-        const int64_t budget = plan.activations + plan.units_in_flight;
-        if (r == 0 && step == 1)
-          WARN("ZeRO-" << stage << (tied ? " tied" : "") << " dp" << p << ": step allocations peak "
-                       << allocated.peak_bytes() << " B above what is held; plan: activations "
-                       << plan.activations << " B + units in flight " << plan.units_in_flight
-                       << " B");
-        CHECK(allocated.peak_bytes() <= budget);
-        CHECK(allocated.live_bytes() == 0);
+  for (const char* dtype : {"fp32", "bf16"}) {
+    for (int stage : {2, 3}) {
+      for (bool tied : {false, true}) {
+        TrainConfig c = deeper_config(p);
+        c.data_parallel.zero_stage = stage;
+        c.model.tie_word_embeddings = tied;
+        c.precision.param_dtype = dtype;
+        INFO(dtype << " ZeRO-" << stage << (tied ? " tied" : ""));
+        Trainer trainer(c, ProcessGroups::create(world, c.parallel), quiet);
+        const MemoryPlan plan = trainer.memory_plan();
+        CHECK(plan.units_in_flight > 0);
+        const int64_t mbs = c.train.micro_batch_size;
+        for (int64_t step = 0; step < 2; ++step) {
+          const MicroBatch batch = global_batch(step, p * mbs, c.data.seq_len);
+          const std::vector<MicroBatch> mine = rank_micro_batches(batch, 1, mbs, p, r);
+          AllocationCounter allocated;
+          trainer.train_step(mine);
+          const int64_t budget = plan.activations + plan.units_in_flight;
+          if (r == 0 && step == 1)
+            WARN(dtype << " ZeRO-" << stage << (tied ? " tied" : "") << " dp" << p
+                       << ": step allocations peak " << allocated.peak_bytes()
+                       << " B above what is held; plan: activations " << plan.activations
+                       << " B + units in flight " << plan.units_in_flight << " B");
+          CHECK(allocated.peak_bytes() <= budget);
+          CHECK(allocated.live_bytes() == 0);
+        }
       }
     }
   }

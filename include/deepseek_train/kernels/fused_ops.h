@@ -3,10 +3,11 @@
 // attention (blocked: only the lower-triangular blocks of the scores are computed; large
 // probability tensors recomputed in the backward from one log-sum-exp per row) and the summed
 // cross-entropy. They replace chains of ATen ops that each made a pass over memory and a
-// temporary. They take fp32 CPU tensors (fused_ops_apply); the model widens bf16 activations to
-// fp32 around the non-GEMM ones and keeps the ATen reference ops for everything else (CUDA,
-// fp16 storage, prefix tuning) and when train.kernels=reference. tests/kernels compares every op
-// and gradient with the reference.
+// temporary. They take fp32 or bf16 CPU tensors and compute in fp32: bf16 operands are widened
+// inside, results and gradients rounded once to the operands' dtype, and what they keep for the
+// backward stays bf16 (so a bf16 model's activations take bf16 memory). The model keeps the ATen
+// reference ops for everything else (CUDA, fp16 storage, prefix tuning) and when
+// train.kernels=reference. tests/kernels compares every op and gradient with the reference.
 #pragma once
 
 #include <ATen/core/Tensor.h>
