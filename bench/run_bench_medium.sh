@@ -23,12 +23,7 @@ for arg in "$@"; do
     *) STEPS=$arg ;;
   esac
 done
-source scripts/mpi_env.sh
-PYTHON=.venv/bin/python
-"$PYTHON" -c "import torch" 2> /dev/null ||
-  { echo "run_bench_medium.sh: no torch in .venv: run scripts/install_deps.sh first" >&2; exit 1; }
-mkdir -p data runs
-[ -s data/bench.txt ] || build/dstrain synth data/bench.txt --docs 6000 --seed 5 > /dev/null
+source bench/bench_lib.sh
 
 # summarize RUN_DIR: "tokens_per_s peak_rss_max_mb planned_peak_mb baseline_mib activations_mib
 # model_state_mib" (median tokens/s after the first step; the plan's figures from the log).
@@ -99,7 +94,7 @@ if [ "$NATIVE_BF16" = yes ]; then
   R[torch_fsdp2_bf16]=$(run_torch fsdp2 bf16)
 fi
 RATES_AFTER=$(matmul_rates)
-PARAMS=$(grep -o "model: [0-9]* parameters" runs/medium-zero3.log | head -1 | awk '{print $2}')
+PARAMS=$(model_parameters runs/medium-zero3.log)
 
 echo "bench-medium ($PARAMS parameters: vocab 24576, hidden 768, 12 layers, seq 512, global batch 2, AdamW, $STEPS steps, 2 ranks x 1 thread)"
 echo "  libtorch 1024^3 matmul on one thread: fp32 $FP32_RATE GFLOP/s, bf16 $BF16_RATE GFLOP/s (after the runs: $RATES_AFTER)"

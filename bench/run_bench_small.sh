@@ -12,12 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-12}
-source scripts/mpi_env.sh
-PYTHON=.venv/bin/python
-"$PYTHON" -c "import torch" 2> /dev/null ||
-  { echo "run_bench_small.sh: no torch in .venv: run scripts/install_deps.sh first" >&2; exit 1; }
-mkdir -p data runs
-[ -s data/bench.txt ] || build/dstrain synth data/bench.txt --docs 6000 --seed 5 > /dev/null
+source bench/bench_lib.sh
 
 # dstrain NAME NP ARGS...: prints "tokens_per_s peak_rss_mb" (median over steps after warm-up).
 run_dstrain() {
@@ -82,7 +77,7 @@ best() { printf '%s\n' "$@" | sort -g | tail -1; }
 MATMUL_GFLOPS=$(best "${LIBTORCH_RATES[@]}")
 SGEMM_GFLOPS=$(best "${SGEMM_RATES[@]}")
 echo "  matmul rates measured (GFLOP/s): libtorch ${LIBTORCH_RATES[*]}; sgemm ${SGEMM_RATES[*]}"
-PARAMS=$(grep -o "model: [0-9]* parameters" runs/bench-zero3.log | head -1 | awk '{print $2}')
+PARAMS=$(model_parameters runs/bench-zero3.log)
 python3 - "${best_tps[zero3]}" "${best_tps[ddp]}" "${best_tps[single]}" "${best_tps[torch_ddp]}" \
   "${best_tps[torch_fsdp2]}" "$MATMUL_GFLOPS" "$SGEMM_GFLOPS" "$PARAMS" "$SGEMM_BACKEND" <<'PY'
 import sys

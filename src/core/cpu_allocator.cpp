@@ -4,6 +4,7 @@
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -50,7 +51,7 @@ class MappedCpuAllocator final : public c10::Allocator {
  private:
   void* map(size_t bytes) {
     const size_t length = (bytes + kMappedOffset + kPage - 1) / kPage * kPage;
-    void* base = take_cached(length);
+    void* base = reuse_or_make_room(length);
     if (base == nullptr) {
       base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (base == MAP_FAILED) {
@@ -63,20 +64,29 @@ class MappedCpuAllocator final : public c10::Allocator {
     *header_of(data) = {bytes, length};
     return data;
   }
-  // A cached mapping of exactly `length` bytes (already faulted in), or null.
-  void* take_cached(size_t length) {
+  // Counts `length` bytes as live and returns a cached mapping of exactly that length (already
+  // faulted in), or null after unmapping cached ones until the mapped bytes, live and cached,
+  // stay within the most ever live at once: with the new block the process's mappings never
+  // exceed what it needed at its own peak, so the cache costs no resident memory at the peak.
+  void* reuse_or_make_room(size_t length) {
     std::lock_guard<std::mutex> lock(mutex_);
+    live_ += length;
+    peak_live_ = std::max(peak_live_, live_);
     auto found = cache_.find(length);
-    if (found == cache_.end() || found->second.empty()) return nullptr;
-    void* base = found->second.back();
-    found->second.pop_back();
-    cached_ -= length;
-    return base;
+    if (found != cache_.end() && !found->second.empty()) {
+      void* base = found->second.back();
+      found->second.pop_back();
+      cached_ -= length;
+      return base;
+    }
+    trim_locked(peak_live_ - live_);
+    return nullptr;
   }
   // Keeps the mapping for reuse while the cache has room, else unmaps it.
   void give_back(void* base, size_t length) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      live_ -= length;
       if (cached_ + length <= cache_limit_) {
         cache_[length].push_back(base);
         cached_ += length;
@@ -89,12 +99,13 @@ class MappedCpuAllocator final : public c10::Allocator {
     std::lock_guard<std::mutex> lock(mutex_);
     trim_locked(keep);
   }
+  // Unmaps cached mappings, the largest first, until at most `keep` bytes are cached.
   void trim_locked(size_t keep) {
-    for (auto& [length, bases] : cache_) {
-      while (cached_ > keep && !bases.empty()) {
-        munmap(bases.back(), length);
-        bases.pop_back();
-        cached_ -= length;
+    for (auto it = cache_.rbegin(); it != cache_.rend() && cached_ > keep; ++it) {
+      while (cached_ > keep && !it->second.empty()) {
+        munmap(it->second.back(), it->first);
+        it->second.pop_back();
+        cached_ -= it->first;
       }
     }
   }
@@ -116,7 +127,9 @@ class MappedCpuAllocator final : public c10::Allocator {
   std::atomic<size_t> large_block_bytes_{size_t{1} << 20};
   std::mutex mutex_;
   std::map<size_t, std::vector<void*>> cache_;  // free mappings by length
-  size_t cached_ = 0;
+  size_t cached_ = 0;                           // bytes of the mappings in cache_
+  size_t live_ = 0;                             // bytes of the mappings in use
+  size_t peak_live_ = 0;                        // the most ever in use at once
   size_t cache_limit_ = 0;
 };
 
