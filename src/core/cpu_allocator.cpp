@@ -151,13 +151,9 @@ void MappedCpuAllocator::release(void* data) {
 
 }  // namespace
 
-void validate_cpu_allocator_name(const std::string& name, const std::string& where) {
-  DST_CHECK(name == "mapped" || name == "default", ConfigError,
-            where << " '" << name << "' is not one of mapped, default");
-}
-
 void use_cpu_allocator(const std::string& name, size_t cache_bytes, size_t large_block_bytes) {
-  validate_cpu_allocator_name(name, "cpu allocator");
+  DST_CHECK(name == "mapped" || name == "default", ConfigError,
+            "cpu allocator '" << name << "' is not one of mapped, default");
   if (name == "default") {
     c10::SetCPUAllocator(c10::GetDefaultCPUAllocator(), /*priority=*/UINT8_MAX);
     return;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "deepseek_train/kernels/cpu_gemm.h"
+#include "deepseek_train/kernels/fused_ops.h"
 
 namespace dst {
 
@@ -42,6 +43,9 @@ int64_t resident_set_bytes() {
 }
 
 double measure_matmul_flops(double seconds, at::ScalarType dtype) {
+  // Where the CPU has no bf16 matrix instructions the model multiplies bf16 in fp32
+  // (kernels/fused_ops.h): that is the rate its GEMMs reach.
+  if (dtype == at::kBFloat16 && !cpu_has_bf16_matmul()) dtype = at::kFloat;
   constexpr int64_t n = 384;
   const torch::Tensor a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
   torch::Tensor c = torch::empty({n, n}, a.options());

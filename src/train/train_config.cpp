@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "deepseek_train/core/cpu_allocator.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
@@ -83,7 +82,8 @@ void TrainConfig::validate() const {
             "train.prometheus_every must be non-negative");
   DST_CHECK(train.kernels == "fused" || train.kernels == "reference", ConfigError,
             "train.kernels '" << train.kernels << "' is not one of fused, reference");
-  validate_cpu_allocator_name(train.cpu_allocator, "train.cpu_allocator");
+  DST_CHECK(train.cpu_allocator == "mapped" || train.cpu_allocator == "default", ConfigError,
+            "train.cpu_allocator '" << train.cpu_allocator << "' is not one of mapped, default");
   DST_CHECK(train.cpu_allocator_cache_mb >= 0, ConfigError,
             "train.cpu_allocator_cache_mb must be non-negative");
   DST_CHECK(train.progress == "auto" || train.progress == "bar" || train.progress == "lines",

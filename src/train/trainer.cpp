@@ -18,6 +18,7 @@
 #include "deepseek_train/core/cpu_allocator.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/distributed_sampler.h"
+#include "deepseek_train/kernels/fused_ops.h"
 #include "deepseek_train/optim/grad_clip.h"
 #include "deepseek_train/optim/lr_schedule.h"
 #include "deepseek_train/pipeline/partition.h"
@@ -615,7 +616,10 @@ void Trainer::log_run_plan(const TrainingData& data, const DistributedSampler& s
               << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
               << (config_.train.peak_flops_per_rank > 0
                       ? std::string("train.peak_flops_per_rank")
-                      : std::string("measured ") + c10::toString(activation_dtype_) + " matmul")
+                      : std::string("measured ") + c10::toString(activation_dtype_) + " matmul" +
+                            (activation_dtype_ == torch::kBFloat16 && !cpu_has_bf16_matmul()
+                                 ? ", computed in fp32 on this CPU"
+                                 : ""))
               << ")";
   logger_.info(denominator.str());
 }

@@ -8,6 +8,7 @@
 
 #include "deepseek_train/core/cpu_allocator.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/train/train_config.h"
 #include "support/held_memory.h"
 
 using namespace dst;
@@ -41,8 +42,11 @@ TEST_CASE("cpu allocator: mapped blocks are aligned, reused, reported and freed"
 }
 
 TEST_CASE("cpu allocator: unknown names are one-line errors", "[core]") {
+  CHECK_THROWS_WITH(use_cpu_allocator("tcmalloc"),
+                    Catch::StartsWith("cpu allocator 'tcmalloc' is not one of mapped, default"));
+  TrainConfig config;
+  config.train.cpu_allocator = "jemalloc";
   CHECK_THROWS_WITH(
-      validate_cpu_allocator_name("jemalloc", "train.cpu_allocator"),
+      config.validate(),
       Catch::StartsWith("train.cpu_allocator 'jemalloc' is not one of mapped, default"));
-  CHECK_THROWS_AS(use_cpu_allocator("tcmalloc"), ConfigError);
 }

@@ -18,12 +18,10 @@
 
 namespace dst {
 
-// "mapped" (default) or "default" (libtorch's own); ConfigError for another name.
-void validate_cpu_allocator_name(const std::string& name, const std::string& where);
-
 // Installs the named allocator for every CPU tensor allocated from now on, process-wide
 // (libtorch has one CPU allocator per process; the last installed wins). Tensors allocated
 // before keep their own deleters. Idempotent; a smaller `cache_bytes` unmaps what exceeds it.
+// `name`: "mapped" or "default" (libtorch's own); ConfigError for another name.
 void use_cpu_allocator(const std::string& name, size_t cache_bytes = size_t{512} << 20,
                        size_t large_block_bytes = size_t{1} << 20);
 

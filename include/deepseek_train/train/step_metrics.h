@@ -16,7 +16,8 @@ namespace dst {
 
 // Achieved matmul FLOP/s of this process with its intra-op threads in `dtype`, over ~`seconds`
 // per GEMM: for fp32 the faster of libtorch's and kernels::sgemm (which the fused kernels use),
-// for bf16 libtorch's (oneDNN, AMX where the CPU has it).
+// for bf16 libtorch's (oneDNN, AMX where the CPU has it) — or the fp32 rate where the CPU has no
+// bf16 matrix instructions, since the model then multiplies bf16 in fp32.
 double measure_matmul_flops(double seconds, at::ScalarType dtype);
 
 // This process's peak resident memory so far, in MiB.
