@@ -102,10 +102,14 @@ void GradientReducer::on_gradient_ready(int parameter_index) {
 void GradientReducer::launch_ready_buckets() {
   while (next_to_launch_ < static_cast<int>(buckets_.size()) &&
          buckets_[next_to_launch_].pending == 0) {
-    Bucket& bucket = buckets_[next_to_launch_++];
+    const int index = next_to_launch_++;
+    Bucket& bucket = buckets_[index];
     if (bucket.flat.scalar_type() == reduce_type_) {
       bucket.work = group_->all_reduce(bucket.flat, comm::ReduceOp::kSum);
     } else {
+      // At most two widened copies in flight (the memory plan's units in flight): the one before
+      // the previous bucket completes first (launch order, the same on every rank).
+      if (index >= 2 && buckets_[index - 2].reduce_copy.defined()) complete(buckets_[index - 2]);
       bucket.reduce_copy = bucket.flat.to(reduce_type_);
       bucket.work = group_->all_reduce(bucket.reduce_copy, comm::ReduceOp::kSum);
     }
@@ -118,15 +122,19 @@ void GradientReducer::finish() {
   for (Bucket& bucket : buckets_) bucket.pending = 0;
   launch_ready_buckets();
   for (Bucket& bucket : buckets_) {
-    if (bucket.work) bucket.work->wait();
-    bucket.work.reset();
-    if (bucket.reduce_copy.defined()) {
-      bucket.flat.copy_(bucket.reduce_copy);
-      bucket.reduce_copy = at::Tensor();
-    }
+    complete(bucket);
     bucket.pending = static_cast<int>(bucket.parameter_indices.size());
   }
   next_to_launch_ = 0;
+}
+
+void GradientReducer::complete(Bucket& bucket) {
+  if (bucket.work) bucket.work->wait();
+  bucket.work.reset();
+  if (bucket.reduce_copy.defined()) {
+    bucket.flat.copy_(bucket.reduce_copy);
+    bucket.reduce_copy = at::Tensor();
+  }
 }
 
 std::vector<int64_t> GradientReducer::bucket_bytes() const {

@@ -13,6 +13,14 @@ namespace {
 // MemoryPlan::units_in_flight: the largest units' flat buffers, as many of each kind as can be
 // materialised at once.
 int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
+  const int64_t reduce_bytes = bytes_of(in.precision.reduce);
+  if (in.zero_stage == 0) {
+    // Gradient buckets widened to the reduce dtype while all-reduced: two at a time.
+    if (in.precision.reduce == in.precision.param || in.gradient_bucket_elements.empty()) return 0;
+    std::vector<int64_t> sizes = in.gradient_bucket_elements;
+    std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
+    return (sizes[0] + (sizes.size() > 1 ? sizes[1] : 0)) * reduce_bytes;
+  }
   if (in.zero_stage < 2 || in.zero_unit_padded_elements.empty()) return 0;
   std::vector<int64_t> sizes = in.zero_unit_padded_elements;
   std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
@@ -22,7 +30,6 @@ int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
     return sum;
   };
   const int64_t param_bytes = bytes_of(in.precision.param);
-  const int64_t reduce_bytes = bytes_of(in.precision.reduce);
   // Two of each: the unit computing and the next (prefetched parameters; gradients still being
   // reduce-scattered), plus the tied embedding's unit, which the head uses again.
   const bool head_reuses_embedding = in.model.tie_word_embeddings && in.has_head;
@@ -123,8 +130,8 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     plan.optimizer_moments = shard_elements * per_element.moments;
     // Each unit's reduce-scatter output, in the reduce dtype.
     plan.reduce_buffers = shard_elements * bytes_of(in.precision.reduce);
-    plan.units_in_flight = units_in_flight_bytes(in);
   }
+  plan.units_in_flight = units_in_flight_bytes(in);
   plan.process_baseline = in.process_baseline_bytes;
   if (in.dp_size > 1 || in.dp_replicate_size > 1) {
     const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));

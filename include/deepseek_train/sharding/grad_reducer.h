@@ -52,6 +52,8 @@ class GradientReducer {
   };
   void on_gradient_ready(int parameter_index);
   void launch_ready_buckets();
+  // Waits for the bucket's reduction and copies a widened result back into its gradients.
+  void complete(Bucket& bucket);
 
   std::vector<at::Tensor> parameters_;
   std::vector<int> bucket_of_parameter_;

@@ -90,7 +90,8 @@ struct MemoryPlan {
   // ZeRO-2/3 buffers that exist only while a unit computes (sharding/zero.h): stage 3's gathered
   // parameters of the unit computing and the one prefetched (plus the tied embedding's unit,
   // gathered again for the head), and the unit gradients of the unit in backward and of the one
-  // still being reduce-scattered (plus their copies widened to the reduce dtype when it differs).
+  // still being reduce-scattered (plus their copies widened to the reduce dtype when it differs);
+  // at stage 0 the two gradient buckets widened to the reduce dtype while all-reduced (bf16).
   int64_t units_in_flight = 0;
   int64_t process_baseline = 0;  // MemoryPlanInputs::process_baseline_bytes
 
