@@ -70,3 +70,35 @@ TEST_CASE("memory plan: stage-0 communication is one all-reduce of every bucket"
   CHECK(format_bytes(3 * 1024 * 1024 + 512 * 1024) == "3.5 MiB");
   CHECK_THROWS_AS(plan_memory(inputs(4, 2, "fp32")), ConfigError);
 }
+
+TEST_CASE("memory plan: units in flight and the peak", "[sharding]") {
+  // ZeRO-3 fp32: two gathered units and two unit gradients, the two largest units each.
+  MemoryPlanInputs in = inputs(3, 4, "fp32");
+  in.zero_unit_padded_elements = {100, 300, 200};
+  CHECK(plan_memory(in).units_in_flight == 2 * (300 + 200) * 4);
+  // A tied head gathers the embedding's unit again: three of each.
+  in.model.tie_word_embeddings = true;
+  CHECK(plan_memory(in).units_in_flight == 2 * (300 + 200 + 100) * 4);
+  in.model.tie_word_embeddings = false;
+  // ZeRO-2 bf16: gradients only (bf16), plus their copies widened to the fp32 reduce dtype.
+  MemoryPlanInputs z2 = inputs(2, 4, "bf16");
+  z2.zero_unit_padded_elements = {100, 300, 200};
+  CHECK(plan_memory(z2).units_in_flight == (300 + 200) * 2 + (300 + 200) * 4);
+  // ZeRO-1 keeps its gradients whole: nothing in flight. Stage 0 only widens bf16 buckets.
+  MemoryPlanInputs z1 = inputs(1, 4, "fp32");
+  z1.zero_unit_padded_elements = {100, 300, 200};
+  CHECK(plan_memory(z1).units_in_flight == 0);
+  MemoryPlanInputs ddp = inputs(0, 4, "fp32");
+  ddp.gradient_bucket_elements = {10, 30, 20};
+  CHECK(plan_memory(ddp).units_in_flight == 0);
+  MemoryPlanInputs ddp_bf16 = inputs(0, 4, "bf16");
+  ddp_bf16.gradient_bucket_elements = {10, 30, 20};
+  CHECK(plan_memory(ddp_bf16).units_in_flight == (30 + 20) * 4);
+  // The peak adds the measured process baseline to what is held, activations and units in flight.
+  in.process_baseline_bytes = 1 << 20;
+  const MemoryPlan plan = plan_memory(in);
+  CHECK(plan.process_baseline == 1 << 20);
+  CHECK(plan.peak() ==
+        (1 << 20) + plan.held_between_steps() + plan.activations + plan.units_in_flight);
+  CHECK(plan.describe().find("peak RSS ~") != std::string::npos);
+}
