@@ -183,10 +183,11 @@ struct CausalAttentionFunction : Function<CausalAttentionFunction> {
     const std::pair<at::Tensor, at::Tensor> tables = rotary_tables(s.seq, s.head_dim, theta);
     const at::Tensor& cos = tables.first;
     const at::Tensor& sin = tables.second;
-    at::Tensor qr =
-        q.scalar_type() == at::kFloat ? q.clone(at::MemoryFormat::Contiguous) : fp32_contiguous(q);
-    at::Tensor kr =
-        k.scalar_type() == at::kFloat ? k.clone(at::MemoryFormat::Contiguous) : fp32_contiguous(k);
+    // Fresh fp32 copies: the rotary embedding is applied to them in place.
+    const auto fp32_copy = [](const at::Tensor& t) {
+      return t.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous);
+    };
+    at::Tensor qr = fp32_copy(q), kr = fp32_copy(k);
     const at::Tensor vc = fp32_contiguous(v);
     at::parallel_for(0, s.batch * (s.heads + s.kv_heads), 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {

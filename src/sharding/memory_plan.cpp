@@ -10,24 +10,24 @@ namespace dst {
 
 namespace {
 
+// The sum of the `count` largest of `sizes` (all of them when there are fewer).
+int64_t sum_of_largest(std::vector<int64_t> sizes, size_t count) {
+  std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
+  int64_t sum = 0;
+  for (size_t i = 0; i < std::min(count, sizes.size()); ++i) sum += sizes[i];
+  return sum;
+}
+
 // MemoryPlan::units_in_flight: the largest units' flat buffers, as many of each kind as can be
 // materialised at once.
 int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
   const int64_t reduce_bytes = bytes_of(in.precision.reduce);
-  if (in.zero_stage == 0) {
-    // Gradient buckets widened to the reduce dtype while all-reduced: two at a time.
-    if (in.precision.reduce == in.precision.param || in.gradient_bucket_elements.empty()) return 0;
-    std::vector<int64_t> sizes = in.gradient_bucket_elements;
-    std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
-    return (sizes[0] + (sizes.size() > 1 ? sizes[1] : 0)) * reduce_bytes;
-  }
-  if (in.zero_stage < 2 || in.zero_unit_padded_elements.empty()) return 0;
-  std::vector<int64_t> sizes = in.zero_unit_padded_elements;
-  std::sort(sizes.begin(), sizes.end(), std::greater<int64_t>());
-  auto largest = [&sizes](size_t count) {
-    int64_t sum = 0;
-    for (size_t i = 0; i < std::min(count, sizes.size()); ++i) sum += sizes[i];
-    return sum;
+  const bool widened = in.precision.reduce != in.precision.param;
+  if (in.zero_stage == 0)  // gradient buckets widened to the reduce dtype: two at a time
+    return widened ? sum_of_largest(in.gradient_bucket_elements, 2) * reduce_bytes : 0;
+  if (in.zero_stage < 2) return 0;
+  const auto largest = [&in](size_t count) {
+    return sum_of_largest(in.zero_unit_padded_elements, count);
   };
   const int64_t param_bytes = bytes_of(in.precision.param);
   // Two of each: the unit computing and the next (prefetched parameters; gradients still being
@@ -35,7 +35,7 @@ int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
   const bool head_reuses_embedding = in.model.tie_word_embeddings && in.has_head;
   const int64_t units = largest(head_reuses_embedding ? 3 : 2);
   int64_t bytes = units * param_bytes;  // gradients
-  if (in.precision.reduce != in.precision.param) bytes += largest(2) * reduce_bytes;
+  if (widened) bytes += largest(2) * reduce_bytes;
   if (in.zero_stage == 3) bytes += units * param_bytes;  // gathered parameters
   return bytes;
 }

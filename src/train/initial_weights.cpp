@@ -35,9 +35,13 @@ void InitialWeights::fill_allocated() {
 }
 
 void InitialWeights::fill(const std::string& name, at::Tensor& parameter) {
-  model_.initialize_parameter(name, parameter, seed_);
-  if (hf_) import(name, parameter);
-  ++filled_;
+  if (!hf_) {
+    model_.initialize_parameter(name, parameter, seed_);
+    return;
+  }
+  // The import writes every element (padding rows included): no seeded draw to overwrite.
+  allocate_deferred(parameter);
+  import(name, parameter);
 }
 
 void InitialWeights::import(const std::string& name, at::Tensor& local) {

@@ -49,4 +49,8 @@ TEST_CASE("cpu allocator: unknown names are one-line errors", "[core]") {
   CHECK_THROWS_WITH(
       config.validate(),
       Catch::StartsWith("train.cpu_allocator 'jemalloc' is not one of mapped, default"));
+  config.train.cpu_allocator = "mapped";
+  config.train.cpu_allocator_cache_mb = -1;
+  CHECK_THROWS_WITH(config.validate(),
+                    Catch::StartsWith("train.cpu_allocator_cache_mb must be non-negative"));
 }

@@ -33,8 +33,6 @@ class InitialWeights {
   // Fills every model parameter that already has memory (families built from modules that
   // allocate their weights); call before adapters add their own parameters.
   void fill_allocated();
-  // Parameters filled so far.
-  int64_t filled() const { return filled_; }
 
  private:
   void fill(const std::string& name, at::Tensor& parameter);
@@ -43,7 +41,6 @@ class InitialWeights {
   uint64_t seed_;
   std::string hf_dir_;
   std::unique_ptr<HfModelReader> hf_;
-  int64_t filled_ = 0;
 };
 
 }  // namespace dst
