@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/hdf5_io.h"
+#include "deepseek_train/checkpoint/piece_geometry.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 
@@ -38,8 +39,17 @@ std::string rank_file_name(int rank) {
 
 std::string step_dir_name(int64_t step) { return "step-" + std::to_string(step); }
 
-std::string dataset_name(const std::string& kind, const std::string& tensor) {
-  return kind + ":" + tensor;
+// The dataset names of a rank's pieces: "<kind>:<tensor>", with "#<n>" appended to the n-th
+// further piece of the same state (a rank may hold several pieces of one tensor).
+std::vector<std::string> dataset_names(const std::vector<StatePiece>& pieces) {
+  std::map<std::string, int> seen;
+  std::vector<std::string> names;
+  for (const StatePiece& piece : pieces) {
+    const std::string name = piece.kind + ":" + piece.tensor;
+    const int repeat = seen[name]++;
+    names.push_back(repeat == 0 ? name : name + "#" + std::to_string(repeat));
+  }
+  return names;
 }
 
 // HDF5 memory/file type of a stored dtype (16-bit floats are stored as their raw bits).
@@ -98,8 +108,10 @@ void write_hdf5_file(const std::string& path, const std::vector<StatePiece>& pie
   hdf5::Quiet quiet;
   hdf5::Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
   DST_CHECK(file.ok(), CheckpointError, path << ": cannot create HDF5 file");
-  for (const StatePiece& piece : pieces) {
-    const std::string name = dataset_name(piece.kind, piece.tensor);
+  const std::vector<std::string> names = dataset_names(pieces);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const StatePiece& piece = pieces[i];
+    const std::string& name = names[i];
     const hsize_t dims[1] = {static_cast<hsize_t>(piece.data.numel())};
     hdf5::Handle space(H5Screate_simple(1, dims, nullptr), H5Sclose);
     const hid_t type = hdf5_type(piece.data.scalar_type());
@@ -223,9 +235,7 @@ CheckpointWriter::~CheckpointWriter() {
 
 void CheckpointWriter::write_own_file(Pending& job) {
   const fs::path path = job.partial / job.file;
-  std::vector<std::string> datasets;
-  for (const StatePiece& piece : job.pieces)
-    datasets.push_back(dataset_name(piece.kind, piece.tensor));
+  const std::vector<std::string> datasets = dataset_names(job.pieces);
   write_atomically(path.string(), [&](const std::string& temporary) {
     write_hdf5_file(temporary, job.pieces);
     if (key_) encrypt_file_in_place(*key_, temporary, associated_data(job.file, datasets));
@@ -316,13 +326,15 @@ std::string CheckpointWriter::save(const std::string& root_dir, const Checkpoint
 
   // Every rank's piece descriptions reach rank 0, which writes them into the manifest.
   json mine = json::array();
-  for (const StatePiece& piece : job->pieces) {
+  const std::vector<std::string> datasets = dataset_names(job->pieces);
+  for (size_t i = 0; i < job->pieces.size(); ++i) {
+    const StatePiece& piece = job->pieces[i];
     mine.push_back({{"tensor", piece.tensor},
                     {"kind", piece.kind},
                     {"shape", piece.global_shape},
                     {"dtype", checkpoint_dtype_name(piece.data.scalar_type())},
                     {"file", job->file},
-                    {"dataset", dataset_name(piece.kind, piece.tensor)},
+                    {"dataset", datasets[i]},
                     {"location", location_json(piece.location)}});
   }
   const std::vector<std::string> all = all_gather_strings(*world_, mine.dump());
@@ -432,19 +444,19 @@ std::string resolve_checkpoint(const std::string& root, const std::string& which
 
 struct CheckpointReader::OpenFile {
   hdf5::Handle file;
-  std::string image;  // decrypted bytes (kept alive while the file is open)
+};
+
+struct CheckpointReader::StoredPiece {
+  PieceLocation location;
+  std::string file;
+  std::string dataset;
 };
 
 struct CheckpointReader::TensorEntry {
   std::vector<int64_t> shape;
   struct State {
     at::ScalarType dtype = at::kFloat;
-    struct Piece {
-      PieceLocation location;
-      std::string file;
-      std::string dataset;
-    };
-    std::vector<Piece> pieces;
+    std::vector<StoredPiece> pieces;
   };
   std::map<std::string, State> states;
 };
@@ -520,83 +532,112 @@ CheckpointReader::OpenFile& CheckpointReader::open(const std::string& file) {
   auto it = open_files_.find(file);
   if (it != open_files_.end()) return *it->second;
   const std::string path = (fs::path(directory_) / file).string();
-  DST_CHECK(fs::exists(path), CheckpointError,
+  std::error_code ec;
+  const auto bytes = fs::file_size(path, ec);
+  DST_CHECK(!ec, CheckpointError,
             path << ": missing (the manifest lists it as holding checkpoint tensors)");
-  std::string bytes = read_file_bytes(path);
   const int64_t expected_bytes = file_bytes_.at(file);
-  DST_CHECK(static_cast<int64_t>(bytes.size()) == expected_bytes, CheckpointError,
-            path << ": truncated or extended: " << bytes.size() << " bytes, the manifest says "
+  DST_CHECK(static_cast<int64_t>(bytes) == expected_bytes, CheckpointError,
+            path << ": truncated or extended: " << bytes << " bytes, the manifest says "
                  << expected_bytes);
-  DST_CHECK(sha256_hex(bytes) == file_sha256_.at(file), CheckpointError,
-            path << ": checksum mismatch (the file was modified or corrupted)");
   auto open_file = std::make_unique<OpenFile>();
   hdf5::Quiet quiet;
   if (encrypted_) {
-    std::vector<std::string> datasets;
-    for (const auto& [name, tensor] : tensors_)
-      for (const auto& [kind, state] : tensor->states)
-        for (const auto& piece : state.pieces)
-          if (piece.file == file) datasets.push_back(piece.dataset);
-    open_file->image = decrypt_bytes(*key_, bytes, associated_data(file, datasets), path);
+    open_encrypted_image(file, path, *open_file);
   } else {
-    open_file->image = std::move(bytes);
+    // Hashed while streaming, then read in place: only the hyperslabs asked for enter memory.
+    DST_CHECK(sha256_file_hex(path) == file_sha256_.at(file), CheckpointError,
+              path << ": checksum mismatch (the file was modified or corrupted)");
+    open_file->file = hdf5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   }
+  DST_CHECK(open_file->file.ok(), CheckpointError, path << ": not a readable HDF5 file");
+  return *open_files_.emplace(file, std::move(open_file)).first->second;
+}
+
+// An encrypted file is authenticated as a whole, so it is read, checked and decrypted whole and
+// opened as an in-memory HDF5 image (HDF5 copies the image).
+void CheckpointReader::open_encrypted_image(const std::string& file, const std::string& path,
+                                            OpenFile& into) const {
+  const std::string bytes = read_file_bytes(path);
+  DST_CHECK(sha256_hex(bytes) == file_sha256_.at(file), CheckpointError,
+            path << ": checksum mismatch (the file was modified or corrupted)");
+  std::vector<std::string> datasets;
+  for (const auto& [name, tensor] : tensors_)
+    for (const auto& [kind, state] : tensor->states)
+      for (const auto& piece : state.pieces)
+        if (piece.file == file) datasets.push_back(piece.dataset);
+  const std::string image = decrypt_bytes(*key_, bytes, associated_data(file, datasets), path);
   hdf5::Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  DST_CHECK(
-      fapl.ok() && H5Pset_fapl_core(fapl.get(), 1 << 20, 0) >= 0 &&
-          H5Pset_file_image(fapl.get(), open_file->image.data(), open_file->image.size()) >= 0,
-      CheckpointError, path << ": cannot prepare the HDF5 file image");
+  DST_CHECK(fapl.ok() && H5Pset_fapl_core(fapl.get(), 1 << 20, 0) >= 0 &&
+                H5Pset_file_image(fapl.get(), const_cast<char*>(image.data()), image.size()) >= 0,
+            CheckpointError, path << ": cannot prepare the HDF5 file image");
   // The core driver refuses a name that exists on disk: the image gets a name of its own.
   const std::string image_name = "deepseek_train-memory-image:" + path;
-  open_file->file = hdf5::Handle(H5Fopen(image_name.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
-  DST_CHECK(open_file->file.ok(), CheckpointError, path << ": not a readable HDF5 file");
-  open_file->image.clear();  // HDF5 copied the image
-  open_file->image.shrink_to_fit();
-  return *open_files_.emplace(file, std::move(open_file)).first->second;
+  into.file = hdf5::Handle(H5Fopen(image_name.c_str(), H5F_ACC_RDONLY, fapl.get()), H5Fclose);
 }
 
 namespace {
 
-// Bounding box (per dimension [lo, hi)) of a piece in global (padded) coordinates.
-std::vector<std::pair<int64_t, int64_t>> bounding_box(const PieceLocation& l,
-                                                      const std::vector<int64_t>& extent) {
-  std::vector<std::pair<int64_t, int64_t>> box;
-  for (int64_t e : extent) box.emplace_back(0, e);
-  if (box.empty()) return box;
-  std::vector<int64_t> block = extent;
-  if (l.split_dim >= 0) {
-    box[l.split_dim] = {l.block_start, l.block_start + l.block_length};
-    block[l.split_dim] = l.block_length;
-  }
-  int64_t row = 1;
-  for (size_t d = 1; d < block.size(); ++d) row *= block[d];
-  if (row > 0 && l.end > l.begin) {
-    const int64_t first = l.begin / row, last = (l.end + row - 1) / row;
-    const int64_t offset = l.split_dim == 0 ? l.block_start : 0;
-    box[0] = {std::max(box[0].first, offset + first), std::min(box[0].second, offset + last)};
-  }
-  return box;
+// Reads `count` elements from `offset` of a 1-D dataset into `into`.
+bool read_elements(hid_t dataset, hid_t file_space, hid_t type, int64_t offset, int64_t count,
+                   void* into) {
+  if (count == 0) return true;
+  const hsize_t start[1] = {static_cast<hsize_t>(offset)};
+  const hsize_t size[1] = {static_cast<hsize_t>(count)};
+  if (H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start, nullptr, size, nullptr) < 0)
+    return false;
+  hdf5::Handle memory(H5Screate_simple(1, size, nullptr), H5Sclose);
+  return memory.ok() && H5Dread(dataset, type, memory.get(), file_space, H5P_DEFAULT, into) >= 0;
 }
 
-bool boxes_overlap(const std::vector<std::pair<int64_t, int64_t>>& a,
-                   const std::vector<std::pair<int64_t, int64_t>>& b) {
-  for (size_t d = 0; d < a.size(); ++d)
-    if (std::max(a[d].first, b[d].first) >= std::min(a[d].second, b[d].second)) return false;
-  return true;
-}
-
-// Writes `values` (flat) into the flat range [begin, end) of `block` (a view of the full tensor).
-void scatter_into_block(at::Tensor block, int64_t begin, int64_t end, const at::Tensor& values) {
-  if (block.is_contiguous()) {
-    block.view({-1}).slice(0, begin, end).copy_(values);
-    return;
-  }
-  at::Tensor dense = block.contiguous();
-  dense.view({-1}).slice(0, begin, end).copy_(values);
-  block.copy_(dense);
+void* element_address(at::Tensor& tensor, int64_t offset) {
+  return static_cast<char*>(tensor.data_ptr()) + offset * tensor.element_size();
 }
 
 }  // namespace
+
+void CheckpointReader::read_runs(const std::string& tensor, const StoredPiece& piece,
+                                 const std::vector<OverlapRun>& runs, at::Tensor& into) {
+  OpenFile& file = open(piece.file);
+  const std::string path = (fs::path(directory_) / piece.file).string();
+  const int64_t count = piece.location.end - piece.location.begin;
+  hdf5::Quiet quiet;
+  hdf5::Handle dataset(H5Dopen2(file.file.get(), piece.dataset.c_str(), H5P_DEFAULT), H5Dclose);
+  DST_CHECK(dataset.ok(), CheckpointError,
+            path << ": no dataset '" << piece.dataset << "' (tensor '" << tensor << "')");
+  hdf5::Handle space(H5Dget_space(dataset.get()), H5Sclose);
+  hsize_t stored = 0;
+  DST_CHECK(space.ok() && H5Sget_simple_extent_ndims(space.get()) == 1 &&
+                H5Sget_simple_extent_dims(space.get(), &stored, nullptr) == 1 &&
+                static_cast<int64_t>(stored) == count,
+            CheckpointError,
+            path << ": dataset '" << piece.dataset << "' holds " << stored
+                 << " elements, the manifest says " << count);
+  const hid_t type = hdf5_type(into.scalar_type());
+  const int64_t window = std::max<int64_t>(1, read_window_bytes_ / into.element_size());
+  // Runs close together are read as one window of the piece and copied out; a run on its own is
+  // read straight into place.
+  for (size_t first = 0; first < runs.size();) {
+    const int64_t start = runs[first].piece_offset;
+    size_t next = first + 1;
+    while (next < runs.size() && runs[next].piece_offset + runs[next].length - start <= window)
+      ++next;
+    bool ok = true;
+    if (next == first + 1) {
+      ok = read_elements(dataset.get(), space.get(), type, start, runs[first].length,
+                         element_address(into, runs[first].wanted_offset));
+    } else {
+      const int64_t span = runs[next - 1].piece_offset + runs[next - 1].length - start;
+      at::Tensor buffer = at::empty({span}, into.options());
+      ok = read_elements(dataset.get(), space.get(), type, start, span, buffer.data_ptr());
+      for (size_t r = first; ok && r < next; ++r)
+        into.narrow(0, runs[r].wanted_offset, runs[r].length)
+            .copy_(buffer.narrow(0, runs[r].piece_offset - start, runs[r].length));
+    }
+    DST_CHECK(ok, CheckpointError, path << ": cannot read dataset '" << piece.dataset << "'");
+    first = next;
+  }
+}
 
 at::Tensor CheckpointReader::read(const std::string& tensor, const std::string& kind,
                                   const PieceLocation& want) {
@@ -605,77 +646,41 @@ at::Tensor CheckpointReader::read(const std::string& tensor, const std::string& 
                        << tensor << "'");
   const TensorEntry& entry = *tensors_.at(tensor);
   const TensorEntry::State& state = entry.states.at(kind);
-  std::vector<int64_t> extent = entry.shape;
-  const int dims = static_cast<int>(extent.size());
+  const int dims = static_cast<int>(entry.shape.size());
   DST_CHECK(want.split_dim < dims, CheckpointError,
             directory_ << ": tensor '" << tensor << "' has " << dims << " dimensions, the model "
                        << "splits dimension " << want.split_dim);
-  for (const auto& piece : state.pieces)
-    if (piece.location.split_dim >= 0)
-      extent[piece.location.split_dim] =
-          std::max(extent[piece.location.split_dim],
-                   piece.location.block_start + piece.location.block_length);
-  if (want.split_dim >= 0)
-    extent[want.split_dim] = std::max(extent[want.split_dim], want.block_start + want.block_length);
-
-  at::Tensor full = at::zeros(extent, at::TensorOptions().dtype(state.dtype));
-  at::Tensor filled = at::zeros(extent, at::kBool);
-  // Positions past the global size (padding) are zero by definition.
-  for (int d = 0; d < dims; ++d)
-    if (extent[d] > entry.shape[d])
-      filled.narrow(d, entry.shape[d], extent[d] - entry.shape[d]).fill_(true);
-
-  const auto wanted_box = bounding_box(want, extent);
-  for (const auto& piece : state.pieces) {
-    if (!boxes_overlap(bounding_box(piece.location, extent), wanted_box)) continue;
-    OpenFile& file = open(piece.file);
-    const std::string path = (fs::path(directory_) / piece.file).string();
-    const int64_t count = piece.location.end - piece.location.begin;
-    hdf5::Quiet quiet;
-    hdf5::Handle dataset(H5Dopen2(file.file.get(), piece.dataset.c_str(), H5P_DEFAULT), H5Dclose);
-    DST_CHECK(dataset.ok(), CheckpointError,
-              path << ": no dataset '" << piece.dataset << "' (tensor '" << tensor << "')");
-    hdf5::Handle space(H5Dget_space(dataset.get()), H5Sclose);
-    hsize_t stored = 0;
-    DST_CHECK(space.ok() && H5Sget_simple_extent_ndims(space.get()) == 1 &&
-                  H5Sget_simple_extent_dims(space.get(), &stored, nullptr) == 1 &&
-                  static_cast<int64_t>(stored) == count,
-              CheckpointError,
-              path << ": dataset '" << piece.dataset << "' holds " << stored
-                   << " elements, the manifest says " << count);
-    at::Tensor values = at::empty({count}, at::TensorOptions().dtype(state.dtype));
-    DST_CHECK(count == 0 || H5Dread(dataset.get(), hdf5_type(state.dtype), H5S_ALL, H5S_ALL,
-                                    H5P_DEFAULT, values.data_ptr()) >= 0,
-              CheckpointError, path << ": cannot read dataset '" << piece.dataset << "'");
-    const PieceLocation& l = piece.location;
-    at::Tensor block =
-        l.split_dim >= 0 ? full.narrow(l.split_dim, l.block_start, l.block_length) : full;
-    at::Tensor block_filled =
-        l.split_dim >= 0 ? filled.narrow(l.split_dim, l.block_start, l.block_length) : filled;
-    DST_CHECK(l.end <= block.numel(), CheckpointError,
-              path << ": piece of tensor '" << tensor << "' ends at element " << l.end
-                   << " of a block of " << block.numel());
-    scatter_into_block(block, l.begin, l.end, values);
-    scatter_into_block(block_filled, l.begin, l.end, at::ones({count}, at::kBool));
-  }
-  for (int d = 0; d < dims; ++d)
-    if (extent[d] > entry.shape[d])
-      full.narrow(d, entry.shape[d], extent[d] - entry.shape[d]).zero_();
-
-  at::Tensor region =
-      want.split_dim >= 0 ? full.narrow(want.split_dim, want.block_start, want.block_length) : full;
-  at::Tensor region_filled =
-      want.split_dim >= 0 ? filled.narrow(want.split_dim, want.block_start, want.block_length)
-                          : filled;
-  DST_CHECK(want.begin >= 0 && want.begin <= want.end && want.end <= region.numel(),
+  // Blocks are laid out in the padded extent: the largest any holder (or the reader) uses.
+  std::vector<int64_t> extent = entry.shape;
+  auto widen = [&extent](const PieceLocation& l) {
+    if (l.split_dim >= 0)
+      extent[l.split_dim] = std::max(extent[l.split_dim], l.block_start + l.block_length);
+  };
+  for (const auto& piece : state.pieces) widen(piece.location);
+  widen(want);
+  DST_CHECK(want.begin >= 0 && want.begin <= want.end && want.end <= block_elements(want, extent),
             CheckpointError,
             directory_ << ": tensor '" << tensor << "' of shape " << at::IntArrayRef(entry.shape)
                        << " does not match the model (asked for elements [" << want.begin << ", "
-                       << want.end << ") of a block of " << region.numel() << ")");
-  at::Tensor values = region.contiguous().view({-1}).slice(0, want.begin, want.end).clone();
-  const bool complete =
-      region_filled.contiguous().view({-1}).slice(0, want.begin, want.end).all().item<bool>();
-  DST_CHECK(complete, CheckpointError,
+                       << want.end << ") of a block of " << block_elements(want, extent) << ")");
+  // Padding reads as zero; every other wanted element must come from some piece.
+  at::Tensor values = at::zeros({want.end - want.begin}, at::TensorOptions().dtype(state.dtype));
+  at::Tensor missing = at::zeros({want.end - want.begin}, at::kBool);
+  for (const OverlapRun& run : unpadded_runs(want, entry.shape, extent))
+    missing.narrow(0, run.wanted_offset, run.length).fill_(true);
+  for (const auto& piece : state.pieces) {
+    const PieceLocation& l = piece.location;
+    DST_CHECK(l.end <= block_elements(l, extent), CheckpointError,
+              (fs::path(directory_) / piece.file).string()
+                  << ": piece of tensor '" << tensor << "' ends at element " << l.end
+                  << " of a block of " << block_elements(l, extent));
+    const std::vector<OverlapRun> runs = overlap_runs(want, l, entry.shape, extent);
+    if (runs.empty()) continue;
+    read_runs(tensor, piece, runs, values);
+    for (const OverlapRun& run : runs)
+      missing.narrow(0, run.wanted_offset, run.length).fill_(false);
+  }
+  DST_CHECK(!missing.any().item<bool>(), CheckpointError,
             directory_ << "/" << kManifest << ": part of the " << kind << " of tensor '" << tensor
                        << "' is held by no file");
   return values;

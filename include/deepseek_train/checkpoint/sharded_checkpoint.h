@@ -19,12 +19,13 @@
 
 #include "deepseek_train/checkpoint/checkpoint_manifest.h"
 #include "deepseek_train/checkpoint/crypto.h"
+#include "deepseek_train/checkpoint/piece_geometry.h"
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/model_config.h"
 
 namespace dst {
 
-// One piece of state a rank saves.
+// One piece of state a rank saves (a rank may save several pieces of one tensor).
 struct StatePiece {
   std::string tensor;  // global name (Hugging Face parameter name, or e.g. "rng/rank-00003")
   std::string kind;    // "master", "exp_avg", "exp_avg_sq", "param", "rng"
@@ -79,8 +80,11 @@ class CheckpointWriter {
 };
 
 // Reads a committed checkpoint directory. Validates the manifest on construction; verifies each
-// data file's SHA-256 (and decrypts it with `key` when it is encrypted) the first time it is
-// opened. Every error is a one-line CheckpointError naming the file and the tensor or offset.
+// data file's SHA-256 (streaming) the first time it is opened. read() takes from each stored
+// piece only the hyperslabs that overlap the wanted range, in windows of at most
+// read_window_bytes, so a rank never holds more of a tensor than its own slice plus one window.
+// Encrypted files are authenticated whole, so they are decrypted into memory whole.
+// Every error is a one-line CheckpointError naming the file and the tensor or offset.
 class CheckpointReader {
  public:
   CheckpointReader(const std::string& directory, std::optional<EncryptionKey> key);
@@ -102,6 +106,9 @@ class CheckpointReader {
   at::Tensor read(const std::string& tensor, const std::string& kind, const PieceLocation& want);
   // The whole tensor.
   at::Tensor read_full(const std::string& tensor, const std::string& kind);
+  // The most bytes read() buffers at once to collect runs close together in a piece (default
+  // 64 MiB); a run longer than that is read straight into the result.
+  void set_read_window_bytes(int64_t bytes) { read_window_bytes_ = bytes; }
 
   // Data files with their size and whether their checksum matches (reads every file).
   struct FileStatus {
@@ -116,8 +123,12 @@ class CheckpointReader {
 
  private:
   struct OpenFile;
+  struct StoredPiece;
   struct TensorEntry;
   OpenFile& open(const std::string& file);
+  void open_encrypted_image(const std::string& file, const std::string& path, OpenFile& into) const;
+  void read_runs(const std::string& tensor, const StoredPiece& piece,
+                 const std::vector<OverlapRun>& runs, at::Tensor& into);
   std::string directory_;
   std::optional<EncryptionKey> key_;
   CheckpointInfo info_;
@@ -126,6 +137,7 @@ class CheckpointReader {
   std::map<std::string, int64_t> file_bytes_;
   std::map<std::string, std::unique_ptr<TensorEntry>> tensors_;
   std::map<std::string, std::unique_ptr<OpenFile>> open_files_;
+  int64_t read_window_bytes_ = int64_t{64} << 20;
 };
 
 }  // namespace dst
