@@ -94,13 +94,15 @@ def wrap(model, mode, world, dtype):
     return model
 
 
-def worker(rank, mode, world, steps, port, queue, preset, dtype):
+def worker(rank, mode, world, steps, port, queue, preset, dtype, compiled):
     global VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS
     VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS = PRESETS[preset]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = wrap(Model(), mode, world, dtype)
+    if compiled:  # inductor: the first steps compile (minutes on 2 cores); they are not timed
+        model = torch.compile(model)
     autocast = mode == "ddp" and dtype == "bf16"
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     gen = torch.Generator().manual_seed(rank)
@@ -129,14 +131,17 @@ def main():
     parser.add_argument("steps", type=int, nargs="?", default=12)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the wrapped model")
     args = parser.parse_args()
     port = int(os.environ.get("DDP_PORT", "29533"))
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.spawn(worker, args=(args.mode, 2, args.steps, port, queue, args.preset, args.dtype),
+    mp.spawn(worker, args=(args.mode, 2, args.steps, port, queue, args.preset, args.dtype,
+                             args.compile),
              nprocs=2, join=True)
     tokens_per_s, rss_mb = queue.get()
-    print(f"{args.mode}_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
+    key = args.mode + ("_compiled" if args.compile else "")
+    print(f"{key}_tokens_per_s {tokens_per_s:.1f} {rss_mb:.0f}")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       scaler_(config.precision.loss_scaler,
               PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
   config_.validate();
+  run_unsharded_zero_as_stage_0();
   process_baseline_bytes_ = resident_set_bytes();
   use_cpu_allocator(config_.train.cpu_allocator,
                     static_cast<size_t>(config_.train.cpu_allocator_cache_mb) << 20);
@@ -200,6 +201,18 @@ std::vector<int64_t> Trainer::sharding_unit_sizes() const {
   MemoryPlanInputs layout;
   for (const auto& engine : parallel_.engines) engine->describe_layout(layout);
   return layout.zero_unit_padded_elements;
+}
+
+// ZeRO over a single data-parallel shard shards nothing, yet its flat buffers cost memory (on
+// bench-medium, one rank: stage 1 +47%, stage 3 +39% over stage 0) and its updates equal stage
+// 0's bit for bit: such a run uses stage 0.
+void Trainer::run_unsharded_zero_as_stage_0() {
+  const int stage = config_.data_parallel.zero_stage;
+  if (stage == 0 || groups_.dims().dp > 1) return;
+  logger_.info("parallel.zero_stage " + std::to_string(stage) +
+               " with one data-parallel shard (dp 1) has nothing to shard: running as stage 0, "
+               "which computes the same updates with less memory");
+  config_.data_parallel.zero_stage = 0;
 }
 
 MemoryPlan Trainer::memory_plan() const {

@@ -92,3 +92,19 @@ TEST_CASE("data parallel equals a single process on the concatenated batch", "[d
 TEST_CASE("data parallel with gradient accumulation equals a single process", "[dp]") {
   check_equivalence(2);
 }
+
+TEST_CASE("ZeRO on a single data-parallel rank runs as stage 0 (same engine, same plan)", "[dp]") {
+  const TrainConfig plain = equivalence_config(1, 1);
+  Logger quiet(0, 1, LogLevel::kWarn);
+  Trainer stage0(plain, ProcessGroups::create(comm::make_local_communicator(), {1, 1, 1}), quiet);
+  for (int stage : {1, 3}) {
+    TrainConfig zero = plain;
+    zero.data_parallel.zero_stage = stage;
+    Trainer unsharded(zero, ProcessGroups::create(comm::make_local_communicator(), {1, 1, 1}),
+                      quiet);
+    INFO("stage " << stage);
+    CHECK(unsharded.config().data_parallel.zero_stage == 0);
+    CHECK(unsharded.sharding_unit_sizes().empty());
+    CHECK(unsharded.memory_plan().total() == stage0.memory_plan().total());
+  }
+}

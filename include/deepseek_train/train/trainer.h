@@ -139,6 +139,7 @@ class Trainer {
   std::vector<ParameterStateSlice> embedding_gradients() const;
   // Sums the two copies' gradients so both stages apply the same update.
   void sync_tied_embedding_gradients();
+  void run_unsharded_zero_as_stage_0();
   // Byte counters of every group this trainer communicates on.
   comm::CommStats comm_stats() const;
   // Where a slice of `name` (elements [begin, end) of this rank's tp block) sits globally.
