@@ -49,7 +49,16 @@ if [ ! -f "$VENV/.complete" ]; then
   echo "[deps] creating $VENV (pip install -r $REQUIREMENTS)"
   rm -rf "$VENV"
   mkdir -p "$(dirname "$VENV")"
-  /usr/bin/python3 -m venv "$VENV"
+  # A requirements change usually adds or bumps a few packages: start from the newest complete
+  # environment of an earlier file (torch alone is several GB) and let pip change what differs.
+  seed=$(ls -dt "$CACHE_ROOT"/venv-*/.complete 2> /dev/null | head -1 || true)
+  if [ -n "$seed" ] && [ -z "${DST_VENV:-}" ]; then
+    echo "[deps] seeding from $(dirname "$seed")"
+    cp -a "$(dirname "$seed")" "$VENV"
+    rm -f "$VENV/.complete"
+  else
+    /usr/bin/python3 -m venv "$VENV"
+  fi
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS"
   touch "$VENV/.complete"
 else

@@ -47,36 +47,38 @@ SafetensorsDtype safetensors_dtype(at::ScalarType type) {
 
 }  // namespace
 
-HfModelReader::HfModelReader(const std::string& model_dir) : dir_(model_dir) {
-  const fs::path config_path = fs::path(model_dir) / "config.json";
-  DST_CHECK(fs::exists(config_path), CheckpointError,
-            model_dir << ": not a Hugging Face model folder (no config.json)");
-  config_ = model_config_from_hf_json(config_path.string());
-  for (const std::string& path : safetensors_files_in(model_dir)) {
+SafetensorsTensors::SafetensorsTensors(std::string source, const std::vector<std::string>& files)
+    : source_(std::move(source)) {
+  for (const std::string& path : files) {
     files_.push_back(std::make_unique<SafetensorsFile>(path));
     for (const SafetensorsEntry& entry : files_.back()->entries()) {
       DST_CHECK(where_.emplace(entry.name, files_.back().get()).second, CheckpointError,
-                path << ": tensor '" << entry.name << "' is also in another file of the model");
+                path << ": tensor '" << entry.name << "' is also in another file of " << source_);
     }
   }
 }
 
-HfModelReader::~HfModelReader() = default;
+SafetensorsTensors::~SafetensorsTensors() = default;
+SafetensorsTensors::SafetensorsTensors(SafetensorsTensors&&) noexcept = default;
 
-bool HfModelReader::has(const std::string& name) const { return where_.count(name) == 1; }
+bool SafetensorsTensors::has(const std::string& name) const { return where_.count(name) == 1; }
 
-std::vector<int64_t> HfModelReader::shape(const std::string& name) const {
+std::vector<std::string> SafetensorsTensors::names() const {
+  std::vector<std::string> names;
+  for (const auto& item : where_) names.push_back(item.first);
+  return names;
+}
+
+std::vector<int64_t> SafetensorsTensors::shape(const std::string& name) const {
   auto it = where_.find(name);
-  DST_CHECK(it != where_.end(), CheckpointError,
-            dir_ << ": the model has no tensor '" << name << "'");
+  DST_CHECK(it != where_.end(), CheckpointError, source_ << ": no tensor '" << name << "'");
   return it->second->at(name).shape;
 }
 
-at::Tensor HfModelReader::read_rows(const std::string& name, int64_t row_begin,
-                                    int64_t row_end) const {
+at::Tensor SafetensorsTensors::read_rows(const std::string& name, int64_t row_begin,
+                                         int64_t row_end) const {
   auto it = where_.find(name);
-  DST_CHECK(it != where_.end(), CheckpointError,
-            dir_ << ": the model has no tensor '" << name << "'");
+  DST_CHECK(it != where_.end(), CheckpointError, source_ << ": no tensor '" << name << "'");
   const SafetensorsFile& file = *it->second;
   const SafetensorsEntry& entry = file.at(name);
   const at::ScalarType type = torch_dtype(entry.dtype, file.path(), name);
@@ -92,6 +94,21 @@ at::Tensor HfModelReader::read_rows(const std::string& name, int64_t row_begin,
   if (out.numel() > 0) file.read(name, out.data_ptr(), row_begin * row_bytes, row_end * row_bytes);
   return out.to(at::kFloat);
 }
+
+namespace {
+
+// The weight files of a model folder, after checking that it has a config.json.
+std::vector<std::string> hf_weight_files(const std::string& model_dir) {
+  DST_CHECK(fs::exists(fs::path(model_dir) / "config.json"), CheckpointError,
+            model_dir << ": not a Hugging Face model folder (no config.json)");
+  return safetensors_files_in(model_dir);
+}
+
+}  // namespace
+
+HfModelReader::HfModelReader(const std::string& model_dir)
+    : SafetensorsTensors(model_dir, hf_weight_files(model_dir)),
+      config_(model_config_from_hf_json((fs::path(model_dir) / "config.json").string())) {}
 
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors) {

@@ -39,6 +39,8 @@ struct EvalArgs {
   int64_t seq_len = 0;  // 0: the prepared corpus's, else 256 (bounded by the model)
   int64_t batch_size = 4;
   std::string key_file, key_env;
+  std::string adapter;      // PEFT LoRA folder applied to a Hugging Face --model
+  std::string dump_logits;  // safetensors file for every window's logits (--ids/--text)
 };
 int run_eval(const EvalArgs& args, const LaunchEnv& env);
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/comm/mpi_communicator.h"
 #include "deepseek_train/comm/process_world.h"
@@ -75,6 +76,24 @@ std::vector<TokenBatch> windows_of(const std::vector<int32_t>& ids, int64_t seq_
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+// Writes the logits of every window (float32 [windows, seq_len, vocab]) and its input ids (int64
+// [windows, seq_len]) to a safetensors file, for comparisons with other implementations.
+void dump_logits(Trainer& trainer, const std::vector<TokenBatch>& rows, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> ids;
+  for (const TokenBatch& row : rows)
+    ids.insert(ids.end(), row.input_ids.begin(), row.input_ids.end());
+  const int64_t windows = static_cast<int64_t>(rows.size());
+  const torch::Tensor input = torch::tensor(ids, torch::kLong).view({windows, -1});
+  std::vector<torch::Tensor> logits;
+  for (int64_t w = 0; w < windows; ++w)
+    logits.push_back(trainer.model().forward(input.narrow(0, w, 1)).to(torch::kFloat));
+  const torch::Tensor all = torch::cat(logits).contiguous();
+  write_safetensors(path,
+                    {{"logits", SafetensorsDtype::F32, all.sizes().vec(), all.data_ptr()},
+                     {"input_ids", SafetensorsDtype::I64, input.sizes().vec(), input.data_ptr()}});
 }
 
 }  // namespace
@@ -156,6 +175,8 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
   DST_CHECK(args.text.empty() || !args.tokenizer.empty(), ConfigError,
             "eval: --text needs --tokenizer (a tokenizer.json or 'byte')");
   DST_CHECK(args.batch_size > 0, ConfigError, "eval: --batch-size must be positive");
+  DST_CHECK(args.dump_logits.empty() || args.data.empty(), ConfigError,
+            "eval: --dump-logits takes --ids or --text, not --data");
 
   // The model: a checkpoint (its recipe, adapters included) or a Hugging Face folder.
   TrainConfig config;
@@ -176,7 +197,12 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
                           "folder (config.json)");
     config.model = model_config_from_hf_json((fs::path(args.model) / "config.json").string());
     config.train.init_from = args.model;
+    config.train.init_adapter = args.adapter;
   }
+  DST_CHECK(args.adapter.empty() || !checkpoint, ConfigError,
+            "eval: --adapter goes with a Hugging Face --model; " << args.model
+                                                                 << " is a checkpoint (its "
+                                                                    "adapters are inside)");
   // Data.
   std::unique_ptr<PreparedDataset> prepared;
   std::vector<TokenBatch> rows;
@@ -210,6 +236,8 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
 
   const comm::ProcessWorld processes = comm::open_process_world(CommOptions{}, env);
   const comm::CommunicatorPtr& world = processes.communicator;
+  DST_CHECK(args.dump_logits.empty() || world->size() == 1, ConfigError,
+            "eval: --dump-logits runs in one process");
   config.parallel = {world->size(), 1, 1};
   config.data_parallel.zero_stage = 0;
   config.precision = PrecisionOptions();
@@ -254,6 +282,7 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
   }
   DST_CHECK(tokens > 0, DataError, "eval: no target tokens");
   const double loss = loss_sum / tokens;
+  if (!args.dump_logits.empty()) dump_logits(trainer, rows, args.dump_logits);
   if (world->rank() == 0)
     std::printf("loss %.6f perplexity %.4f tokens %.0f sequences %lld seq_len %lld model %s\n",
                 loss, std::exp(loss), tokens, static_cast<long long>(total),

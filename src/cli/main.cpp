@@ -261,6 +261,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   eval->add_option("--key-file", eval_args.key_file, "encryption key file (checkpoints)");
   eval->add_option("--key-env", eval_args.key_env, "variable holding the encryption key");
+  eval->add_option("--adapter", eval_args.adapter,
+                   "PEFT LoRA adapter folder applied to the Hugging Face --model");
+  eval->add_option("--dump-logits", eval_args.dump_logits,
+                   "write every window's logits and input ids to this safetensors file "
+                   "(--ids/--text, one process)");
 
   if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1]) &&
       !ckpt->check_name(argv[1]) && !tokenize->check_name(argv[1]) &&

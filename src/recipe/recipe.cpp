@@ -245,6 +245,7 @@ const std::vector<Section>& sections() {
            field("log_level", &TC::train, &TrainOptions::log_level),
            field("resume", &TC::train, &TrainOptions::resume),
            field("init_from", &TC::train, &TrainOptions::init_from),
+           field("init_adapter", &TC::train, &TrainOptions::init_adapter),
            field("early_stopping.patience", &TC::train, &TrainOptions::early_stopping_patience),
            field("early_stopping.min_delta", &TC::train,
                  &TrainOptions::early_stopping_min_delta),

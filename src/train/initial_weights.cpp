@@ -45,24 +45,30 @@ void InitialWeights::fill(const std::string& name, at::Tensor& parameter) {
 }
 
 void InitialWeights::import(const std::string& name, at::Tensor& local) {
+  copy_rank_slice(model_, name, local, *hf_, name);
+}
+
+void copy_rank_slice(const CausalLM& model, const std::string& name, at::Tensor& local,
+                     const SafetensorsTensors& tensors, const std::string& source_name) {
   torch::NoGradGuard no_grad;
-  const std::vector<int64_t> full = model_.full_shape(name, local);
-  const int tp_rank = model_.tp_rank();
-  switch (model_.tp_split(name)) {
+  const std::vector<int64_t> full = model.full_shape(name, local);
+  const int tp_rank = model.tp_rank();
+  switch (model.tp_split(name)) {
     case TpSplit::kReplicated:
-      local.copy_(hf_->read_rows(name));
+      local.copy_(tensors.read_rows(source_name));
       break;
     case TpSplit::kDim0: {
       // Only this rank's rows; vocabulary padding rows past the end stay zero.
       const int64_t rows = local.size(0), begin = tp_rank * rows;
       const int64_t end = std::min(begin + rows, full[0]);
       local.zero_();
-      if (end > begin) local.narrow(0, 0, end - begin).copy_(hf_->read_rows(name, begin, end));
+      if (end > begin)
+        local.narrow(0, 0, end - begin).copy_(tensors.read_rows(source_name, begin, end));
       break;
     }
     case TpSplit::kDim1: {
       const int64_t columns = local.size(1);
-      local.copy_(hf_->read_rows(name).narrow(1, tp_rank * columns, columns));
+      local.copy_(tensors.read_rows(source_name).narrow(1, tp_rank * columns, columns));
       break;
     }
   }

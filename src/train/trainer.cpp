@@ -26,6 +26,7 @@
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/train/initial_weights.h"
 #include "deepseek_train/train/metrics.h"
+#include "deepseek_train/train/peft_import.h"
 #include "deepseek_train/train/run_outputs.h"
 #include "deepseek_train/train/run_policy.h"
 #include "deepseek_train/train/step_metrics.h"
@@ -144,10 +145,14 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   InitialWeights weights(*model_, config_.train.seed, config_.train.init_from);
   weights.fill_allocated();
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
+  if (!config_.train.init_adapter.empty())
+    config_.adapters = adapters_with_peft_folder(config_.adapters, config_.train.init_adapter);
   if (!config_.adapters.empty()) {
     const AdapterRegistry builtin;
     adapters_ = apply_adapters(*model_, config_.adapters, adapters ? *adapters : builtin,
                                config_.train.seed);
+    if (!config_.train.init_adapter.empty())
+      import_peft_weights(*model_, config_.train.init_adapter);
     // Every rank decides together: a recipe whose adapters match nothing anywhere is an error.
     const double trainable =
         all_reduce_sum(groups_.world(), {static_cast<double>(trainable_parameter_elements())})[0];

@@ -17,24 +17,38 @@ namespace dst {
 
 class SafetensorsFile;
 
-class HfModelReader {
+// The tensors of a set of safetensors files (a model's shards, or a PEFT adapter's
+// adapter_model.safetensors), each name in one file, read by rows.
+class SafetensorsTensors {
  public:
-  // Opens `<dir>/config.json` and every safetensors file (headers only). Throws CheckpointError /
-  // ConfigError naming the folder or file.
-  explicit HfModelReader(const std::string& model_dir);
-  ~HfModelReader();
-  const ModelConfig& config() const { return config_; }
+  // Opens every file (headers only). `source` names the set in errors (a folder). Throws
+  // CheckpointError naming the file for a bad header or a name held by two files.
+  SafetensorsTensors(std::string source, const std::vector<std::string>& files);
+  ~SafetensorsTensors();
+  SafetensorsTensors(SafetensorsTensors&&) noexcept;
   bool has(const std::string& name) const;
+  std::vector<std::string> names() const;
   std::vector<int64_t> shape(const std::string& name) const;
   // Rows [row_begin, row_end) of tensor `name` (all rows: 0, -1) converted to fp32. Reads only
   // those rows' bytes. Throws CheckpointError naming the file and tensor (unknown dtype, ...).
   at::Tensor read_rows(const std::string& name, int64_t row_begin = 0, int64_t row_end = -1) const;
 
  private:
-  std::string dir_;
-  ModelConfig config_;
+  std::string source_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;
+};
+
+// A Hugging Face model folder: its config.json and its weights.
+class HfModelReader : public SafetensorsTensors {
+ public:
+  // Opens `<dir>/config.json` and every safetensors file (headers only). Throws CheckpointError /
+  // ConfigError naming the folder or file.
+  explicit HfModelReader(const std::string& model_dir);
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  ModelConfig config_;
 };
 
 // Writes named tensors to a safetensors file atomically, each in its own dtype (float32, bfloat16,

@@ -16,6 +16,13 @@
 namespace dst {
 
 class HfModelReader;
+class SafetensorsTensors;
+
+// Copies this rank's slice of the full tensor `source_name` of `tensors` into `local`, the
+// model's parameter `name`, split across tp as model.tp_split(name) says (vocabulary padding rows
+// zero). Reads only this rank's rows of a tensor split along its first dimension.
+void copy_rank_slice(const CausalLM& model, const std::string& name, at::Tensor& local,
+                     const SafetensorsTensors& tensors, const std::string& source_name);
 
 class InitialWeights {
  public:

@@ -34,6 +34,10 @@ struct TrainOptions {
   std::string resume;
   // A Hugging Face model folder (config.json + safetensors) whose weights initialise the model.
   std::string init_from;
+  // A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) whose weights
+  // initialise the adapter (train/peft_import.h); its adapter_config.json gives the adapter when
+  // the recipe lists none.
+  std::string init_adapter;
   // Early stopping on the validation loss (checked at every evaluation): stop after `patience`
   // evaluations without an improvement larger than min_delta (0 = never stop early).
   int64_t early_stopping_patience = 0;

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# What dstrain writes, read by the libraries users serve and inspect models with (PyPI's
+# transformers, peft and safetensors, pinned in scripts/requirements.txt), and what they write,
+# read by dstrain; logits compared with `dstrain eval --dump-logits` (tests/interop/hf_reference.py):
+#   - tiny-llama-2 (a real LLaMA-2 checkpoint, F16) and transformers' sharded re-save of it;
+#   - Llama models trained by dstrain (GQA untied under ZeRO-3; tied embeddings under tp2, whose
+#     vocabulary is padded) exported with `ckpt convert --to hf`;
+#   - our LoRA and prefix-tuning exports loaded with PeftModel;
+#   - a LoRA adapter made by PEFT (B not zero) in `dstrain eval --adapter` and, continued with
+#     `train.init_adapter` under tp2, exported back unchanged.
+# usage: test_hf_interop.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA
+set -euo pipefail
+DSTRAIN=$1
+WORK=$2
+SRC=$3
+SHARED=$4
+source "$SRC/tests/cli/lib.sh"
+PY=$SRC/.venv/bin/python
+"$PY" -c "import transformers, peft, safetensors" 2> /dev/null ||
+  skip_or_fail "transformers/peft/safetensors are not in $SRC/.venv (scripts/install_deps.sh)"
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+TINY=$SHARED/models/tiny-llama-2
+ref() { "$PY" "$SRC/tests/interop/hf_reference.py" "$@" 2> ref.err || { cat ref.err; exit 1; }; }
+# ids MAX COUNT SEED > file: random token ids below MAX.
+ids() { "$PY" -c "import random; r = random.Random($3); print(' '.join(str(r.randrange($1)) for _ in range($2)))"; }
+# ours MODEL OUT [eval options]: our logits of ids.txt (windows of 32) into OUT.
+ours() {
+  local model=$1 out=$2
+  shift 2
+  "$DSTRAIN" eval --model "$model" --ids ids.txt --seq-len 32 --dump-logits "$out" "$@" \
+    > "$out.log" 2>&1 || { cat "$out.log"; fail "dstrain eval --model $model $*"; }
+}
+mpi() { mpirun -np 2 --oversubscribe --bind-to none "$DSTRAIN" "$@"; }
+
+# A real LLaMA-2 checkpoint, and transformers' own sharded save of it (index + 3 files).
+ids 32000 100 1 > ids.txt
+ours "$TINY" tiny.safetensors
+ref logits "$TINY" tiny.safetensors
+ref save-sharded "$TINY" sharded
+test -f sharded/model.safetensors.index.json || fail "transformers wrote no sharded index"
+ours sharded sharded.safetensors
+ref logits sharded sharded.safetensors
+
+# Models trained by dstrain, exported to Hugging Face folders.
+"$DSTRAIN" synth corpus.txt --docs 400 --seed 5 > /dev/null
+ids 259 100 2 > ids.txt
+COMMON=(data.train_path=corpus.txt train.steps=3 train.eval_every=0 data.seq_len=32
+  model.hidden_size=64 model.intermediate_size=128 model.num_hidden_layers=2)
+mpi train "$SRC/configs/quickstart.yaml" "${COMMON[@]}" train.output_dir=untied \
+  parallel.zero_stage=3 2> untied.log || { cat untied.log; fail "training (ZeRO-3)"; }
+mpi train "$SRC/configs/quickstart.yaml" "${COMMON[@]}" train.output_dir=tied parallel.dp=1 \
+  parallel.tp=2 model.tie_word_embeddings=true 2> tied.log || { cat tied.log; fail "training (tp2)"; }
+for run in untied tied; do
+  "$DSTRAIN" ckpt convert "$run/checkpoints/step-3" "$run/hf" --to hf > /dev/null
+  ours "$run/hf" "$run.safetensors"
+  ref logits "$run/hf" "$run.safetensors"
+done
+
+# Our adapters in PEFT.
+sed "s#SHARED#$SHARED#g" "$SRC/tests/interop/lora_recipe.yaml" > lora.yaml
+mpi train lora.yaml 2> lora.log || { cat lora.log; fail "LoRA training"; }
+mpi train lora.yaml train.output_dir=prefix "adapters=[{type: prefix, num_virtual_tokens: 4}]" \
+  2> prefix.log || { cat prefix.log; fail "prefix-tuning training"; }
+for run in lora_run prefix; do
+  ours "$run/checkpoints/step-4" "$run.safetensors"
+  ref logits "$TINY" "$run.safetensors" --adapter "$run/adapter"
+  # The adapter matters: without it the logits are not the base model's.
+  "$PY" "$SRC/tests/interop/hf_reference.py" logits "$TINY" "$run.safetensors" > base.txt 2>&1 &&
+    fail "$run's logits equal the base model's: the adapter check proves nothing"
+done
+
+# PEFT's adapter in dstrain: evaluated, and continued (tp2, a negligible learning rate) then
+# exported back.
+ref make-lora "$TINY" peft_lora
+ours "$TINY" peft.safetensors --adapter peft_lora
+ref logits "$TINY" peft.safetensors --adapter peft_lora
+mpi train lora.yaml train.output_dir=continued train.init_adapter=peft_lora adapters=[] \
+  parallel.dp=1 parallel.tp=2 optim.lr=1e-12 train.steps=1 2> continued.log ||
+  { cat continued.log; fail "training from a PEFT adapter"; }
+ref same-tensors continued/adapter/adapter_model.safetensors peft_lora/adapter_model.safetensors \
+  --tol 1e-6
+expect_error 2 "adapters\[0\].r: 8 differs from .*peft_lora/adapter_config.json's 4" \
+  "$DSTRAIN" train lora.yaml parallel.dp=1 train.init_adapter=peft_lora \
+  "adapters=[{type: lora, r: 8, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}]"
+expect_error 2 "--adapter goes with a Hugging Face --model" "$DSTRAIN" eval \
+  --model lora_run/checkpoints/step-4 --adapter peft_lora --ids ids.txt
+echo "Hugging Face interop: all checks passed"
