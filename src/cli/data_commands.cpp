@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <sstream>
 
@@ -123,6 +124,35 @@ void decode_prepared(const Tokenizer& tokenizer, const TokenizeArgs& args) {
   }
 }
 
+namespace {
+
+// --jsonl: one JSON string per line in, one line of ids out (or the reverse with --decode).
+void tokenize_jsonl(const Tokenizer& tokenizer, const std::string& input,
+                    const TokenizeArgs& args) {
+  std::istringstream in(input);
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    const std::string where = "stdin:" + std::to_string(n);
+    if (args.decode) {
+      const std::string text = tokenizer.decode(parse_ids(line, where), args.skip_special);
+      std::cout << nlohmann::json(text).dump(-1, ' ', false,
+                                             nlohmann::json::error_handler_t::replace)
+                << "\n";
+      continue;
+    }
+    nlohmann::json text;
+    try {
+      text = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      DST_THROW(DataError, where << ": not a JSON string (" << e.what() << ")");
+    }
+    DST_CHECK(text.is_string(), DataError, where << ": expected a JSON string");
+    print_ids(tokenizer.encode(text.get<std::string>()));
+  }
+}
+
+}  // namespace
+
 int run_tokenize(const TokenizeArgs& args) {
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer(args.tokenizer, args.eos_token);
   if (!args.prepared.empty()) {
@@ -131,6 +161,10 @@ int run_tokenize(const TokenizeArgs& args) {
     return 0;
   }
   const std::string input = read_all(std::cin);
+  if (args.jsonl) {
+    tokenize_jsonl(*tokenizer, input, args);
+    return 0;
+  }
   if (args.decode) {
     if (args.lines) {
       std::istringstream in(input);

@@ -228,6 +228,9 @@ int main(int argc, char** argv) {
       ->required();
   tokenize->add_option("--eos-token", tokenize_args.eos_token, "end-of-document token");
   tokenize->add_flag("--lines", tokenize_args.lines, "encode (or decode) each line on its own");
+  tokenize->add_flag("--jsonl", tokenize_args.jsonl,
+                     "each line a JSON string: encode each to a line of ids (with --decode, each "
+                     "line of ids to a JSON string)");
   tokenize->add_flag("--decode", tokenize_args.decode, "read ids, print the text");
   tokenize->add_flag("--skip-special", tokenize_args.skip_special,
                      "leave special tokens out when decoding");

@@ -1,8 +1,11 @@
 // Oniguruma-to-PCRE2 pattern translation and the Regex wrapper (see pcre2_regex.h).
 #include "data/pcre2_regex.h"
 
+#include <algorithm>
 #include <cctype>
+#include <vector>
 
+#include "data/unicode_categories.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst::detail {
@@ -15,6 +18,8 @@ namespace {
 //  - \w \W (outside a class, and \w inside one): Oniguruma's Letter|Mark|Number|Connector_Punct.
 //  - \h \H: a hex digit in Oniguruma (horizontal space in PCRE2).
 //  - \uHHHH: PCRE2 spells it \x{HHHH}.
+//  - \p{..} \P{..} \p{^..} \pX of a general category: explicit ranges at the crate's Unicode
+//    version (unicode_categories.h), not PCRE2's (Debian 12: Unicode 14, the crate: 16).
 // `^`/`$` match at line boundaries in Oniguruma's default syntax; the regex is compiled with
 // PCRE2_MULTILINE and LF newlines for that.
 const char kWhiteSpaceItems[] =
@@ -24,11 +29,63 @@ const char kNonWhiteSpaceItems[] =
     "\\x{0}-\\x{8}\\x{E}-\\x{1F}\\x{21}-\\x{84}\\x{86}-\\x{9F}\\x{A1}-\\x{167F}"
     "\\x{1681}-\\x{1FFF}\\x{200B}-\\x{2027}\\x{202A}-\\x{202E}\\x{2030}-\\x{205E}"
     "\\x{2060}-\\x{2FFF}\\x{3001}-\\x{10FFFF}";
-const char kWordItems[] = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
 const char kHexItems[] = "0-9A-Fa-f";
 const char kNonHexItems[] = "\\x{0}-/:-@G-`g-\\x{10FFFF}";
 
 bool is_hex_digit(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
+
+std::vector<CodePointRange> merged(std::vector<CodePointRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const CodePointRange& a, const CodePointRange& b) { return a.first < b.first; });
+  std::vector<CodePointRange> out;
+  for (const CodePointRange& r : ranges) {
+    if (!out.empty() && r.first <= out.back().last + 1) {
+      out.back().last = std::max(out.back().last, r.last);
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+// Oniguruma's \w: Letter | Mark | Number | Connector_Punctuation.
+const std::vector<CodePointRange>& word_ranges() {
+  static const std::vector<CodePointRange> ranges = [] {
+    std::vector<CodePointRange> all;
+    for (const char* category : {"L", "M", "N", "Pc"}) {
+      const auto part = general_category_ranges(category);
+      all.insert(all.end(), part->begin(), part->end());
+    }
+    return merged(std::move(all));
+  }();
+  return ranges;
+}
+
+// A property escape at pattern[i] ('p' or 'P'): \p{Name}, \p{^Name}, \P{Name} or \pX. Sets
+// `ranges` (the set it matches, negation applied) and `length` (characters after the
+// backslash) when it names a general category.
+bool general_category_escape(const std::string& pattern, size_t i,
+                             std::vector<CodePointRange>& ranges, size_t& length) {
+  bool negate = pattern[i] == 'P';
+  std::string name;
+  if (i + 1 < pattern.size() && pattern[i + 1] == '{') {
+    const size_t close = pattern.find('}', i + 2);
+    if (close == std::string::npos) return false;
+    name = pattern.substr(i + 2, close - i - 2);
+    length = close - i + 1;
+    if (!name.empty() && name[0] == '^') {
+      negate = !negate;
+      name.erase(0, 1);
+    }
+  } else if (i + 1 < pattern.size()) {
+    name = pattern.substr(i + 1, 1);
+    length = 2;
+  }
+  const auto found = general_category_ranges(name);
+  if (!found) return false;
+  ranges = negate ? complement(*found) : *found;
+  return true;
+}
 
 }  // namespace
 
@@ -39,7 +96,7 @@ std::string oniguruma_to_pcre2(const std::string& pattern) {
   // True right after "[" or "[^", where "]" is a literal.
   bool at_class_start = false;
   // Writes a set of class items: bare inside a class, as [items] or [^items] outside.
-  const auto class_item = [&](const char* items, bool negate) {
+  const auto class_item = [&](const std::string& items, bool negate) {
     if (in_class) {
       out += items;
     } else {
@@ -67,15 +124,25 @@ std::string oniguruma_to_pcre2(const std::string& pattern) {
           }
           break;
         case 'w':
-          class_item(kWordItems, false);
+          class_item(pcre2_class_items(word_ranges()), false);
           break;
         case 'W':
-          if (in_class) {
-            out += "\\W";  // Not expressible inside a class; PCRE2's \W is close.
+          class_item(pcre2_class_items(in_class ? complement(word_ranges()) : word_ranges()),
+                     !in_class);
+          break;
+        case 'p':
+        case 'P': {
+          std::vector<CodePointRange> ranges;
+          size_t length = 0;
+          if (general_category_escape(pattern, i, ranges, length)) {
+            class_item(pcre2_class_items(ranges), false);
+            i += length - 1;
           } else {
-            class_item(kWordItems, true);
+            out.push_back('\\');
+            out.push_back(escaped);
           }
           break;
+        }
         case 'h':
           class_item(kHexItems, false);
           break;

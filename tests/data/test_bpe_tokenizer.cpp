@@ -279,6 +279,22 @@ TEST_CASE("bpe tokenizer: deepseek-llm loads and encodes like the other files", 
   CHECK(tokenizer.decode(tokenizer.encode("Hello world")) == "Hello world");
 }
 
+// Regression cases of the differential test against Hugging Face tokenizers
+// (tests/interop/test_tokenizers_differential.sh). U+14194 and U+1F8B0 were assigned in Unicode
+// 16, which the crate's regexes know and Debian 12's PCRE2 (Unicode 14) does not: the hieroglyph
+// is a letter (\p{L}), so "'d" after it is its own piece, and the arrow a symbol; an encoder
+// with PCRE2's tables glues "'" to the unassigned hieroglyph instead.
+TEST_CASE("bpe tokenizer: code points of Unicode 16 split as the HF crate splits them", "[data]") {
+  const std::string hieroglyph_d = "\xF0\x94\x86\x94'd";
+  const std::string arrow_hieroglyph = "x\xF0\x9F\xA2\xB0\xF0\x94\x86\x94y";
+  CHECK(shared_tokenizer("gpt2").encode(hieroglyph_d) == Ids{172, 242, 228, 242, 1549});
+  CHECK(shared_tokenizer("gpt2").encode(arrow_hieroglyph) ==
+        Ids{87, 8582, 95, 108, 172, 242, 228, 242, 88});
+  CHECK(shared_tokenizer("deepseek-llm").encode(hieroglyph_d) == Ids{170, 229, 215, 229, 6, 67});
+  CHECK(shared_tokenizer("deepseek-llm").encode(arrow_hieroglyph) ==
+        Ids{87, 10044, 95, 108, 170, 229, 215, 229, 88});
+}
+
 TEST_CASE("bpe tokenizer: pre-tokenizer and added-token variants give the HF crate's ids",
           "[data]") {
   // Expected ids come from the Rust `tokenizers` crate (0.23 Node bindings) on the same JSON.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Differential test of dstrain's BPE encoder against Hugging Face tokenizers (PyPI, pinned):
+# 10,000 generated Unicode-heavy texts per tokenizer in ../shared/data/tokenizers (CJK, emoji,
+# combining marks, mixed scripts, digits, whitespace runs, the added tokens), through
+# `dstrain tokenize --jsonl` and back with --decode: every id and every decoded text equal
+# tokenizers' (tests/interop/tokenizer_cases.py). A difference found here becomes a fixed case in
+# tests/data/test_bpe_tokenizer.cpp.
+# usage: test_tokenizers_differential.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA [COUNT]
+set -euo pipefail
+DSTRAIN=$1
+WORK=$2
+SRC=$3
+SHARED=$4
+COUNT=${5:-10000}
+source "$SRC/tests/cli/lib.sh"
+PY=$SRC/.venv/bin/python
+"$PY" -c "import tokenizers" 2> /dev/null ||
+  skip_or_fail "tokenizers is not in $SRC/.venv (scripts/install_deps.sh)"
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+CASES="$PY $SRC/tests/interop/tokenizer_cases.py"
+found=0
+for dir in "$SHARED"/tokenizers/*/; do
+  name=$(basename "$dir")
+  json=$dir/tokenizer.json
+  [ -f "$json" ] || continue
+  found=$((found + 1))
+  $CASES generate "$json" "$COUNT" 7 "$name" || fail "generating $name cases"
+  "$DSTRAIN" tokenize --tokenizer "$json" --jsonl < "$name.jsonl" > "$name.ours" ||
+    fail "dstrain tokenize --jsonl ($name)"
+  "$DSTRAIN" tokenize --tokenizer "$json" --jsonl --decode < "$name.ours" > "$name.ours.decoded" ||
+    fail "dstrain tokenize --jsonl --decode ($name)"
+  $CASES compare "$name" "$name.ours" "$name.ours.decoded"
+done
+[ "$found" -ge 3 ] || fail "found $found tokenizers under $SHARED/tokenizers, expected 3"
+echo "tokenizers differential: all $found tokenizers agree"

@@ -1,0 +1,143 @@
+"""Differential test data for dstrain's BPE encoder against Hugging Face `tokenizers`.
+
+  generate TOKENIZER_JSON COUNT SEED OUT_PREFIX
+      writes OUT_PREFIX.jsonl (one JSON string per line: Unicode-heavy generated texts with the
+      tokenizer's added tokens mixed in), OUT_PREFIX.ids (tokenizers' ids of each text,
+      encode(text, add_special_tokens=False), one line each) and OUT_PREFIX.decoded (tokenizers'
+      decode of those ids, one JSON string per line).
+  compare OUT_PREFIX OURS_IDS OURS_DECODED
+      our ids must equal tokenizers' for every text and our decode must equal theirs; where
+      theirs gives the text back, so must ours (it cannot where a tokenizer's added token is a
+      byte-alphabet character such as deepseek's "ø": tokenizers decodes it to U+FFFD too).
+      Prints the first differences and exits 1.
+"""
+import json
+import random
+import sys
+
+SCRIPTS = [
+    "The quick brown fox jumps over the lazy dog",
+    "naïve café façade coöperate résumé Ångström Straße",
+    "Привет, как дела? Съешь же ещё этих мягких французских булок",
+    "Καλημέρα κόσμε, ξεσκεπάζω την ψυχοφθόρα βδελυγμία",
+    "中文分词测试：我们在北京大学学习自然语言处理。",
+    "日本語のテキスト、カタカナとひらがな。東京タワー",
+    "한국어 문장입니다. 안녕하세요 세계",
+    "مرحبا بالعالم، هذه جملة عربية",
+    "שלום עולם, זה משפט בעברית",
+    "हिन्दी में एक वाक्य, नमस्ते दुनिया",
+    "สวัสดีชาวโลก ภาษาไทยไม่มีช่องว่าง",
+    "Tiếng Việt có dấu: Đường phố Hà Nội rất đông người",
+    "def f(x):\n    return x ** 2  # square\n\nprint(f(3))",
+    "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "It's what they'd've done; we're sure you'll see I'm right.",
+]
+EMOJI = ["😀", "👍🏽", "👨‍👩‍👧‍👦", "🇫🇷", "❤️", "🧑🏻‍💻", "🤖", "✨", "🏳️‍🌈", "☕"]
+COMBINING = ["e\u0301", "a\u0308", "n\u0303", "o\u0328\u0301", "\u0915\u094d\u0937", "Z\u0335\u0327\u0306"]
+SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "\u00a0", "\u3000", "\u2003", "    \n"]
+PUNCT = list(".,;:!?()[]{}<>\"'`~@#$%^&*-_=+|\\/") + ["...", "--", "—", "–", "«", "»", "“", "”", "…"]
+
+
+def number(rng):
+    kind = rng.randrange(5)
+    if kind == 0:
+        return str(rng.randrange(10 ** rng.randrange(1, 15)))
+    if kind == 1:
+        return f"{rng.random() * 1000:.{rng.randrange(1, 6)}f}"
+    if kind == 2:
+        return f"{rng.randrange(10 ** 7):,}"
+    if kind == 3:
+        return "٠١٢٣٤٥٦٧٨٩"[: rng.randrange(1, 10)]  # Arabic-Indic digits
+    return "１２３４５"[: rng.randrange(1, 5)]  # full-width digits
+
+
+def random_codepoint(rng):
+    while True:
+        cp = rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xA0, 0x3000),
+                         rng.randrange(0x3000, 0xA000), rng.randrange(0xAC00, 0xD7A4),
+                         rng.randrange(0x1F300, 0x1FAFF), rng.randrange(0x10000, 0x2FFFF)])
+        if not 0xD800 <= cp <= 0xDFFF:
+            return chr(cp)
+
+
+def piece(rng, added):
+    kind = rng.randrange(100)
+    if kind < 30:
+        words = rng.choice(SCRIPTS).split(" ")
+        start = rng.randrange(len(words))
+        return " ".join(words[start:start + rng.randrange(1, 6)])
+    if kind < 42:
+        return rng.choice(SPACES)
+    if kind < 52:
+        return number(rng)
+    if kind < 62:
+        return rng.choice(PUNCT)
+    if kind < 70:
+        return rng.choice(EMOJI)
+    if kind < 76:
+        return rng.choice(COMBINING)
+    if kind < 84:
+        return "".join(random_codepoint(rng) for _ in range(rng.randrange(1, 6)))
+    if kind < 90 and added:
+        return rng.choice(added)
+    if kind < 95:  # mixed scripts inside one word
+        return "".join(rng.choice(rng.choice(SCRIPTS).replace(" ", "")) for _ in range(rng.randrange(2, 8)))
+    return rng.choice(["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL"])
+
+
+def generate(tokenizer_json, count, seed, prefix):
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    spec = json.load(open(tokenizer_json, encoding="utf-8"))
+    added = [t["content"] for t in spec.get("added_tokens", [])]
+    rng = random.Random(seed)
+    with open(prefix + ".jsonl", "w", encoding="utf-8") as texts, \
+            open(prefix + ".ids", "w") as ids, open(prefix + ".decoded", "w") as decoded:
+        for _ in range(count):
+            text = "".join(piece(rng, added) for _ in range(rng.randrange(1, 12)))
+            encoded = tokenizer.encode(text, add_special_tokens=False).ids
+            texts.write(json.dumps(text, ensure_ascii=False) + "\n")
+            ids.write(" ".join(map(str, encoded)) + "\n")
+            decoded.write(json.dumps(tokenizer.decode(encoded, skip_special_tokens=False), ensure_ascii=False) + "\n")
+
+
+def compare(prefix, ours_ids, ours_decoded):
+    texts = [json.loads(line) for line in open(prefix + ".jsonl", encoding="utf-8")]
+    expected = [line.split() for line in open(prefix + ".ids")]
+    got = [line.split() for line in open(ours_ids)]
+    decoded = [json.loads(line) for line in open(ours_decoded, encoding="utf-8")]
+    theirs = [json.loads(line) for line in open(prefix + ".decoded", encoding="utf-8")]
+    if not len(texts) == len(expected) == len(got) == len(decoded) == len(theirs):
+        print(f"FAIL: {len(texts)} texts, {len(expected)} reference lines, {len(got)} of ours, "
+              f"{len(decoded)} decoded")
+        sys.exit(1)
+    id_diffs = [i for i in range(len(texts)) if expected[i] != got[i]]
+    trip_diffs = [i for i in range(len(texts))
+                  if decoded[i] != theirs[i] or (theirs[i] == texts[i]) != (decoded[i] == texts[i])]
+    lossy = sum(1 for i in range(len(texts)) if theirs[i] != texts[i])
+    for i in id_diffs[:3]:
+        print(f"ids differ for {json.dumps(texts[i], ensure_ascii=False)}:\n  tokenizers "
+              f"{' '.join(expected[i])}\n  dstrain    {' '.join(got[i])}")
+    for i in trip_diffs[:3]:
+        print(f"decode differs: {json.dumps(texts[i], ensure_ascii=False)} -> ours "
+              f"{json.dumps(decoded[i], ensure_ascii=False)}, tokenizers "
+              f"{json.dumps(theirs[i], ensure_ascii=False)}")
+    if id_diffs or trip_diffs:
+        print(f"FAIL: {prefix}: {len(id_diffs)} of {len(texts)} texts encode differently, "
+              f"{len(trip_diffs)} decode differently")
+        sys.exit(1)
+    tokens = sum(len(e) for e in expected)
+    print(f"ok: {prefix}: {len(texts)} texts ({tokens} tokens) encode and decode as tokenizers "
+          f"does; {len(texts) - lossy} decode back exactly, {lossy} not in either (added tokens "
+          "in the byte alphabet)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["generate"] and len(sys.argv) == 6:
+        generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    elif sys.argv[1:2] == ["compare"] and len(sys.argv) == 5:
+        compare(*sys.argv[2:5])
+    else:
+        print(__doc__)
+        sys.exit(2)
