@@ -7,6 +7,7 @@
 
 #include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/launch_env.h"
+#include "deepseek_train/inference/generation.h"
 
 namespace dst::cli {
 
@@ -44,5 +45,16 @@ struct EvalArgs {
   std::string dump_logits;  // safetensors file for every window's logits (--ids/--text)
 };
 int run_eval(const EvalArgs& args, const LaunchEnv& env);
+
+struct GenerateArgs {
+  std::string model, adapter, key_file, key_env;
+  std::string prompt, prompt_file, ids;  // exactly one
+  std::string tokenizer;                 // default: <model>/tokenizer.json when it exists
+  std::vector<std::string> stops;        // stop strings
+  bool print_ids = false;
+  SamplingOptions sampling;
+};
+// Generates a continuation of each prompt, streamed to stdout; speed on stderr.
+int run_generate(const GenerateArgs& args, const LaunchEnv& env);
 
 }  // namespace dst::cli

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "cli_io.h"
 #include "commands.h"
 #include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
@@ -22,42 +23,13 @@
 #include "deepseek_train/data/tokenizer.h"
 #include "deepseek_train/recipe/recipe.h"
 #include "deepseek_train/train/trainer.h"
+#include "inference_model.h"
 
 namespace dst::cli {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_all(std::istream& in) {
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  DST_CHECK(in.good() && !fs::is_directory(path), DataError, path << ": cannot read file");
-  return read_all(in);
-}
-
-std::vector<int32_t> parse_ids(const std::string& text, const std::string& source) {
-  std::vector<int32_t> ids;
-  std::istringstream in(text);
-  std::string word;
-  for (int64_t position = 0; in >> word; ++position) {
-    char* end = nullptr;
-    const long value = std::strtol(word.c_str(), &end, 10);
-    DST_CHECK(*end == '\0' && value >= 0 && value <= INT32_MAX, DataError,
-              source << ": token " << position << " ('" << word << "') is not a token id");
-    ids.push_back(static_cast<int32_t>(value));
-  }
-  return ids;
-}
-
-void print_ids(const std::vector<int32_t>& ids) {
-  std::string line;
-  for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
-  std::cout << line << "\n";
-}
 
 // Windows of seq_len + 1 tokens with stride seq_len: every token after the first is predicted
 // exactly once; the last window is padded with ignored labels.
@@ -213,30 +185,8 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
             "eval: --dump-logits takes --ids or --text, not --data");
 
   // The model: a checkpoint (its recipe, adapters included) or a Hugging Face folder.
-  TrainConfig config;
-  const bool checkpoint = fs::exists(fs::path(args.model) / "manifest.json");
-  std::optional<EncryptionKey> key;
-  if (!args.key_file.empty()) key = EncryptionKey::from_file(args.key_file);
-  if (!args.key_env.empty()) key = EncryptionKey::from_env(args.key_env);
-  if (checkpoint) {
-    CheckpointReader reader(args.model, key);
-    if (!reader.info().recipe.empty())
-      config = parse_recipe(reader.info().recipe, args.model + "/manifest.json");
-    config.model = reader.info().model;
-    config.train.init_from.clear();  // the checkpoint holds every tensor, a frozen base included
-  } else {
-    DST_CHECK(fs::exists(fs::path(args.model) / "config.json"), ConfigError,
-              "eval: " << args.model
-                       << " is neither a checkpoint (manifest.json) nor a Hugging Face model "
-                          "folder (config.json)");
-    config.model = model_config_from_hf_json((fs::path(args.model) / "config.json").string());
-    config.train.init_from = args.model;
-    config.train.init_adapter = args.adapter;
-  }
-  DST_CHECK(args.adapter.empty() || !checkpoint, ConfigError,
-            "eval: --adapter goes with a Hugging Face --model; " << args.model
-                                                                 << " is a checkpoint (its "
-                                                                    "adapters are inside)");
+  const ModelSource source{args.model, args.adapter, args.key_file, args.key_env, "eval"};
+  TrainConfig config = inference_config(source);
   // Data.
   std::unique_ptr<PreparedDataset> prepared;
   std::vector<TokenBatch> rows;
@@ -272,17 +222,9 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
   const comm::CommunicatorPtr& world = processes.communicator;
   DST_CHECK(args.dump_logits.empty() || world->size() == 1, ConfigError,
             "eval: --dump-logits runs in one process");
-  config.parallel = {world->size(), 1, 1};
-  config.data_parallel.zero_stage = 0;
-  config.precision = PrecisionOptions();
   config.data.seq_len = seq_len;
-  config.data.prepared.clear();
-  config.train.resume.clear();
-  config.checkpoint.encryption = {args.key_file, args.key_env};
-  configure_intra_op_threads(config.train, env);
-  Logger logger(world->rank(), world->size(), LogLevel::kWarn);
-  Trainer trainer(config, ProcessGroups::create(world, config.parallel), logger);
-  if (checkpoint) trainer.load_checkpoint(args.model);
+  const std::unique_ptr<Trainer> model = load_inference_model(source, config, world, env);
+  Trainer& trainer = *model;
 
   // Rank r evaluates rows r, r + world, ...; every rank runs the same number of batches.
   const int64_t total = prepared ? prepared->size() : static_cast<int64_t>(rows.size());

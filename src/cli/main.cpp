@@ -270,13 +270,40 @@ int main(int argc, char** argv) {
                    "write every window's logits and input ids to this safetensors file "
                    "(--ids/--text, one process)");
 
+  dst::cli::GenerateArgs gen_args;
+  auto* gen = app.add_subcommand("generate", "continue a prompt with a model (key/value cache)");
+  gen->add_option("--model", gen_args.model, "Hugging Face folder or checkpoint directory")
+      ->required();
+  gen->add_option("--adapter", gen_args.adapter, "PEFT LoRA adapter folder (Hugging Face --model)");
+  gen->add_option("--prompt", gen_args.prompt, "prompt text");
+  gen->add_option("--prompt-file", gen_args.prompt_file, "file of prompts, one per line");
+  gen->add_option("--ids", gen_args.ids, "file of prompts as token ids, one prompt per line");
+  gen->add_option("--tokenizer", gen_args.tokenizer,
+                  "tokenizer.json (default: the model folder's tokenizer.json)");
+  gen->add_option("--max-new-tokens", gen_args.sampling.max_new_tokens, "tokens to generate")
+      ->capture_default_str();
+  gen->add_flag("--greedy", gen_args.sampling.greedy, "always the most likely token");
+  gen->add_option("--temperature", gen_args.sampling.temperature)->capture_default_str();
+  gen->add_option("--top-k", gen_args.sampling.top_k, "0: off")->capture_default_str();
+  gen->add_option("--top-p", gen_args.sampling.top_p, "1: off")->capture_default_str();
+  gen->add_option("--repetition-penalty", gen_args.sampling.repetition_penalty)
+      ->capture_default_str();
+  gen->add_option("--seed", gen_args.sampling.seed, "sampling seed")->capture_default_str();
+  gen->add_option("--eos-id", gen_args.sampling.eos_ids,
+                  "end-of-sequence id (repeatable; default: the model's eos_token_id)");
+  gen->add_option("--stop", gen_args.stops, "stop string (repeatable)");
+  gen->add_flag("--print-ids", gen_args.print_ids, "print the generated ids, not text");
+  gen->add_option("--key-file", gen_args.key_file, "encryption key file (checkpoints)");
+  gen->add_option("--key-env", gen_args.key_env, "variable holding the encryption key");
+
   if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1]) &&
       !ckpt->check_name(argv[1]) && !tokenize->check_name(argv[1]) &&
-      !prepare->check_name(argv[1]) && !eval->check_name(argv[1])) {
-    std::fprintf(stderr,
-                 "dstrain: error: unknown command '%s' (expected train, prepare, eval, tokenize, "
-                 "ckpt or synth; see dstrain --help)\n",
-                 argv[1]);
+      !prepare->check_name(argv[1]) && !eval->check_name(argv[1]) && !gen->check_name(argv[1])) {
+    std::fprintf(
+        stderr,
+        "dstrain: error: unknown command '%s' (expected train, prepare, eval, generate, tokenize, "
+        "ckpt or synth; see dstrain --help)\n",
+        argv[1]);
     return kExitBadInput;
   }
   try {
@@ -300,6 +327,7 @@ int main(int argc, char** argv) {
     if (*tokenize) return dst::cli::run_tokenize(tokenize_args);
     if (*prepare) return dst::cli::run_prepare(prepare_args);
     if (*eval) return dst::cli::run_eval(eval_args, env);
+    if (*gen) return dst::cli::run_generate(gen_args, env);
     if (*inspect) return run_ckpt_inspect(ckpt_args);
     if (*convert) return run_ckpt_convert(ckpt_args);
   } catch (const dst::ConfigError& e) {

@@ -61,6 +61,11 @@ torch::Tensor CausalLM::forward(const torch::Tensor& input_ids) {
   return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
 }
 
+torch::Tensor CausalLM::forward_incremental(const torch::Tensor&, KeyValueCache&) {
+  DST_THROW(ConfigError, "model family '" << config_.model_type
+                                          << "' has no incremental decoding (key/value cache)");
+}
+
 void CausalLM::record_tp_splits() {
   for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     const auto* layer = dynamic_cast<const TensorParallelLayer*>(item.value().get());

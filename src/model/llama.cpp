@@ -135,10 +135,20 @@ AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_grou
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
+  LayerKeyValueCache fresh;
+  return run(input, fresh, /*may_fuse=*/true);
+}
+
+torch::Tensor AttentionImpl::forward_cached(const torch::Tensor& input, LayerKeyValueCache& cache) {
+  return run(input, cache, /*may_fuse=*/false);
+}
+
+torch::Tensor AttentionImpl::run(const torch::Tensor& input, LayerKeyValueCache& cache,
+                                 bool may_fuse) {
   const torch::Tensor x = enter_tp(input, tp_);
   const int64_t batch = x.size(0), seq = x.size(1);
   const int64_t prefix_length = prefix ? prefix->num_virtual_tokens() : 0;
-  const bool fused_attention = fused && prefix_length == 0 && fusable(x);
+  const bool fused_attention = may_fuse && fused && prefix_length == 0 && fusable(x);
   auto q = project(q_proj, x, adapters, "q_proj", fused);
   auto k = project(k_proj, x, adapters, "k_proj", fused);
   auto v = project(v_proj, x, adapters, "v_proj", fused);
@@ -149,9 +159,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
   q = q.view({batch, seq, heads_, head_dim_}).transpose(1, 2);
   k = k.view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
   v = v.view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  q = apply_rotary(q, rope_theta_, prefix_length);
-  k = apply_rotary(k, rope_theta_, prefix_length);
-  if (prefix_length > 0) {
+  return leave_tp(project(o_proj, attend(q, k, v, cache), adapters, "o_proj", fused), tp_);
+}
+
+torch::Tensor AttentionImpl::attend(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                    LayerKeyValueCache& cache) {
+  const int64_t batch = q.size(0), seq = q.size(2);
+  const int64_t prefix_length = prefix ? prefix->num_virtual_tokens() : 0;
+  if (!cache.key.defined() && prefix_length > 0) {
     // Learned keys/values before the sequence: [nvt, kv_heads, head_dim] -> [batch, kv, nvt, hd].
     auto [prefix_key, prefix_value] = prefix->key_value();
     auto expand = [&](const torch::Tensor& t) {
@@ -160,23 +175,31 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& input) {
           .unsqueeze(0)
           .expand({batch, kv_heads_, prefix_length, head_dim_});
     };
-    k = torch::cat({expand(prefix_key), k}, 2);
-    v = torch::cat({expand(prefix_value), v}, 2);
+    cache.key = expand(prefix_key);
+    cache.value = expand(prefix_value);
   }
+  const int64_t past = cache.length();  // the prefix and earlier tokens: positions before q's
+  q = apply_rotary(q, rope_theta_, past);
+  k = apply_rotary(k, rope_theta_, past);
+  if (cache.key.defined()) {
+    k = torch::cat({cache.key, k}, 2);
+    v = torch::cat({cache.value, v}, 2);
+  }
+  cache.key = k;
+  cache.value = v;
   if (kv_heads_ != heads_) {  // grouped-query attention: each kv head serves heads/kv_heads heads
     k = k.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
     v = v.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
   }
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
-  // Causal over the sequence; every prefix position is visible to every query.
-  auto future = torch::ones({seq, prefix_length + seq},
-                            torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-                    .triu(1 + prefix_length);
+  // Causal: query i sits at position past + i; every prefix position is visible to every query.
+  auto future =
+      torch::ones({seq, past + seq}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+          .triu(1 + past);
   if (prefix_length > 0 && !prefix->visible()) future.narrow(1, 0, prefix_length).fill_(true);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
-  return leave_tp(project(o_proj, out, adapters, "o_proj", fused), tp_);
+  return torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
 }
 
 MlpImpl::MlpImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : tp_(std::move(tp_group)) {
@@ -206,6 +229,11 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& c, comm::CommunicatorPtr t
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x) {
   auto h = x + self_attn(input_layernorm(x));
+  return h + mlp(post_attention_layernorm(h));
+}
+
+torch::Tensor DecoderLayerImpl::forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache) {
+  auto h = x + self_attn->forward_cached(input_layernorm(x), cache);
   return h + mlp(post_attention_layernorm(h));
 }
 
@@ -322,6 +350,24 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
     h = run_unit(unit++, [&] { return head_logits(head_input); });
   }
   return h;
+}
+
+torch::Tensor LlamaModelImpl::forward_incremental(const torch::Tensor& input_ids,
+                                                  KeyValueCache& cache) {
+  DST_CHECK(
+      tp_size() == 1 && chunks_.size() == 1 && chunks_[0].has_embedding && chunks_[0].has_head,
+      ConfigError, "incremental decoding needs the whole model on one rank (no tp or pp)");
+  DST_CHECK(input_ids.dim() == 2, ConfigError,
+            "model input must be [batch, seq], got " << input_ids.dim() << " dimensions");
+  const int64_t end = cache.tokens + input_ids.size(1);
+  DST_CHECK(end <= config_.max_position_embeddings, ConfigError,
+            "sequence length " << end << " exceeds max_position_embeddings "
+                               << config_.max_position_embeddings);
+  torch::Tensor h = embed_tokens(input_ids);
+  if (compute_dtype()) h = h.to(*compute_dtype());
+  for (auto& [index, layer] : layers) h = layer->forward_cached(h, cache.layers[index]);
+  cache.tokens = end;
+  return head_logits(h);
 }
 
 torch::Tensor LlamaModelImpl::loss_sum(const torch::Tensor& logits,

@@ -9,6 +9,9 @@ with one "FAIL:" line when it does not hold:
       save_pretrained of MODEL_DIR in float32 as several safetensors shards with an index.
   make-lora MODEL_DIR OUT_DIR
       a PEFT LoRA adapter for MODEL_DIR with random A and B (B not zero), saved by PEFT.
+  generate MODEL_DIR PROMPT_IDS OURS_IDS --max-new-tokens N [--adapter DIR]
+      transformers' greedy generate(do_sample=False) of each prompt (a line of ids) gives the
+      ids of the same line of OURS_IDS (`dstrain generate --greedy --print-ids`).
   same-tensors A B [--tol T]
       two safetensors files hold the same names, shapes and values (within T).
 """
@@ -69,6 +72,23 @@ def make_lora(args):
     print(f"ok: PEFT LoRA adapter for {args.model} in {args.out}")
 
 
+def greedy_generate(args):
+    model = load_model(args.model, args.adapter)
+    prompts = [list(map(int, line.split())) for line in open(args.prompts) if line.strip()]
+    ours = [list(map(int, line.split())) for line in open(args.ours)]
+    if len(prompts) != len(ours):
+        fail(f"{len(prompts)} prompts, {len(ours)} lines of generated ids")
+    for prompt, got in zip(prompts, ours):
+        with torch.no_grad():
+            out = model.generate(torch.tensor([prompt]), do_sample=False,
+                                 max_new_tokens=args.max_new_tokens, min_new_tokens=0,
+                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+        expected = out[0, len(prompt):].tolist()
+        if got != expected:
+            fail(f"prompt {prompt[:8]}...: transformers generates {expected}, dstrain {got}")
+    print(f"ok: {args.model}: greedy generation of {len(prompts)} prompts equals transformers'")
+
+
 def same_tensors(args):
     a, b = load_file(args.a), load_file(args.b)
     if sorted(a) != sorted(b):
@@ -99,6 +119,13 @@ def main():
     lora.add_argument("model")
     lora.add_argument("out")
     lora.set_defaults(run=make_lora)
+    gen = sub.add_parser("generate")
+    gen.add_argument("model")
+    gen.add_argument("prompts")
+    gen.add_argument("ours")
+    gen.add_argument("--max-new-tokens", type=int, required=True)
+    gen.add_argument("--adapter")
+    gen.set_defaults(run=greedy_generate)
     same = sub.add_parser("same-tensors")
     same.add_argument("a")
     same.add_argument("b")

@@ -7,7 +7,9 @@
 #     vocabulary is padded) exported with `ckpt convert --to hf`;
 #   - our LoRA and prefix-tuning exports loaded with PeftModel;
 #   - a LoRA adapter made by PEFT (B not zero) in `dstrain eval --adapter` and, continued with
-#     `train.init_adapter` under tp2, exported back unchanged.
+#     `train.init_adapter` under tp2, exported back unchanged;
+#   - `dstrain generate --greedy` (key/value cache) against transformers' generate(do_sample=False)
+#     for tiny-llama-2, a dstrain-trained model (its HF export and its checkpoint) and PEFT's LoRA.
 # usage: test_hf_interop.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA
 set -euo pipefail
 DSTRAIN=$1
@@ -79,6 +81,41 @@ mpi train lora.yaml train.output_dir=continued train.init_adapter=peft_lora adap
   { cat continued.log; fail "training from a PEFT adapter"; }
 ref same-tensors continued/adapter/adapter_model.safetensors peft_lora/adapter_model.safetensors \
   --tol 1e-6
+# Greedy generation.
+printf '1 450 4996 17354\n1 15043 29892 3186 338\n3 7 9\n' > prompts32000.txt
+printf '10 200 35 17 99\n72 101 108 108 111\n' > prompts259.txt
+generated() {  # generated OUT MODEL PROMPTS [options]: dstrain's greedy ids of each prompt
+  local out=$1 model=$2 prompts=$3
+  shift 3
+  "$DSTRAIN" generate --model "$model" --ids "$prompts" --greedy --max-new-tokens 24 \
+    --print-ids "$@" > "$out" 2> "$out.log" || { cat "$out.log"; fail "dstrain generate $model"; }
+}
+generated gen_tiny.txt "$TINY" prompts32000.txt
+ref generate "$TINY" prompts32000.txt gen_tiny.txt --max-new-tokens 24
+generated gen_untied.txt untied/hf prompts259.txt
+ref generate untied/hf prompts259.txt gen_untied.txt --max-new-tokens 24
+generated gen_untied_ckpt.txt untied/checkpoints/step-3 prompts259.txt
+cmp gen_untied.txt gen_untied_ckpt.txt || fail "generate from the checkpoint and its export differ"
+generated gen_peft.txt "$TINY" prompts32000.txt --adapter peft_lora
+ref generate "$TINY" prompts32000.txt gen_peft.txt --max-new-tokens 24 --adapter peft_lora
+grep -q "decode 23 tokens in .* tokens/s" gen_tiny.txt.log || fail "no speed line on stderr"
+# Text out, and a stop string cuts it where the string first appears.
+"$DSTRAIN" generate --model untied/hf --tokenizer byte --prompt "Hello" --greedy \
+  --max-new-tokens 24 > text.txt 2> /dev/null || fail "generate with text out"
+stop=$(head -c 6 text.txt | tail -c 2)
+"$DSTRAIN" generate --model untied/hf --tokenizer byte --prompt "Hello" --greedy \
+  --max-new-tokens 24 --stop "$stop" > stopped.txt 2> stopped.log || fail "generate --stop"
+"$PY" - "$stop" << 'PY' || fail "--stop did not cut the text before '$stop'"
+import sys
+stop = sys.argv[1].encode("utf-8", "surrogateescape")
+text, stopped = open("text.txt", "rb").read(), open("stopped.txt", "rb").read()
+assert stopped == text[:text.index(stop)] + b"\n", (text, stopped)
+PY
+grep -q "stop: stop" stopped.log || fail "the stop string did not end the generation"
+ids 259 300 3 > long_prompt.txt
+expect_error 2 "the prompt has 300 tokens, more than the model's max_position_embeddings 256" \
+  "$DSTRAIN" generate --model untied/hf --ids long_prompt.txt --print-ids
+
 expect_error 2 "adapters\[0\].r: 8 differs from .*peft_lora/adapter_config.json's 4" \
   "$DSTRAIN" train lora.yaml parallel.dp=1 train.init_adapter=peft_lora \
   "adapters=[{type: lora, r: 8, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}]"

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/model/kv_cache.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/precision/precision_policy.h"
@@ -132,6 +133,10 @@ class CausalLM : public torch::nn::Module {
   // Whole model on this rank only (one chunk with embedding and head): input_ids -> logits over
   // the full vocabulary (gathered across tp; training uses forward_chunk and loss_sum).
   virtual torch::Tensor forward(const torch::Tensor& input_ids);
+  // Incremental decoding on a whole model without tensor parallelism: the logits of `input_ids`
+  // ([batch, new tokens]) following the cache's tokens, which it then extends. Default:
+  // ConfigError (the family has no cache).
+  virtual torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache);
   const ModelConfig& config() const { return config_; }
   int num_chunks() const { return static_cast<int>(chunks().size()); }
   const comm::CommunicatorPtr& tp_group() const { return tp_; }  // null without tp

@@ -24,6 +24,7 @@
 
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/causal_lm.h"
+#include "deepseek_train/model/kv_cache.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/tensor_parallel/vocab_parallel.h"
 
@@ -54,6 +55,9 @@ class AttentionImpl : public torch::nn::Module {
   AttentionImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   // x: [batch, seq, hidden] -> [batch, seq, hidden], causal.
   torch::Tensor forward(const torch::Tensor& x);
+  // The same for tokens that follow those in `cache` (positions continue from its length), which
+  // it extends with their keys and values.
+  torch::Tensor forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache);
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   // Adapters by projection name ("q_proj", ...) and the layer's prefix (null: none).
   std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;
@@ -63,6 +67,12 @@ class AttentionImpl : public torch::nn::Module {
   bool fused = true;  // kernels/fused_ops.h for fp32/bf16 CPU inputs without a prefix
 
  private:
+  // forward (may_fuse: the fused kernel when it applies; it keeps no cache) and forward_cached.
+  torch::Tensor run(const torch::Tensor& input, LayerKeyValueCache& cache, bool may_fuse);
+  // q/k/v: [batch, heads or kv_heads, seq, head_dim] without rotary; the keys and values of
+  // `cache` come first (a fresh cache starts with the prefix, if any).
+  torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                       LayerKeyValueCache& cache);
   comm::CommunicatorPtr tp_;
   int64_t heads_, kv_heads_, head_dim_;  // local to this tp rank
   double rope_theta_;
@@ -86,6 +96,7 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
   torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
@@ -101,6 +112,7 @@ class LlamaModelImpl : public CausalLM {
 
   torch::Tensor forward_chunk(int chunk, const torch::Tensor& input) override;
   torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const override;
+  torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache) override;
   const std::vector<LayerChunk>& chunks() const override { return chunks_; }
   // Per chunk: the embedding (if any, or the copy of a tied embedding that a head on another
   // stage uses), one unit per decoder layer, the final norm and LM head (if any; with tied

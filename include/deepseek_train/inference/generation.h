@@ -1,0 +1,49 @@
+// Text generation with a key/value cache: the prompt runs once (prefill), then one token per
+// step (decode), each chosen greedily or sampled with Hugging Face's logits processors in their
+// order (repetition penalty, temperature, top-k, top-p), until an end-of-sequence id, a stop
+// string or the token budget.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "deepseek_train/model/causal_lm.h"
+
+namespace dst {
+
+struct SamplingOptions {
+  int64_t max_new_tokens = 128;
+  bool greedy = false;              // argmax (after the repetition penalty), no sampling
+  double temperature = 1.0;         // > 0
+  int64_t top_k = 0;                // 0: off
+  double top_p = 1.0;               // (0, 1]; 1: off
+  double repetition_penalty = 1.0;  // >= 1 penalises ids already in the sequence
+  uint64_t seed = 0;
+  std::vector<int32_t> eos_ids;  // stop after generating any of these
+  // Checks the options; ConfigError naming the option ("--top-p") otherwise.
+  void validate() const;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> ids;  // generated ids (an end-of-sequence id included)
+  std::string stop_reason;   // "eos", "stop", "length"
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// Called with each generated id as it is chosen; returns true to stop (a stop string appeared).
+using TokenCallback = std::function<bool(int32_t id)>;
+
+// Generates a continuation of `prompt` (ids) with `model` (a whole model on this rank).
+// ConfigError when the prompt is empty or prompt + max_new_tokens exceeds
+// max_position_embeddings.
+GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
+                          const SamplingOptions& options, const TokenCallback& on_token = {});
+
+// The id chosen from `logits` ([vocab], fp32) of the next position given the ids so far
+// (exposed for tests).
+int32_t choose_next_id(torch::Tensor logits, const std::vector<int32_t>& sequence,
+                       const SamplingOptions& options, at::Generator& generator);
+
+}  // namespace dst

@@ -1,0 +1,190 @@
+// dstrain generate: text (or ids) from a model with a key/value cache, streamed to stdout.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "cli_io.h"
+#include "commands.h"
+#include "deepseek_train/comm/process_world.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/data/tokenizer.h"
+#include "deepseek_train/inference/generation.h"
+#include "inference_model.h"
+
+namespace dst::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// eos_token_id (a number or a list) of a Hugging Face folder's generation_config.json, else its
+// config.json; empty when neither names one.
+std::vector<int32_t> hf_eos_ids(const std::string& model_dir) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const fs::path path = fs::path(model_dir) / name;
+    if (!fs::exists(path)) continue;
+    nlohmann::json config;
+    try {
+      config = nlohmann::json::parse(read_file(path.string()));
+    } catch (const nlohmann::json::exception& e) {
+      DST_THROW(ConfigError, path.string() << ": invalid JSON (" << e.what() << ")");
+    }
+    if (!config.is_object() || !config.contains("eos_token_id")) continue;
+    const nlohmann::json& eos = config["eos_token_id"];
+    std::vector<int32_t> ids;
+    for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
+      DST_CHECK(id.is_number_integer(), ConfigError,
+                path.string() << ": key 'eos_token_id' must be an id or a list of ids");
+      ids.push_back(id.get<int32_t>());
+    }
+    return ids;
+  }
+  return {};
+}
+
+// The prompts: --prompt, each line of --prompt-file, or each line of ids of --ids.
+std::vector<std::vector<int32_t>> read_prompts(const GenerateArgs& args,
+                                               const Tokenizer* tokenizer) {
+  const int sources = (args.prompt.empty() ? 0 : 1) + (args.prompt_file.empty() ? 0 : 1) +
+                      (args.ids.empty() ? 0 : 1);
+  DST_CHECK(sources == 1, ConfigError,
+            "generate: give exactly one of --prompt TEXT, --prompt-file FILE, --ids FILE");
+  std::vector<std::vector<int32_t>> prompts;
+  if (!args.ids.empty()) {
+    std::istringstream lines(read_file(args.ids));
+    std::string line;
+    for (int64_t n = 1; std::getline(lines, line); ++n)
+      if (line.find_first_not_of(" \t\r") != std::string::npos)
+        prompts.push_back(parse_ids(line, args.ids + ":" + std::to_string(n)));
+    return prompts;
+  }
+  DST_CHECK(tokenizer != nullptr, ConfigError,
+            "generate: a text prompt needs --tokenizer (or a tokenizer.json beside the model); "
+            "--ids takes token ids");
+  if (!args.prompt.empty()) return {tokenizer->encode(args.prompt)};
+  std::istringstream lines(read_file(args.prompt_file));
+  std::string line;
+  while (std::getline(lines, line))
+    if (!line.empty()) prompts.push_back(tokenizer->encode(line));
+  return prompts;
+}
+
+// Streams the text of the generated ids: what decodes completely is printed as it comes; a stop
+// string ends the generation (and the text before it is all that is printed).
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tokenizer, std::vector<std::string> stops)
+      : tokenizer_(tokenizer), stops_(std::move(stops)) {}
+  bool add(int32_t id) {
+    ids_.push_back(id);
+    std::string text = tokenizer_.decode(ids_, /*skip_special=*/true);
+    bool stop = false;
+    for (const std::string& s : stops_) {
+      const size_t at = text.find(s);
+      if (!s.empty() && at != std::string::npos) {
+        text.resize(at);
+        stop = true;
+      }
+    }
+    // An incomplete UTF-8 character decodes as U+FFFD: wait for its other bytes. Text that may
+    // be the start of a stop string waits for the next token too.
+    const bool pending =
+        !stop && text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+    if (!pending) print(text, stop ? 0 : stop_prefix_length(text));
+    text_ = std::move(text);
+    return stop;
+  }
+  // Prints what is still held back (generation ended without a stop string).
+  void finish() { print(text_, 0); }
+
+ private:
+  // The longest end of `text` that begins some stop string.
+  size_t stop_prefix_length(const std::string& text) const {
+    size_t longest = 0;
+    for (const std::string& s : stops_)
+      for (size_t k = std::min(s.empty() ? 0 : s.size() - 1, text.size()); k > longest; --k)
+        if (text.compare(text.size() - k, k, s, 0, k) == 0) longest = k;
+    return longest;
+  }
+  void print(const std::string& text, size_t hold) {
+    if (text.size() > printed_ + hold) {
+      std::cout << text.substr(printed_, text.size() - hold - printed_) << std::flush;
+      printed_ = text.size() - hold;
+    }
+  }
+
+  const Tokenizer& tokenizer_;
+  std::vector<std::string> stops_;
+  std::vector<int32_t> ids_;
+  std::string text_;
+  size_t printed_ = 0;
+};
+
+void report_speed(const GenerationResult& result, size_t prompt_tokens) {
+  const double decoded = result.ids.size() > 1 ? static_cast<double>(result.ids.size() - 1) : 0;
+  std::fprintf(stderr,
+               "[generate] prefill %zu tokens in %.3f s (%.1f tokens/s); decode %.0f tokens in "
+               "%.3f s (%.1f tokens/s); stop: %s\n",
+               prompt_tokens, result.prefill_seconds,
+               result.prefill_seconds > 0 ? prompt_tokens / result.prefill_seconds : 0.0, decoded,
+               result.decode_seconds,
+               result.decode_seconds > 0 ? decoded / result.decode_seconds : 0.0,
+               result.stop_reason.c_str());
+}
+
+}  // namespace
+
+int run_generate(const GenerateArgs& args, const LaunchEnv& env) {
+  const ModelSource source{args.model, args.adapter, args.key_file, args.key_env, "generate"};
+  TrainConfig config = inference_config(source);
+  std::string tokenizer_path = args.tokenizer;
+  if (tokenizer_path.empty() && fs::exists(fs::path(args.model) / "tokenizer.json"))
+    tokenizer_path = (fs::path(args.model) / "tokenizer.json").string();
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!tokenizer_path.empty()) tokenizer = load_tokenizer(tokenizer_path, "");
+  const std::vector<std::vector<int32_t>> prompts = read_prompts(args, tokenizer.get());
+
+  SamplingOptions sampling = args.sampling;
+  if (sampling.eos_ids.empty() && !is_checkpoint_dir(args.model))
+    sampling.eos_ids = hf_eos_ids(args.model);
+  if (sampling.eos_ids.empty() && tokenizer && tokenizer->eos_id() >= 0)
+    sampling.eos_ids = {tokenizer->eos_id()};
+  sampling.validate();
+  for (const auto& prompt : prompts)
+    for (int32_t id : prompt)
+      DST_CHECK(id >= 0 && id < config.model.vocab_size, DataError,
+                "generate: prompt token id " << id << " is outside the model's vocabulary of "
+                                             << config.model.vocab_size);
+
+  const comm::ProcessWorld processes = comm::open_process_world(CommOptions{}, env);
+  DST_CHECK(
+      processes.communicator->size() == 1, ConfigError,
+      "generate runs in one process (launched with " << processes.communicator->size() << ")");
+  config.data.seq_len = config.model.max_position_embeddings;
+  const std::unique_ptr<Trainer> model =
+      load_inference_model(source, config, processes.communicator, env);
+  for (const auto& prompt : prompts) {
+    const bool text = tokenizer && !args.print_ids;
+    std::optional<TextStream> stream;
+    TokenCallback on_token;
+    if (text) {
+      stream.emplace(*tokenizer, args.stops);
+      on_token = [&stream](int32_t id) { return stream->add(id); };
+    }
+    const GenerationResult result = generate(model->model(), prompt, sampling, on_token);
+    if (text) {
+      if (result.stop_reason != "stop") stream->finish();
+      std::cout << "\n";
+    } else {
+      print_ids(result.ids);
+    }
+    report_speed(result, prompt.size());
+  }
+  return 0;
+}
+
+}  // namespace dst::cli

@@ -1,0 +1,62 @@
+#include "inference_model.h"
+
+#include <filesystem>
+#include <optional>
+
+#include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/recipe/recipe.h"
+
+namespace dst::cli {
+
+namespace fs = std::filesystem;
+
+bool is_checkpoint_dir(const std::string& path) {
+  return fs::exists(fs::path(path) / "manifest.json");
+}
+
+TrainConfig inference_config(const ModelSource& source) {
+  TrainConfig config;
+  if (is_checkpoint_dir(source.model)) {
+    DST_CHECK(source.adapter.empty(), ConfigError,
+              source.command << ": --adapter goes with a Hugging Face --model; " << source.model
+                             << " is a checkpoint (its adapters are inside)");
+    std::optional<EncryptionKey> key;
+    if (!source.key_file.empty()) key = EncryptionKey::from_file(source.key_file);
+    if (!source.key_env.empty()) key = EncryptionKey::from_env(source.key_env);
+    CheckpointReader reader(source.model, key);
+    if (!reader.info().recipe.empty())
+      config = parse_recipe(reader.info().recipe, source.model + "/manifest.json");
+    config.model = reader.info().model;
+    config.train.init_from.clear();  // the checkpoint holds every tensor, a frozen base included
+    config.train.init_adapter.clear();
+  } else {
+    DST_CHECK(fs::exists(fs::path(source.model) / "config.json"), ConfigError,
+              source.command << ": " << source.model
+                             << " is neither a checkpoint (manifest.json) nor a Hugging Face "
+                                "model folder (config.json)");
+    config.model = model_config_from_hf_json((fs::path(source.model) / "config.json").string());
+    config.train.init_from = source.model;
+    config.train.init_adapter = source.adapter;
+  }
+  return config;
+}
+
+std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainConfig config,
+                                              const comm::CommunicatorPtr& world,
+                                              const LaunchEnv& env) {
+  config.parallel = {world->size(), 1, 1};
+  config.data_parallel.zero_stage = 0;
+  config.precision = PrecisionOptions();
+  config.data.prepared.clear();
+  config.train.resume.clear();
+  config.checkpoint.encryption = {source.key_file, source.key_env};
+  configure_intra_op_threads(config.train, env);
+  Logger logger(world->rank(), world->size(), LogLevel::kWarn);
+  auto trainer =
+      std::make_unique<Trainer>(config, ProcessGroups::create(world, config.parallel), logger);
+  if (is_checkpoint_dir(source.model)) trainer->load_checkpoint(source.model);
+  return trainer;
+}
+
+}  // namespace dst::cli

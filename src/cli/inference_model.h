@@ -1,0 +1,34 @@
+// The model `dstrain eval` and `dstrain generate` run: a checkpoint directory (built from the
+// recipe it stores, adapters included) or a Hugging Face folder (with an optional PEFT LoRA
+// adapter), in fp32, without model parallelism, data-parallel over `world`.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/core/launch_env.h"
+#include "deepseek_train/train/trainer.h"
+
+namespace dst::cli {
+
+struct ModelSource {
+  std::string model;    // checkpoint directory or Hugging Face folder
+  std::string adapter;  // PEFT LoRA folder (Hugging Face models only)
+  std::string key_file, key_env;
+  std::string command;  // "eval", "generate": names the command in errors
+};
+
+// The recipe that builds the source's model. ConfigError naming the path when it is neither a
+// checkpoint nor a Hugging Face folder, or when an adapter is given with a checkpoint.
+TrainConfig inference_config(const ModelSource& source);
+
+bool is_checkpoint_dir(const std::string& path);
+
+// Builds the model of `config` (from inference_config, with data.seq_len set) over `world` and
+// loads its weights.
+std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainConfig config,
+                                              const comm::CommunicatorPtr& world,
+                                              const LaunchEnv& env);
+
+}  // namespace dst::cli
