@@ -12,9 +12,11 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "commands.h"
+#include "deepseek_train/checkpoint/gguf_export.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
@@ -44,10 +46,11 @@ struct TrainArgs {
 
 struct CkptArgs {
   std::string directory;
-  std::string to;      // convert: consolidated | hf
+  std::string to;      // convert: consolidated | hf | gguf
   std::string output;  // convert
   std::string key_file;
   std::string key_env;
+  dst::GgufExportOptions gguf;  // convert --to gguf
 };
 
 struct SynthArgs {
@@ -142,28 +145,72 @@ int run_ckpt_inspect(const CkptArgs& args) {
   return 0;
 }
 
-int run_ckpt_convert(const CkptArgs& args) {
-  dst::CheckpointReader reader(args.directory, key_of(args));
-  DST_CHECK(args.to == "consolidated" || args.to == "hf", ConfigError,
-            "ckpt convert: --to must be consolidated or hf, got '" << args.to << "'");
+// The weights of a checkpoint directory or a Hugging Face folder, as full tensors.
+struct ModelWeights {
+  dst::ModelConfig config;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const std::string& name : reader.tensor_names()) {
-    if (!reader.has(name, "master")) continue;
-    tensors.emplace_back(name, reader.read_full(name, "master"));
+  at::ScalarType dtype = at::kFloat;  // the parameters' dtype in training
+  std::string description;            // "<dir> (step N)"
+};
+
+ModelWeights read_model_weights(const CkptArgs& args) {
+  ModelWeights weights;
+  if (!std::filesystem::exists(std::filesystem::path(args.directory) / "manifest.json") &&
+      std::filesystem::exists(std::filesystem::path(args.directory) / "config.json")) {
+    const dst::HfModelReader hf(args.directory);
+    weights.config = hf.config();
+    for (const std::string& name : hf.names())
+      weights.tensors.emplace_back(name, hf.read_rows(name));
+    weights.description = args.directory + " (Hugging Face)";
+    return weights;
   }
+  dst::CheckpointReader reader(args.directory, key_of(args));
+  weights.config = reader.info().model;
+  for (const std::string& name : reader.tensor_names())
+    if (reader.has(name, "master"))
+      weights.tensors.emplace_back(name, reader.read_full(name, "master"));
+  weights.dtype = dst::checkpoint_dtype_from_name(reader.info().param_dtype).value_or(at::kFloat);
+  weights.description = args.directory + " (step " + std::to_string(reader.info().step) + ")";
+  return weights;
+}
+
+// bos_token_id / eos_token_id of a Hugging Face folder's config.json, when it names them.
+void read_special_ids(const std::string& directory, dst::GgufExportOptions& options) {
+  std::ifstream in(std::filesystem::path(directory) / "config.json");
+  if (!in.good()) return;
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object()) return;
+  if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer())
+    options.bos_token_id = config["bos_token_id"].get<int32_t>();
+  if (config.contains("eos_token_id") && config["eos_token_id"].is_number_integer())
+    options.eos_token_id = config["eos_token_id"].get<int32_t>();
+}
+
+int run_ckpt_convert(const CkptArgs& args) {
+  DST_CHECK(args.to == "consolidated" || args.to == "hf" || args.to == "gguf", ConfigError,
+            "ckpt convert: --to must be consolidated, hf or gguf, got '" << args.to << "'");
+  const ModelWeights weights = read_model_weights(args);
   if (args.to == "hf") {
-    const at::ScalarType type =
-        dst::checkpoint_dtype_from_name(reader.info().param_dtype).value_or(at::kFloat);
-    dst::export_hf_model(args.output, reader.info().model, tensors, type);
+    dst::export_hf_model(args.output, weights.config, weights.tensors, weights.dtype);
+  } else if (args.to == "gguf") {
+    dst::GgufExportOptions options = args.gguf;
+    read_special_ids(args.directory, options);
+    if (options.tokenizer_json.empty() &&
+        std::filesystem::exists(std::filesystem::path(args.directory) / "tokenizer.json"))
+      options.tokenizer_json = (std::filesystem::path(args.directory) / "tokenizer.json").string();
+    if (options.name.empty()) options.name = std::filesystem::path(args.output).stem().string();
+    dst::export_gguf(
+        args.output, weights.config,
+        std::map<std::string, at::Tensor>(weights.tensors.begin(), weights.tensors.end()), options);
   } else {
     std::filesystem::create_directories(args.output);
-    dst::save_weights_file((std::filesystem::path(args.output) / "model.h5").string(), tensors);
+    dst::save_weights_file((std::filesystem::path(args.output) / "model.h5").string(),
+                           weights.tensors);
     dst::save_hf_config_json((std::filesystem::path(args.output) / "config.json").string(),
-                             reader.info().model);
+                             weights.config);
   }
-  std::printf("wrote %zu tensors of %s (step %lld) to %s (%s)\n", tensors.size(),
-              args.directory.c_str(), static_cast<long long>(reader.info().step),
-              args.output.c_str(), args.to.c_str());
+  std::printf("wrote %zu tensors of %s to %s (%s)\n", weights.tensors.size(),
+              weights.description.c_str(), args.output.c_str(), args.to.c_str());
   return 0;
 }
 
@@ -204,11 +251,19 @@ int main(int argc, char** argv) {
   inspect->add_option("dir", ckpt_args.directory, "checkpoint directory")->required();
   auto* convert = ckpt->add_subcommand(
       "convert",
-      "write the model weights of a checkpoint as one file (consolidated) or as a "
-      "Hugging Face folder (hf)");
-  convert->add_option("dir", ckpt_args.directory, "checkpoint directory")->required();
-  convert->add_option("--to", ckpt_args.to, "consolidated | hf")->required();
-  convert->add_option("output", ckpt_args.output, "output folder")->required();
+      "write the model weights of a checkpoint (or a Hugging Face folder) as one file "
+      "(consolidated), a Hugging Face folder (hf) or a llama.cpp model (gguf)");
+  convert->add_option("dir", ckpt_args.directory, "checkpoint directory or Hugging Face folder")
+      ->required();
+  convert->add_option("--to", ckpt_args.to, "consolidated | hf | gguf")->required();
+  convert->add_option("output", ckpt_args.output, "output folder (gguf: output file)")->required();
+  convert->add_option("--dtype", ckpt_args.gguf.dtype, "gguf: f32 | f16 | bf16 | q8_0")
+      ->capture_default_str();
+  convert->add_option("--tokenizer", ckpt_args.gguf.tokenizer_json,
+                      "gguf: tokenizer.json to embed (default: the folder's own)");
+  convert->add_option("--gguf-pre", ckpt_args.gguf.tokenizer_pre,
+                      "gguf: llama.cpp pre-tokenizer name (default: recognised)");
+  convert->add_option("--name", ckpt_args.gguf.name, "gguf: general.name");
   for (auto* command : {inspect, convert}) {
     command->add_option("--key-file", ckpt_args.key_file, "encryption key file");
     command->add_option("--key-env", ckpt_args.key_env, "variable holding the encryption key");

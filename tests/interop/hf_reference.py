@@ -12,6 +12,10 @@ with one "FAIL:" line when it does not hold:
   generate MODEL_DIR PROMPT_IDS OURS_IDS --max-new-tokens N [--adapter DIR]
       transformers' greedy generate(do_sample=False) of each prompt (a line of ids) gives the
       ids of the same line of OURS_IDS (`dstrain generate --greedy --print-ids`).
+  gguf GGUF_FILE HF_DIR [--tokenizer JSON] --dtype D
+      the `gguf` library reads our GGUF export of HF_DIR: llama metadata from config.json,
+      llama.cpp tensor names and shapes, every weight equal (q8_0: within half a step), q/k rows
+      in llama.cpp's interleaved rotary order, and the tokenizer's tokens, types and merges.
   same-tensors A B [--tol T]
       two safetensors files hold the same names, shapes and values (within T).
 """
@@ -89,6 +93,92 @@ def greedy_generate(args):
     print(f"ok: {args.model}: greedy generation of {len(prompts)} prompts equals transformers'")
 
 
+def check_gguf(args):
+    import json
+    import numpy as np
+    from gguf import GGUFReader, GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(args.gguf)
+    config = json.load(open(f"{args.model}/config.json"))
+
+    def field(key):
+        f = reader.fields.get(key)
+        if f is None:
+            fail(f"{args.gguf}: no metadata key {key}")
+        return f.contents()
+
+    expect = {"general.architecture": "llama", "llama.block_count": config["num_hidden_layers"],
+              "llama.embedding_length": config["hidden_size"],
+              "llama.feed_forward_length": config["intermediate_size"],
+              "llama.attention.head_count": config["num_attention_heads"],
+              "llama.attention.head_count_kv": config["num_key_value_heads"],
+              "llama.context_length": config["max_position_embeddings"]}
+    for key, value in expect.items():
+        if field(key) != value:
+            fail(f"{args.gguf}: {key} = {field(key)}, expected {value}")
+    heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config["hidden_size"] // heads
+    weights = load_file(f"{args.model}/model.safetensors")
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
+             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for layer in range(config["num_hidden_layers"]):
+        for hf, gg in parts.items():
+            names[f"model.layers.{layer}.{hf}.weight"] = f"blk.{layer}.{gg}.weight"
+    ours = {t.name: t for t in reader.tensors}
+    if sorted(ours) != sorted(names[n] for n in weights):
+        fail(f"{args.gguf}: tensors {sorted(ours)}, expected {sorted(names[n] for n in weights)}")
+    types = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16,
+             "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}
+    for hf_name, expected in weights.items():
+        t = ours[names[hf_name]]
+        expected = expected.float().numpy()
+        if list(t.shape) != list(reversed(expected.shape)):
+            fail(f"{t.name}: ggml shape {list(t.shape)}, expected {list(reversed(expected.shape))}")
+        want_type = types[args.dtype] if expected.ndim == 2 else GGMLQuantizationType.F32
+        if t.tensor_type != want_type:
+            fail(f"{t.name}: type {t.tensor_type.name}, expected {want_type.name}")
+        if t.name.endswith(("attn_q.weight", "attn_k.weight")):
+            # llama.cpp pairs the two halves of each head: row 2i of a head is its row i, row
+            # 2i + 1 its row head_dim / 2 + i.
+            h = heads if "attn_q" in t.name else kv_heads
+            rows = np.arange(expected.shape[0]).reshape(h, head_dim)
+            order = np.stack([rows[:, : head_dim // 2], rows[:, head_dim // 2:]], axis=2).reshape(-1)
+            expected = expected[order]
+        if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+            got = np.asarray(t.data, dtype=np.float32).reshape(expected.shape)
+        else:
+            got = dequantize(t.data, t.tensor_type).reshape(expected.shape)
+        step = {"f32": 0.0, "f16": 1e-3, "bf16": 8e-3, "q8_0": 1 / 127}[args.dtype] if expected.ndim == 2 else 0
+        bound = np.abs(expected).max() * step + 1e-7
+        diff = np.abs(got - expected).max()
+        if not diff <= bound:
+            fail(f"{t.name}: max difference {diff:.3g} > {bound:.3g}")
+    if args.pre and field("tokenizer.ggml.pre") != args.pre:
+        fail(f"{args.gguf}: tokenizer.ggml.pre = {field('tokenizer.ggml.pre')}, expected {args.pre}")
+    if args.tokenizer:
+        spec = json.load(open(args.tokenizer, encoding="utf-8"))
+        tokens = field("tokenizer.ggml.tokens")
+        types_ = field("tokenizer.ggml.token_type")
+        for token, index in spec["model"]["vocab"].items():
+            if tokens[index] != token or types_[index] != 1:
+                fail(f"token {index}: {tokens[index]!r} type {types_[index]}, expected {token!r} (normal)")
+        for added in spec["added_tokens"]:
+            want = 3 if added["special"] else 4
+            if tokens[added["id"]] != added["content"] or types_[added["id"]] != want:
+                fail(f"added token {added['id']}: {tokens[added['id']]!r}, expected {added['content']!r}")
+        merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+        if field("tokenizer.ggml.merges") != merges:
+            fail(f"{args.gguf}: merges differ from {args.tokenizer}")
+        if len(tokens) != config["vocab_size"]:
+            fail(f"{len(tokens)} tokens for a vocabulary of {config['vocab_size']}")
+    print(f"ok: {args.gguf}: {len(ours)} tensors ({args.dtype}), metadata and tokenizer as expected")
+
+
 def same_tensors(args):
     a, b = load_file(args.a), load_file(args.b)
     if sorted(a) != sorted(b):
@@ -126,6 +216,13 @@ def main():
     gen.add_argument("--max-new-tokens", type=int, required=True)
     gen.add_argument("--adapter")
     gen.set_defaults(run=greedy_generate)
+    gg = sub.add_parser("gguf")
+    gg.add_argument("gguf")
+    gg.add_argument("model")
+    gg.add_argument("--tokenizer")
+    gg.add_argument("--dtype", required=True)
+    gg.add_argument("--pre")
+    gg.set_defaults(run=check_gguf)
     same = sub.add_parser("same-tensors")
     same.add_argument("a")
     same.add_argument("b")

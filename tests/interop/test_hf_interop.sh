@@ -8,6 +8,8 @@
 #   - our LoRA and prefix-tuning exports loaded with PeftModel;
 #   - a LoRA adapter made by PEFT (B not zero) in `dstrain eval --adapter` and, continued with
 #     `train.init_adapter` under tp2, exported back unchanged;
+#   - GGUF exports (f32, f16, bf16, q8_0) of a dstrain-trained model with the deepseek-coder
+#     tokenizer embedded, read back by the `gguf` library;
 #   - `dstrain generate --greedy` (key/value cache) against transformers' generate(do_sample=False)
 #     for tiny-llama-2, a dstrain-trained model (its HF export and its checkpoint) and PEFT's LoRA.
 # usage: test_hf_interop.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA
@@ -57,6 +59,26 @@ for run in untied tied; do
   ours "$run/hf" "$run.safetensors"
   ref logits "$run/hf" "$run.safetensors"
 done
+
+# GGUF for llama.cpp: a model with deepseek-coder's vocabulary, from its checkpoint and from its
+# Hugging Face export.
+TOK=$SHARED/tokenizers/deepseek-coder/tokenizer.json
+mpi train "$SRC/configs/quickstart.yaml" "${COMMON[@]}" train.output_dir=v32k train.steps=1 \
+  model.vocab_size=32022 2> v32k.log || { cat v32k.log; fail "training (vocab 32022)"; }
+"$DSTRAIN" ckpt convert v32k/checkpoints/step-1 v32k/hf --to hf > /dev/null
+for dtype in f32 f16 bf16 q8_0; do
+  "$DSTRAIN" ckpt convert v32k/hf --to gguf "v32k/$dtype.gguf" --dtype "$dtype" \
+    --tokenizer "$TOK" --name tiny > /dev/null || fail "GGUF export ($dtype)"
+  ref gguf "v32k/$dtype.gguf" v32k/hf --tokenizer "$TOK" --dtype "$dtype" --pre deepseek-coder
+done
+"$DSTRAIN" ckpt convert v32k/checkpoints/step-1 --to gguf v32k/ckpt.gguf --dtype f32 \
+  --tokenizer "$TOK" --name tiny > /dev/null
+cmp v32k/ckpt.gguf v32k/f32.gguf || fail "the GGUF of the checkpoint and of its export differ"
+expect_error 2 "q8_0 needs rows that are a multiple of 32" "$DSTRAIN" ckpt convert "$TINY" \
+  --to gguf bad.gguf --dtype q8_0
+expect_error 2 "deepseek-coder/tokenizer.json: token '.*' has id [0-9]*, outside the model's vocabulary of 259" \
+  "$DSTRAIN" ckpt convert untied/hf --to gguf bad.gguf --tokenizer "$TOK"
+test ! -e bad.gguf || fail "a failed export left bad.gguf"
 
 # Our adapters in PEFT.
 sed "s#SHARED#$SHARED#g" "$SRC/tests/interop/lora_recipe.yaml" > lora.yaml

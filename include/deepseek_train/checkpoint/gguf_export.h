@@ -1,0 +1,41 @@
+// Llama-family models as GGUF files for llama.cpp and ollama (`dstrain ckpt convert --to gguf`):
+// llama.cpp's tensor names (token_embd, blk.N.attn_q, ...), q/k rows reordered from Hugging
+// Face's rotate-half layout to the interleaved pairs llama.cpp's RoPE expects, the hyper-
+// parameters as llama.* keys, and a Hugging Face byte-level BPE tokenizer.json as tokenizer.ggml.*
+// keys. Weights in f32, f16, bf16 or q8_0 (norms stay f32).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "deepseek_train/model/model_config.h"
+
+namespace dst {
+
+struct GgufExportOptions {
+  std::string dtype = "f16";   // f32 | f16 | bf16 | q8_0
+  std::string name;            // general.name
+  std::string tokenizer_json;  // "" : no tokenizer (llama.cpp then cannot tokenize text)
+  std::string tokenizer_pre;   // llama.cpp's pre-tokenizer name; "" : recognised from the file
+  std::optional<int32_t> bos_token_id, eos_token_id;
+};
+
+// Writes `path` from the full tensors of a model (Hugging Face names). ConfigError naming the
+// tensor, key or file when the family is not llama, a tensor has no llama.cpp name (merge
+// adapters first), a q8_0 row is not a multiple of 32, or the tokenizer does not fit the model.
+void export_gguf(const std::string& path, const ModelConfig& config,
+                 const std::map<std::string, at::Tensor>& tensors,
+                 const GgufExportOptions& options);
+
+// The q/k projection rows of `weight` ([heads * head_dim, in]) reordered for llama.cpp: each
+// head's rows (first half, second half) interleaved as pairs (exposed for tests).
+at::Tensor interleave_rotary_rows(const at::Tensor& weight, int64_t heads);
+
+// Q8_0 blocks of `values` (float, last dimension a multiple of 32): per 32 values an fp16 scale
+// max|x| / 127 and 32 int8 round(x / scale).
+std::string quantize_q8_0(const at::Tensor& values);
+
+}  // namespace dst
