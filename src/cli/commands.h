@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/checkpoint/gguf_export.h"
 #include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/inference/generation.h"
@@ -45,6 +46,17 @@ struct EvalArgs {
   std::string dump_logits;  // safetensors file for every window's logits (--ids/--text)
 };
 int run_eval(const EvalArgs& args, const LaunchEnv& env);
+
+struct CkptArgs {
+  std::string directory;
+  std::string to;      // convert: consolidated | hf | gguf
+  std::string output;  // convert
+  std::string key_file;
+  std::string key_env;
+  GgufExportOptions gguf;  // convert --to gguf
+};
+int run_ckpt_inspect(const CkptArgs& args);
+int run_ckpt_convert(const CkptArgs& args);
 
 struct GenerateArgs {
   std::string model, adapter, key_file, key_env;

@@ -34,20 +34,6 @@ const char kNonHexItems[] = "\\x{0}-/:-@G-`g-\\x{10FFFF}";
 
 bool is_hex_digit(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
 
-std::vector<CodePointRange> merged(std::vector<CodePointRange> ranges) {
-  std::sort(ranges.begin(), ranges.end(),
-            [](const CodePointRange& a, const CodePointRange& b) { return a.first < b.first; });
-  std::vector<CodePointRange> out;
-  for (const CodePointRange& r : ranges) {
-    if (!out.empty() && r.first <= out.back().last + 1) {
-      out.back().last = std::max(out.back().last, r.last);
-    } else {
-      out.push_back(r);
-    }
-  }
-  return out;
-}
-
 // Oniguruma's \w: Letter | Mark | Number | Connector_Punctuation.
 const std::vector<CodePointRange>& word_ranges() {
   static const std::vector<CodePointRange> ranges = [] {
@@ -56,7 +42,7 @@ const std::vector<CodePointRange>& word_ranges() {
       const auto part = general_category_ranges(category);
       all.insert(all.end(), part->begin(), part->end());
     }
-    return merged(std::move(all));
+    return merge_ranges(std::move(all));
   }();
   return ranges;
 }

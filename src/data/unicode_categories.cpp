@@ -96,6 +96,10 @@ std::optional<std::vector<CodePointRange>> general_category_ranges(std::string_v
   std::vector<CodePointRange> ranges;
   for (const CategoryRange& r : kCategoryRanges)
     if (in_category(r.category, wanted)) ranges.push_back({r.first, r.last});
+  return merge_ranges(std::move(ranges));
+}
+
+std::vector<CodePointRange> merge_ranges(std::vector<CodePointRange> ranges) {
   std::sort(ranges.begin(), ranges.end(),
             [](const CodePointRange& a, const CodePointRange& b) { return a.first < b.first; });
   std::vector<CodePointRange> merged;

@@ -22,6 +22,9 @@ struct CodePointRange {
 // none of these (a script or binary property: PCRE2's own tables answer those).
 std::optional<std::vector<CodePointRange>> general_category_ranges(std::string_view name);
 
+// `ranges` sorted by first code point, overlapping and adjacent ones merged.
+std::vector<CodePointRange> merge_ranges(std::vector<CodePointRange> ranges);
+
 // Every code point (0..0x10FFFF) not in `ranges` (sorted, merged).
 std::vector<CodePointRange> complement(const std::vector<CodePointRange>& ranges);
 

@@ -1,0 +1,111 @@
+// dstrain ckpt inspect | convert.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "deepseek_train/checkpoint/hf_interop.h"
+#include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/checkpoint/weights_file.h"
+#include "deepseek_train/core/error.h"
+
+namespace dst::cli {
+
+namespace {
+
+std::optional<EncryptionKey> key_of(const CkptArgs& args) {
+  if (!args.key_file.empty()) return EncryptionKey::from_file(args.key_file);
+  if (!args.key_env.empty()) return EncryptionKey::from_env(args.key_env);
+  return std::nullopt;
+}
+
+// The weights of a checkpoint directory or a Hugging Face folder, as full tensors.
+struct ModelWeights {
+  ModelConfig config;
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  at::ScalarType dtype = at::kFloat;  // the parameters' dtype in training
+  std::string description;            // "<dir> (step N)"
+};
+
+ModelWeights read_model_weights(const CkptArgs& args) {
+  ModelWeights weights;
+  if (!std::filesystem::exists(std::filesystem::path(args.directory) / "manifest.json") &&
+      std::filesystem::exists(std::filesystem::path(args.directory) / "config.json")) {
+    const HfModelReader hf(args.directory);
+    weights.config = hf.config();
+    for (const std::string& name : hf.names())
+      weights.tensors.emplace_back(name, hf.read_rows(name));
+    weights.description = args.directory + " (Hugging Face)";
+    return weights;
+  }
+  CheckpointReader reader(args.directory, key_of(args));
+  weights.config = reader.info().model;
+  for (const std::string& name : reader.tensor_names())
+    if (reader.has(name, "master"))
+      weights.tensors.emplace_back(name, reader.read_full(name, "master"));
+  weights.dtype = checkpoint_dtype_from_name(reader.info().param_dtype).value_or(at::kFloat);
+  weights.description = args.directory + " (step " + std::to_string(reader.info().step) + ")";
+  return weights;
+}
+
+// bos_token_id / eos_token_id of a Hugging Face folder's config.json, when it names them.
+void read_special_ids(const std::string& directory, GgufExportOptions& options) {
+  std::ifstream in(std::filesystem::path(directory) / "config.json");
+  if (!in.good()) return;
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object()) return;
+  if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer())
+    options.bos_token_id = config["bos_token_id"].get<int32_t>();
+  if (config.contains("eos_token_id") && config["eos_token_id"].is_number_integer())
+    options.eos_token_id = config["eos_token_id"].get<int32_t>();
+}
+
+}  // namespace
+
+int run_ckpt_inspect(const CkptArgs& args) {
+  CheckpointReader reader(args.directory, key_of(args));
+  std::cout << reader.describe();
+  int bad = 0;
+  for (const auto& file : reader.verify_files()) {
+    std::cout << "  " << file.name << " " << file.bytes
+              << " bytes: " << (file.checksum_ok ? "sha256 ok" : file.error) << "\n";
+    bad += file.checksum_ok ? 0 : 1;
+  }
+  DST_CHECK(bad == 0, CheckpointError,
+            args.directory << ": " << bad << " file(s) failed verification");
+  return 0;
+}
+
+int run_ckpt_convert(const CkptArgs& args) {
+  DST_CHECK(args.to == "consolidated" || args.to == "hf" || args.to == "gguf", ConfigError,
+            "ckpt convert: --to must be consolidated, hf or gguf, got '" << args.to << "'");
+  const ModelWeights weights = read_model_weights(args);
+  if (args.to == "hf") {
+    export_hf_model(args.output, weights.config, weights.tensors, weights.dtype);
+  } else if (args.to == "gguf") {
+    GgufExportOptions options = args.gguf;
+    read_special_ids(args.directory, options);
+    if (options.tokenizer_json.empty() &&
+        std::filesystem::exists(std::filesystem::path(args.directory) / "tokenizer.json"))
+      options.tokenizer_json = (std::filesystem::path(args.directory) / "tokenizer.json").string();
+    if (options.name.empty()) options.name = std::filesystem::path(args.output).stem().string();
+    export_gguf(args.output, weights.config,
+                std::map<std::string, at::Tensor>(weights.tensors.begin(), weights.tensors.end()),
+                options);
+  } else {
+    std::filesystem::create_directories(args.output);
+    save_weights_file((std::filesystem::path(args.output) / "model.h5").string(), weights.tensors);
+    save_hf_config_json((std::filesystem::path(args.output) / "config.json").string(),
+                        weights.config);
+  }
+  std::printf("wrote %zu tensors of %s to %s (%s)\n", weights.tensors.size(),
+              weights.description.c_str(), args.output.c_str(), args.to.c_str());
+  return 0;
+}
+
+}  // namespace dst::cli
