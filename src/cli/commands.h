@@ -17,6 +17,7 @@ struct TokenizeArgs {
   std::string eos_token;
   bool lines = false;   // encode each line on its own
   bool jsonl = false;   // like lines, the texts written as JSON strings (any character fits)
+  std::string chat;     // a chat template: each line a {"messages": [...]} record
   bool decode = false;  // ids (space-separated) -> text
   bool skip_special = false;
   std::string prepared;  // with decode: print the text of this prepared corpus instead of stdin's

@@ -18,6 +18,7 @@
 #include "deepseek_train/comm/mpi_communicator.h"
 #include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/data/chat_template.h"
 #include "deepseek_train/data/corpus_prepare.h"
 #include "deepseek_train/data/prepared_dataset.h"
 #include "deepseek_train/data/tokenizer.h"
@@ -123,6 +124,31 @@ void tokenize_jsonl(const Tokenizer& tokenizer, const std::string& input,
   }
 }
 
+// --chat: each line a record with "messages", rendered, tokenized whole, ids and mask printed.
+void tokenize_chat(const Tokenizer& tokenizer, const std::string& input,
+                   const std::string& template_name) {
+  std::istringstream in(input);
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = "stdin:" + std::to_string(n);
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      DST_THROW(DataError, where << ": malformed JSON (" << e.what() << ")");
+    }
+    DST_CHECK(record.is_object() && record.contains("messages"), DataError,
+              where << ": expected a JSON object with 'messages'");
+    const RenderedChat chat =
+        render_chat(template_name, parse_chat_messages(record["messages"].dump(), where), where);
+    const std::vector<int32_t> ids = tokenizer.encode(chat.text);
+    print_ids(ids);
+    const std::vector<uint8_t> mask = chat_token_mask(tokenizer, ids, chat);
+    print_ids(std::vector<int32_t>(mask.begin(), mask.end()));
+  }
+}
+
 }  // namespace
 
 int run_tokenize(const TokenizeArgs& args) {
@@ -135,6 +161,10 @@ int run_tokenize(const TokenizeArgs& args) {
   const std::string input = read_all(std::cin);
   if (args.jsonl) {
     tokenize_jsonl(*tokenizer, input, args);
+    return 0;
+  }
+  if (!args.chat.empty()) {
+    tokenize_chat(*tokenizer, input, args.chat);
     return 0;
   }
   if (args.decode) {

@@ -183,6 +183,9 @@ int main(int argc, char** argv) {
       ->required();
   tokenize->add_option("--eos-token", tokenize_args.eos_token, "end-of-document token");
   tokenize->add_flag("--lines", tokenize_args.lines, "encode (or decode) each line on its own");
+  tokenize->add_option("--chat", tokenize_args.chat,
+                       "chatml | deepseek | llama3: each line a {\"messages\": [...]} record; "
+                       "prints its ids, then a line of 0/1 (1: trained, the assistant turns)");
   tokenize->add_flag("--jsonl", tokenize_args.jsonl,
                      "each line a JSON string: encode each to a line of ids (with --decode, each "
                      "line of ids to a JSON string)");

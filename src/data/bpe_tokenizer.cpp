@@ -473,6 +473,14 @@ int32_t BpeTokenizer::vocab_size() const { return impl_->vocab_size; }
 
 int32_t BpeTokenizer::eos_id() const { return impl_->eos_id; }
 
+std::string BpeTokenizer::token_bytes(int32_t id) const {
+  DST_CHECK(id >= 0 && id < impl_->vocab_size, DataError,
+            impl_->source << ": token id " << id << " is not in the vocabulary");
+  for (const detail::AddedToken& added : impl_->added_tokens)
+    if (added.id == id) return added.content;  // matched in the raw text, as written
+  return impl_->byte_level_decoder ? impl_->decoded_bytes[id] : impl_->token_texts[id];
+}
+
 std::optional<int32_t> BpeTokenizer::token_to_id(const std::string& token) const {
   return impl_->find_token(token);
 }

@@ -353,6 +353,10 @@ class Pipeline {
     } else {
       doc.text = std::move(raw.text);
     }
+    if (doc.chat()) {
+      clean_chat(doc, out, hasher);
+      return;
+    }
     int64_t chars = 0;
     if (doc.instruction) {
       doc.text = clean_text(doc.text, true, false);
@@ -386,6 +390,32 @@ class Pipeline {
     out.doc = std::move(doc);
   }
 
+  // clean_record for a chat record: every message cleaned and scrubbed; the hash covers roles
+  // and contents.
+  void clean_chat(Document& doc, CleanRecord& out, Sha256& hasher) const {
+    int64_t chars = 0;
+    for (ChatMessage& m : doc.messages) {
+      m.content = clean_text(m.content);
+      chars += count_code_points(m.content);
+      if (scrubber_.enabled()) m.content = scrubber_.scrub(std::move(m.content), &out.pii);
+    }
+    out.too_short = chars == 0 || chars < options_.min_chars;
+    if (out.too_short) return;
+    hasher.reset();
+    hasher.update("C", 1);
+    std::string joined;
+    for (const ChatMessage& m : doc.messages) {
+      for (const std::string* part : {&m.role, &m.content}) {
+        hasher.update_u64(part->size());
+        hasher.update(*part);
+      }
+      joined += m.content + "\n";
+    }
+    out.hash = hasher.digest();
+    if (near_) out.signature = near_->hasher().signature(joined);
+    out.doc = std::move(doc);
+  }
+
   bool is_validation(const Digest& hash) const {
     if (options_.val_fraction <= 0.0) return false;
     const uint64_t x = mix64(load_u64(hash.data() + 16) ^ mix64(options_.seed));
@@ -410,10 +440,17 @@ class Pipeline {
     struct Encoded {
       std::vector<int32_t> ids;
       size_t prompt_tokens = 0;
+      std::vector<uint8_t> mask;  // chat records: per token (else prompt_tokens decides)
     };
     std::vector<Encoded> encoded(docs.size());
     parallel_for(docs.size(), threads_, 8, [&](size_t i, int) {
       const Document& doc = docs[i];
+      if (doc.chat()) {
+        const RenderedChat chat = render_chat(options_.chat_template, doc.messages, "prepare");
+        encoded[i].ids = tokenizer_->encode(chat.text);
+        encoded[i].mask = chat_token_mask(*tokenizer_, encoded[i].ids, chat);
+        return;
+      }
       encoded[i].ids = tokenizer_->encode(doc.text);
       if (doc.instruction) {
         encoded[i].prompt_tokens = encoded[i].ids.size();
@@ -441,10 +478,14 @@ class Pipeline {
                                       << " produced an id outside its vocabulary of " << vocab);
       std::copy(e.ids.begin(), e.ids.begin() + static_cast<std::ptrdiff_t>(n),
                 packed.tokens.begin() + static_cast<std::ptrdiff_t>(at));
-      const size_t prompt = std::min(e.prompt_tokens, n);
-      std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at), prompt, uint8_t{0});
-      std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at + prompt), n - prompt,
-                  uint8_t{1});
+      if (!e.mask.empty()) {
+        std::copy_n(e.mask.begin(), n, packed.mask.begin() + static_cast<std::ptrdiff_t>(at));
+      } else {
+        const size_t prompt = std::min(e.prompt_tokens, n);
+        std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at), prompt, uint8_t{0});
+        std::fill_n(packed.mask.begin() + static_cast<std::ptrdiff_t>(at + prompt), n - prompt,
+                    uint8_t{1});
+      }
       at += n;
       if (at < keep) {
         packed.tokens[at] = eos;
@@ -592,6 +633,8 @@ class Pipeline {
               {"text_field", options_.text_field},
               {"prompt_field", options_.prompt_field},
               {"response_field", options_.response_field},
+              {"messages_field", options_.messages_field},
+              {"chat_template", options_.chat_template},
               {"min_chars", options_.min_chars},
               {"exact_dedup", options_.exact_dedup},
               {"near_dedup",
@@ -685,6 +728,12 @@ void PrepareOptions::validate() const {
   DST_CHECK(!text_field.empty(), ConfigError, "prepare.text_field must not be empty");
   DST_CHECK(!prompt_field.empty(), ConfigError, "prepare.prompt_field must not be empty");
   DST_CHECK(!response_field.empty(), ConfigError, "prepare.response_field must not be empty");
+  const auto& templates = chat_template_names();
+  DST_CHECK(
+      chat_template.empty() ||
+          std::find(templates.begin(), templates.end(), chat_template) != templates.end(),
+      ConfigError,
+      "prepare.chat_template must be chatml, deepseek or llama3, got '" << chat_template << "'");
   DST_CHECK(prompt_field != response_field, ConfigError,
             "prepare.prompt_field and prepare.response_field must differ (both '" << prompt_field
                                                                                   << "')");

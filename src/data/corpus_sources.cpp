@@ -247,11 +247,22 @@ Document parse_jsonl(const RawRecord& raw, const Source& source, const PrepareOp
     doc.text = text->get<std::string>();
     return doc;
   }
+  const auto messages = value.find(options.messages_field);
+  if (messages != value.end()) {
+    const std::string where = source.path + ":" + std::to_string(raw.line);
+    DST_CHECK(!options.chat_template.empty(), DataError,
+              where << ": a chat record ('" << options.messages_field
+                    << "'), but prepare.chat_template names no template (chatml, deepseek, "
+                       "llama3)");
+    doc.messages = parse_chat_messages(messages->dump(), where);
+    return doc;
+  }
   const auto prompt = value.find(options.prompt_field);
   const auto response = value.find(options.response_field);
   DST_CHECK(prompt != value.end() && response != value.end(), DataError,
             source.path << ":" << raw.line << ": no field '" << options.text_field << "' (nor '"
-                        << options.prompt_field << "' and '" << options.response_field << "')");
+                        << options.messages_field << "', nor '" << options.prompt_field << "' and '"
+                        << options.response_field << "')");
   DST_CHECK(prompt->is_string(), DataError,
             source.path << ":" << raw.line << ": field '" << options.prompt_field
                         << "' is not a string (" << json_type(*prompt) << ")");

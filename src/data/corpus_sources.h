@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/data/chat_template.h"
 #include "deepseek_train/data/corpus_prepare.h"
 
 namespace dst::detail {
@@ -67,6 +68,8 @@ struct Document {
   bool instruction = false;
   std::string text;  // the text, or an instruction's prompt
   std::string response;
+  std::vector<ChatMessage> messages;  // a chat record (text and response unused)
+  bool chat() const { return !messages.empty(); }
 };
 
 Document parse_jsonl(const RawRecord& raw, const Source& source, const PrepareOptions& options);

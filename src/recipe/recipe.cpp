@@ -299,6 +299,8 @@ const std::vector<Section>& sections() {
            field("text_split", &TC::prepare, &PrepareOptions::text_split),
            field("text_field", &TC::prepare, &PrepareOptions::text_field),
            field("prompt_field", &TC::prepare, &PrepareOptions::prompt_field),
+           field("messages_field", &TC::prepare, &PrepareOptions::messages_field),
+           field("chat_template", &TC::prepare, &PrepareOptions::chat_template),
            field("response_field", &TC::prepare, &PrepareOptions::response_field),
            field("min_chars", &TC::prepare, &PrepareOptions::min_chars),
            field("exact_dedup", &TC::prepare, &PrepareOptions::exact_dedup),

@@ -394,6 +394,56 @@ TEST_CASE("instruction data masks the loss on prompt tokens", "[data]") {
   }
 }
 
+TEST_CASE("chat records train on the assistant turns only", "[data]") {
+  TempDir dir("chat");
+  write_text(dir / "chat.jsonl",
+             "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+             "{\"role\": \"user\", \"content\": \"Hi?\"}, "
+             "{\"role\": \"assistant\", \"content\": \"Hello.\"}, "
+             "{\"role\": \"user\", \"content\": \"Bye?\"}, "
+             "{\"role\": \"assistant\", \"content\": \"Bye.\"}]}\n");
+  dst::PrepareOptions options = base_options({dir / "chat.jsonl"}, dir / "out");
+  options.chat_template = "chatml";
+  options.seq_len = 15;
+  const dst::PrepareReport report = dst::prepare_corpus(options, quiet_logger());
+  REQUIRE(report.documents_kept == 1);
+  // The byte tokenizer: one token per byte of the rendered text; trained bytes are each
+  // assistant content with its <|im_end|>, then the EOS after the record.
+  const std::string text =
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n"
+      "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nBye?<|im_end|>\n"
+      "<|im_start|>assistant\nBye.<|im_end|>\n";
+  std::vector<uint8_t> target(text.size(), 0);
+  for (const std::string trained : {"Hello.<|im_end|>", "Bye.<|im_end|>"})
+    std::fill_n(target.begin() + static_cast<std::ptrdiff_t>(text.find(trained)), trained.size(),
+                1);
+  target.push_back(1);  // EOS
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask;
+  all_rows(dir / "out", "train", &tokens, &mask);
+  REQUIRE(tokens.size() == static_cast<size_t>(report.rows * 16));
+  CHECK(std::equal(mask.begin(), mask.end(), target.begin()));
+  CHECK(std::equal(tokens.begin(), tokens.begin() + 10, text.begin()));
+
+  // A record with an unknown role or no template: one-line errors naming the file and line.
+  write_text(dir / "role.jsonl", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n");
+  const std::string role = error_of<dst::DataError>([&] {
+    dst::prepare_corpus(
+        [&] {
+          auto o = base_options({dir / "role.jsonl"}, dir / "out2");
+          o.chat_template = "deepseek";
+          return o;
+        }(),
+        quiet_logger());
+  });
+  CHECK(role.find(dir / "role.jsonl" + ":1: messages[0].role 'robot' is not system, user or "
+                                       "assistant") != std::string::npos);
+  const std::string none = error_of<dst::DataError>([&] {
+    dst::prepare_corpus(base_options({dir / "chat.jsonl"}, dir / "out3"), quiet_logger());
+  });
+  CHECK(none.find("prepare.chat_template names no template") != std::string::npos);
+}
+
 TEST_CASE("directory inputs are read sorted; text_split file and line", "[data]") {
   TempDir dir("directories");
   fs::create_directories(dir.path / "in" / "sub");

@@ -141,6 +141,8 @@ expect_error 2 "the prompt has 300 tokens, more than the model's max_position_em
 expect_error 2 "adapters\[0\].r: 8 differs from .*peft_lora/adapter_config.json's 4" \
   "$DSTRAIN" train lora.yaml parallel.dp=1 train.init_adapter=peft_lora \
   "adapters=[{type: lora, r: 8, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}]"
+expect_error 1 "peft_lora/adapter_model.safetensors: tensor '.*q_proj.lora_A.weight' has shape \[4, 8\], the model expects \[4, 64\]" \
+  "$DSTRAIN" eval --model untied/hf --adapter peft_lora --ids prompts259.txt
 expect_error 2 "--adapter goes with a Hugging Face --model" "$DSTRAIN" eval \
   --model lora_run/checkpoints/step-4 --adapter peft_lora --ids ids.txt
 echo "Hugging Face interop: all checks passed"

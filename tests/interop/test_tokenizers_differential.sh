@@ -3,7 +3,8 @@
 # 10,000 generated Unicode-heavy texts per tokenizer in ../shared/data/tokenizers (CJK, emoji,
 # combining marks, mixed scripts, digits, whitespace runs, the added tokens), through
 # `dstrain tokenize --jsonl` and back with --decode: every id and every decoded text equal
-# tokenizers' (tests/interop/tokenizer_cases.py). A difference found here becomes a fixed case in
+# tokenizers' (tests/interop/tokenizer_cases.py); and chat records through each built-in chat
+# template (`dstrain tokenize --chat`) equal transformers' apply_chat_template ids and masks. A difference found here becomes a fixed case in
 # tests/data/test_bpe_tokenizer.cpp.
 # usage: test_tokenizers_differential.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA [COUNT]
 set -euo pipefail
@@ -30,6 +31,15 @@ for dir in "$SHARED"/tokenizers/*/; do
   "$DSTRAIN" tokenize --tokenizer "$json" --jsonl --decode < "$name.ours" > "$name.ours.decoded" ||
     fail "dstrain tokenize --jsonl --decode ($name)"
   $CASES compare "$name" "$name.ours" "$name.ours.decoded"
+  # Chat records: rendered with each built-in template and tokenized whole, ids and the
+  # assistant-token mask as transformers' apply_chat_template(return_assistant_tokens_mask).
+  for template in chatml deepseek llama3; do
+    $CASES chat "$json" "$template" 100 11 "$name-$template" 2> chat.err ||
+      { cat chat.err; fail "transformers chat reference ($name, $template)"; }
+    "$DSTRAIN" tokenize --tokenizer "$json" --chat "$template" < "$name-$template.chat.jsonl" \
+      > "$name-$template.ours" || fail "dstrain tokenize --chat $template ($name)"
+    $CASES compare-chat "$name-$template" "$name-$template.ours"
+  done
 done
 [ "$found" -ge 3 ] || fail "found $found tokenizers under $SHARED/tokenizers, expected 3"
 echo "tokenizers differential: all $found tokenizers agree"

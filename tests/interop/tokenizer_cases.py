@@ -10,6 +10,12 @@
       theirs gives the text back, so must ours (it cannot where a tokenizer's added token is a
       byte-alphabet character such as deepseek's "ø": tokenizers decodes it to U+FFFD too).
       Prints the first differences and exits 1.
+  chat TOKENIZER_JSON TEMPLATE COUNT SEED OUT_PREFIX
+      writes OUT_PREFIX.chat.jsonl (COUNT {"messages": [...]} records of generated text) and
+      OUT_PREFIX.chat.expected: for each record, transformers' apply_chat_template ids and its
+      assistant-token mask (two lines), with the built-in template TEMPLATE written as Jinja.
+  compare-chat OUT_PREFIX OURS
+      OURS (`dstrain tokenize --chat TEMPLATE`) equals OUT_PREFIX.chat.expected line by line.
 """
 import json
 import random
@@ -102,6 +108,68 @@ def generate(tokenizer_json, count, seed, prefix):
             decoded.write(json.dumps(tokenizer.decode(encoded, skip_special_tokens=False), ensure_ascii=False) + "\n")
 
 
+# The built-in templates of data/chat_template.h as Jinja, assistant turns in {% generation %}.
+def _turns(before, after=""):
+    return ("{% for m in messages %}" + before +
+            "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + END }}"
+            "{% endgeneration %}{% else %}{{ m['content'] + END }}{% endif %}" + after +
+            "{% endfor %}")
+
+
+CHAT_TEMPLATES = {
+    "chatml": _turns("{{ '<|im_start|>' + m['role'] + '\\n' }}", "{{ '\\n' }}").replace(
+        "END", "'<|im_end|>'"),
+    "llama3": "{{ '<|begin_of_text|>' }}" + _turns(
+        "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' }}").replace(
+        "END", "'<|eot_id|>'"),
+    "deepseek": "{{ '<｜begin▁of▁sentence｜>' }}{% for m in messages %}"
+                "{% if m['role'] == 'system' %}{{ m['content'] + '\\n\\n' }}"
+                "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\\n\\n' }}"
+                "{% else %}{{ 'Assistant: ' }}{% generation %}"
+                "{{ m['content'] + '<｜end▁of▁sentence｜>' }}{% endgeneration %}{% endif %}"
+                "{% endfor %}",
+}
+
+
+def chat(tokenizer_json, template, count, seed, prefix):
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_json)
+    tokenizer.chat_template = CHAT_TEMPLATES[template]
+    spec = json.load(open(tokenizer_json, encoding="utf-8"))
+    added = [t["content"] for t in spec.get("added_tokens", [])]
+    rng = random.Random(seed)
+    with open(prefix + ".chat.jsonl", "w", encoding="utf-8") as records, \
+            open(prefix + ".chat.expected", "w") as expected:
+        for _ in range(count):
+            roles = (["system"] if rng.random() < 0.3 else []) + \
+                ["user", "assistant"] * rng.randrange(1, 4)
+            messages = [{"role": r, "content": "".join(piece(rng, added) for _ in range(
+                rng.randrange(1, 6))).strip() or "ok"} for r in roles]
+            records.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+            out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+            expected.write(" ".join(map(str, out["input_ids"])) + "\n")
+            expected.write(" ".join(map(str, out["assistant_masks"])) + "\n")
+
+
+def compare_chat(prefix, ours):
+    expected = open(prefix + ".chat.expected").read().splitlines()
+    got = open(ours).read().splitlines()
+    records = open(prefix + ".chat.jsonl", encoding="utf-8").read().splitlines()
+    if len(expected) != len(got):
+        print(f"FAIL: {len(got)} lines from dstrain, {len(expected)} expected")
+        sys.exit(1)
+    bad = [i for i in range(len(expected)) if expected[i].split() != got[i].split()]
+    for i in bad[:3]:
+        what = "ids" if i % 2 == 0 else "assistant mask"
+        print(f"{what} differ for {records[i // 2]}:\n  transformers {expected[i]}\n  dstrain      {got[i]}")
+    if bad:
+        print(f"FAIL: {prefix}: {len(bad)} of {len(expected)} lines differ")
+        sys.exit(1)
+    print(f"ok: {prefix}: {len(records)} chats render, tokenize and mask as apply_chat_template does")
+
+
 def compare(prefix, ours_ids, ours_decoded):
     texts = [json.loads(line) for line in open(prefix + ".jsonl", encoding="utf-8")]
     expected = [line.split() for line in open(prefix + ".ids")]
@@ -138,6 +206,10 @@ if __name__ == "__main__":
         generate(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     elif sys.argv[1:2] == ["compare"] and len(sys.argv) == 5:
         compare(*sys.argv[2:5])
+    elif sys.argv[1:2] == ["chat"] and len(sys.argv) == 7:
+        chat(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    elif sys.argv[1:2] == ["compare-chat"] and len(sys.argv) == 4:
+        compare_chat(sys.argv[2], sys.argv[3])
     else:
         print(__doc__)
         sys.exit(2)

@@ -41,6 +41,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t vocab_size() const override;
   int32_t eos_id() const override;
   std::optional<int32_t> token_to_id(const std::string& token) const override;
+  std::string token_bytes(int32_t id) const override;
   // SHA-256 (hex) of the tokenizer.json bytes.
   std::string fingerprint() const override;
   // "bpe:<path> (<n> ids)".

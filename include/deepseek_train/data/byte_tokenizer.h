@@ -29,6 +29,9 @@ class ByteTokenizer final : public Tokenizer {
   // skip_special. Throws DataError for ids outside the vocab.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const override;
   std::optional<int32_t> token_to_id(const std::string& token) const override;
+  std::string token_bytes(int32_t id) const override {
+    return id >= 0 && id < 256 ? std::string(1, static_cast<char>(id)) : std::string();
+  }
   std::string fingerprint() const override { return "byte-259-v1"; }
   std::string describe() const override { return "byte (259 ids)"; }
 };

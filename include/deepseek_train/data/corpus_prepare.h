@@ -41,6 +41,11 @@ struct PrepareOptions {
   std::string text_field = "text";
   std::string prompt_field = "prompt";
   std::string response_field = "response";
+  // Chat records: a `messages_field` list of {role, content}, rendered with the built-in
+  // template `chat_template` (chatml, deepseek, llama3; data/chat_template.h) and tokenized whole;
+  // the loss trains on the assistant turns only.
+  std::string messages_field = "messages";
+  std::string chat_template;
 
   // Documents with fewer characters (code points, after cleaning) are dropped; empty documents
   // are always dropped.

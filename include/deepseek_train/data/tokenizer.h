@@ -21,6 +21,9 @@ class Tokenizer {
   // Text of `ids` (special tokens included as their text unless skip_special). Throws DataError
   // for an id outside the vocabulary.
   virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const = 0;
+  // The bytes of the input text token `id` stands for (an added token: its content; a special
+  // id of the byte tokenizer: nothing), so that a text's token boundaries can be located.
+  virtual std::string token_bytes(int32_t id) const = 0;
   // Number of ids (vocabulary + added tokens): the model's vocab_size must be at least this.
   virtual int32_t vocab_size() const = 0;
   // End-of-document id used when packing documents; -1 when the tokenizer has none.
