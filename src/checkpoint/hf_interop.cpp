@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/core/atomic_file.h"
@@ -124,11 +126,43 @@ void save_safetensors(const std::string& path,
 
 void export_hf_model(const std::string& dir, const ModelConfig& config,
                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                     at::ScalarType dtype) {
-  std::vector<std::pair<std::string, at::Tensor>> cast;
-  for (const auto& [name, tensor] : tensors) cast.emplace_back(name, tensor.to(dtype));
+                     at::ScalarType dtype, int64_t max_shard_bytes) {
+  // Shards in the order given, a new one whenever the next tensor would pass the limit.
+  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  int64_t shard_bytes = 0, total = 0;
+  for (const auto& [name, tensor] : tensors) {
+    at::Tensor cast = tensor.to(dtype);
+    const int64_t bytes = cast.numel() * cast.element_size();
+    if (max_shard_bytes > 0 && shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().emplace_back(name, std::move(cast));
+    shard_bytes += bytes;
+    total += bytes;
+  }
   fs::create_directories(dir);
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), cast);
+  // Stale weight files of an earlier export would shadow or contradict these.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "model.safetensors" || name == "model.safetensors.index.json" ||
+        (name.rfind("model-", 0) == 0 && entry.path().extension() == ".safetensors"))
+      fs::remove(entry.path(), ec);
+  }
+  if (shards.size() == 1) {
+    save_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0]);
+  } else {
+    std::map<std::string, std::string> weight_map;
+    for (size_t i = 0; i < shards.size(); ++i) {
+      char file[64];
+      std::snprintf(file, sizeof(file), "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+      save_safetensors((fs::path(dir) / file).string(), shards[i]);
+      for (const auto& item : shards[i]) weight_map[item.first] = file;
+    }
+    write_safetensors_index((fs::path(dir) / "model.safetensors.index.json").string(), weight_map,
+                            static_cast<uint64_t>(total));
+  }
   write_file_atomically((fs::path(dir) / "config.json").string(), model_config_to_hf_json(config));
 }
 

@@ -86,7 +86,10 @@ int run_ckpt_convert(const CkptArgs& args) {
             "ckpt convert: --to must be consolidated, hf or gguf, got '" << args.to << "'");
   const ModelWeights weights = read_model_weights(args);
   if (args.to == "hf") {
-    export_hf_model(args.output, weights.config, weights.tensors, weights.dtype);
+    DST_CHECK(args.max_shard_mb > 0, ConfigError,
+              "ckpt convert: --max-shard-mb must be positive, got " << args.max_shard_mb);
+    export_hf_model(args.output, weights.config, weights.tensors, weights.dtype,
+                    static_cast<int64_t>(args.max_shard_mb * 1024 * 1024));
   } else if (args.to == "gguf") {
     GgufExportOptions options = args.gguf;
     read_special_ids(args.directory, options);

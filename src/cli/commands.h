@@ -54,7 +54,8 @@ struct CkptArgs {
   std::string output;  // convert
   std::string key_file;
   std::string key_env;
-  GgufExportOptions gguf;  // convert --to gguf
+  GgufExportOptions gguf;
+  double max_shard_mb = 5120;  // convert --to hf  // convert --to gguf
 };
 int run_ckpt_inspect(const CkptArgs& args);
 int run_ckpt_convert(const CkptArgs& args);

@@ -157,6 +157,10 @@ int main(int argc, char** argv) {
       ->required();
   convert->add_option("--to", ckpt_args.to, "consolidated | hf | gguf")->required();
   convert->add_option("output", ckpt_args.output, "output folder (gguf: output file)")->required();
+  convert
+      ->add_option("--max-shard-mb", ckpt_args.max_shard_mb,
+                   "hf: weights past this size go into shards with an index")
+      ->capture_default_str();
   convert->add_option("--dtype", ckpt_args.gguf.dtype, "gguf: f32 | f16 | bf16 | q8_0")
       ->capture_default_str();
   convert->add_option("--tokenizer", ckpt_args.gguf.tokenizer_json,

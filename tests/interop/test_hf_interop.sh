@@ -59,6 +59,14 @@ for run in untied tied; do
   ours "$run/hf" "$run.safetensors"
   ref logits "$run/hf" "$run.safetensors"
 done
+# Our sharded export (index + shards) in transformers and back in dstrain.
+"$DSTRAIN" ckpt convert untied/checkpoints/step-3 untied/sharded --to hf --max-shard-mb 0.05 \
+  > /dev/null
+test -f untied/sharded/model.safetensors.index.json -a -f untied/sharded/model-00002-of-*.safetensors ||
+  fail "no shards written"
+test ! -e untied/sharded/model.safetensors || fail "a sharded export also wrote model.safetensors"
+ours untied/sharded untied-sharded.safetensors
+ref logits untied/sharded untied-sharded.safetensors
 
 # GGUF for llama.cpp: a model with deepseek-coder's vocabulary, from its checkpoint and from its
 # Hugging Face export.

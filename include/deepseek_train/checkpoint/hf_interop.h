@@ -56,10 +56,15 @@ class HfModelReader : public SafetensorsTensors {
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors);
 
-// Writes `<dir>/config.json` and `<dir>/model.safetensors` (tensors cast to `dtype`: float32,
-// bfloat16 or float16), atomically each.
+// The size above which export_hf_model splits the weights into shards (Hugging Face's default).
+inline constexpr int64_t kDefaultMaxShardBytes = int64_t{5} << 30;
+
+// Writes `<dir>/config.json` and the weights (tensors cast to `dtype`: float32, bfloat16 or
+// float16) as `<dir>/model.safetensors`, or, past `max_shard_bytes` (0: never), as
+// model-0000i-of-0000N.safetensors shards with model.safetensors.index.json; each file atomically.
+// Weight files of an earlier export in `dir` are removed first.
 void export_hf_model(const std::string& dir, const ModelConfig& config,
                      const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                     at::ScalarType dtype);
+                     at::ScalarType dtype, int64_t max_shard_bytes = kDefaultMaxShardBytes);
 
 }  // namespace dst
