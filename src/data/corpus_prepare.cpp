@@ -458,14 +458,18 @@ class Pipeline {
         encoded[i].ids.insert(encoded[i].ids.end(), response.begin(), response.end());
       }
     });
+    const int32_t eos = tokenizer_->eos_id();
+    // A document is followed by EOS, unless it already ends with it (a chat template's end
+    // marker, e.g. deepseek's <｜end▁of▁sentence｜>).
+    auto needs_eos = [eos](const Encoded& e) { return e.ids.empty() || e.ids.back() != eos; };
     PackedShard packed;
-    for (const Encoded& e : encoded) packed.total_tokens += static_cast<int64_t>(e.ids.size()) + 1;
+    for (const Encoded& e : encoded)
+      packed.total_tokens += static_cast<int64_t>(e.ids.size()) + (needs_eos(e) ? 1 : 0);
     const int64_t row = options_.seq_len + 1;
     packed.rows = packed.total_tokens / row;
     const size_t keep = static_cast<size_t>(packed.rows * row);
     packed.tokens.resize(keep);
     packed.mask.resize(keep);
-    const int32_t eos = tokenizer_->eos_id();
     const int32_t vocab = tokenizer_->vocab_size();
     size_t at = 0;
     for (Encoded& e : encoded) {
@@ -487,7 +491,7 @@ class Pipeline {
                     uint8_t{1});
       }
       at += n;
-      if (at < keep) {
+      if (at < keep && needs_eos(e)) {
         packed.tokens[at] = eos;
         packed.mask[at] = 1;
         ++at;

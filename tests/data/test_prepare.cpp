@@ -425,6 +425,25 @@ TEST_CASE("chat records train on the assistant turns only", "[data]") {
   CHECK(std::equal(mask.begin(), mask.end(), target.begin()));
   CHECK(std::equal(tokens.begin(), tokens.begin() + 10, text.begin()));
 
+  // deepseek's template ends each answer with the tokenizer's EOS: no second EOS is packed.
+  auto deepseek = base_options({dir / "chat.jsonl"}, dir / "deepseek");
+  deepseek.chat_template = "deepseek";
+  deepseek.tokenizer = dst::testing::shared_data("tokenizers/deepseek-llm/tokenizer.json").string();
+  deepseek.seq_len = 8;
+  const dst::PrepareReport ds = dst::prepare_corpus(deepseek, quiet_logger());
+  REQUIRE(ds.rows > 0);
+  std::vector<int32_t> ds_tokens;
+  std::vector<uint8_t> ds_mask;
+  all_rows(dir / "deepseek", "train", &ds_tokens, &ds_mask);
+  const int32_t eos = 100001;                                       // <｜end▁of▁sentence｜>
+  // One per answer (the last may fall in the dropped tail), never two in a row.
+  const auto eos_count = std::count(ds_tokens.begin(), ds_tokens.end(), eos);
+  CHECK(eos_count >= 1);
+  CHECK(eos_count <= 2);
+  CHECK(std::adjacent_find(ds_tokens.begin(), ds_tokens.end(), [eos](int32_t a, int32_t b) {
+          return a == eos && b == eos;
+        }) == ds_tokens.end());
+
   // A record with an unknown role or no template: one-line errors naming the file and line.
   write_text(dir / "role.jsonl", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n");
   const std::string role = error_of<dst::DataError>([&] {
