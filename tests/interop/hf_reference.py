@@ -9,9 +9,11 @@ with one "FAIL:" line when it does not hold:
       save_pretrained of MODEL_DIR in float32 as several safetensors shards with an index.
   make-lora MODEL_DIR OUT_DIR
       a PEFT LoRA adapter for MODEL_DIR with random A and B (B not zero), saved by PEFT.
-  generate MODEL_DIR PROMPT_IDS OURS_IDS --max-new-tokens N [--adapter DIR]
+  generate MODEL_DIR PROMPT_IDS OURS_IDS --max-new-tokens N [--adapter DIR] [--forward-loop]
       transformers' greedy generate(do_sample=False) of each prompt (a line of ids) gives the
       ids of the same line of OURS_IDS (`dstrain generate --greedy --print-ids`).
+      --forward-loop: the reference is argmax of a full forward per step instead (PEFT prefix
+      tuning: transformers 5.25's generate() drops PEFT's prefix from its cache).
   gguf GGUF_FILE HF_DIR [--tokenizer JSON] --dtype D
       the `gguf` library reads our GGUF export of HF_DIR: llama metadata from config.json,
       llama.cpp tensor names and shapes, every weight equal (q8_0: within half a step), q/k rows
@@ -84,10 +86,17 @@ def greedy_generate(args):
         fail(f"{len(prompts)} prompts, {len(ours)} lines of generated ids")
     for prompt, got in zip(prompts, ours):
         with torch.no_grad():
-            out = model.generate(torch.tensor([prompt]), do_sample=False,
-                                 max_new_tokens=args.max_new_tokens, min_new_tokens=0,
-                                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
-        expected = out[0, len(prompt):].tolist()
+            if args.forward_loop:
+                sequence = list(prompt)
+                for _ in range(args.max_new_tokens):
+                    logits = model(input_ids=torch.tensor([sequence])).logits
+                    sequence.append(int(logits[0, -1].argmax()))
+                expected = sequence[len(prompt):]
+            else:
+                out = model.generate(torch.tensor([prompt]), do_sample=False,
+                                     max_new_tokens=args.max_new_tokens, min_new_tokens=0,
+                                     attention_mask=torch.ones(1, len(prompt), dtype=torch.long))
+                expected = out[0, len(prompt):].tolist()
         if got != expected:
             fail(f"prompt {prompt[:8]}...: transformers generates {expected}, dstrain {got}")
     print(f"ok: {args.model}: greedy generation of {len(prompts)} prompts equals transformers'")
@@ -215,6 +224,7 @@ def main():
     gen.add_argument("ours")
     gen.add_argument("--max-new-tokens", type=int, required=True)
     gen.add_argument("--adapter")
+    gen.add_argument("--forward-loop", action="store_true")
     gen.set_defaults(run=greedy_generate)
     gg = sub.add_parser("gguf")
     gg.add_argument("gguf")

@@ -128,6 +128,12 @@ generated gen_untied_ckpt.txt untied/checkpoints/step-3 prompts259.txt
 cmp gen_untied.txt gen_untied_ckpt.txt || fail "generate from the checkpoint and its export differ"
 generated gen_peft.txt "$TINY" prompts32000.txt --adapter peft_lora
 ref generate "$TINY" prompts32000.txt gen_peft.txt --max-new-tokens 24 --adapter peft_lora
+# Prefix tuning: the prefix sits in the key/value cache before the prompt (the reference runs a
+# full forward per step: transformers' generate() leaves PEFT's prefix out of its cache).
+generated gen_prefix.txt prefix/checkpoints/step-4 prompts32000.txt
+ref generate "$TINY" prompts32000.txt gen_prefix.txt --max-new-tokens 24 --adapter prefix/adapter \
+  --forward-loop
+cmp -s gen_prefix.txt gen_tiny.txt && fail "the prefix did not change the generated ids"
 grep -q "decode 23 tokens in .* tokens/s" gen_tiny.txt.log || fail "no speed line on stderr"
 # Text out, and a stop string cuts it where the string first appears.
 "$DSTRAIN" generate --model untied/hf --tokenizer byte --prompt "Hello" --greedy \
