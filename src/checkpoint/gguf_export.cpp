@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -104,8 +105,9 @@ std::string recognise_pre_tokenizer(const json& tokenizer, const std::string& pa
   const std::string pre = tokenizer.value("pre_tokenizer", json()).dump();
   if (pre.find("\\\\s?\\\\p{L}+") != std::string::npos) return "deepseek-coder";
   if (pre.find("\\\\s?[A-Za-z") != std::string::npos) return "deepseek-llm";
-  if (pre.find("Split") == std::string::npos && pre.find("ByteLevel") != std::string::npos)
-    return "gpt-2";
+  const json pre_tokenizer = tokenizer.value("pre_tokenizer", json());
+  if (pre_tokenizer.is_object() && pre_tokenizer.value("type", std::string()) == "ByteLevel")
+    return "gpt-2";  // exactly GPT-2's byte-level split, nothing else
   DST_THROW(ConfigError, path << ": cannot tell which llama.cpp pre-tokenizer key "
                                  "'pre_tokenizer' corresponds to; name it with --gguf-pre");
 }
@@ -146,8 +148,22 @@ void add_tokenizer(GgufWriter& gguf, const ModelConfig& c, const GgufExportOptio
   gguf.add_string_array("tokenizer.ggml.tokens", tokens);
   gguf.add_int32_array("tokenizer.ggml.token_type", types);
   gguf.add_string_array("tokenizer.ggml.merges", merges);
+  // Without an EOS id llama.cpp assumes one of its own (11 for BPE vocabularies): the model's, or
+  // the tokenizer's end-of-text token.
+  const std::optional<int32_t> eos = o.eos_token_id;
+  DST_CHECK(eos.has_value(), ConfigError,
+            path << ": no end-of-sequence token (the model folder's config.json names no "
+                    "eos_token_id and the tokenizer none it recognises)");
+  gguf.add_uint32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(*eos));
   if (o.bos_token_id) gguf.add_uint32("tokenizer.ggml.bos_token_id", *o.bos_token_id);
-  if (o.eos_token_id) gguf.add_uint32("tokenizer.ggml.eos_token_id", *o.eos_token_id);
+  // tokenizer_config.json beside tokenizer.json says whether prompts start with BOS.
+  std::ifstream config_in(std::filesystem::path(path).parent_path() / "tokenizer_config.json");
+  if (config_in.good()) {
+    const json config = json::parse(config_in, nullptr, /*allow_exceptions=*/false);
+    if (config.is_object() && config.contains("add_bos_token") &&
+        config["add_bos_token"].is_boolean())
+      gguf.add_bool("tokenizer.ggml.add_bos_token", config["add_bos_token"].get<bool>());
+  }
 }
 
 }  // namespace

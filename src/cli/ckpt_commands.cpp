@@ -7,12 +7,14 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "commands.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/data/tokenizer.h"
 
 namespace dst::cli {
 
@@ -53,16 +55,25 @@ ModelWeights read_model_weights(const CkptArgs& args) {
   return weights;
 }
 
-// bos_token_id / eos_token_id of a Hugging Face folder's config.json, when it names them.
+// bos_token_id / eos_token_id (an id, or the first of a list) of a Hugging Face folder's
+// generation_config.json or config.json, when they name them.
 void read_special_ids(const std::string& directory, GgufExportOptions& options) {
-  std::ifstream in(std::filesystem::path(directory) / "config.json");
-  if (!in.good()) return;
-  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object()) return;
-  if (config.contains("bos_token_id") && config["bos_token_id"].is_number_integer())
-    options.bos_token_id = config["bos_token_id"].get<int32_t>();
-  if (config.contains("eos_token_id") && config["eos_token_id"].is_number_integer())
-    options.eos_token_id = config["eos_token_id"].get<int32_t>();
+  auto first_id = [](const nlohmann::json& value) -> std::optional<int32_t> {
+    if (value.is_number_integer()) return value.get<int32_t>();
+    if (value.is_array() && !value.empty() && value[0].is_number_integer())
+      return value[0].get<int32_t>();
+    return std::nullopt;
+  };
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    std::ifstream in(std::filesystem::path(directory) / name);
+    if (!in.good()) continue;
+    const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) continue;
+    if (!options.bos_token_id && config.contains("bos_token_id"))
+      options.bos_token_id = first_id(config["bos_token_id"]);
+    if (!options.eos_token_id && config.contains("eos_token_id"))
+      options.eos_token_id = first_id(config["eos_token_id"]);
+  }
 }
 
 }  // namespace
@@ -97,6 +108,10 @@ int run_ckpt_convert(const CkptArgs& args) {
         std::filesystem::exists(std::filesystem::path(args.directory) / "tokenizer.json"))
       options.tokenizer_json = (std::filesystem::path(args.directory) / "tokenizer.json").string();
     if (options.name.empty()) options.name = std::filesystem::path(args.output).stem().string();
+    if (!options.eos_token_id && !options.tokenizer_json.empty()) {
+      const int32_t eos = load_tokenizer(options.tokenizer_json)->eos_id();
+      if (eos >= 0) options.eos_token_id = eos;
+    }
     export_gguf(args.output, weights.config,
                 std::map<std::string, at::Tensor>(weights.tensors.begin(), weights.tensors.end()),
                 options);

@@ -1,4 +1,5 @@
 // dstrain generate: text (or ids) from a model with a key/value cache, streamed to stdout.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -46,6 +47,30 @@ std::vector<int32_t> hf_eos_ids(const std::string& model_dir) {
   return {};
 }
 
+// The BOS id text prompts start with, as transformers' tokenizer(prompt) adds it: when the
+// tokenizer_config.json beside the tokenizer (or in the model folder) sets add_bos_token.
+std::optional<int32_t> prompt_bos_id(const GenerateArgs& args, const Tokenizer& tokenizer) {
+  std::vector<fs::path> candidates = {fs::path(args.model) / "tokenizer_config.json"};
+  if (!args.tokenizer.empty() && args.tokenizer != "byte")
+    candidates.insert(candidates.begin(),
+                      fs::path(args.tokenizer).parent_path() / "tokenizer_config.json");
+  for (const fs::path& path : candidates) {
+    if (!fs::exists(path)) continue;
+    const nlohmann::json config =
+        nlohmann::json::parse(read_file(path.string()), nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object() || !config.value("add_bos_token", false)) return std::nullopt;
+    const nlohmann::json token = config.value("bos_token", nlohmann::json());
+    const std::string text = token.is_string()   ? token.get<std::string>()
+                             : token.is_object() ? token.value("content", "")
+                                                 : "";
+    const std::optional<int32_t> id = tokenizer.token_to_id(text);
+    DST_CHECK(id.has_value(), ConfigError,
+              path.string() << ": bos_token '" << text << "' is not in the tokenizer");
+    return id;
+  }
+  return std::nullopt;
+}
+
 // The prompts: --prompt, each line of --prompt-file, or each line of ids of --ids.
 std::vector<std::vector<int32_t>> read_prompts(const GenerateArgs& args,
                                                const Tokenizer* tokenizer) {
@@ -65,11 +90,19 @@ std::vector<std::vector<int32_t>> read_prompts(const GenerateArgs& args,
   DST_CHECK(tokenizer != nullptr, ConfigError,
             "generate: a text prompt needs --tokenizer (or a tokenizer.json beside the model); "
             "--ids takes token ids");
-  if (!args.prompt.empty()) return {tokenizer->encode(args.prompt)};
+  const std::optional<int32_t> bos = prompt_bos_id(args, *tokenizer);
+  auto encode = [&](const std::string& text) {
+    std::vector<int32_t> ids = tokenizer->encode(text);
+    if (bos) ids.insert(ids.begin(), *bos);
+    return ids;
+  };
+  if (!args.prompt.empty()) return {encode(args.prompt)};
   std::istringstream lines(read_file(args.prompt_file));
   std::string line;
-  while (std::getline(lines, line))
-    if (!line.empty()) prompts.push_back(tokenizer->encode(line));
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF files
+    if (!line.empty()) prompts.push_back(encode(line));
+  }
   return prompts;
 }
 
@@ -81,7 +114,8 @@ class TextStream {
       : tokenizer_(tokenizer), stops_(std::move(stops)) {}
   bool add(int32_t id) {
     ids_.push_back(id);
-    std::string text = tokenizer_.decode(ids_, /*skip_special=*/true);
+    // Special tokens stay in: a stop string may be one (<|im_end|>); EOS ids never get here.
+    std::string text = tokenizer_.decode(ids_, /*skip_special=*/false);
     bool stop = false;
     for (const std::string& s : stops_) {
       const size_t at = text.find(s);
@@ -173,7 +207,10 @@ int run_generate(const GenerateArgs& args, const LaunchEnv& env) {
     TokenCallback on_token;
     if (text) {
       stream.emplace(*tokenizer, args.stops);
-      on_token = [&stream](int32_t id) { return stream->add(id); };
+      on_token = [&stream, &sampling](int32_t id) {
+        const auto& eos = sampling.eos_ids;
+        return std::find(eos.begin(), eos.end(), id) == eos.end() && stream->add(id);
+      };
     }
     const GenerationResult result = generate(model->model(), prompt, sampling, on_token);
     if (text) {

@@ -56,6 +56,7 @@ std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainCo
   auto trainer =
       std::make_unique<Trainer>(config, ProcessGroups::create(world, config.parallel), logger);
   if (is_checkpoint_dir(source.model)) trainer->load_checkpoint(source.model);
+  trainer->model().eval();  // inference: no dropout (LoRA's lora_dropout included)
   return trainer;
 }
 

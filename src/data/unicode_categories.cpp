@@ -93,9 +93,16 @@ bool in_category(const char* category, const std::string& wanted) {
 std::optional<std::vector<CodePointRange>> general_category_ranges(std::string_view name) {
   const std::string wanted = short_name(name);
   if (wanted.empty()) return std::nullopt;
-  std::vector<CodePointRange> ranges;
-  for (const CategoryRange& r : kCategoryRanges)
+  std::vector<CodePointRange> ranges, assigned;
+  for (const CategoryRange& r : kCategoryRanges) {
     if (in_category(r.category, wanted)) ranges.push_back({r.first, r.last});
+    assigned.push_back({r.first, r.last});
+  }
+  // Cn (unassigned) is what no table names; C includes it.
+  if (wanted == "C" || wanted == "Cn") {
+    const std::vector<CodePointRange> unassigned = complement(merge_ranges(std::move(assigned)));
+    ranges.insert(ranges.end(), unassigned.begin(), unassigned.end());
+  }
   return merge_ranges(std::move(ranges));
 }
 

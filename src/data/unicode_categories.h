@@ -17,7 +17,8 @@ struct CodePointRange {
 };
 
 // The sorted, merged ranges of a general category named as Oniguruma names it: one letter ("L",
-// "N", "P", ...; "C" without Cn), two letters ("Lu", "Nd", ...), "LC"/"L&", or a long name
+// "N", "P", ...; "C" with Cn, the unassigned code points), two letters ("Lu", "Nd", ...),
+// "LC"/"L&", or a long name
 // ("Letter", "Decimal_Number", ...; case, spaces, '-' and '_' ignored). nullopt when `name` is
 // none of these (a script or binary property: PCRE2's own tables answer those).
 std::optional<std::vector<CodePointRange>> general_category_ranges(std::string_view name);

@@ -75,6 +75,8 @@ GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
             "generate: the prompt has " << prompt.size() << " tokens, more than the model's "
                                         << "max_position_embeddings " << limit);
   torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();  // no dropout while generating
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   std::vector<int32_t> sequence = prompt;
   GenerationResult result;
@@ -86,7 +88,7 @@ GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
   const int64_t budget =
       std::min<int64_t>(options.max_new_tokens, limit - static_cast<int64_t>(prompt.size()));
   for (int64_t step = 0; step < budget; ++step) {
-    const torch::Tensor logits = model.forward_incremental(input, cache);
+    const torch::Tensor logits = model.forward_incremental(input, cache, /*last_only=*/true);
     const int32_t id = choose_next_id(logits[0][-1], sequence, options, generator);
     if (step == 0) {
       result.prefill_seconds = seconds_since(start);
@@ -106,6 +108,7 @@ GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
     input = torch::full({1, 1}, static_cast<int64_t>(id), torch::kLong);
   }
   if (!result.ids.empty()) result.decode_seconds = seconds_since(start);
+  model.train(was_training);
   return result;
 }
 

@@ -61,7 +61,7 @@ torch::Tensor CausalLM::forward(const torch::Tensor& input_ids) {
   return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
 }
 
-torch::Tensor CausalLM::forward_incremental(const torch::Tensor&, KeyValueCache&) {
+torch::Tensor CausalLM::forward_incremental(const torch::Tensor&, KeyValueCache&, bool) {
   DST_THROW(ConfigError, "model family '" << config_.model_type
                                           << "' has no incremental decoding (key/value cache)");
 }

@@ -353,7 +353,7 @@ torch::Tensor LlamaModelImpl::forward_chunk(int chunk_index, const torch::Tensor
 }
 
 torch::Tensor LlamaModelImpl::forward_incremental(const torch::Tensor& input_ids,
-                                                  KeyValueCache& cache) {
+                                                  KeyValueCache& cache, bool last_only) {
   DST_CHECK(
       tp_size() == 1 && chunks_.size() == 1 && chunks_[0].has_embedding && chunks_[0].has_head,
       ConfigError, "incremental decoding needs the whole model on one rank (no tp or pp)");
@@ -367,6 +367,7 @@ torch::Tensor LlamaModelImpl::forward_incremental(const torch::Tensor& input_ids
   if (compute_dtype()) h = h.to(*compute_dtype());
   for (auto& [index, layer] : layers) h = layer->forward_cached(h, cache.layers[index]);
   cache.tokens = end;
+  if (last_only) h = h.narrow(1, h.size(1) - 1, 1);  // a long prompt's logits would be large
   return head_logits(h);
 }
 

@@ -541,6 +541,7 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
 
 std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& batches) {
   torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
   model_->eval();
   double loss_sum = 0.0, tokens = 0.0;
   if (parallel_.pipeline) {
@@ -553,7 +554,7 @@ std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& 
   for (const MicroBatch& mb : batches) tokens += count_target_tokens(mb.labels);
   const double total_loss = sum_over_data_and_pipeline(loss_sum);
   const double total_tokens = all_reduce_sum(groups_.data_parallel(), {tokens})[0];
-  model_->train();
+  model_->train(was_training);
   return {total_loss, total_tokens};
 }
 

@@ -72,7 +72,7 @@ def make_lora(args):
 
     torch.manual_seed(11)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                        init_lora_weights=False, task_type="CAUSAL_LM")
+                        init_lora_weights=False, lora_dropout=0.1, task_type="CAUSAL_LM")
     model = get_peft_model(load_model(args.model), config)
     model.save_pretrained(args.out)
     print(f"ok: PEFT LoRA adapter for {args.model} in {args.out}")
@@ -185,6 +185,10 @@ def check_gguf(args):
             fail(f"{args.gguf}: merges differ from {args.tokenizer}")
         if len(tokens) != config["vocab_size"]:
             fail(f"{len(tokens)} tokens for a vocabulary of {config['vocab_size']}")
+        # llama.cpp assumes id 11 when a BPE vocabulary names no EOS: it must be named.
+        eos = field("tokenizer.ggml.eos_token_id")
+        if types_[eos] != 3:
+            fail(f"tokenizer.ggml.eos_token_id {eos} ({tokens[eos]!r}) is not a special token")
     print(f"ok: {args.gguf}: {len(ours)} tensors ({args.dtype}), metadata and tokenizer as expected")
 
 

@@ -20,7 +20,8 @@ struct GgufExportOptions {
   std::string name;            // general.name
   std::string tokenizer_json;  // "" : no tokenizer (llama.cpp then cannot tokenize text)
   std::string tokenizer_pre;   // llama.cpp's pre-tokenizer name; "" : recognised from the file
-  std::optional<int32_t> bos_token_id, eos_token_id;
+  std::optional<int32_t> bos_token_id;
+  std::optional<int32_t> eos_token_id;  // required with a tokenizer (llama.cpp's fallback is wrong)
 };
 
 // Writes `path` from the full tensors of a model (Hugging Face names). ConfigError naming the

@@ -35,9 +35,9 @@ struct GenerationResult {
 // Called with each generated id as it is chosen; returns true to stop (a stop string appeared).
 using TokenCallback = std::function<bool(int32_t id)>;
 
-// Generates a continuation of `prompt` (ids) with `model` (a whole model on this rank).
-// ConfigError when the prompt is empty or prompt + max_new_tokens exceeds
-// max_position_embeddings.
+// Generates a continuation of `prompt` (ids) with `model` (a whole model on this rank, run in
+// eval mode: no dropout). ConfigError when the prompt is empty or longer than
+// max_position_embeddings; generation stops ("length") when the sequence reaches it.
 GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
                           const SamplingOptions& options, const TokenCallback& on_token = {});
 

@@ -135,8 +135,9 @@ class CausalLM : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& input_ids);
   // Incremental decoding on a whole model without tensor parallelism: the logits of `input_ids`
   // ([batch, new tokens]) following the cache's tokens, which it then extends. Default:
-  // ConfigError (the family has no cache).
-  virtual torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache);
+  // ConfigError (the family has no cache). last_only: the logits of the last position only.
+  virtual torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache,
+                                            bool last_only = false);
   const ModelConfig& config() const { return config_; }
   int num_chunks() const { return static_cast<int>(chunks().size()); }
   const comm::CommunicatorPtr& tp_group() const { return tp_; }  // null without tp

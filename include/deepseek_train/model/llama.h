@@ -112,7 +112,8 @@ class LlamaModelImpl : public CausalLM {
 
   torch::Tensor forward_chunk(int chunk, const torch::Tensor& input) override;
   torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const override;
-  torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache) override;
+  torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache,
+                                    bool last_only = false) override;
   const std::vector<LayerChunk>& chunks() const override { return chunks_; }
   // Per chunk: the embedding (if any, or the copy of a tied embedding that a head on another
   // stage uses), one unit per decoder layer, the final norm and LM head (if any; with tied
