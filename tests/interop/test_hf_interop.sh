@@ -148,6 +148,21 @@ text, stopped = open("text.txt", "rb").read(), open("stopped.txt", "rb").read()
 assert stopped == text[:text.index(stop)] + b"\n", (text, stopped)
 PY
 grep -q "stop: stop" stopped.log || fail "the stop string did not end the generation"
+# A text prompt starts with BOS when the model's tokenizer_config.json says add_bos_token.
+cp -r untied/hf bos_model
+printf '{"add_bos_token": true, "bos_token": "<|bos|>"}\n' > bos_model/tokenizer_config.json
+printf '256 72 105\n' > bos_ids.txt
+printf '72 105\n' > plain_ids.txt
+for model in bos_model untied/hf; do
+  "$DSTRAIN" generate --model "$model" --tokenizer byte --prompt "Hi" --greedy \
+    --max-new-tokens 24 --print-ids 2> /dev/null > "$(basename "$model").text_ids" ||
+    fail "generate --prompt ($model)"
+done
+generated bos_expected.txt untied/hf bos_ids.txt
+generated plain_expected.txt untied/hf plain_ids.txt
+cmp -s bos_expected.txt plain_expected.txt && fail "BOS does not change this model's output: the check proves nothing"
+cmp -s bos_model.text_ids bos_expected.txt || fail "add_bos_token: the prompt did not start with BOS"
+cmp -s hf.text_ids plain_expected.txt || fail "without tokenizer_config.json a BOS was added"
 ids 259 300 3 > long_prompt.txt
 expect_error 2 "the prompt has 300 tokens, more than the model's max_position_embeddings 256" \
   "$DSTRAIN" generate --model untied/hf --ids long_prompt.txt --print-ids
