@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "cli_io.h"
 #include "commands.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
@@ -55,25 +56,12 @@ ModelWeights read_model_weights(const CkptArgs& args) {
   return weights;
 }
 
-// bos_token_id / eos_token_id (an id, or the first of a list) of a Hugging Face folder's
-// generation_config.json or config.json, when they name them.
+// bos_token_id / eos_token_id of a Hugging Face folder (the first id of a list: GGUF holds one).
 void read_special_ids(const std::string& directory, GgufExportOptions& options) {
-  auto first_id = [](const nlohmann::json& value) -> std::optional<int32_t> {
-    if (value.is_number_integer()) return value.get<int32_t>();
-    if (value.is_array() && !value.empty() && value[0].is_number_integer())
-      return value[0].get<int32_t>();
-    return std::nullopt;
-  };
-  for (const char* name : {"generation_config.json", "config.json"}) {
-    std::ifstream in(std::filesystem::path(directory) / name);
-    if (!in.good()) continue;
-    const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (!config.is_object()) continue;
-    if (!options.bos_token_id && config.contains("bos_token_id"))
-      options.bos_token_id = first_id(config["bos_token_id"]);
-    if (!options.eos_token_id && config.contains("eos_token_id"))
-      options.eos_token_id = first_id(config["eos_token_id"]);
-  }
+  const std::vector<int32_t> bos = hf_token_ids(directory, "bos_token_id");
+  const std::vector<int32_t> eos = hf_token_ids(directory, "eos_token_id");
+  if (!options.bos_token_id && !bos.empty()) options.bos_token_id = bos.front();
+  if (!options.eos_token_id && !eos.empty()) options.eos_token_id = eos.front();
 }
 
 }  // namespace

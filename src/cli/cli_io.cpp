@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "deepseek_train/core/error.h"
@@ -35,6 +36,29 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& sourc
     ids.push_back(static_cast<int32_t>(value));
   }
   return ids;
+}
+
+std::vector<int32_t> hf_token_ids(const std::string& model_dir, const std::string& key) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const fs::path path = fs::path(model_dir) / name;
+    if (!fs::exists(path)) continue;
+    nlohmann::json config;
+    try {
+      config = nlohmann::json::parse(read_file(path.string()));
+    } catch (const nlohmann::json::exception& e) {
+      DST_THROW(ConfigError, path.string() << ": invalid JSON (" << e.what() << ")");
+    }
+    if (!config.is_object() || !config.contains(key) || config[key].is_null()) continue;
+    const nlohmann::json& value = config[key];
+    std::vector<int32_t> ids;
+    for (const nlohmann::json& id : value.is_array() ? value : nlohmann::json::array({value})) {
+      DST_CHECK(id.is_number_integer(), ConfigError,
+                path.string() << ": key '" << key << "' must be an id or a list of ids");
+      ids.push_back(id.get<int32_t>());
+    }
+    return ids;
+  }
+  return {};
 }
 
 void print_ids(const std::vector<int32_t>& ids) {

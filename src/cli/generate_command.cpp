@@ -22,31 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// eos_token_id (a number or a list) of a Hugging Face folder's generation_config.json, else its
-// config.json; empty when neither names one.
-std::vector<int32_t> hf_eos_ids(const std::string& model_dir) {
-  for (const char* name : {"generation_config.json", "config.json"}) {
-    const fs::path path = fs::path(model_dir) / name;
-    if (!fs::exists(path)) continue;
-    nlohmann::json config;
-    try {
-      config = nlohmann::json::parse(read_file(path.string()));
-    } catch (const nlohmann::json::exception& e) {
-      DST_THROW(ConfigError, path.string() << ": invalid JSON (" << e.what() << ")");
-    }
-    if (!config.is_object() || !config.contains("eos_token_id")) continue;
-    const nlohmann::json& eos = config["eos_token_id"];
-    std::vector<int32_t> ids;
-    for (const nlohmann::json& id : eos.is_array() ? eos : nlohmann::json::array({eos})) {
-      DST_CHECK(id.is_number_integer(), ConfigError,
-                path.string() << ": key 'eos_token_id' must be an id or a list of ids");
-      ids.push_back(id.get<int32_t>());
-    }
-    return ids;
-  }
-  return {};
-}
-
 // The BOS id text prompts start with, as transformers' tokenizer(prompt) adds it: when the
 // tokenizer_config.json beside the tokenizer (or in the model folder) sets add_bos_token.
 std::optional<int32_t> prompt_bos_id(const GenerateArgs& args, const Tokenizer& tokenizer) {
@@ -184,7 +159,7 @@ int run_generate(const GenerateArgs& args, const LaunchEnv& env) {
 
   SamplingOptions sampling = args.sampling;
   if (sampling.eos_ids.empty() && !is_checkpoint_dir(args.model))
-    sampling.eos_ids = hf_eos_ids(args.model);
+    sampling.eos_ids = hf_token_ids(args.model, "eos_token_id");
   if (sampling.eos_ids.empty() && tokenizer && tokenizer->eos_id() >= 0)
     sampling.eos_ids = {tokenizer->eos_id()};
   sampling.validate();
