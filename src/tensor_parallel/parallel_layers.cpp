@@ -57,6 +57,12 @@ ColumnParallelLinearImpl::ColumnParallelLinearImpl(int64_t in_features, int64_t 
   weight = parameters_["weight"] = deferred_weight(local_out, in_features);
 }
 
+ReplicatedLinearImpl::ReplicatedLinearImpl(int64_t in_features, int64_t out_features)
+    : torch::nn::LinearImpl(bias_free(1, 1)) {
+  options = bias_free(in_features, out_features);
+  weight = parameters_["weight"] = deferred_weight(out_features, in_features);
+}
+
 std::shared_ptr<ColumnParallelLinearImpl> ColumnParallelLinearImpl::vocab_head(
     int64_t hidden, int64_t vocab, comm::CommunicatorPtr group) {
   const VocabShard shard = vocab_shard(vocab, size_of(group), rank_of(group));

@@ -1,4 +1,4 @@
-// LLaMA/DeepSeek-style decoder-only transformer: token embedding; blocks of
+// LLaMA/DeepSeek-LLM decoder-only transformer: token embedding; blocks of
 // RMSNorm -> causal self-attention (RoPE, grouped-query) -> residual -> RMSNorm -> SwiGLU MLP ->
 // residual; final RMSNorm; LM head (tied to the embedding or not). Parameter names match Hugging
 // Face checkpoints (model.layers.0.self_attn.q_proj.weight, model.norm.weight, lm_head.weight).
@@ -24,23 +24,12 @@
 
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/causal_lm.h"
+#include "deepseek_train/model/decoder_lm.h"
 #include "deepseek_train/model/kv_cache.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/tensor_parallel/vocab_parallel.h"
 
 namespace dst {
-
-class RMSNormImpl : public torch::nn::Module {
- public:
-  RMSNormImpl(int64_t dim, double eps);
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor weight;
-  bool fused = true;  // kernels/fused_ops.h for fp32/bf16 CPU inputs
-
- private:
-  double eps_;
-};
-TORCH_MODULE(RMSNorm);
 
 // Rotary position embedding, Hugging Face rotate_half convention:
 //   inv_freq[i] = theta^(-2i/d), angle = pos * inv_freq, cos/sin repeated over both halves,
@@ -79,9 +68,11 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
+// SwiGLU MLP, gate/up column-parallel and down row-parallel (also DeepSeek's dense layers and
+// shared experts).
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
+  MlpImpl(int64_t hidden_size, int64_t intermediate_size, comm::CommunicatorPtr tp_group);
   torch::Tensor forward(const torch::Tensor& x);  // down(silu(gate(x)) * up(x))
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
   std::map<std::string, std::shared_ptr<LinearAdapter>> adapters;  // by projection name
@@ -92,59 +83,32 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
-class DecoderLayerImpl : public torch::nn::Module {
+class DecoderLayerImpl : public DecoderBlock {
  public:
   DecoderLayerImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache);
+  torch::Tensor forward(const torch::Tensor& x) override;
+  torch::Tensor forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache) override;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
 };
 TORCH_MODULE(DecoderLayer);
 
-// The Llama family's CausalLM (causal_lm.h has the contract). Projections are the
-// tensor-parallel layers of tensor_parallel/parallel_layers.h (q/k/v/gate/up column-parallel,
-// o/down row-parallel, embedding and untied head vocab-parallel).
-class LlamaModelImpl : public CausalLM {
+// The Llama family's CausalLM (causal_lm.h has the contract, decoder_lm.h the skeleton).
+// Projections are the tensor-parallel layers of tensor_parallel/parallel_layers.h (q/k/v/gate/up
+// column-parallel, o/down row-parallel, embedding and untied head vocab-parallel).
+class LlamaModelImpl : public DecoderLMImpl {
  public:
   explicit LlamaModelImpl(const ModelConfig& config, ModelShardSpec shard = {});
 
-  torch::Tensor forward_chunk(int chunk, const torch::Tensor& input) override;
-  torch::Tensor loss_sum(const torch::Tensor& logits, const torch::Tensor& labels) const override;
-  torch::Tensor forward_incremental(const torch::Tensor& input_ids, KeyValueCache& cache,
-                                    bool last_only = false) override;
-  const std::vector<LayerChunk>& chunks() const override { return chunks_; }
-  // Per chunk: the embedding (if any, or the copy of a tied embedding that a head on another
-  // stage uses), one unit per decoder layer, the final norm and LM head (if any; with tied
-  // embeddings the head has no parameter of its own).
-  int units_of_chunk(const LayerChunk& chunk) const override;
-  int unit_of_parameter(const std::string& name) const override;
-  bool is_embedding(const std::string& name) const override;
-  bool holds_embedding_copy(const LayerChunk& chunk) const override;
   // Every decoder-layer projection of this rank (q/k/v/o, gate/up/down), in layer order.
   std::vector<ProjectionSite> projection_sites() override;
   // Every attention layer of this rank, by global layer index.
   std::vector<KeyValuePrefixSite> key_value_prefix_sites() override;
   // Fused kernels on, no prefix attached, CPU parameters.
   bool uses_fused_attention() const override;
-  const VocabShard& vocab_shard() const { return vocab_; }
 
-  // Submodules that exist on this rank (null otherwise), under their Hugging Face names.
-  torch::nn::Embedding embed_tokens{nullptr};  // "model.embed_tokens" (or its tied copy)
-  std::map<int64_t, DecoderLayer> layers;      // "model.layers.<i>", global index i
-  RMSNorm norm{nullptr};                       // "model.norm"
-  torch::nn::Linear lm_head{nullptr};          // "lm_head" (null when tied)
-
- private:
-  torch::Tensor run_layer(int64_t index, const torch::Tensor& h);
-  torch::Tensor head_logits(const torch::Tensor& h);
-
-  VocabShard vocab_;
-  std::vector<LayerChunk> chunks_;
-  std::vector<int> first_unit_of_chunk_;
-  int checkpoint_every_ = 0;
-  bool fused_kernels_ = true;
+  std::map<int64_t, DecoderLayer> layers;  // "model.layers.<i>", global index i
 };
 TORCH_MODULE(LlamaModel);
 

@@ -77,6 +77,15 @@ class RowParallelLinearImpl : public torch::nn::LinearImpl, public TensorParalle
 };
 TORCH_MODULE(RowParallelLinear);
 
+// y = x W^T with the whole W [out, in] on every tp rank (the projections tensor parallelism
+// leaves whole: MLA's down-projections, MoE routers and experts). Deferred like the others.
+class ReplicatedLinearImpl : public torch::nn::LinearImpl, public TensorParallelLayer {
+ public:
+  ReplicatedLinearImpl(int64_t in_features, int64_t out_features);
+  TpSplit weight_split() const override { return TpSplit::kReplicated; }
+};
+TORCH_MODULE(ReplicatedLinear);
+
 // Token embedding with this rank's rows of the vocabulary (padded to a multiple of tp).
 class VocabParallelEmbeddingImpl : public torch::nn::EmbeddingImpl, public TensorParallelLayer {
  public:
