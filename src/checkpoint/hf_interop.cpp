@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <regex>
 
 #include "deepseek_train/checkpoint/safetensors.h"
 #include "deepseek_train/core/atomic_file.h"
@@ -63,15 +64,28 @@ SafetensorsTensors::SafetensorsTensors(std::string source, const std::vector<std
 SafetensorsTensors::~SafetensorsTensors() = default;
 SafetensorsTensors::SafetensorsTensors(SafetensorsTensors&&) noexcept = default;
 
-bool SafetensorsTensors::has(const std::string& name) const { return where_.count(name) == 1; }
+bool SafetensorsTensors::has(const std::string& name) const {
+  return where_.count(name) == 1 || views_.count(name) == 1;
+}
 
 std::vector<std::string> SafetensorsTensors::names() const {
   std::vector<std::string> names;
   for (const auto& item : where_) names.push_back(item.first);
+  for (const auto& item : views_) names.push_back(item.first);
   return names;
 }
 
+void SafetensorsTensors::add_matrix_view(const std::string& name, const std::string& source,
+                                         int64_t index, int64_t row_offset, int64_t rows) {
+  const std::vector<int64_t> full = shape(source);
+  DST_CHECK(full.size() == 3 && index < full[0] && row_offset + rows <= full[1], CheckpointError,
+            source_ << ": tensor '" << source << "' has shape " << at::IntArrayRef(full)
+                    << ", too small for '" << name << "'");
+  views_[name] = MatrixView{source, index, row_offset, {rows, full[2]}};
+}
+
 std::vector<int64_t> SafetensorsTensors::shape(const std::string& name) const {
+  if (auto view = views_.find(name); view != views_.end()) return view->second.shape;
   auto it = where_.find(name);
   DST_CHECK(it != where_.end(), CheckpointError, source_ << ": no tensor '" << name << "'");
   return it->second->at(name).shape;
@@ -79,6 +93,17 @@ std::vector<int64_t> SafetensorsTensors::shape(const std::string& name) const {
 
 at::Tensor SafetensorsTensors::read_rows(const std::string& name, int64_t row_begin,
                                          int64_t row_end) const {
+  if (auto view = views_.find(name); view != views_.end()) {
+    const MatrixView& v = view->second;
+    if (row_end < 0) row_end = v.shape[0];
+    DST_CHECK(row_begin >= 0 && row_begin <= row_end && row_end <= v.shape[0], CheckpointError,
+              source_ << ": tensor '" << name << "' has " << v.shape[0] << " rows, asked for ["
+                      << row_begin << ", " << row_end << ")");
+    return read_rows(v.source, v.index, v.index + 1)
+        .select(0, 0)
+        .narrow(0, v.row_offset + row_begin, row_end - row_begin)
+        .contiguous();
+  }
   auto it = where_.find(name);
   DST_CHECK(it != where_.end(), CheckpointError, source_ << ": no tensor '" << name << "'");
   const SafetensorsFile& file = *it->second;
@@ -110,7 +135,42 @@ std::vector<std::string> hf_weight_files(const std::string& model_dir) {
 
 HfModelReader::HfModelReader(const std::string& model_dir)
     : SafetensorsTensors(model_dir, hf_weight_files(model_dir)),
-      config_(model_config_from_hf_json((fs::path(model_dir) / "config.json").string())) {}
+      config_(model_config_from_hf_json((fs::path(model_dir) / "config.json").string())) {
+  add_fused_expert_views();
+}
+
+void HfModelReader::add_fused_expert_views() {
+  static const std::regex fused(R"((model\.layers\.\d+\.mlp\.experts)\.(gate_up_proj|down_proj))");
+  std::smatch match;
+  for (const std::string& name : names()) {
+    if (!std::regex_match(name, match, fused)) continue;
+    const std::string experts = match[1].str();
+    const std::vector<int64_t> full = shape(name);
+    DST_CHECK(full.size() == 3, CheckpointError,
+              name << " in the weights of this folder must be 3-D [experts, out, in], has shape "
+                   << at::IntArrayRef(full));
+    for (int64_t e = 0; e < full[0]; ++e) {
+      const std::string prefix = experts + "." + std::to_string(e) + ".";
+      if (match[2] == "down_proj") {
+        add_matrix_view(prefix + "down_proj.weight", name, e, 0, full[1]);
+      } else {  // gate rows first, then up rows
+        add_matrix_view(prefix + "gate_proj.weight", name, e, 0, full[1] / 2);
+        add_matrix_view(prefix + "up_proj.weight", name, e, full[1] / 2, full[1] / 2);
+      }
+    }
+  }
+}
+
+int64_t HfModelReader::tensors_beyond_last_layer() const {
+  static const std::regex layer(R"(model\.layers\.(\d+)\..*)");
+  std::smatch match;
+  int64_t count = 0;
+  for (const std::string& name : names())
+    if (std::regex_match(name, match, layer) &&
+        std::stoll(match[1].str()) >= config_.num_hidden_layers)
+      ++count;
+  return count;
+}
 
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors) {

@@ -1,6 +1,7 @@
 #include "deepseek_train/model/model_family.h"
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/model/deepseek.h"
 #include "deepseek_train/model/llama.h"
 
 namespace dst {
@@ -17,9 +18,23 @@ ModelFamily llama_family() {
   return family;
 }
 
+ModelFamily deepseek_family(const std::string& model_type, const std::string& architecture) {
+  ModelFamily family;
+  family.model_type = model_type;
+  family.architectures = {architecture};
+  family.build = [](const ModelConfig& config, ModelShardSpec shard) -> std::shared_ptr<CausalLM> {
+    return std::make_shared<DeepseekModelImpl>(config, std::move(shard));
+  };
+  return family;
+}
+
 }  // namespace
 
-ModelFamilyRegistry::ModelFamilyRegistry() { add(llama_family()); }
+ModelFamilyRegistry::ModelFamilyRegistry() {
+  add(llama_family());
+  add(deepseek_family("deepseek_v2", "DeepseekV2ForCausalLM"));
+  add(deepseek_family("deepseek_v3", "DeepseekV3ForCausalLM"));
+}
 
 void ModelFamilyRegistry::add(ModelFamily family) {
   DST_CHECK(!family.model_type.empty() && family.build, ConfigError,

@@ -33,6 +33,7 @@ struct Field {
   std::function<void(TrainConfig&, const Value&)> set;
   std::function<void(const TrainConfig&, YAML::Emitter&)> emit;  // empty: not emitted
   std::vector<std::string> conflicts = {};  // keys of this section that may not appear with it
+  std::function<bool(const TrainConfig&)> emitted_if = nullptr;  // empty: always emitted
 };
 
 struct Section {
@@ -69,6 +70,12 @@ Field nested(const char* key, S TrainConfig::*section, G S::*group, T G::*member
           [section, group, member](const TrainConfig& c, YAML::Emitter& out) {
             emit_as(out, ((c.*section).*group).*member);
           }};
+}
+
+// A model field only DeepSeek-V2/V3 use: emitted for those model types only.
+Field deepseek_only(Field field) {
+  field.emitted_if = [](const TrainConfig& c) { return c.model.is_deepseek(); };
+  return field;
 }
 
 void set_hf_config(TrainConfig& config, const Value& v) {
@@ -164,6 +171,7 @@ const std::vector<Section>& sections() {
        {
            // First: loads the whole model, the keys below override single fields.
            {"hf_config", set_hf_config, nullptr},
+           field("model_type", &TC::model, &ModelConfig::model_type),
            field("vocab_size", &TC::model, &ModelConfig::vocab_size),
            field("hidden_size", &TC::model, &ModelConfig::hidden_size),
            field("intermediate_size", &TC::model, &ModelConfig::intermediate_size),
@@ -175,6 +183,46 @@ const std::vector<Section>& sections() {
            field("max_position_embeddings", &TC::model, &ModelConfig::max_position_embeddings),
            field("tie_word_embeddings", &TC::model, &ModelConfig::tie_word_embeddings),
            field("initializer_range", &TC::model, &ModelConfig::initializer_range),
+           deepseek_only(field("q_lora_rank", &TC::model, &ModelConfig::q_lora_rank)),
+           deepseek_only(field("kv_lora_rank", &TC::model, &ModelConfig::kv_lora_rank)),
+           deepseek_only(field("qk_nope_head_dim", &TC::model, &ModelConfig::qk_nope_head_dim)),
+           deepseek_only(field("qk_rope_head_dim", &TC::model, &ModelConfig::qk_rope_head_dim)),
+           deepseek_only(field("v_head_dim", &TC::model, &ModelConfig::v_head_dim)),
+           deepseek_only(field("rope_interleave", &TC::model, &ModelConfig::rope_interleave)),
+           deepseek_only(
+               field("moe_intermediate_size", &TC::model, &ModelConfig::moe_intermediate_size)),
+           deepseek_only(field("n_routed_experts", &TC::model, &ModelConfig::n_routed_experts)),
+           deepseek_only(field("n_shared_experts", &TC::model, &ModelConfig::n_shared_experts)),
+           deepseek_only(
+               field("num_experts_per_tok", &TC::model, &ModelConfig::num_experts_per_tok)),
+           deepseek_only(
+               field("first_k_dense_replace", &TC::model, &ModelConfig::first_k_dense_replace)),
+           deepseek_only(field("n_group", &TC::model, &ModelConfig::n_group)),
+           deepseek_only(field("topk_group", &TC::model, &ModelConfig::topk_group)),
+           deepseek_only(field("topk_method", &TC::model, &ModelConfig::topk_method)),
+           deepseek_only(field("scoring_func", &TC::model, &ModelConfig::scoring_func)),
+           deepseek_only(field("norm_topk_prob", &TC::model, &ModelConfig::norm_topk_prob)),
+           deepseek_only(
+               field("routed_scaling_factor", &TC::model, &ModelConfig::routed_scaling_factor)),
+           deepseek_only(nested("rope_scaling.rope_type", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::rope_type)),
+           deepseek_only(nested("rope_scaling.factor", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::factor)),
+           deepseek_only(nested("rope_scaling.original_max_position_embeddings", &TC::model,
+                                &ModelConfig::rope_scaling,
+                                &RopeScaling::original_max_position_embeddings)),
+           deepseek_only(nested("rope_scaling.beta_fast", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::beta_fast)),
+           deepseek_only(nested("rope_scaling.beta_slow", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::beta_slow)),
+           deepseek_only(nested("rope_scaling.mscale", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::mscale)),
+           deepseek_only(nested("rope_scaling.mscale_all_dim", &TC::model,
+                                &ModelConfig::rope_scaling, &RopeScaling::mscale_all_dim)),
+           deepseek_only(nested("rope_scaling.attention_factor", &TC::model,
+                                &ModelConfig::rope_scaling, &RopeScaling::attention_factor)),
+           deepseek_only(nested("rope_scaling.truncate", &TC::model, &ModelConfig::rope_scaling,
+                                &RopeScaling::truncate)),
        }},
       {"parallel",
        {
@@ -633,7 +681,7 @@ std::string recipe_to_yaml(const TrainConfig& config) {
     out << YAML::Key << section.name << YAML::Value << YAML::BeginMap;
     std::string open_group;  // nested mapping being written ("" = none)
     for (const Field& f : section.fields) {
-      if (!f.emit) continue;
+      if (!f.emit || (f.emitted_if && !f.emitted_if(config))) continue;
       const auto dot = f.key.find('.');
       const std::string group = dot == std::string::npos ? "" : f.key.substr(0, dot);
       if (group != open_group) {

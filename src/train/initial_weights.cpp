@@ -24,6 +24,10 @@ InitialWeights::InitialWeights(CausalLM& model, uint64_t seed, const std::string
 
 InitialWeights::~InitialWeights() = default;
 
+int64_t InitialWeights::unused_layer_tensors() const {
+  return hf_ ? hf_->tensors_beyond_last_layer() : 0;
+}
+
 void InitialWeights::fill_deferred(NamedParameters& parameters) {
   for (auto& [name, parameter] : parameters)
     if (is_deferred(parameter)) fill(name, parameter);

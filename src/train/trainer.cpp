@@ -186,6 +186,10 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
                                [&weights](NamedParameters& unit) { weights.fill_deferred(unit); });
   if (!config_.train.init_from.empty())
     logger_.info("initialised from the Hugging Face model " + config_.train.init_from);
+  if (const int64_t unused = weights.unused_layer_tensors(); unused > 0)
+    logger_.info(std::to_string(unused) + " tensors of layers past num_hidden_layers=" +
+                 std::to_string(config_.model.num_hidden_layers) + " (multi-token prediction) in " +
+                 config_.train.init_from + " are not used");
 }
 
 Trainer::~Trainer() {
@@ -672,8 +676,11 @@ TrainSummary Trainer::run() {
   RunOutputs outputs(opts, groups_.world(), resume_from.empty() ? -1 : step_, logger_);
 
   // MFU: 6 FLOPs per parameter per token against every rank's matmul rate in the compute dtype
-  // (train.peak_flops_per_rank, or measured here with the training thread count).
-  const double model_parameters = whole_model_elements(true) + whole_model_elements(false);
+  // (train.peak_flops_per_rank, or measured here with the training thread count). A MoE model
+  // counts the parameters a token computes with (not the routed experts it is not sent to).
+  const double model_parameters =
+      whole_model_elements(true) + whole_model_elements(false) -
+      static_cast<double>(config_.model.num_parameters() - config_.model.num_active_parameters());
   const double peak_flops =
       all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0
                                            ? opts.peak_flops_per_rank

@@ -33,21 +33,39 @@ class SafetensorsTensors {
   // those rows' bytes. Throws CheckpointError naming the file and tensor (unknown dtype, ...).
   at::Tensor read_rows(const std::string& name, int64_t row_begin = 0, int64_t row_end = -1) const;
 
+ protected:
+  // Makes `name` a 2-D view: rows [row_offset, row_offset + rows) of element `index` of the
+  // 3-D tensor `source` (a fused tensor holding one matrix per expert).
+  void add_matrix_view(const std::string& name, const std::string& source, int64_t index,
+                       int64_t row_offset, int64_t rows);
+
  private:
+  struct MatrixView {
+    std::string source;
+    int64_t index = 0, row_offset = 0;
+    std::vector<int64_t> shape;
+  };
   std::string source_;
+  std::map<std::string, MatrixView> views_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;
 };
 
-// A Hugging Face model folder: its config.json and its weights.
+// A Hugging Face model folder: its config.json and its weights. Routed experts stored fused as
+// transformers v5 holds them (`mlp.experts.gate_up_proj` [E, 2*I, H], `mlp.experts.down_proj`
+// [E, H, I]) read under the Hub's per-expert names (`mlp.experts.<e>.gate_proj.weight`, ...).
 class HfModelReader : public SafetensorsTensors {
  public:
   // Opens `<dir>/config.json` and every safetensors file (headers only). Throws CheckpointError /
   // ConfigError naming the folder or file.
   explicit HfModelReader(const std::string& model_dir);
   const ModelConfig& config() const { return config_; }
+  // Tensors of layers past num_hidden_layers (DeepSeek-V3's multi-token-prediction layers), which
+  // the model does not use.
+  int64_t tensors_beyond_last_layer() const;
 
  private:
+  void add_fused_expert_views();
   ModelConfig config_;
 };
 

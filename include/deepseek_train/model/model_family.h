@@ -29,7 +29,8 @@ struct ModelFamily {
 
 class ModelFamilyRegistry {
  public:
-  // With the built-in families: llama (model/llama.h).
+  // With the built-in families: llama (model/llama.h), deepseek_v2 and deepseek_v3
+  // (model/deepseek.h).
   ModelFamilyRegistry();
   // ConfigError when a family of that model_type is already registered or the family is
   // incomplete.

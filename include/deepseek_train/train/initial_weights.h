@@ -40,6 +40,9 @@ class InitialWeights {
   // Fills every model parameter that already has memory (families built from modules that
   // allocate their weights); call before adapters add their own parameters.
   void fill_allocated();
+  // Tensors of the Hugging Face folder the model has no place for: those of layers past
+  // num_hidden_layers (DeepSeek-V3's multi-token prediction); 0 without a folder.
+  int64_t unused_layer_tensors() const;
 
  private:
   void fill(const std::string& name, at::Tensor& parameter);

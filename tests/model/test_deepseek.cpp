@@ -1,0 +1,221 @@
+// DeepSeek-V2/V3: the router's choice and weights, YaRN's numbers, parameter names and counts,
+// the compressed cache against a full forward. Logits against transformers are checked in
+// tests/interop/test_deepseek_interop.sh.
+#include <torch/torch.h>
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <string>
+
+#include "deepseek_train/core/error.h"
+#include "deepseek_train/model/deepseek.h"
+#include "deepseek_train/model/model_config.h"
+#include "deepseek_train/model/moe_router.h"
+#include "deepseek_train/model/rope_scaling.h"
+
+using namespace dst;
+
+namespace {
+
+ModelConfig tiny_v3() {
+  ModelConfig c;
+  c.model_type = "deepseek_v3";
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.intermediate_size = 40;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 4;
+  c.max_position_embeddings = 64;
+  c.q_lora_rank = 24;
+  c.kv_lora_rank = 16;
+  c.qk_nope_head_dim = 8;
+  c.qk_rope_head_dim = 8;
+  c.v_head_dim = 12;
+  c.moe_intermediate_size = 12;
+  c.n_routed_experts = 8;
+  c.n_shared_experts = 1;
+  c.num_experts_per_tok = 2;
+  c.first_k_dense_replace = 1;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.topk_method = "noaux_tc";
+  c.scoring_func = "sigmoid";
+  c.norm_topk_prob = true;
+  c.routed_scaling_factor = 2.5;
+  return c;
+}
+
+ModelConfig tiny_v2() {
+  ModelConfig c = tiny_v3();
+  c.model_type = "deepseek_v2";
+  c.topk_method = "group_limited_greedy";
+  c.scoring_func = "softmax";
+  c.norm_topk_prob = false;
+  c.routed_scaling_factor = 1.5;
+  c.q_lora_rank = 0;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("deepseek: V3 routing keeps the best groups, chooses with the bias, weighs without",
+          "[model][deepseek]") {
+  ModelConfig c = tiny_v3();  // 8 experts in 4 groups of 2, 2 groups kept, 2 experts per token
+  // Groups scored by their two best sigmoid scores: group 3 (e6, e7) 1.81, group 0 (e0, e1) 1.22,
+  // group 2 (e4, e5) 1.12: the best two experts of groups 3 and 0 are e0 and e7.
+  torch::Tensor logits = torch::tensor({{3.0f, -1.0f, -2.0f, -2.0f, 0.5f, 0.0f, 2.0f, 2.5f}});
+  torch::Tensor no_bias = torch::zeros({8});
+  TokenRouting r = route_tokens(logits, no_bias, c);
+  auto chosen = std::get<0>(r.experts.sort(-1));
+  CHECK(chosen.equal(torch::tensor({{0, 7}}, torch::kInt64)));
+  torch::Tensor s = logits.sigmoid();
+  const float s0 = s[0][0].item<float>(), s7 = s[0][7].item<float>();
+  auto weights = r.weights.gather(1, std::get<1>(r.experts.sort(-1)));
+  CHECK(weights[0][0].item<float>() == Approx(2.5 * s0 / (s0 + s7)));
+  CHECK(weights[0][1].item<float>() == Approx(2.5 * s7 / (s0 + s7)));
+
+  // A bias moves the choice (group 2 now scores best), but the weights stay the unbiased
+  // sigmoid scores.
+  torch::Tensor bias = torch::zeros({8});
+  bias[4] = 3.0f;
+  bias[5] = 3.0f;
+  r = route_tokens(logits, bias, c);
+  chosen = std::get<0>(r.experts.sort(-1));
+  CHECK(chosen.equal(torch::tensor({{4, 5}}, torch::kInt64)));
+  const float s4 = s[0][4].item<float>(), s5 = s[0][5].item<float>();
+  CHECK(r.weights.sum().item<float>() == Approx(2.5));
+  weights = r.weights.gather(1, std::get<1>(r.experts.sort(-1)));
+  CHECK(weights[0][0].item<float>() == Approx(2.5 * s4 / (s4 + s5)));
+}
+
+TEST_CASE("deepseek: gradients reach the router logits only through the chosen weights",
+          "[model][deepseek]") {
+  for (const ModelConfig& c : {tiny_v3(), tiny_v2()}) {
+    torch::Tensor logits = torch::randn({5, 8}, torch::kFloat32).requires_grad_(true);
+    TokenRouting r = route_tokens(logits, torch::randn({8}), c);
+    (r.weights * torch::randn({5, 2})).sum().backward();  // V3's normalised weights sum to 2.5
+    torch::Tensor grad = logits.grad();
+    for (int64_t t = 0; t < 5; ++t) {
+      for (int64_t e = 0; e < 8; ++e) {
+        const bool chosen = (r.experts[t] == e).any().item<bool>();
+        // V3: a sigmoid score depends on its own logit only; V2's softmax on every logit.
+        if (c.model_type == "deepseek_v3" && !chosen) CHECK(grad[t][e].item<float>() == 0.0f);
+      }
+      CHECK(grad[t].abs().sum().item<float>() > 0);
+    }
+  }
+}
+
+TEST_CASE("deepseek: V2 routing is softmax, group-limited or greedy, never renormalised",
+          "[model][deepseek]") {
+  ModelConfig c = tiny_v2();
+  // Group scores (best expert per group): g0 = e0, g1 = e2, g2 = e5, g3 = e6.
+  torch::Tensor logits = torch::tensor({{2.0f, 1.9f, 0.0f, 0.0f, 1.0f, 2.1f, 1.5f, 0.0f}});
+  torch::Tensor p = logits.softmax(-1);
+  TokenRouting r = route_tokens(logits, {}, c);
+  // Groups 2 (best e5) and 0 (best e0) are kept; the best two of {e0, e1, e4, e5} are e5, e0.
+  CHECK(std::get<0>(r.experts.sort(-1)).equal(torch::tensor({{0, 5}}, torch::kInt64)));
+  CHECK(r.weights.sum().item<float>() ==
+        Approx(1.5 * (p[0][0].item<float>() + p[0][5].item<float>())));
+  c.topk_group = 1;  // only group 2: e5 and e4
+  r = route_tokens(logits, {}, c);
+  CHECK(std::get<0>(r.experts.sort(-1)).equal(torch::tensor({{4, 5}}, torch::kInt64)));
+  c.topk_method = "greedy";
+  r = route_tokens(logits, {}, c);
+  CHECK(std::get<0>(r.experts.sort(-1)).equal(torch::tensor({{0, 5}}, torch::kInt64)));
+}
+
+TEST_CASE("deepseek: YaRN frequencies and softmax scale", "[model][deepseek]") {
+  ModelConfig c = tiny_v3();
+  c.qk_rope_head_dim = 64;
+  const std::vector<float> plain = rotary_inverse_frequencies(c);
+  REQUIRE(plain.size() == 32);
+  CHECK(plain[0] == 1.0f);
+  CHECK(plain[1] == Approx(std::pow(10000.0, -2.0 / 64)));
+  CHECK(mla_softmax_scale(c) == Approx(1.0 / std::sqrt(72.0)));
+  CHECK(rotary_attention_factor(c) == 1.0);
+  c.rope_scaling.rope_type = "yarn";
+  c.rope_scaling.factor = 40;
+  c.rope_scaling.original_max_position_embeddings = 4096;
+  c.rope_scaling.mscale = c.rope_scaling.mscale_all_dim = 1.0;
+  const std::vector<float> yarn = rotary_inverse_frequencies(c);
+  // High frequencies (many turns over the original context) kept, low ones divided by factor.
+  CHECK(yarn[0] == plain[0]);
+  CHECK(yarn[31] == Approx(plain[31] / 40).epsilon(1e-6));
+  CHECK(yarn[20] < plain[20]);
+  CHECK(yarn[20] > plain[20] / 40);
+  const double m = 0.1 * std::log(40.0) + 1.0;  // 1.36889
+  CHECK(mla_softmax_scale(c) == Approx(m * m / std::sqrt(72.0)));
+  CHECK(rotary_attention_factor(c) == Approx(1.0));
+  c.rope_scaling.mscale_all_dim = 0.5;
+  CHECK(rotary_attention_factor(c) == Approx(m / (0.05 * std::log(40.0) + 1.0)));
+}
+
+TEST_CASE("deepseek: Hugging Face names, parameter count, cache equals a full forward",
+          "[model][deepseek]") {
+  for (const ModelConfig& c : {tiny_v3(), tiny_v2()}) {
+    DeepseekModel model(c);
+    auto params = model->named_parameters();
+    const bool v3 = c.model_type == "deepseek_v3";
+    CHECK(params.contains(v3 ? "model.layers.0.self_attn.q_a_proj.weight"
+                             : "model.layers.0.self_attn.q_proj.weight"));
+    CHECK(params.contains("model.layers.0.mlp.gate_proj.weight"));
+    CHECK(params.contains("model.layers.1.mlp.experts.7.down_proj.weight"));
+    CHECK(params.contains("model.layers.2.mlp.shared_experts.up_proj.weight"));
+    CHECK(params.contains("model.layers.2.mlp.gate.weight"));
+    CHECK(params.contains("model.layers.2.mlp.gate.e_score_correction_bias") == v3);
+    CHECK(params["model.layers.1.self_attn.kv_a_proj_with_mqa.weight"].sizes() ==
+          torch::IntArrayRef({16 + 8, 32}));
+    CHECK(params["model.layers.1.self_attn.kv_b_proj.weight"].sizes() ==
+          torch::IntArrayRef({4 * (8 + 12), 16}));
+    int64_t trainable = 0;
+    for (const auto& p : model->parameters())
+      if (p.requires_grad()) trainable += p.numel();
+    CHECK(trainable == c.num_parameters());
+    CHECK(c.num_active_parameters() == c.num_parameters() - 2 * 6 * 3 * 32 * 12);
+    model->initialize(3);
+    if (v3)
+      CHECK(params["model.layers.2.mlp.gate.e_score_correction_bias"].abs().sum().item<float>() ==
+            0);
+
+    torch::NoGradGuard no_grad;
+    const torch::Tensor ids = torch::randint(0, c.vocab_size, {2, 11}, torch::kInt64);
+    const torch::Tensor full = model->forward(ids);
+    KeyValueCache cache;
+    torch::Tensor first = model->forward_incremental(ids.narrow(1, 0, 6), cache);
+    torch::Tensor rest = model->forward_incremental(ids.narrow(1, 6, 5), cache);
+    CHECK(cache.layers.at(0).length() == 11);
+    CHECK(cache.layers.at(0).key.sizes() == torch::IntArrayRef({2, 1, 11, 16}));
+    CHECK(torch::allclose(torch::cat({first, rest}, 1), full, 1e-5, 1e-5));
+  }
+}
+
+TEST_CASE("deepseek: configs that cannot make a model are one-line errors", "[model][deepseek]") {
+  ModelConfig c = tiny_v3();
+  c.topk_group = 5;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("model.topk_group (5) must be in 1..4"));
+  c = tiny_v3();
+  c.topk_method = "greedy";
+  CHECK_THROWS_WITH(c.validate(),
+                    Catch::Contains("model.topk_method 'greedy' is not known for deepseek_v3"));
+  c = tiny_v2();
+  c.scoring_func = "sigmoid";
+  CHECK_THROWS_WITH(c.validate(),
+                    Catch::Contains("model.scoring_func 'sigmoid' is not known for deepseek_v2"));
+  c = tiny_v3();
+  c.num_key_value_heads = 2;
+  CHECK_THROWS_WITH(c.validate(), Catch::Contains("must equal num_attention_heads"));
+  // A config.json round trip keeps every field.
+  c = tiny_v3();
+  c.rope_scaling.rope_type = "yarn";
+  c.rope_scaling.factor = 4;
+  c.rope_scaling.mscale_all_dim = 0.7;
+  const ModelConfig back = model_config_from_hf_json_text(model_config_to_hf_json(c), "x");
+  CHECK(model_config_to_hf_json(back) == model_config_to_hf_json(c));
+  CHECK(back.q_lora_rank == 24);
+  CHECK(back.rope_scaling.mscale_all_dim == 0.7);
+  CHECK_THROWS_WITH(model_config_from_hf_json_text(
+                        R"({"model_type": "deepseek_v3", "moe_layer_freq": 2})", "c.json"),
+                    Catch::Contains("c.json: field 'moe_layer_freq' = 2 is not implemented"));
+}
