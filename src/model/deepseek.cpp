@@ -271,6 +271,19 @@ void DeepseekModelImpl::initialize_parameter(const std::string& name, torch::Ten
   CausalLM::initialize_parameter(name, parameter, seed);
 }
 
+TpLayerTraffic DeepseekModelImpl::tp_layer_traffic(int64_t layer) const {
+  const ModelConfig& c = config_;
+  TpLayerTraffic traffic;
+  traffic.forward = {c.hidden_size};
+  traffic.backward = {c.q_lora_rank > 0 ? c.q_lora_rank : c.hidden_size, c.kv_lora_rank,
+                      c.qk_rope_head_dim};
+  if (!c.is_moe_layer(layer) || c.n_shared_experts > 0) {
+    traffic.forward.push_back(c.hidden_size);
+    traffic.backward.push_back(c.hidden_size);
+  }
+  return traffic;
+}
+
 std::vector<ProjectionSite> DeepseekModelImpl::projection_sites() {
   std::vector<ProjectionSite> sites;
   auto add = [&](const std::string& module, torch::nn::Linear& linear,

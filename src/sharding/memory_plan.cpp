@@ -79,22 +79,33 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   };
   plan.activations = in.pipeline_in_flight * activations(in.checkpointed_layers);
   plan.activations_without_checkpointing = in.pipeline_in_flight * activations(0);
-  // Tensor parallel, per micro-batch: all-reduces of [tokens, hidden] activations — the
-  // embedding's output, two per layer forward (attention and MLP outputs), two per layer backward
-  // (their inputs' gradients), two more per recomputed layer, the head input's gradient — and the
-  // vocab-parallel cross-entropy's fp32 [tokens] max and [2, tokens] sums.
+  // Tensor parallel, per micro-batch: all-reduces of [tokens, width] activations — the
+  // embedding's output, each layer's (tp_layer_traffic: by default two [tokens, hidden] forward,
+  // attention and MLP outputs, and two backward, their inputs' gradients; a recomputed layer's
+  // forward ones twice), the head input's gradient — and the vocab-parallel cross-entropy's fp32
+  // [tokens] max and [2, tokens] sums.
   const int64_t tokens = in.micro_batch_size * in.seq_len;
   const int64_t activation_bytes = bytes_of(in.precision.compute);
   if (in.tp_size > 1) {
     const int64_t summed_activation_bytes = summed_bytes(activation_bytes);
-    const int64_t hidden_all_reduces = (in.has_embedding ? 1 : 0) + 4 * layers +
-                                       2 * in.checkpointed_layers + (in.has_head ? 1 : 0);
-    const int64_t per_micro_batch =
-        hidden_all_reduces * all_reduce_bytes(tokens * in.model.hidden_size, in.tp_size, in.tp_rank,
-                                              summed_activation_bytes) +
-        (in.has_head ? all_reduce_bytes(tokens, in.tp_size, in.tp_rank, 4) +
-                           all_reduce_bytes(2 * tokens, in.tp_size, in.tp_rank, 4)
-                     : 0);
+    const auto all_reduce_of_width = [&](int64_t width) {
+      return all_reduce_bytes(tokens * width, in.tp_size, in.tp_rank, summed_activation_bytes);
+    };
+    const int64_t hidden = in.model.hidden_size;
+    int64_t per_micro_batch =
+        ((in.has_embedding ? 1 : 0) + (in.has_head ? 1 : 0)) * all_reduce_of_width(hidden);
+    if (in.tp_layer_traffic.empty()) {
+      per_micro_batch += (4 * layers + 2 * in.checkpointed_layers) * all_reduce_of_width(hidden);
+    } else {
+      for (const TpLayerTraffic& layer : in.tp_layer_traffic) {
+        for (int64_t width : layer.forward)
+          per_micro_batch += (layer.recomputed ? 2 : 1) * all_reduce_of_width(width);
+        for (int64_t width : layer.backward) per_micro_batch += all_reduce_of_width(width);
+      }
+    }
+    if (in.has_head)
+      per_micro_batch += all_reduce_bytes(tokens, in.tp_size, in.tp_rank, 4) +
+                         all_reduce_bytes(2 * tokens, in.tp_size, in.tp_rank, 4);
     plan.tensor_parallel_comm_bytes = in.grad_accum * per_micro_batch;
     // The squared gradient norm is summed over tp.
     plan.control_comm_bytes += all_reduce_bytes(1, in.tp_size, in.tp_rank, 8);

@@ -261,8 +261,12 @@ MemoryPlan Trainer::memory_plan() const {
     in.local_layers += chunk.end - chunk.begin;
     in.has_embedding = in.has_embedding || chunk.has_embedding;
     in.has_head = in.has_head || chunk.has_head;
-    for (int64_t i = chunk.begin; checkpoint_every > 0 && i < chunk.end; ++i)
-      if (i % checkpoint_every == 0) ++in.checkpointed_layers;
+    for (int64_t i = chunk.begin; i < chunk.end; ++i) {
+      TpLayerTraffic traffic = model_->tp_layer_traffic(i);
+      traffic.recomputed = checkpoint_every > 0 && i % checkpoint_every == 0;
+      if (traffic.recomputed) ++in.checkpointed_layers;
+      in.tp_layer_traffic.push_back(std::move(traffic));
+    }
     if (dims.pp > 1) {
       in.pipeline_activation_sends += chunk.has_head ? 0 : 1;
       in.pipeline_gradient_sends += chunk.has_embedding ? 0 : 1;

@@ -44,11 +44,17 @@ expect_error "unknown subcommand" 2 "frobnicate" -- "$DSTRAIN" frobnicate
 expect_error "missing recipe file" 2 "missing.yaml" -- "$DSTRAIN" train missing.yaml
 expect_error "unknown key" 2 "unknown_key.yaml:3: unknown key 'model.hiden_size'" -- "$DSTRAIN" train unknown_key.yaml
 expect_error "wrong type" 2 "wrong_type.yaml:2: key 'train.steps' expects an integer" -- "$DSTRAIN" train wrong_type.yaml
-# A recipe whose hf_config is a DeepSeek-V2 config.json: refused by name, not trained as a Llama.
+# A recipe whose hf_config is a Qwen2-MoE config.json: refused by name, not trained as a Llama.
+mkdir -p q
+printf '{"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "num_experts": 60}\n' > q/config.json
+printf 'model:\n  hf_config: q/config.json\n' > q.yaml
+expect_error "another model family" 2 "q/config.json: field 'model_type' is 'qwen2_moe', which no model family here implements" -- \
+  "$DSTRAIN" train q.yaml
+# A DeepSeek-V2 config.json without num_experts_per_tok (it has no default): one line naming it.
 mkdir -p v2
 printf '{"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "kv_lora_rank": 512}\n' > v2/config.json
 printf 'model:\n  hf_config: v2/config.json\n' > v2.yaml
-expect_error "another model family" 2 "v2/config.json: field 'model_type' is 'deepseek_v2', which no model family here implements" -- \
+expect_error "deepseek without experts per token" 2 "v2/config.json: model.num_experts_per_tok (0) must be in 1..64" -- \
   "$DSTRAIN" train v2.yaml
 expect_error "malformed yaml" 2 "malformed.yaml:[0-9]*: malformed YAML" -- "$DSTRAIN" train malformed.yaml
 expect_error "bad override format" 2 "expected key.path=value" -- "$DSTRAIN" train good.yaml train.steps

@@ -199,15 +199,14 @@ TEST_CASE("model: config.json of another family or with unimplemented fields is 
     }
     return std::string("(no error)");
   };
-  // A DeepSeek-V2-Lite config.json (abridged from the Hub) must not load as a wrong Llama.
+  // A Qwen2-MoE config.json (abridged from the Hub) must not load as a wrong Llama.
   CHECK_THAT(refused([] {
                model_config_from_hf_json_text(
-                   R"({"architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2",
-                       "hidden_size": 2048, "num_attention_heads": 16, "kv_lora_rank": 512,
-                       "n_routed_experts": 64})",
-                   "v2/config.json");
+                   R"({"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+                       "hidden_size": 2048, "num_attention_heads": 16, "num_experts": 60})",
+                   "q/config.json");
              }),
-             Catch::StartsWith("v2/config.json: field 'model_type' is 'deepseek_v2', which no "
+             Catch::StartsWith("q/config.json: field 'model_type' is 'qwen2_moe', which no "
                                "model family here implements (known: llama"));
   CHECK_THAT(refused([] {
                model_config_from_hf_json_text(R"({"architectures": ["MistralForCausalLM"]})",

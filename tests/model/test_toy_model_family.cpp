@@ -173,10 +173,14 @@ TEST_CASE("A model family defined in a test trains under tp2 through the ordinar
 
 TEST_CASE("The family registry names what it knows", "[family2]") {
   ModelFamilyRegistry registry = registry_with_toy();
-  CHECK(registry.describe() == "llama (LlamaForCausalLM), toy_mlp (ToyMlpForCausalLM)");
-  CHECK_THROWS_WITH(registry.find("deepseek_v2"),
-                    Catch::Contains("model family 'deepseek_v2' is not registered (known: llama "
-                                    "(LlamaForCausalLM), toy_mlp (ToyMlpForCausalLM))"));
+  CHECK(registry.describe() ==
+        "deepseek_v2 (DeepseekV2ForCausalLM), deepseek_v3 (DeepseekV3ForCausalLM), llama "
+        "(LlamaForCausalLM), toy_mlp (ToyMlpForCausalLM)");
+  CHECK_THROWS_WITH(registry.find("qwen2_moe"),
+                    Catch::Contains("model family 'qwen2_moe' is not registered (known: "
+                                    "deepseek_v2 (DeepseekV2ForCausalLM), deepseek_v3 "
+                                    "(DeepseekV3ForCausalLM), llama (LlamaForCausalLM), toy_mlp "
+                                    "(ToyMlpForCausalLM))"));
   CHECK_THROWS_WITH(registry.add({"toy_mlp", {}, registry.find("toy_mlp").build}),
                     Catch::Contains("model family 'toy_mlp' is already registered"));
   CHECK_THROWS_WITH(registry.add({"no_builder", {}, nullptr}),

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/model/model_config.h"
 #include "deepseek_train/recipe/recipe.h"
 
 namespace fs = std::filesystem;
@@ -611,4 +612,44 @@ TEST_CASE("recipe: named mesh axes, parallel.dp_shard as another name of paralle
              Catch::Contains("parallel.dp_replicate must be at least 1, got 0"));
   CHECK_THAT(parse_error("parallel:\n  ep: 2\n"),
              Catch::Contains("parallel.ep = 2: expert parallelism is not implemented yet"));
+}
+
+TEST_CASE("recipe: a DeepSeek model in YAML round-trips; Llama recipes leave its keys out",
+          "[recipe]") {
+  const std::string text = R"(model:
+  model_type: deepseek_v3
+  hidden_size: 64
+  num_attention_heads: 4
+  num_key_value_heads: 4
+  q_lora_rank: 32
+  kv_lora_rank: 16
+  qk_nope_head_dim: 16
+  qk_rope_head_dim: 16
+  v_head_dim: 32
+  moe_intermediate_size: 32
+  n_routed_experts: 8
+  n_shared_experts: 1
+  num_experts_per_tok: 2
+  first_k_dense_replace: 1
+  n_group: 2
+  topk_group: 1
+  topk_method: noaux_tc
+  scoring_func: sigmoid
+  norm_topk_prob: true
+  routed_scaling_factor: 2.5
+  rope_scaling: {rope_type: yarn, factor: 4.0, mscale_all_dim: 0.707}
+)";
+  const TrainConfig c = parse_recipe(text, "ds.yaml");
+  CHECK(c.model.is_moe_layer(1));
+  CHECK(c.model.rope_scaling.factor == 4.0);
+  const std::string yaml = dst::recipe_to_yaml(c);
+  const TrainConfig back = parse_recipe(yaml, "roundtrip.yaml");
+  CHECK(model_config_to_hf_json(back.model) == model_config_to_hf_json(c.model));
+  CHECK_THAT(dst::recipe_to_yaml(parse_recipe("model: {hidden_size: 64}\n", "l.yaml")),
+             Catch::Contains("model_type: llama") && !Catch::Contains("kv_lora_rank") &&
+                 !Catch::Contains("rope_scaling"));
+  std::string bad = text;
+  bad.replace(bad.find("topk_group: 1"), 13, "topk_group: 3");
+  CHECK_THROWS_WITH(parse_recipe(bad, "ds.yaml"),
+                    Catch::Contains("model.topk_group (3) must be in 1..2"));
 }

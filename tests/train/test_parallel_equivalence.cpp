@@ -28,11 +28,13 @@ struct Layout {
   int virtual_stages = 1;
   int zero_stage = 0;
   int checkpointing = 0;
-  bool tied = false;  // tie_word_embeddings (embedding and head on different stages under pp)
+  bool tied = false;      // tie_word_embeddings (embedding and head on different stages under pp)
+  bool deepseek = false;  // the tiny DeepSeek-V3 (MLA + MoE) instead of the Llama
 };
 
 TrainConfig layout_config(const Layout& layout, int64_t micro_batches) {
-  TrainConfig c = equivalence_config(layout.dp, micro_batches);
+  TrainConfig c = layout.deepseek ? deepseek_equivalence_config(layout.dp, micro_batches)
+                                  : equivalence_config(layout.dp, micro_batches);
   c.model.num_hidden_layers = 4;
   c.parallel = {layout.dp, layout.tp, layout.pp};
   c.data_parallel.zero_stage = layout.zero_stage;
@@ -54,6 +56,7 @@ void check_layout(const Layout& layout) {
 
   Layout single_layout;
   single_layout.tied = layout.tied;
+  single_layout.deepseek = layout.deepseek;
   TrainConfig single_config = layout_config(single_layout, layout.dp * m);
   Trainer single(single_config,
                  ProcessGroups::create(comm::make_local_communicator(), single_config.parallel),
@@ -67,7 +70,7 @@ void check_layout(const Layout& layout) {
   if (layout.checkpointing > 0) CHECK(plan.activations < plan.activations_without_checkpointing);
   INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " " << layout.schedule
              << " v " << layout.virtual_stages << " ZeRO " << layout.zero_stage << " tied "
-             << layout.tied);
+             << layout.tied << " deepseek " << layout.deepseek);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
     const std::vector<MicroBatch> everything = rank_micro_batches(batch, layout.dp * m, mbs, 1, 0);
@@ -114,7 +117,7 @@ void check_layout(const Layout& layout) {
   if (world->rank() == 0)
     WARN("dp" << layout.dp << " tp" << layout.tp << " pp" << layout.pp << " " << layout.schedule
               << " v" << layout.virtual_stages << " ZeRO-" << layout.zero_stage
-              << (layout.tied ? " tied" : "")
+              << (layout.tied ? " tied" : "") << (layout.deepseek ? " deepseek_v3" : "")
               << ": worst relative parameter difference vs single process " << worst);
 }
 
@@ -161,6 +164,34 @@ TEST_CASE("3d: dp2 x pp2 ZeRO-3 and pp4 ZeRO-1 with tied embeddings equal a sing
   pp4.tied = true;
   pp4.zero_stage = 1;
   check_layout(pp4);
+}
+
+// DeepSeek-V3: MLA's latent projections whole on every tp rank (their gradients summed through
+// the tp region), routed experts whole, shared experts and the dense layer tensor-parallel.
+TEST_CASE(
+    "3d: deepseek_v3 under dp2 ZeRO-1/3, tp2 (checkpointed too) and pp2 equals a single "
+    "process",
+    "[3d2]") {
+  for (int zero_stage : {1, 3}) {
+    Layout dp2{2, 1, 1};
+    dp2.zero_stage = zero_stage;
+    dp2.deepseek = true;
+    check_layout(dp2);
+  }
+  Layout tp2{1, 2, 1};
+  tp2.deepseek = true;
+  check_layout(tp2);
+  tp2.checkpointing = 1;
+  check_layout(tp2);
+  Layout pp2{1, 1, 2};
+  pp2.deepseek = true;
+  check_layout(pp2);
+}
+
+TEST_CASE("3d: deepseek_v3 under dp2 x tp2 with ZeRO-3 equals a single process", "[3d4]") {
+  Layout layout{2, 2, 1, "1f1b", 1, 3};
+  layout.deepseek = true;
+  check_layout(layout);
 }
 
 TEST_CASE("3d: dp2 x tp2 x pp2 with ZeRO-1 equals a single process", "[3d8]") {

@@ -25,6 +25,7 @@
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/precision/precision_policy.h"
+#include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/sharding/unit_hooks.h"
 #include "deepseek_train/tensor_parallel/parallel_layers.h"
 
@@ -128,6 +129,10 @@ class CausalLM : public torch::nn::Module {
   // dense decoder's estimate (sharding/memory_plan.h) from config().
   virtual int64_t activation_bytes(int64_t rows, int64_t seq_len, Precision compute, int64_t layers,
                                    bool with_logits, int64_t checkpointed_layers) const;
+
+  // The tensor-parallel all-reduces of decoder layer `layer` per token (the memory plan counts
+  // them; recomputed is left false). Default: the dense decoder's {hidden, hidden} each way.
+  virtual TpLayerTraffic tp_layer_traffic(int64_t layer) const;
 
   // ---- Generic ----
   // Whole model on this rank only (one chunk with embedding and head): input_ids -> logits over

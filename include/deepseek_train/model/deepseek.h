@@ -132,6 +132,10 @@ class DeepseekModelImpl : public DecoderLMImpl {
   // The correction bias starts at zero; everything else as CausalLM initialises it.
   void initialize_parameter(const std::string& name, torch::Tensor& parameter,
                             uint64_t seed) override;
+  // Forward: o_proj's output and the dense MLP's or shared experts' output. Backward: the
+  // gradients of q_proj's input (or of the q latent), of the kv latent, of the rope key, and of
+  // the dense MLP's or shared experts' input. Routed experts are whole on every tp rank.
+  TpLayerTraffic tp_layer_traffic(int64_t layer) const override;
   std::map<int64_t, DeepseekDecoderLayer> layers;  // "model.layers.<i>", global index i
 };
 TORCH_MODULE(DeepseekModel);

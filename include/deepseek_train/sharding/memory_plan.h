@@ -15,6 +15,14 @@
 
 namespace dst {
 
+// What one decoder layer all-reduces across tensor parallelism per token: the widths of its
+// [tokens, width] all-reduces in forward (row-parallel outputs) and backward (gradients of the
+// column-parallel regions' inputs). The dense decoder: {hidden, hidden} each way.
+struct TpLayerTraffic {
+  std::vector<int64_t> forward, backward;
+  bool recomputed = false;  // activation checkpointing: the forward all-reduces run twice
+};
+
 struct MemoryPlanInputs {
   ModelConfig model;
   PrecisionPolicy precision;
@@ -53,6 +61,9 @@ struct MemoryPlanInputs {
   // The model's own activation estimate for one micro-batch given its checkpointed layers
   // (CausalLM::activation_bytes); empty: estimate_activation_bytes of the dense decoder.
   std::function<int64_t(int64_t checkpointed_layers)> activation_bytes;
+  // Each local layer's tensor-parallel all-reduces (CausalLM::tp_layer_traffic); empty: the
+  // dense decoder's, with checkpointed_layers recomputed.
+  std::vector<TpLayerTraffic> tp_layer_traffic;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]
   // each, in the activation dtype).
