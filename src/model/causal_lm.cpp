@@ -61,6 +61,11 @@ torch::Tensor CausalLM::forward(const torch::Tensor& input_ids) {
   return gather_from_tp_region(logits, *tp_).narrow(-1, 0, config_.vocab_size);
 }
 
+void CausalLM::add_to_routing_bias(int64_t layer, const torch::Tensor&) {
+  DST_THROW(ConfigError, "model family '" << config_.model_type << "' has no routing bias (layer "
+                                          << layer << ")");
+}
+
 TpLayerTraffic CausalLM::tp_layer_traffic(int64_t) const {
   const int64_t hidden = config_.hidden_size;
   return {{hidden, hidden}, {hidden, hidden}};

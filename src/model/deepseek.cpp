@@ -197,7 +197,7 @@ torch::Tensor MoeImpl::run_experts(const torch::Tensor& x, const torch::Tensor& 
       std::get<1>(flat.sort(/*stable=*/c10::optional<bool>(true), /*dim=*/0));
   const torch::Tensor token_of = order.div(per_token, "floor");
   const torch::Tensor counts = torch::bincount(flat, {}, config_.n_routed_experts).to(torch::kCPU);
-  load_ += counts;
+  if (torch::GradMode::is_enabled()) load_ += counts;  // training (or recompute): once per batch
   const torch::Tensor grouped = x.index_select(0, token_of);
   std::vector<torch::Tensor> outputs;
   const int64_t* count = counts.data_ptr<int64_t>();
@@ -282,6 +282,24 @@ TpLayerTraffic DeepseekModelImpl::tp_layer_traffic(int64_t layer) const {
     traffic.backward.push_back(c.hidden_size);
   }
   return traffic;
+}
+
+std::map<int64_t, torch::Tensor> DeepseekModelImpl::take_expert_loads() {
+  std::map<int64_t, torch::Tensor> loads;
+  for (auto& [index, layer] : layers)
+    if (layer->moe) loads[index] = layer->moe->take_expert_load();
+  return loads;
+}
+
+void DeepseekModelImpl::add_to_routing_bias(int64_t layer, const torch::Tensor& delta) {
+  auto found = layers.find(layer);
+  DST_CHECK(found != layers.end() && found->second->moe, InternalError,
+            "layer " << layer << " is not a MoE layer of this rank");
+  torch::Tensor& bias = found->second->moe->gate->e_score_correction_bias;
+  DST_CHECK(bias.defined(), ConfigError,
+            config_.model_type << " has no routing correction bias to update (DeepSeek-V3 has)");
+  torch::NoGradGuard no_grad;
+  bias.add_(delta.to(bias.scalar_type()));
 }
 
 std::vector<ProjectionSite> DeepseekModelImpl::projection_sites() {

@@ -388,6 +388,10 @@ const std::vector<Section>& sections() {
            field("backend", &TC::comm, &CommOptions::backend),
            field("timeout_s", &TC::comm, &CommOptions::timeout_s),
        }},
+      {"moe",
+       {
+           field("bias_update_rate", &TC::moe, &MoeOptions::bias_update_rate),
+       }},
   };
   return table;
 }

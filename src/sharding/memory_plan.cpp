@@ -174,6 +174,13 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
           all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     }
   }
+  // Expert loads summed over every data-parallel rank; their statistic's max over pp.
+  const int data_parallel_size = in.dp_size * in.dp_replicate_size;
+  if (in.expert_load_elements > 0 && data_parallel_size > 1)
+    plan.control_comm_bytes += all_reduce_bytes(in.expert_load_elements, data_parallel_size,
+                                                in.dp_replicate_rank * in.dp_size + in.dp_rank, 8);
+  if (in.has_moe && in.pp_size > 1)
+    plan.control_comm_bytes += all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
   return plan;
 }
 

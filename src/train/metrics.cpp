@@ -84,6 +84,10 @@ void MetricsWriter::write(const StepMetrics& m) {
       {"skipped_steps", m.skipped_steps},
   };
   if (m.pipeline_wait_s > 0) json["pipeline_wait_s"] = m.pipeline_wait_s;
+  if (m.expert_load_max_over_mean > 0) {
+    json["expert_load_max_over_mean"] = m.expert_load_max_over_mean;
+    json["dropped_tokens"] = m.dropped_tokens;
+  }
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (!m.comm_wait_s_by_op.empty()) json["comm_wait_s_by_op"] = m.comm_wait_s_by_op;
   if (m.mfu > 0) json["mfu"] = m.mfu;

@@ -108,6 +108,8 @@ StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skippe
   m.skipped = result.skipped;
   m.skipped_steps = skipped_steps;
   m.pipeline_wait_s = result.pipeline_wait_seconds;
+  m.expert_load_max_over_mean = result.expert_load_max_over_mean;
+  m.dropped_tokens = result.dropped_tokens;
   return m;
 }
 

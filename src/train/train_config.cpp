@@ -10,6 +10,12 @@ namespace dst {
 
 void TrainConfig::validate() const {
   model.validate();
+  DST_CHECK(std::isfinite(moe.bias_update_rate) && moe.bias_update_rate >= 0, ConfigError,
+            "moe.bias_update_rate must be a non-negative number, got " << moe.bias_update_rate);
+  DST_CHECK(moe.bias_update_rate == 0 || model.model_type == "deepseek_v3", ConfigError,
+            "moe.bias_update_rate needs a model with a routing correction bias (deepseek_v3), "
+            "not "
+                << model.model_type);
   checkpoint.validate();
   parallel.validate_axes();
   for (const auto& [key, count] :

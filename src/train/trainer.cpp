@@ -126,7 +126,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
       groups_(std::move(groups)),
       logger_(std::move(logger)),
       scaler_(config.precision.loss_scaler,
-              PrecisionPolicy::from_options(config.precision).needs_loss_scaler()) {
+              PrecisionPolicy::from_options(config.precision).needs_loss_scaler()),
+      load_balancer_(config.moe.bias_update_rate) {
   config_.validate();
   run_unsharded_zero_as_stage_0();
   process_baseline_bytes_ = resident_set_bytes();
@@ -256,12 +257,14 @@ MemoryPlan Trainer::memory_plan() const {
   in.local_layers = 0;
   in.has_embedding = in.has_head = false;
   in.fused_attention = model_->uses_fused_attention();
+  in.has_moe = config_.model.is_moe_layer(config_.model.num_hidden_layers - 1);
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
     in.local_layers += chunk.end - chunk.begin;
     in.has_embedding = in.has_embedding || chunk.has_embedding;
     in.has_head = in.has_head || chunk.has_head;
     for (int64_t i = chunk.begin; i < chunk.end; ++i) {
+      if (config_.model.is_moe_layer(i)) in.expert_load_elements += config_.model.n_routed_experts;
       TpLayerTraffic traffic = model_->tp_layer_traffic(i);
       traffic.recomputed = checkpoint_every > 0 && i % checkpoint_every == 0;
       if (traffic.recomputed) ++in.checkpointed_layers;
@@ -444,6 +447,8 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   const double multiplier = gradient_multiplier(grad_norm, config_.optim.grad_clip, loss_scale);
   if (apply)
     for (auto& engine : parallel_.engines) engine->step(lr, multiplier);
+  const ExpertLoadStatistics expert_loads = load_balancer_.after_step(
+      *model_, groups_.data_parallel(), groups_.dims().pp > 1 ? &groups_.pp() : nullptr, apply);
   ++step_;
   fault_plan_.at(world_rank, step_, "step_end");
   // Under fp16 loss scaling a gradient overflow with a finite loss is the scaler's business (it
@@ -477,6 +482,8 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.skipped = !apply;
   result.first_nonfinite_gradient = first_bad;
   result.pipeline_wait_seconds = pipeline_wait;
+  result.expert_load_max_over_mean = expert_loads.max_over_mean;
+  result.dropped_tokens = expert_loads.dropped_tokens;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();

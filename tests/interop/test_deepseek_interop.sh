@@ -50,10 +50,14 @@ model: {hf_config: v3/config.json}
 parallel: {dp: 2, zero_stage: 3}
 optim: {lr: 1.0e-3}
 data: {train_path: corpus.txt, seq_len: 32}
-train: {steps: 3, micro_batch_size: 4, eval_every: 0, init_from: v3, output_dir: trained}
+train: {steps: 3, micro_batch_size: 4, eval_every: 0, log_every: 1, init_from: v3,
+        output_dir: trained}
+moe: {bias_update_rate: 0.001}
 YAML
 mpirun -np 2 --oversubscribe --bind-to none "$DSTRAIN" train finetune.yaml 2> trained.log ||
   { cat trained.log; fail "training deepseek_v3 from a transformers model"; }
+grep -q '"expert_load_max_over_mean":' trained/metrics.jsonl ||
+  fail "no expert-load statistics in trained/metrics.jsonl"
 grep -q "tensors of layers past num_hidden_layers" trained.log &&
   fail "an info line about MTP tensors where there are none"
 "$DSTRAIN" train finetune.yaml parallel.dp=1 parallel.zero_stage=0 train.steps=1 \

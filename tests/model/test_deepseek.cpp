@@ -7,11 +7,13 @@
 #include <cmath>
 #include <string>
 
+#include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/deepseek.h"
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/model/moe_router.h"
 #include "deepseek_train/model/rope_scaling.h"
+#include "deepseek_train/train/expert_load_balancer.h"
 
 using namespace dst;
 
@@ -218,4 +220,44 @@ TEST_CASE("deepseek: configs that cannot make a model are one-line errors", "[mo
   CHECK_THROWS_WITH(model_config_from_hf_json_text(
                         R"({"model_type": "deepseek_v3", "moe_layer_freq": 2})", "c.json"),
                     Catch::Contains("c.json: field 'moe_layer_freq' = 2 is not implemented"));
+}
+
+TEST_CASE(
+    "deepseek: the load balancer counts training forwards and moves the bias to the "
+    "underloaded experts",
+    "[model][deepseek]") {
+  ModelConfig c = tiny_v3();
+  c.num_hidden_layers = 2;
+  DeepseekModel model(c);
+  model->initialize(4);
+  auto world = comm::make_local_communicator();
+  const torch::Tensor ids = torch::randint(0, c.vocab_size, {2, 9}, torch::kInt64);
+  {
+    torch::NoGradGuard evaluation;  // not counted
+    model->forward(ids);
+  }
+  model->forward(ids).sum().backward();
+  const ExpertLoadBalancer balancer(0.125);
+  torch::Tensor& bias = model->layers.at(1)->moe->gate->e_score_correction_bias;
+  const std::map<int64_t, torch::Tensor> loads = model->take_expert_loads();
+  REQUIRE(loads.size() == 1);
+  const torch::Tensor load = loads.at(1);
+  CHECK(load.sum().item<int64_t>() == 2 * 9 * 2);  // every token, 2 experts each
+  // Put the counts back: the balancer takes them itself.
+  model->forward(ids).sum().backward();
+  const ExpertLoadStatistics stats = balancer.after_step(*model, *world, nullptr);
+  CHECK(stats.max_over_mean ==
+        Approx(load.max().item<double>() / load.to(torch::kFloat64).mean().item<double>()));
+  CHECK(stats.dropped_tokens == 0);
+  const torch::Tensor step = torch::sign(load.to(torch::kFloat64).mean() - load) * 0.125;
+  CHECK(torch::allclose(bias, (step - step.mean()).to(torch::kFloat32)));
+  CHECK(model->take_expert_loads().at(1).sum().item<int64_t>() == 0);  // cleared
+  // A skipped step leaves the bias alone; V2 has no bias to move.
+  model->forward(ids).sum().backward();
+  const torch::Tensor before = bias.clone();
+  balancer.after_step(*model, *world, nullptr, /*update_bias=*/false);
+  CHECK(bias.equal(before));
+  DeepseekModel v2(tiny_v2());
+  CHECK_THROWS_WITH(v2->add_to_routing_bias(1, torch::zeros({8})),
+                    Catch::Contains("deepseek_v2 has no routing correction bias"));
 }

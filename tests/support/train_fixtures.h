@@ -41,7 +41,7 @@ inline TrainConfig equivalence_config(int dp, int64_t grad_accum) {
 }
 
 // equivalence_config with a tiny DeepSeek-V3 model (MLA with q_lora, 8 routed experts in 4
-// groups, 2 per token, 1 shared; layer 0 dense).
+// groups, 2 per token, 1 shared; layer 0 dense), its routing bias updated after every step.
 inline TrainConfig deepseek_equivalence_config(int dp, int64_t grad_accum) {
   TrainConfig c = equivalence_config(dp, grad_accum);
   ModelConfig& m = c.model;
@@ -63,6 +63,7 @@ inline TrainConfig deepseek_equivalence_config(int dp, int64_t grad_accum) {
   m.scoring_func = "sigmoid";
   m.norm_topk_prob = true;
   m.routed_scaling_factor = 2.5;
+  c.moe.bias_update_rate = 0.01;  // the auxiliary-loss-free balancing moves the routing bias
   return c;
 }
 

@@ -134,6 +134,14 @@ class CausalLM : public torch::nn::Module {
   // them; recomputed is left false). Default: the dense decoder's {hidden, hidden} each way.
   virtual TpLayerTraffic tp_layer_traffic(int64_t layer) const;
 
+  // Mixture-of-experts families: the tokens routed to each expert of each local MoE layer
+  // (int64 [experts], by global layer index) since the last call, which clears them. Counted in
+  // forwards with gradients enabled (training forwards and a checkpointed layer's recompute, so
+  // each micro-batch once; not evaluation or generation). None by default.
+  virtual std::map<int64_t, torch::Tensor> take_expert_loads() { return {}; }
+  // Adds `delta` (fp32 [experts]) to MoE layer `layer`'s routing correction bias.
+  virtual void add_to_routing_bias(int64_t layer, const torch::Tensor& delta);
+
   // ---- Generic ----
   // Whole model on this rank only (one chunk with embedding and head): input_ids -> logits over
   // the full vocabulary (gathered across tp; training uses forward_chunk and loss_sum).

@@ -93,7 +93,8 @@ class MoeImpl : public torch::nn::Module {
   MoeGate gate{nullptr};
   std::vector<Expert> experts;  // "experts.<e>"
   Mlp shared_experts{nullptr};  // null when n_shared_experts is 0
-  // Tokens routed to each expert since the last take_expert_load (int64 [n_routed_experts]).
+  // Tokens routed to each expert by forwards with gradients since the last take_expert_load
+  // (int64 [n_routed_experts]).
   torch::Tensor take_expert_load();
 
  private:
@@ -136,6 +137,9 @@ class DeepseekModelImpl : public DecoderLMImpl {
   // gradients of q_proj's input (or of the q latent), of the kv latent, of the rope key, and of
   // the dense MLP's or shared experts' input. Routed experts are whole on every tp rank.
   TpLayerTraffic tp_layer_traffic(int64_t layer) const override;
+  std::map<int64_t, torch::Tensor> take_expert_loads() override;
+  // V3's e_score_correction_bias (ConfigError for V2, whose router has none).
+  void add_to_routing_bias(int64_t layer, const torch::Tensor& delta) override;
   std::map<int64_t, DeepseekDecoderLayer> layers;  // "model.layers.<i>", global index i
 };
 TORCH_MODULE(DeepseekModel);

@@ -64,6 +64,10 @@ struct MemoryPlanInputs {
   // Each local layer's tensor-parallel all-reduces (CausalLM::tp_layer_traffic); empty: the
   // dense decoder's, with checkpointed_layers recomputed.
   std::vector<TpLayerTraffic> tp_layer_traffic;
+  // Mixture of experts: the model has MoE layers (each step takes the max of the expert-load
+  // statistic over pp), and this rank's MoE layers times experts (loads summed over dp in fp64).
+  bool has_moe = false;
+  int64_t expert_load_elements = 0;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]
   // each, in the activation dtype).

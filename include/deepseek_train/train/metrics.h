@@ -33,7 +33,9 @@ struct StepMetrics {
   bool skipped = false;          // update skipped: non-finite gradients
   int64_t skipped_steps = 0;     // skipped so far in the run
   double pipeline_wait_s = 0.0;  // rank 0's wait on other pipeline stages (bubble + transfers)
-  double mfu = 0.0;              // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
+  double expert_load_max_over_mean = 0.0;  // MoE: StepResult's; 0 without MoE layers
+  int64_t dropped_tokens = 0;
+  double mfu = 0.0;  // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
   // Seconds waited per collective type, e.g. {"all_reduce": 0.02}.
   std::map<std::string, double> comm_wait_s_by_op;
   double peak_rss_mb_max = 0.0;              // max of peak_rss_mb over ranks; 0: unknown

@@ -36,6 +36,10 @@ struct StepResult {
   // When skipped: the first parameter (model order) whose gradient was non-finite, if any.
   std::string first_nonfinite_gradient;
   double pipeline_wait_seconds = 0.0;  // waiting on other pipeline stages (bubble + transfers)
+  // Mixture of experts (0 without): the largest max/mean expert-load ratio over the MoE layers,
+  // and the tokens no expert computed (always 0: no capacity limit).
+  double expert_load_max_over_mean = 0.0;
+  int64_t dropped_tokens = 0;
 };
 
 struct TrainSummary {

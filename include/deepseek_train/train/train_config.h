@@ -80,6 +80,14 @@ struct ModelParallelOptions {
   bool sequence_parallel = false;         // not implemented: must stay false
 };
 
+// Mixture-of-experts training (recipe section `moe:`, DeepSeek families).
+struct MoeOptions {
+  // DeepSeek-V3's auxiliary-loss-free balancing: after each step every MoE layer's routing
+  // correction bias moves by this rate times sign(mean load - expert load), mean-centred
+  // (train/expert_load_balancer.h). 0: the bias stays as loaded (DeepSeek-V3 used 0.001).
+  double bias_update_rate = 0.0;
+};
+
 struct TrainConfig {
   ModelConfig model;
   ParallelDims parallel;
@@ -92,6 +100,7 @@ struct TrainConfig {
   TrainOptions train;
   CommOptions comm;
   CheckpointOptions checkpoint;
+  MoeOptions moe;
   // Parameter-efficient fine-tuning: when non-empty the base model is frozen and only the
   // adapters' parameters train (adapters/adapter.h).
   std::vector<AdapterConfig> adapters;

@@ -22,6 +22,7 @@
 #include "deepseek_train/precision/loss_scaler.h"
 #include "deepseek_train/sharding/data_parallel_engine.h"
 #include "deepseek_train/sharding/memory_plan.h"
+#include "deepseek_train/train/expert_load_balancer.h"
 #include "deepseek_train/train/parallelize.h"
 #include "deepseek_train/train/step_types.h"
 #include "deepseek_train/train/train_config.h"
@@ -132,6 +133,7 @@ class Trainer {
   // tied-embedding group (train/parallelize.h).
   ParallelizedModel parallel_;
   DynamicLossScaler scaler_;
+  ExpertLoadBalancer load_balancer_;
   // The dtype activations are computed in: the parameters' (fp16 ones compute in fp32 on the CPU).
   at::ScalarType activation_dtype_ = at::kFloat;
 
