@@ -15,7 +15,11 @@ void ParallelDims::validate_axes() const {
   DST_CHECK(cp == 1, ConfigError,
             "parallel.cp = " << cp << ": context parallelism is not implemented yet (use cp: 1)");
   DST_CHECK(ep == 1, ConfigError,
-            "parallel.ep = " << ep << ": expert parallelism is not implemented yet (use ep: 1)");
+            "parallel.ep = " << ep
+                             << ": expert parallelism is not wired into training yet (the "
+                                "DeepSeek model splits its experts over an ep group, "
+                                "model/expert_dispatch.h; the engines do not yet reduce expert "
+                                "gradients over their own group): use ep: 1");
 }
 
 void ParallelDims::validate(int world_size) const {

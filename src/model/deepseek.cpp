@@ -159,10 +159,15 @@ torch::Tensor ExpertImpl::forward(const torch::Tensor& x) {
   return model_ops::project(down_proj->weight, F::silu(gate) * up, fused);
 }
 
-MoeImpl::MoeImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : config_(c) {
+MoeImpl::MoeImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group,
+                 comm::CommunicatorPtr ep_group)
+    : config_(c) {
+  if (ep_group && ep_group->size() > 1)
+    dispatcher_ = std::make_shared<ExpertDispatcher>(std::move(ep_group), c.n_routed_experts);
   gate = register_module("gate", MoeGate(c));
   auto holder = register_module("experts", std::make_shared<torch::nn::Module>());
-  for (int64_t e = 0; e < c.n_routed_experts; ++e)
+  const int64_t count = dispatcher_ ? dispatcher_->local_experts() : c.n_routed_experts;
+  for (int64_t e = first_local_expert(); e < first_local_expert() + count; ++e)
     experts.push_back(
         holder->register_module(std::to_string(e), Expert(c.hidden_size, c.moe_intermediate_size)));
   if (c.n_shared_experts > 0)
@@ -170,6 +175,10 @@ MoeImpl::MoeImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group) : config_
         "shared_experts",
         Mlp(c.hidden_size, c.moe_intermediate_size * c.n_shared_experts, std::move(tp_group)));
   load_ = torch::zeros({c.n_routed_experts}, torch::kInt64);
+}
+
+int64_t MoeImpl::first_local_expert() const {
+  return dispatcher_ ? dispatcher_->first_local_expert() : 0;
 }
 
 torch::Tensor MoeImpl::take_expert_load() {
@@ -199,26 +208,44 @@ torch::Tensor MoeImpl::run_experts(const torch::Tensor& x, const torch::Tensor& 
   const torch::Tensor counts = torch::bincount(flat, {}, config_.n_routed_experts).to(torch::kCPU);
   if (torch::GradMode::is_enabled()) load_ += counts;  // training (or recompute): once per batch
   const torch::Tensor grouped = x.index_select(0, token_of);
-  std::vector<torch::Tensor> outputs;
-  const int64_t* count = counts.data_ptr<int64_t>();
+  torch::Tensor expert_outputs;
+  if (dispatcher_) {
+    const DispatchedTokens arrived = dispatcher_->dispatch(grouped, counts);
+    expert_outputs = dispatcher_->combine(
+        run_local_experts(arrived.rows, arrived.rows_per_local_expert), arrived);
+  } else {
+    const int64_t* count = counts.data_ptr<int64_t>();
+    expert_outputs =
+        run_local_experts(grouped, std::vector<int64_t>(count, count + counts.numel()));
+  }
+  const torch::Tensor pair_weights = weights.reshape({-1}).index_select(0, order).unsqueeze(1);
+  const torch::Tensor weighted =
+      (expert_outputs.to(torch::kFloat32) * pair_weights).to(x.scalar_type());
+  return torch::zeros_like(x).index_add(0, token_of, weighted);
+}
+
+torch::Tensor MoeImpl::run_local_experts(const torch::Tensor& rows,
+                                         const std::vector<int64_t>& rows_per_expert) {
   // Every expert runs, on an empty group too: its weights then get a zero gradient instead of
   // none, so the data-parallel engines see every gradient of the layer arrive (ZeRO launches a
   // unit's reduction when all its gradients are in; a rank waiting for an unused expert's would
   // order its collectives differently from the others).
-  for (int64_t e = 0, start = 0; e < config_.n_routed_experts; start += count[e], ++e)
-    outputs.push_back(experts[e]->forward(grouped.narrow(0, start, count[e])));
-  const torch::Tensor pair_weights = weights.reshape({-1}).index_select(0, order).unsqueeze(1);
-  const torch::Tensor weighted =
-      (torch::cat(outputs).to(torch::kFloat32) * pair_weights).to(x.scalar_type());
-  return torch::zeros_like(x).index_add(0, token_of, weighted);
+  std::vector<torch::Tensor> outputs;
+  int64_t start = 0;
+  for (size_t e = 0; e < experts.size(); ++e) {
+    outputs.push_back(experts[e]->forward(rows.narrow(0, start, rows_per_expert[e])));
+    start += rows_per_expert[e];
+  }
+  return torch::cat(outputs);
 }
 
 DeepseekDecoderLayerImpl::DeepseekDecoderLayerImpl(const ModelConfig& c, int64_t index,
-                                                   comm::CommunicatorPtr tp_group, bool fused) {
+                                                   comm::CommunicatorPtr tp_group,
+                                                   comm::CommunicatorPtr ep_group, bool fused) {
   self_attn = register_module("self_attn", MlaAttention(c, tp_group));
   self_attn->fused = fused;
   if (c.is_moe_layer(index)) {
-    moe = register_module("mlp", Moe(c, tp_group));
+    moe = register_module("mlp", Moe(c, tp_group, std::move(ep_group)));
     for (Expert& expert : moe->experts) expert->fused = fused;
     if (moe->shared_experts) moe->shared_experts->fused = fused;
   } else {
@@ -248,11 +275,11 @@ torch::Tensor DeepseekDecoderLayerImpl::forward_cached(const torch::Tensor& x,
 }
 
 DeepseekModelImpl::DeepseekModelImpl(const ModelConfig& config, ModelShardSpec shard)
-    : DecoderLMImpl(config, std::move(shard)) {
+    : DecoderLMImpl(config, shard) {
   DST_CHECK(config_.is_deepseek(), ConfigError,
             "DeepseekModel built for model_type '" << config_.model_type << "'");
-  build_stack([this](int64_t index) {
-    DeepseekDecoderLayer layer(config_, index, tp_group(), fused_kernels());
+  build_stack([this, ep_group = shard.ep_group](int64_t index) {
+    DeepseekDecoderLayer layer(config_, index, tp_group(), ep_group, fused_kernels());
     layers.emplace(index, layer);
     return layer.ptr();
   });

@@ -611,7 +611,7 @@ TEST_CASE("recipe: named mesh axes, parallel.dp_shard as another name of paralle
   CHECK_THAT(parse_error("parallel:\n  dp_replicate: 0\n"),
              Catch::Contains("parallel.dp_replicate must be at least 1, got 0"));
   CHECK_THAT(parse_error("parallel:\n  ep: 2\n"),
-             Catch::Contains("parallel.ep = 2: expert parallelism is not implemented yet"));
+             Catch::Contains("parallel.ep = 2: expert parallelism is not wired into training yet"));
 }
 
 TEST_CASE("recipe: a DeepSeek model in YAML round-trips; Llama recipes leave its keys out",

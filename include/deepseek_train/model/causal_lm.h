@@ -34,6 +34,9 @@ namespace dst {
 // Which part of the model a rank builds.
 struct ModelShardSpec {
   comm::CommunicatorPtr tp_group;  // null or size 1: no tensor parallelism
+  // Expert parallelism (MoE families): routed experts split over this group, tokens exchanged
+  // with model/expert_dispatch.h. Null or size 1: every expert on every rank.
+  comm::CommunicatorPtr ep_group;
   std::vector<LayerChunk> chunks;  // empty: the whole model as one chunk
   int checkpoint_every = 0;        // activation checkpointing of every k-th layer (0: off)
   // CPU activations go through kernels/fused_ops.h instead of the ATen reference ops: fp32 ones

@@ -27,6 +27,7 @@
 
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/model/decoder_lm.h"
+#include "deepseek_train/model/expert_dispatch.h"
 #include "deepseek_train/model/kv_cache.h"
 #include "deepseek_train/model/llama.h"
 #include "deepseek_train/model/model_config.h"
@@ -85,13 +86,17 @@ class ExpertImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Expert);
 
-// DeepSeekMoE block: routed experts weighted by the router plus the shared experts.
+// DeepSeekMoE block: routed experts weighted by the router plus the shared experts. Under
+// expert parallelism (ep_group of size > 1) the rank holds only its share of the routed experts
+// and exchanges token copies with the others (model/expert_dispatch.h).
 class MoeImpl : public torch::nn::Module {
  public:
-  MoeImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group);
+  MoeImpl(const ModelConfig& config, comm::CommunicatorPtr tp_group,
+          comm::CommunicatorPtr ep_group = nullptr);
   torch::Tensor forward(const torch::Tensor& x);
   MoeGate gate{nullptr};
-  std::vector<Expert> experts;  // "experts.<e>"
+  std::vector<Expert> experts;  // this rank's: "experts.<first_local_expert() + i>"
+  int64_t first_local_expert() const;
   Mlp shared_experts{nullptr};  // null when n_shared_experts is 0
   // Tokens routed to each expert by forwards with gradients since the last take_expert_load
   // (int64 [n_routed_experts]).
@@ -102,15 +107,19 @@ class MoeImpl : public torch::nn::Module {
   // grouped by expert so each expert runs one GEMM over its contiguous group.
   torch::Tensor run_experts(const torch::Tensor& x, const torch::Tensor& experts,
                             const torch::Tensor& weights);
+  // This rank's experts over rows grouped by local expert (rows_per_expert[i] for experts[i]).
+  torch::Tensor run_local_experts(const torch::Tensor& rows,
+                                  const std::vector<int64_t>& rows_per_expert);
   ModelConfig config_;
   torch::Tensor load_;
+  std::shared_ptr<ExpertDispatcher> dispatcher_;  // null without expert parallelism
 };
 TORCH_MODULE(Moe);
 
 class DeepseekDecoderLayerImpl : public DecoderBlock {
  public:
   DeepseekDecoderLayerImpl(const ModelConfig& config, int64_t index, comm::CommunicatorPtr tp_group,
-                           bool fused);
+                           comm::CommunicatorPtr ep_group, bool fused);
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor forward_cached(const torch::Tensor& x, LayerKeyValueCache& cache) override;
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
