@@ -4,8 +4,9 @@ llama.cpp from source, minutes on a small machine).
     python3 -m venv /tmp/lv && /tmp/lv/bin/pip install llama-cpp-python numpy safetensors
     /tmp/lv/bin/python scripts/check_gguf_llamacpp.py build/dstrain MODEL_DIR TOKENIZER_JSON WORKDIR
 
-MODEL_DIR: a Hugging Face folder of a Llama model whose vocabulary is TOKENIZER_JSON's (e.g. a
-dstrain run exported with `ckpt convert --to hf`). The script exports f32 and q8_0 GGUF files,
+MODEL_DIR: a Hugging Face folder of a Llama or DeepSeek-V2/V3 model whose vocabulary is
+TOKENIZER_JSON's (e.g. a dstrain run exported with `ckpt convert --to hf`, or
+`tests/interop/deepseek_reference.py make v3 DIR --vocab 32022 --n-group 1`). The script exports f32 and q8_0 GGUF files,
 runs the same token ids through llama.cpp and through `dstrain eval --dump-logits`, and prints
 the largest logit difference (f32: must be <= 1e-3) and the mean token loss of both exports; it
 also tokenizes a few texts with the embedded tokenizer in llama.cpp and with `dstrain tokenize`
@@ -14,6 +15,10 @@ also tokenizes a few texts with the embedded tokenizer in llama.cpp and with `ds
 Measured 2026-12-05 (llama-cpp-python 0.3.16, a 2-layer hidden-64 model with deepseek-coder's
 vocabulary, 64 tokens): f32 max |logit difference| 2.0e-4; q8_0 9.5e-3, perplexity ratio
 0.99989; tokenization equal on all texts.
+DeepSeek (`deepseek2`), 3 layers, hidden 32, 8 experts, deepseek-coder's vocabulary, 64 tokens,
+f32 max |logit difference| / q8_0 perplexity ratio: V3 with YaRN (mscale 1, mscale_all_dim
+0.8) 1.8e-4 / 0.997; V2 greedy with YaRN 7.0e-5 / 0.994; V3 half-split rotary 6.2e-5 / 0.990
+(random weights: q8_0 noise flips expert choices, hence q8_0 logit differences up to 3).
 """
 import math
 import os
@@ -65,7 +70,9 @@ def main(dstrain, model_dir, tokenizer, work):
         gguf = os.path.join(work, f"model-{dtype}.gguf")
         subprocess.run([dstrain, "ckpt", "convert", model_dir, "--to", "gguf", gguf, "--dtype",
                         dtype, "--tokenizer", tokenizer], check=True)
-        llm = Llama(model_path=gguf, n_ctx=len(ids), logits_all=True, verbose=False)
+        # An f32 key/value cache: llama.cpp's default f16 one adds ~1e-3 to the logits.
+        llm = Llama(model_path=gguf, n_ctx=len(ids), logits_all=True, verbose=False, type_k=0,
+                    type_v=0)
         llm.eval(ids)
         theirs = np.array(llm.scores[: len(ids)], dtype=np.float32)
         results[dtype] = (np.abs(theirs - ours).max(), mean_loss(theirs, ids))

@@ -13,6 +13,7 @@
 
 #include "deepseek_train/checkpoint/gguf_writer.h"
 #include "deepseek_train/core/error.h"
+#include "gguf_deepseek2.h"
 
 namespace dst {
 
@@ -73,11 +74,14 @@ uint32_t file_type(const std::string& dtype) {
   return 32;  // bf16
 }
 
-void add_hyper_parameters(GgufWriter& gguf, const ModelConfig& c, const GgufExportOptions& o) {
-  gguf.add_string("general.architecture", "llama");
+void add_general(GgufWriter& gguf, const std::string& architecture, const GgufExportOptions& o) {
+  gguf.add_string("general.architecture", architecture);
   gguf.add_string("general.name", o.name.empty() ? "model" : o.name);
   gguf.add_uint32("general.file_type", file_type(o.dtype));
   if (o.dtype == "q8_0") gguf.add_uint32("general.quantization_version", 2);
+}
+
+void add_llama_hyper_parameters(GgufWriter& gguf, const ModelConfig& c) {
   gguf.add_uint32("llama.context_length", static_cast<uint32_t>(c.max_position_embeddings));
   gguf.add_uint32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
   gguf.add_uint32("llama.block_count", static_cast<uint32_t>(c.num_hidden_layers));
@@ -197,14 +201,34 @@ std::string quantize_q8_0(const at::Tensor& values) {
 void export_gguf(const std::string& path, const ModelConfig& config,
                  const std::map<std::string, at::Tensor>& tensors,
                  const GgufExportOptions& options) {
-  DST_CHECK(config.model_type == "llama", ConfigError,
-            "GGUF export: model type '" << config.model_type << "' cannot be written (llama only)");
+  DST_CHECK(config.model_type == "llama" || config.is_deepseek(), ConfigError,
+            "GGUF export: model type '" << config.model_type
+                                        << "' cannot be written (llama, deepseek_v2, deepseek_v3)");
   DST_CHECK(options.dtype == "f32" || options.dtype == "f16" || options.dtype == "bf16" ||
                 options.dtype == "q8_0",
             ConfigError,
             "GGUF export: --dtype must be f32, f16, bf16 or q8_0, got '" << options.dtype << "'");
   GgufWriter gguf;
-  add_hyper_parameters(gguf, config, options);
+  if (config.is_deepseek()) {
+    gguf_deepseek2::check_representable(config);
+    add_general(gguf, "deepseek2", options);
+    gguf_deepseek2::add_metadata(gguf, config);
+    if (!options.tokenizer_json.empty()) add_tokenizer(gguf, config, options);
+    for (const gguf_deepseek2::GgufTensor& t : gguf_deepseek2::tensors(config, tensors)) {
+      // As llama.cpp's converter: rows q8_0 blocks cannot cover (MLA's attn_k_b rows are
+      // qk_nope_head_dim long) fall back to f16.
+      const bool q8_fits = t.values.size(-1) % 32 == 0;
+      const std::string dtype = t.keep_f32                            ? "f32"
+                                : options.dtype == "q8_0" && !q8_fits ? "f16"
+                                                                      : options.dtype;
+      auto [type, data] = encode(t.name, t.values, dtype);
+      gguf.add_tensor(t.name, t.values.sizes().vec(), type, std::move(data));
+    }
+    gguf.write(path);
+    return;
+  }
+  add_general(gguf, "llama", options);
+  add_llama_hyper_parameters(gguf, config);
   if (!options.tokenizer_json.empty()) add_tokenizer(gguf, config, options);
   for (const auto& [name, tensor] : tensors) {
     at::Tensor values = tensor;

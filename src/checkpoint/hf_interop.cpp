@@ -161,15 +161,28 @@ void HfModelReader::add_fused_expert_views() {
   }
 }
 
-int64_t HfModelReader::tensors_beyond_last_layer() const {
+namespace {
+bool beyond_last_layer(const std::string& name, int64_t layers) {
   static const std::regex layer(R"(model\.layers\.(\d+)\..*)");
   std::smatch match;
+  return std::regex_match(name, match, layer) && std::stoll(match[1].str()) >= layers;
+}
+}  // namespace
+
+int64_t HfModelReader::tensors_beyond_last_layer() const {
   int64_t count = 0;
   for (const std::string& name : names())
-    if (std::regex_match(name, match, layer) &&
-        std::stoll(match[1].str()) >= config_.num_hidden_layers)
-      ++count;
+    if (beyond_last_layer(name, config_.num_hidden_layers)) ++count;
   return count;
+}
+
+std::vector<std::string> HfModelReader::model_tensor_names() const {
+  static const std::regex fused(R"(.*\.mlp\.experts\.(gate_up_proj|down_proj))");
+  std::vector<std::string> kept;
+  for (const std::string& name : names())
+    if (!std::regex_match(name, fused) && !beyond_last_layer(name, config_.num_hidden_layers))
+      kept.push_back(name);
+  return kept;
 }
 
 void save_safetensors(const std::string& path,

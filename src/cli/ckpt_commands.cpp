@@ -41,7 +41,7 @@ ModelWeights read_model_weights(const CkptArgs& args) {
       std::filesystem::exists(std::filesystem::path(args.directory) / "config.json")) {
     const HfModelReader hf(args.directory);
     weights.config = hf.config();
-    for (const std::string& name : hf.names())
+    for (const std::string& name : hf.model_tensor_names())
       weights.tensors.emplace_back(name, hf.read_rows(name));
     weights.description = args.directory + " (Hugging Face)";
     return weights;

@@ -81,6 +81,20 @@ for model in v3_yarn v2_yarn; do
   ref generate "$model" prompts.txt "gen_$model.txt" --max-new-tokens 20
 done
 
+# GGUF for llama.cpp (`deepseek2`): V3 (routing without group limits: llama.cpp builds before
+# late 2025 have none) and V2, read back by the `gguf` library.
+make_model v3 v3_flat --n-group 1 --topk-group 1 --seed 9 > /dev/null
+for model in v3_flat v2_greedy; do
+  "$DSTRAIN" ckpt convert "$model" "$model.gguf" --to gguf --dtype f32 > /dev/null ||
+    fail "GGUF export of $model"
+  run_py "$SRC/tests/interop/deepseek_reference.py" check-gguf "$model.gguf" "$model"
+done
+for model in v3 v3_fused; do  # fused experts and an MTP layer: the same file
+  "$DSTRAIN" ckpt convert "$model" "$model.gguf" --to gguf --dtype f16 --name m > /dev/null ||
+    fail "GGUF export of $model"
+done
+cmp v3.gguf v3_fused.gguf || fail "the GGUF of fused experts differs from the per-expert one's"
+
 # Bad input: one line naming the file and the key.
 cp -r v3 broken
 "$PY" - <<'PYEOF'
@@ -98,6 +112,9 @@ expect_error() {  # expect_error PATTERN COMMAND...: fails unless COMMAND fails 
 }
 expect_error "broken: no tensor 'model.layers.2.mlp.experts.5.up_proj.weight'" \
   "$DSTRAIN" eval --model broken --ids ids.txt --seq-len 32
+expect_error "GGUF export: llama.cpp's deepseek2 takes a plain q_proj (model.q_lora_rank null) exactly when the model has 27 layers" \
+  "$DSTRAIN" ckpt convert v2_yarn v2_yarn.gguf --to gguf
+test ! -e v2_yarn.gguf || fail "a refused GGUF export left a file"
 edit_config() {  # edit_config KEY JSON_VALUE: edited/ is v3/ with config.json's KEY set
   rm -rf edited && cp -r v3 edited
   "$PY" - "$1" "$2" <<'PYEOF'

@@ -1,8 +1,10 @@
-// Llama-family models as GGUF files for llama.cpp and ollama (`dstrain ckpt convert --to gguf`):
-// llama.cpp's tensor names (token_embd, blk.N.attn_q, ...), q/k rows reordered from Hugging
-// Face's rotate-half layout to the interleaved pairs llama.cpp's RoPE expects, the hyper-
-// parameters as llama.* keys, and a Hugging Face byte-level BPE tokenizer.json as tokenizer.ggml.*
-// keys. Weights in f32, f16, bf16 or q8_0 (norms stay f32).
+// Llama and DeepSeek-V2/V3 models as GGUF files for llama.cpp and ollama (`dstrain ckpt convert
+// --to gguf`): llama.cpp's architectures `llama` (tensor names token_embd, blk.N.attn_q, ...; q/k
+// rows reordered from Hugging Face's rotate-half layout to the interleaved pairs llama.cpp's RoPE
+// expects) and `deepseek2` (src/checkpoint/gguf_deepseek2.h: MLA split into attn_k_b/attn_v_b,
+// stacked experts; docs/design/deepseek2_gguf.md), the hyper-parameters as <arch>.* keys, and a
+// Hugging Face byte-level BPE tokenizer.json as tokenizer.ggml.* keys. Weights in f32, f16, bf16
+// or q8_0 (norms, and DeepSeek's router and its bias, stay f32).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,8 +27,9 @@ struct GgufExportOptions {
 };
 
 // Writes `path` from the full tensors of a model (Hugging Face names). ConfigError naming the
-// tensor, key or file when the family is not llama, a tensor has no llama.cpp name (merge
-// adapters first), a q8_0 row is not a multiple of 32, or the tokenizer does not fit the model.
+// tensor, key or file when the family has no GGUF layout here, llama.cpp cannot hold the model
+// (gguf_deepseek2::check_representable), a tensor has no llama.cpp name (merge adapters first),
+// a q8_0 row is not a multiple of 32, or the tokenizer does not fit the model.
 void export_gguf(const std::string& path, const ModelConfig& config,
                  const std::map<std::string, at::Tensor>& tensors,
                  const GgufExportOptions& options);

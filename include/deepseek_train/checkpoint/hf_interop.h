@@ -63,6 +63,9 @@ class HfModelReader : public SafetensorsTensors {
   // Tensors of layers past num_hidden_layers (DeepSeek-V3's multi-token-prediction layers), which
   // the model does not use.
   int64_t tensors_beyond_last_layer() const;
+  // The model's tensors by the names the families use: fused expert tensors as their per-expert
+  // views, without the layers past num_hidden_layers.
+  std::vector<std::string> model_tensor_names() const;
 
  private:
   void add_fused_expert_views();
