@@ -78,5 +78,5 @@ TEST_CASE("mesh: named axes — HSDP rank order, validation in one place", "[mes
   bad = dims;
   bad.ep = 4;
   CHECK_THROWS_WITH(bad.validate(24), Catch::StartsWith("parallel.ep = 4: expert parallelism is "
-                                                        "not implemented yet"));
+                                                        "not wired into training yet"));
 }
