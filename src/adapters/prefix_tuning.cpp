@@ -112,6 +112,12 @@ PrefixTuningAdapter::PrefixTuningAdapter(const AdapterConfig& config)
 
 void PrefixTuningAdapter::apply(CausalLM& model, uint64_t seed) {
   DST_CHECK(prefixes_.empty(), ConfigError, where_ << ": prefix tuning was already applied");
+  // A family without key/value prefix sites (DeepSeek's MLA caches a latent, not per-head keys)
+  // would train an encoder nothing uses.
+  DST_CHECK(
+      !model.key_value_prefix_sites().empty() || model.config().model_type == "llama", ConfigError,
+      where_ << ": prefix tuning is not implemented for model type '" << model.config().model_type
+             << "' (it has no key/value prefix sites); use LoRA");
   const ModelConfig& c = model.config();
   const int64_t nvt = options_.num_virtual_tokens;
   const int64_t head_dim = c.head_dim();

@@ -16,7 +16,9 @@ constexpr int64_t kLiteLayers = 27;  // llama.cpp tells V2-Lite (plain q_proj) b
 
 std::string key(const char* name) { return std::string(kArch) + "." + name; }
 
-bool is_yarn(const ModelConfig& c) {
+// llama.cpp's YaRN keys are written only for a factor above 1 (its mscale formula, unlike
+// transformers', is not 1 below).
+bool writes_yarn(const ModelConfig& c) {
   return c.rope_scaling.rope_type == "yarn" && c.rope_scaling.factor > 1;
 }
 
@@ -98,11 +100,15 @@ void add_transformed(const ModelConfig& c, const std::map<std::string, at::Tenso
 }  // namespace
 
 void check_representable(const ModelConfig& c) {
+  DST_CHECK(c.n_shared_experts >= 1, ConfigError,
+            "GGUF export: model.n_shared_experts must be at least 1 for llama.cpp's deepseek2 "
+            "(its loader requires the shared-expert tensors), got "
+                << c.n_shared_experts);
   DST_CHECK((c.q_lora_rank == 0) == (c.num_hidden_layers == kLiteLayers), ConfigError,
             "GGUF export: llama.cpp's deepseek2 takes a plain q_proj (model.q_lora_rank null) "
             "exactly when the model has 27 layers (DeepSeek-V2-Lite); this one has "
                 << c.num_hidden_layers << " layers and q_lora_rank " << c.q_lora_rank);
-  DST_CHECK(!is_yarn(c) || (c.rope_scaling.beta_fast == 32 && c.rope_scaling.beta_slow == 1),
+  DST_CHECK(!writes_yarn(c) || (c.rope_scaling.beta_fast == 32 && c.rope_scaling.beta_slow == 1),
             ConfigError,
             "GGUF export: model.rope_scaling.beta_fast/beta_slow must be 32/1 for llama.cpp "
             "(GGUF has no key for them), got "
@@ -148,7 +154,7 @@ void add_metadata(GgufWriter& gguf, const ModelConfig& c) {
     u32("expert_group_used_count", c.topk_group);
   }
   u32("vocab_size", c.vocab_size);
-  if (is_yarn(c)) {
+  if (writes_yarn(c)) {
     gguf.add_string(key("rope.scaling.type"), "yarn");
     f32("rope.scaling.factor", c.rope_scaling.factor);
     u32("rope.scaling.original_context_length",

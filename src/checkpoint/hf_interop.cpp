@@ -146,9 +146,11 @@ void HfModelReader::add_fused_expert_views() {
     if (!std::regex_match(name, match, fused)) continue;
     const std::string experts = match[1].str();
     const std::vector<int64_t> full = shape(name);
-    DST_CHECK(full.size() == 3, CheckpointError,
-              name << " in the weights of this folder must be 3-D [experts, out, in], has shape "
-                   << at::IntArrayRef(full));
+    DST_CHECK(full.size() == 3 && (match[2] == "down_proj" || full[1] % 2 == 0), CheckpointError,
+              source() << ": tensor '" << name
+                       << "' must be [experts, out, in] (gate_up_proj with an even out: gate rows "
+                          "then up rows), has shape "
+                       << at::IntArrayRef(full));
     for (int64_t e = 0; e < full[0]; ++e) {
       const std::string prefix = experts + "." + std::to_string(e) + ".";
       if (match[2] == "down_proj") {

@@ -244,6 +244,8 @@ DeepseekDecoderLayerImpl::DeepseekDecoderLayerImpl(const ModelConfig& c, int64_t
                                                    comm::CommunicatorPtr ep_group, bool fused) {
   self_attn = register_module("self_attn", MlaAttention(c, tp_group));
   self_attn->fused = fused;
+  if (self_attn->q_a_layernorm) self_attn->q_a_layernorm->fused = fused;
+  self_attn->kv_a_layernorm->fused = fused;
   if (c.is_moe_layer(index)) {
     moe = register_module("mlp", Moe(c, tp_group, std::move(ep_group)));
     for (Expert& expert : moe->experts) expert->fused = fused;
@@ -285,11 +287,17 @@ DeepseekModelImpl::DeepseekModelImpl(const ModelConfig& config, ModelShardSpec s
   });
 }
 
+namespace {
+bool is_routing_bias(const std::string& name) {
+  const std::string bias = ".e_score_correction_bias";
+  return name.size() > bias.size() &&
+         name.compare(name.size() - bias.size(), bias.size(), bias) == 0;
+}
+}  // namespace
+
 void DeepseekModelImpl::initialize_parameter(const std::string& name, torch::Tensor& parameter,
                                              uint64_t seed) {
-  const std::string bias = ".e_score_correction_bias";
-  if (name.size() > bias.size() &&
-      name.compare(name.size() - bias.size(), bias.size(), bias) == 0) {
+  if (is_routing_bias(name)) {
     torch::NoGradGuard no_grad;
     allocate_deferred(parameter);
     parameter.zero_();
@@ -297,6 +305,8 @@ void DeepseekModelImpl::initialize_parameter(const std::string& name, torch::Ten
   }
   CausalLM::initialize_parameter(name, parameter, seed);
 }
+
+bool DeepseekModelImpl::keeps_fp32(const std::string& name) const { return is_routing_bias(name); }
 
 TpLayerTraffic DeepseekModelImpl::tp_layer_traffic(int64_t layer) const {
   const ModelConfig& c = config_;

@@ -11,14 +11,15 @@ namespace dst {
 
 namespace {
 
-void validate_deepseek(const ModelConfig& c) {
-  const auto positive = [](int64_t value, const char* key) {
-    DST_CHECK(value > 0, ConfigError, "model." << key << " must be positive, got " << value);
-  };
-  positive(c.kv_lora_rank, "kv_lora_rank");
-  positive(c.qk_nope_head_dim, "qk_nope_head_dim");
-  positive(c.qk_rope_head_dim, "qk_rope_head_dim");
-  positive(c.v_head_dim, "v_head_dim");
+void check_positive(int64_t value, const char* key) {
+  DST_CHECK(value > 0, ConfigError, "model." << key << " must be positive, got " << value);
+}
+
+void validate_mla(const ModelConfig& c) {
+  check_positive(c.kv_lora_rank, "kv_lora_rank");
+  check_positive(c.qk_nope_head_dim, "qk_nope_head_dim");
+  check_positive(c.qk_rope_head_dim, "qk_rope_head_dim");
+  check_positive(c.v_head_dim, "v_head_dim");
   DST_CHECK(c.q_lora_rank >= 0, ConfigError, "model.q_lora_rank must be positive or null");
   DST_CHECK(c.qk_rope_head_dim % 2 == 0, ConfigError,
             "model.qk_rope_head_dim (" << c.qk_rope_head_dim << ") must be even for RoPE");
@@ -26,21 +27,9 @@ void validate_deepseek(const ModelConfig& c) {
             "model.num_key_value_heads ("
                 << c.num_key_value_heads << ") must equal num_attention_heads ("
                 << c.num_attention_heads << "): MLA's kv_b_proj makes one key/value per head");
-  positive(c.n_routed_experts, "n_routed_experts");
-  positive(c.moe_intermediate_size, "moe_intermediate_size");
-  DST_CHECK(c.n_shared_experts >= 0, ConfigError, "model.n_shared_experts must not be negative");
-  DST_CHECK(c.first_k_dense_replace >= 0, ConfigError,
-            "model.first_k_dense_replace must not be negative");
-  DST_CHECK(c.num_experts_per_tok > 0 && c.num_experts_per_tok <= c.n_routed_experts, ConfigError,
-            "model.num_experts_per_tok (" << c.num_experts_per_tok << ") must be in 1.."
-                                          << c.n_routed_experts << " (n_routed_experts)");
-  positive(c.n_group, "n_group");
-  DST_CHECK(c.n_routed_experts % c.n_group == 0, ConfigError,
-            "model.n_routed_experts (" << c.n_routed_experts << ") is not divisible by n_group ("
-                                       << c.n_group << ")");
-  DST_CHECK(
-      c.topk_group > 0 && c.topk_group <= c.n_group, ConfigError,
-      "model.topk_group (" << c.topk_group << ") must be in 1.." << c.n_group << " (n_group)");
+}
+
+void validate_routing(const ModelConfig& c) {
   const bool v3 = c.model_type == "deepseek_v3";
   const bool grouped = v3 || c.topk_method == "group_limited_greedy";
   DST_CHECK(!grouped || c.topk_group * (c.n_routed_experts / c.n_group) >= c.num_experts_per_tok,
@@ -50,27 +39,50 @@ void validate_deepseek(const ModelConfig& c) {
                                   << " experts hold fewer than num_experts_per_tok ("
                                   << c.num_experts_per_tok << ")");
   DST_CHECK(!v3 || c.n_routed_experts / c.n_group >= 2, ConfigError,
-            "model: DeepSeek-V3 scores each of n_group (" << c.n_group
-                                                          << ") groups by its top 2 experts: "
-                                                             "n_routed_experts / n_group must be "
-                                                             ">= 2");
-  const char* method_ok = v3 ? "noaux_tc" : "greedy, group_limited_greedy";
+            "model: DeepSeek-V3 scores each of n_group ("
+                << c.n_group
+                << ") groups by its top 2 experts: n_routed_experts / n_group must be >= 2");
   DST_CHECK(v3 ? c.topk_method == "noaux_tc"
                : (c.topk_method == "greedy" || c.topk_method == "group_limited_greedy"),
             ConfigError,
             "model.topk_method '" << c.topk_method << "' is not known for " << c.model_type
-                                  << " (known: " << method_ok << ")");
+                                  << " (known: "
+                                  << (v3 ? "noaux_tc" : "greedy, group_limited_greedy") << ")");
   const char* scoring = v3 ? "sigmoid" : "softmax";
   DST_CHECK(c.scoring_func == scoring, ConfigError,
             "model.scoring_func '" << c.scoring_func << "' is not known for " << c.model_type
                                    << " (known: " << scoring << ")");
   DST_CHECK(c.routed_scaling_factor > 0, ConfigError,
             "model.routed_scaling_factor must be positive");
-  const RopeScaling& r = c.rope_scaling;
+}
+
+void validate_moe(const ModelConfig& c) {
+  check_positive(c.n_routed_experts, "n_routed_experts");
+  check_positive(c.moe_intermediate_size, "moe_intermediate_size");
+  DST_CHECK(c.n_shared_experts >= 0, ConfigError, "model.n_shared_experts must not be negative");
+  DST_CHECK(c.first_k_dense_replace >= 0, ConfigError,
+            "model.first_k_dense_replace must not be negative");
+  DST_CHECK(c.num_experts_per_tok > 0 && c.num_experts_per_tok <= c.n_routed_experts, ConfigError,
+            "model.num_experts_per_tok (" << c.num_experts_per_tok << ") must be in 1.."
+                                          << c.n_routed_experts << " (n_routed_experts)");
+  check_positive(c.n_group, "n_group");
+  DST_CHECK(c.n_routed_experts % c.n_group == 0, ConfigError,
+            "model.n_routed_experts (" << c.n_routed_experts << ") is not divisible by n_group ("
+                                       << c.n_group << ")");
+  DST_CHECK(
+      c.topk_group > 0 && c.topk_group <= c.n_group, ConfigError,
+      "model.topk_group (" << c.topk_group << ") must be in 1.." << c.n_group << " (n_group)");
+  validate_routing(c);
+}
+
+void validate_rope_scaling(const RopeScaling& r) {
   DST_CHECK(r.rope_type == "default" || r.rope_type == "yarn", ConfigError,
             "model.rope_scaling.rope_type '" << r.rope_type
                                              << "' is not implemented (known: default, yarn)");
   DST_CHECK(r.factor > 0, ConfigError, "model.rope_scaling.factor must be positive");
+  DST_CHECK(r.beta_fast > 0 && r.beta_slow > 0, ConfigError,
+            "model.rope_scaling.beta_fast and beta_slow must be positive, got "
+                << r.beta_fast << " and " << r.beta_slow);
   DST_CHECK(r.original_max_position_embeddings >= 0, ConfigError,
             "model.rope_scaling.original_max_position_embeddings must not be negative");
 }
@@ -88,7 +100,9 @@ void ModelConfig::validate() const {
   DST_CHECK(num_attention_heads > 0, ConfigError,
             "model.num_attention_heads must be positive, got " << num_attention_heads);
   if (is_deepseek()) {
-    validate_deepseek(*this);
+    validate_mla(*this);
+    validate_moe(*this);
+    validate_rope_scaling(rope_scaling);
   } else {
     // Llama, and families registered by programs (model/model_family.h): a dense decoder.
     DST_CHECK(hidden_size % num_attention_heads == 0, ConfigError,
@@ -349,6 +363,9 @@ void read_rope_scaling(const nlohmann::json& json, const std::string& path, Rope
     read_field(rope, where, "attention_factor", &out->attention_factor);
     read_field(rope, where, "truncate", &out->truncate);
   }
+  // transformers reads `beta_fast or 32`, `beta_slow or 1`: 0 means the default.
+  if (out->beta_fast == 0) out->beta_fast = 32.0;
+  if (out->beta_slow == 0) out->beta_slow = 1.0;
 }
 
 // DeepSeek's fields, with DeepseekV2Config / DeepseekV3Config defaults for missing ones.

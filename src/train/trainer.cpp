@@ -43,6 +43,18 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+// "q_proj, k_proj, ..." : the projections of the model adapters can attach to, by last name.
+std::string projection_names(CausalLM& model) {
+  std::vector<std::string> names;
+  for (const ProjectionSite& site : model.projection_sites()) {
+    const std::string name = site.name.substr(site.name.rfind('.') + 1);
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  std::string text;
+  for (const std::string& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
 // Sums `values` over the group in fp64 (in place).
 std::vector<double> all_reduce_sum(comm::Communicator& group, std::vector<double> values) {
   if (group.size() == 1) return values;
@@ -160,7 +172,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     DST_CHECK(trainable > 0, ConfigError,
               config_.adapters.front().where
                   << ": the adapters add no trainable parameter (does target_modules match any "
-                     "of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj?)");
+                     "of "
+                  << projection_names(*model_) << "?)");
     // The frozen base takes the parameter dtype here; the engines cast what trains.
     NamedParameters frozen;
     for (auto& item : model_->named_parameters(/*recurse=*/true))
@@ -168,7 +181,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     weights.fill_deferred(frozen);
     torch::NoGradGuard no_grad;
     for (auto& [name, parameter] : frozen)
-      parameter.set_data(parameter.to(scalar_type_of(precision.param)));
+      if (!model_->keeps_fp32(name))
+        parameter.set_data(parameter.to(scalar_type_of(precision.param)));
   }
   activation_dtype_ = scalar_type_of(precision.param);
   if (activation_dtype_ == torch::kFloat16) {

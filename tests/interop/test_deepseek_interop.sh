@@ -115,6 +115,15 @@ expect_error "broken: no tensor 'model.layers.2.mlp.experts.5.up_proj.weight'" \
 expect_error "GGUF export: llama.cpp's deepseek2 takes a plain q_proj (model.q_lora_rank null) exactly when the model has 27 layers" \
   "$DSTRAIN" ckpt convert v2_yarn v2_yarn.gguf --to gguf
 test ! -e v2_yarn.gguf || fail "a refused GGUF export left a file"
+# LoRA trains DeepSeek's projections; prefix tuning (MLA caches a latent) is refused by name.
+cp finetune.yaml adapters.yaml
+printf 'adapters:\n  - {type: lora, r: 4, alpha: 8, target_modules: [q_b_proj, kv_b_proj, o_proj]}\n' >> adapters.yaml
+"$DSTRAIN" train adapters.yaml parallel.dp=1 parallel.zero_stage=0 train.steps=2 \
+  train.output_dir=lora_run 2> lora.log || { cat lora.log; fail "LoRA on deepseek_v3"; }
+printf 'adapters:\n  - {type: prefix, num_virtual_tokens: 4}\n' > prefix_only.yaml
+sed '/^adapters:/,$d' adapters.yaml > prefix.yaml && cat prefix_only.yaml >> prefix.yaml
+expect_error "prefix tuning is not implemented for model type 'deepseek_v3'" \
+  "$DSTRAIN" train prefix.yaml parallel.dp=1 parallel.zero_stage=0 train.output_dir=prefix_run
 edit_config() {  # edit_config KEY JSON_VALUE: edited/ is v3/ with config.json's KEY set
   rm -rf edited && cp -r v3 edited
   "$PY" - "$1" "$2" <<'PYEOF'

@@ -217,6 +217,13 @@ TEST_CASE("deepseek: configs that cannot make a model are one-line errors", "[mo
   CHECK(model_config_to_hf_json(back) == model_config_to_hf_json(c));
   CHECK(back.q_lora_rank == 24);
   CHECK(back.rope_scaling.mscale_all_dim == 0.7);
+  // transformers reads beta_fast/beta_slow 0 as their defaults 32 and 1.
+  const ModelConfig zero_betas = model_config_from_hf_json_text(
+      R"({"model_type": "deepseek_v3", "rope_scaling": {"type": "yarn", "factor": 4,
+          "beta_fast": 0, "beta_slow": 0}})",
+      "b.json");
+  CHECK(zero_betas.rope_scaling.beta_fast == 32);
+  CHECK(zero_betas.rope_scaling.beta_slow == 1);
   CHECK_THROWS_WITH(model_config_from_hf_json_text(
                         R"({"model_type": "deepseek_v3", "moe_layer_freq": 2})", "c.json"),
                     Catch::Contains("c.json: field 'moe_layer_freq' = 2 is not implemented"));

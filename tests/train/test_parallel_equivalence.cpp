@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <map>
 
 #include "deepseek_train/checkpoint/weights_file.h"
@@ -102,7 +103,9 @@ void check_layout(const Layout& layout) {
     CHECK(diff <= 1e-5);
   }
   // The exported weights hold the whole model (every stage, gathered across tp, unpadded).
-  const std::string directory = "parallel_equivalence_weights";
+  // Under the temporary directory (the same path on every rank of this one-machine test).
+  const std::string directory =
+      (std::filesystem::temp_directory_path() / "dst_parallel_equivalence_weights").string();
   const std::string path = parallel.save_weights(directory);
   if (world->rank() == 0) {
     const auto saved = load_weights_file(path);

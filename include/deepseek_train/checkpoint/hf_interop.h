@@ -34,6 +34,7 @@ class SafetensorsTensors {
   at::Tensor read_rows(const std::string& name, int64_t row_begin = 0, int64_t row_end = -1) const;
 
  protected:
+  const std::string& source() const { return source_; }
   // Makes `name` a 2-D view: rows [row_offset, row_offset + rows) of element `index` of the
   // 3-D tensor `source` (a fused tensor holding one matrix per expert).
   void add_matrix_view(const std::string& name, const std::string& source, int64_t index,

@@ -142,6 +142,9 @@ class CausalLM : public torch::nn::Module {
   // forwards with gradients enabled (training forwards and a checkpointed layer's recompute, so
   // each micro-batch once; not evaluation or generation). None by default.
   virtual std::map<int64_t, torch::Tensor> take_expert_loads() { return {}; }
+  // Whether a frozen parameter stays fp32 whatever the parameter dtype (DeepSeek-V3's routing
+  // correction bias, as transformers keeps it: bf16 would round small updates away).
+  virtual bool keeps_fp32(const std::string&) const { return false; }
   // Adds `delta` (fp32 [experts]) to MoE layer `layer`'s routing correction bias.
   virtual void add_to_routing_bias(int64_t layer, const torch::Tensor& delta);
 

@@ -147,6 +147,7 @@ class DeepseekModelImpl : public DecoderLMImpl {
   // the dense MLP's or shared experts' input. Routed experts are whole on every tp rank.
   TpLayerTraffic tp_layer_traffic(int64_t layer) const override;
   std::map<int64_t, torch::Tensor> take_expert_loads() override;
+  bool keeps_fp32(const std::string& name) const override;
   // V3's e_score_correction_bias (ConfigError for V2, whose router has none).
   void add_to_routing_bias(int64_t layer, const torch::Tensor& delta) override;
   std::map<int64_t, DeepseekDecoderLayer> layers;  // "model.layers.<i>", global index i
