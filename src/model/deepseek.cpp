@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "deepseek_train/core/deferred_tensor.h"
@@ -307,6 +308,52 @@ void DeepseekModelImpl::initialize_parameter(const std::string& name, torch::Ten
 }
 
 bool DeepseekModelImpl::keeps_fp32(const std::string& name) const { return is_routing_bias(name); }
+
+namespace {
+
+// Activation values one token keeps for the backward in layer `layer` on a rank of `tp` (ATen
+// attention: scores and probabilities over `seq` keys per head).
+int64_t layer_values_per_token(const ModelConfig& c, int64_t layer, int64_t seq, int tp) {
+  const int64_t heads = c.num_attention_heads / tp, qk = c.qk_head_dim();
+  const int64_t latent = c.kv_lora_rank, rope = c.qk_rope_head_dim;
+  // Whole on every tp rank: norms and residuals, the q latent and its norm, the compressed
+  // key/value, its normalised latent and the rotated rope key.
+  const int64_t replicated =
+      4 * c.hidden_size + 2 * c.q_lora_rank + (latent + rope) + latent + 2 * rope;
+  // This rank's heads: q, q rotated, k/v expansion, key, output, scores and probabilities.
+  const int64_t attention =
+      heads * (3 * qk + (c.qk_nope_head_dim + c.v_head_dim) + c.v_head_dim + 2 * seq);
+  if (!c.is_moe_layer(layer)) return replicated + attention + 4 * c.intermediate_size / tp;
+  // Router logits and scores (fp32, counted as values), each routed copy's input, gate, up,
+  // product, output, the concatenated outputs and the weighted ones; the shared experts' SwiGLU on
+  // this rank's slice.
+  const int64_t k = c.num_experts_per_tok;
+  const int64_t routed =
+      2 * c.n_routed_experts + k * (4 * c.hidden_size + 3 * c.moe_intermediate_size);
+  const int64_t shared = 4 * c.moe_intermediate_size * c.n_shared_experts / tp;
+  return replicated + attention + routed + shared;
+}
+
+}  // namespace
+
+int64_t DeepseekModelImpl::activation_bytes(int64_t rows, int64_t seq_len, Precision compute,
+                                            int64_t, bool with_logits,
+                                            int64_t checkpointed_layers) const {
+  const int64_t tokens = rows * seq_len, element = bytes_of(compute);
+  int64_t full = 0, largest = 0;
+  for (const auto& [index, layer] : layers) {
+    const int64_t bytes =
+        tokens * layer_values_per_token(config_, index, seq_len, tp_size()) * element;
+    full += bytes;
+    largest = std::max(largest, bytes);
+  }
+  const int64_t local = static_cast<int64_t>(layers.size());
+  int64_t total = local == 0 ? 0 : full * (local - checkpointed_layers) / local;
+  total += checkpointed_layers * tokens * config_.hidden_size * element;  // their inputs
+  if (checkpointed_layers > 0) total += largest;  // the layer being recomputed
+  if (with_logits) total += tokens * 2 * (config_.vocab_size / tp_size()) * 4;
+  return total;
+}
 
 TpLayerTraffic DeepseekModelImpl::tp_layer_traffic(int64_t layer) const {
   const ModelConfig& c = config_;

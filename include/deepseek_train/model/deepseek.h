@@ -148,6 +148,10 @@ class DeepseekModelImpl : public DecoderLMImpl {
   TpLayerTraffic tp_layer_traffic(int64_t layer) const override;
   std::map<int64_t, torch::Tensor> take_expert_loads() override;
   bool keeps_fp32(const std::string& name) const override;
+  // MLA's and the MoE's activations per layer (the dense decoder's estimate misses the latent,
+  // the per-head expansion, the routed copies and the experts' intermediates).
+  int64_t activation_bytes(int64_t rows, int64_t seq_len, Precision compute, int64_t layers,
+                           bool with_logits, int64_t checkpointed_layers) const override;
   // V3's e_score_correction_bias (ConfigError for V2, whose router has none).
   void add_to_routing_bias(int64_t layer, const torch::Tensor& delta) override;
   std::map<int64_t, DeepseekDecoderLayer> layers;  // "model.layers.<i>", global index i
