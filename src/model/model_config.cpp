@@ -206,10 +206,29 @@ ModelConfig model_config_from_hf_json(const std::string& path) {
 
 namespace {
 
+// The families whose config.json this reader knows: model_type and Hugging Face architecture.
+struct KnownFamily {
+  const char* model_type;
+  const char* architecture;
+};
+constexpr KnownFamily kKnownFamilies[] = {{"llama", "LlamaForCausalLM"},
+                                          {"deepseek_v2", "DeepseekV2ForCausalLM"},
+                                          {"deepseek_v3", "DeepseekV3ForCausalLM"}};
+
+// Llama's for a family registered by a program (model/model_family.h).
 const char* architecture_of(const std::string& model_type) {
-  if (model_type == "deepseek_v2") return "DeepseekV2ForCausalLM";
-  if (model_type == "deepseek_v3") return "DeepseekV3ForCausalLM";
+  for (const KnownFamily& family : kKnownFamilies)
+    if (model_type == family.model_type) return family.architecture;
   return "LlamaForCausalLM";
+}
+
+// "llama (LlamaForCausalLM), ..." for error messages.
+std::string describe_known_families() {
+  std::string text;
+  for (const KnownFamily& family : kKnownFamilies)
+    text += (text.empty() ? "" : ", ") + std::string(family.model_type) + " (" +
+            family.architecture + ")";
+  return text;
 }
 
 nlohmann::json rope_scaling_json(const RopeScaling& r) {
@@ -276,10 +295,6 @@ std::string model_config_to_hf_json(const ModelConfig& c) {
 
 namespace {
 
-constexpr const char* kKnownFamilies =
-    "llama (LlamaForCausalLM), deepseek_v2 (DeepseekV2ForCausalLM), deepseek_v3 "
-    "(DeepseekV3ForCausalLM)";
-
 // The model family a config.json names: `model_type` (Hugging Face's key), else the first of
 // `architectures`; a config naming neither (older files of ours) is read as Llama. A config of
 // a family not implemented here is refused instead of loading as a wrong Llama.
@@ -289,20 +304,22 @@ std::string model_type_of(const nlohmann::json& json, const std::string& path) {
     DST_CHECK(type->is_string(), ConfigError,
               path << ": field 'model_type' has the wrong type (" << type->type_name() << ")");
     const std::string name = type->get<std::string>();
-    DST_CHECK(name == "llama" || name == "deepseek_v2" || name == "deepseek_v3", ConfigError,
-              path << ": field 'model_type' is '" << name
-                   << "', which no model family here implements (known: " << kKnownFamilies << ")");
-    return name;
+    for (const KnownFamily& family : kKnownFamilies)
+      if (name == family.model_type) return name;
+    DST_THROW(ConfigError, path << ": field 'model_type' is '" << name
+                                << "', which no model family here implements (known: "
+                                << describe_known_families() << ")");
   }
   auto architectures = json.find("architectures");
   if (architectures == json.end() || !architectures->is_array() || architectures->empty())
     return "llama";
   const nlohmann::json& first = architectures->front();
-  for (const char* known : {"llama", "deepseek_v2", "deepseek_v3"})
-    if (first.is_string() && first.get<std::string>() == architecture_of(known)) return known;
-  DST_THROW(ConfigError,
-            path << ": field 'architectures' names " << first.dump()
-                 << ", which no model family here implements (known: " << kKnownFamilies << ")");
+  for (const KnownFamily& family : kKnownFamilies)
+    if (first.is_string() && first.get<std::string>() == family.architecture)
+      return family.model_type;
+  DST_THROW(ConfigError, path << ": field 'architectures' names " << first.dump()
+                              << ", which no model family here implements (known: "
+                              << describe_known_families() << ")");
 }
 
 bool is_set(const nlohmann::json& json, const char* key) {

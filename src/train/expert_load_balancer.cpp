@@ -25,8 +25,7 @@ ExpertLoadStatistics ExpertLoadBalancer::after_step(CausalLM& model,
                                                     comm::Communicator* pipeline,
                                                     bool update_bias) const {
   ExpertLoadStatistics statistics;
-  const ModelConfig& config = model.config();
-  if (!config.is_moe_layer(config.num_hidden_layers - 1)) return statistics;  // no MoE layer
+  if (!model.config().has_moe()) return statistics;
   const std::map<int64_t, torch::Tensor> loads = model.take_expert_loads();
   double worst = 0.0;
   if (!loads.empty()) {

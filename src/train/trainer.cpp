@@ -271,7 +271,7 @@ MemoryPlan Trainer::memory_plan() const {
   in.local_layers = 0;
   in.has_embedding = in.has_head = false;
   in.fused_attention = model_->uses_fused_attention();
-  in.has_moe = config_.model.is_moe_layer(config_.model.num_hidden_layers - 1);
+  in.has_moe = config_.model.has_moe();
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
     in.local_layers += chunk.end - chunk.begin;

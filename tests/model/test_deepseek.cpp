@@ -5,8 +5,12 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "deepseek_train/checkpoint/gguf_export.h"
+#include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/deepseek.h"
@@ -14,6 +18,8 @@
 #include "deepseek_train/model/moe_router.h"
 #include "deepseek_train/model/rope_scaling.h"
 #include "deepseek_train/train/expert_load_balancer.h"
+#include "deepseek_train/train/train_config.h"
+#include "support/deepseek_config.h"
 
 using namespace dst;
 
@@ -21,30 +27,14 @@ namespace {
 
 ModelConfig tiny_v3() {
   ModelConfig c;
-  c.model_type = "deepseek_v3";
   c.vocab_size = 97;
   c.hidden_size = 32;
   c.intermediate_size = 40;
   c.num_hidden_layers = 3;
   c.num_attention_heads = 4;
-  c.num_key_value_heads = 4;
   c.max_position_embeddings = 64;
-  c.q_lora_rank = 24;
-  c.kv_lora_rank = 16;
-  c.qk_nope_head_dim = 8;
-  c.qk_rope_head_dim = 8;
-  c.v_head_dim = 12;
+  c = dst::testing::tiny_deepseek_v3(c);
   c.moe_intermediate_size = 12;
-  c.n_routed_experts = 8;
-  c.n_shared_experts = 1;
-  c.num_experts_per_tok = 2;
-  c.first_k_dense_replace = 1;
-  c.n_group = 4;
-  c.topk_group = 2;
-  c.topk_method = "noaux_tc";
-  c.scoring_func = "sigmoid";
-  c.norm_topk_prob = true;
-  c.routed_scaling_factor = 2.5;
   return c;
 }
 
@@ -267,4 +257,40 @@ TEST_CASE(
   DeepseekModel v2(tiny_v2());
   CHECK_THROWS_WITH(v2->add_to_routing_bias(1, torch::zeros({8})),
                     Catch::Contains("deepseek_v2 has no routing correction bias"));
+}
+
+TEST_CASE("deepseek: bad input to the fused-expert import, the GGUF export and moe options",
+          "[model][deepseek]") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / "dst_deepseek_bad_input";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const ModelConfig c = tiny_v3();
+  { std::ofstream(dir / "config.json") << model_config_to_hf_json(c); }
+  // gate_up_proj must hold gate rows then up rows: an odd row count is refused, naming the folder.
+  save_safetensors((dir / "model.safetensors").string(),
+                   {{"model.layers.1.mlp.experts.gate_up_proj", torch::zeros({8, 23, 32})}});
+  CHECK_THROWS_WITH(
+      HfModelReader(dir.string()),
+      Catch::Contains(dir.string() + ": tensor 'model.layers.1.mlp.experts.gate_up_proj' must be "
+                                     "[experts, out, in]"));
+  // llama.cpp's deepseek2 needs shared experts: refused before anything is written.
+  ModelConfig no_shared = c;
+  no_shared.n_shared_experts = 0;
+  const fs::path gguf = dir / "m.gguf";
+  CHECK_THROWS_WITH(export_gguf(gguf.string(), no_shared, {}, GgufExportOptions{}),
+                    Catch::Contains("model.n_shared_experts must be at least 1"));
+  CHECK_FALSE(fs::exists(gguf));
+  // The routing-bias update needs V3's bias, and a non-negative rate.
+  TrainConfig train;
+  train.model = tiny_v2();
+  train.moe.bias_update_rate = 0.001;
+  CHECK_THROWS_WITH(train.validate(),
+                    Catch::Contains("moe.bias_update_rate needs a model with a routing "
+                                    "correction bias (deepseek_v3), not deepseek_v2"));
+  train.model = c;
+  train.moe.bias_update_rate = -1;
+  CHECK_THROWS_WITH(train.validate(), Catch::Contains("moe.bias_update_rate must be a "
+                                                      "non-negative number"));
+  fs::remove_all(dir);
 }

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/train/trainer.h"
+#include "support/deepseek_config.h"
 
 namespace dst::testing {
 
@@ -40,29 +41,11 @@ inline TrainConfig equivalence_config(int dp, int64_t grad_accum) {
   return c;
 }
 
-// equivalence_config with a tiny DeepSeek-V3 model (MLA with q_lora, 8 routed experts in 4
-// groups, 2 per token, 1 shared; layer 0 dense), its routing bias updated after every step.
+// equivalence_config with the tiny DeepSeek-V3 of support/deepseek_config.h, its routing bias
+// updated after every step.
 inline TrainConfig deepseek_equivalence_config(int dp, int64_t grad_accum) {
   TrainConfig c = equivalence_config(dp, grad_accum);
-  ModelConfig& m = c.model;
-  m.model_type = "deepseek_v3";
-  m.num_key_value_heads = m.num_attention_heads;
-  m.q_lora_rank = 24;
-  m.kv_lora_rank = 16;
-  m.qk_nope_head_dim = 8;
-  m.qk_rope_head_dim = 8;
-  m.v_head_dim = 12;
-  m.moe_intermediate_size = 16;
-  m.n_routed_experts = 8;
-  m.n_shared_experts = 1;
-  m.num_experts_per_tok = 2;
-  m.first_k_dense_replace = 1;
-  m.n_group = 4;
-  m.topk_group = 2;
-  m.topk_method = "noaux_tc";
-  m.scoring_func = "sigmoid";
-  m.norm_topk_prob = true;
-  m.routed_scaling_factor = 2.5;
+  c.model = tiny_deepseek_v3(c.model);
   c.moe.bias_update_rate = 0.01;  // the auxiliary-loss-free balancing moves the routing bias
   return c;
 }

@@ -60,6 +60,8 @@ struct ModelConfig {
   bool is_moe_layer(int64_t layer) const {
     return is_deepseek() && n_routed_experts > 0 && layer >= first_k_dense_replace;
   }
+  // Whether any layer is a MoE layer (the last one is, if any is).
+  bool has_moe() const { return is_moe_layer(num_hidden_layers - 1); }
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   // Llama's per-head dimension (DeepSeek's are the qk_/v_head_dim fields).
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
