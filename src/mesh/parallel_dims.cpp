@@ -14,12 +14,14 @@ void ParallelDims::validate_axes() const {
     DST_CHECK(size >= 1, ConfigError, "parallel." << name << " must be at least 1, got " << size);
   DST_CHECK(cp == 1, ConfigError,
             "parallel.cp = " << cp << ": context parallelism is not implemented yet (use cp: 1)");
-  DST_CHECK(ep == 1, ConfigError,
-            "parallel.ep = " << ep
-                             << ": expert parallelism is not wired into training yet (the "
-                                "DeepSeek model splits its experts over an ep group, "
-                                "model/expert_dispatch.h; the engines do not yet reduce expert "
-                                "gradients over their own group): use ep: 1");
+  DST_CHECK(dp % ep == 0, ConfigError,
+            "parallel.ep = " << ep << " must divide parallel.dp (dp_shard) = " << dp
+                             << ": expert parallelism splits the experts over groups of ep "
+                                "data-parallel ranks");
+  DST_CHECK(ep == 1 || dp_replicate == 1, ConfigError,
+            "parallel.ep = " << ep << " with parallel.dp_replicate = " << dp_replicate
+                             << ": expert parallelism under HSDP is not implemented yet (use "
+                                "dp_replicate: 1)");
 }
 
 void ParallelDims::validate(int world_size) const {

@@ -27,17 +27,27 @@ ProcessGroups ProcessGroups::create(comm::CommunicatorPtr world, const ParallelD
         world->split(c.tp + T * (c.dp + D * c.pp), c.dp_replicate, "dp_replicate");
     groups.data_parallel_ = world->split(c.tp + T * c.pp, c.data_parallel_index(dims), "dp_all");
   }
+  if (dims.ep == 1) {
+    groups.ep_ = comm::make_local_communicator("ep");
+    groups.edp_ = groups.dp_;
+  } else {  // within the dp group: ep consecutive ranks, and the ranks with one ep index
+    groups.ep_ = groups.dp_->split(c.edp_index(dims), c.ep_index(dims), "ep");
+    groups.edp_ = groups.dp_->split(c.ep_index(dims), c.edp_index(dims), "edp");
+  }
   DST_ASSERT(groups.dp_->size() == D && groups.tp_->size() == T && groups.pp_->size() == dims.pp &&
                  groups.dp_replicate_->size() == R &&
-                 groups.data_parallel_->size() == dims.data_parallel_size(),
+                 groups.data_parallel_->size() == dims.data_parallel_size() &&
+                 groups.ep_->size() == dims.ep &&
+                 groups.edp_->size() == dims.expert_data_parallel_size(),
              "split produced groups of the wrong size");
   return groups;
 }
 
 comm::CommStats ProcessGroups::total_stats() const {
   comm::CommStats total;
-  for (const auto& group : {world_, dp_, dp_replicate_, tp_, pp_})
+  for (const auto& group : {world_, dp_, dp_replicate_, tp_, pp_, ep_})
     if (group) total.accumulate(group->stats());
+  if (edp_ && edp_ != dp_) total.accumulate(edp_->stats());
   if (data_parallel_ && data_parallel_ != dp_) total.accumulate(data_parallel_->stats());
   return total;
 }

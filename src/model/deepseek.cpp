@@ -278,7 +278,8 @@ torch::Tensor DeepseekDecoderLayerImpl::forward_cached(const torch::Tensor& x,
 }
 
 DeepseekModelImpl::DeepseekModelImpl(const ModelConfig& config, ModelShardSpec shard)
-    : DecoderLMImpl(config, shard) {
+    : DecoderLMImpl(config, shard),
+      local_experts_(config.n_routed_experts / (shard.ep_group ? shard.ep_group->size() : 1)) {
   DST_CHECK(config_.is_deepseek(), ConfigError,
             "DeepseekModel built for model_type '" << config_.model_type << "'");
   build_stack([this, ep_group = shard.ep_group](int64_t index) {
@@ -308,6 +309,24 @@ void DeepseekModelImpl::initialize_parameter(const std::string& name, torch::Ten
 }
 
 bool DeepseekModelImpl::keeps_fp32(const std::string& name) const { return is_routing_bias(name); }
+
+namespace {
+constexpr const char* kRoutedExperts = ".mlp.experts.";
+}  // namespace
+
+bool DeepseekModelImpl::is_routed_expert(const std::string& name) const {
+  return name.find(kRoutedExperts) != std::string::npos;
+}
+
+std::string DeepseekModelImpl::routed_expert_name_on(const std::string& name, int ep_rank) const {
+  const size_t at = name.find(kRoutedExperts);
+  DST_ASSERT(at != std::string::npos, "'" << name << "' is not a routed expert's parameter");
+  const size_t begin = at + std::string(kRoutedExperts).size();
+  const size_t end = name.find('.', begin);
+  const int64_t expert = std::stoll(name.substr(begin, end - begin));
+  return name.substr(0, begin) +
+         std::to_string(expert % local_experts_ + ep_rank * local_experts_) + name.substr(end);
+}
 
 namespace {
 

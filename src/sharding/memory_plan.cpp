@@ -18,28 +18,6 @@ int64_t sum_of_largest(std::vector<int64_t> sizes, size_t count) {
   return sum;
 }
 
-// MemoryPlan::units_in_flight: the largest units' flat buffers, as many of each kind as can be
-// materialised at once.
-int64_t units_in_flight_bytes(const MemoryPlanInputs& in) {
-  const int64_t reduce_bytes = bytes_of(in.precision.reduce);
-  const bool widened = in.precision.reduce != in.precision.param;
-  if (in.zero_stage == 0)  // gradient buckets widened to the reduce dtype: two at a time
-    return widened ? sum_of_largest(in.gradient_bucket_elements, 2) * reduce_bytes : 0;
-  if (in.zero_stage < 2) return 0;
-  const auto largest = [&in](size_t count) {
-    return sum_of_largest(in.zero_unit_padded_elements, count);
-  };
-  const int64_t param_bytes = bytes_of(in.precision.param);
-  // Two of each: the unit computing and the next (prefetched parameters; gradients still being
-  // reduce-scattered), plus the tied embedding's unit, which the head uses again.
-  const bool head_reuses_embedding = in.model.tie_word_embeddings && in.has_head;
-  const int64_t units = largest(head_reuses_embedding ? 3 : 2);
-  int64_t bytes = units * param_bytes;  // gradients
-  if (widened) bytes += largest(2) * reduce_bytes;
-  if (in.zero_stage == 3) bytes += units * param_bytes;  // gathered parameters
-  return bytes;
-}
-
 // Ring accounting of an all-reduce of n elements over p ranks for `rank` (see communicator.h).
 int64_t all_reduce_bytes(int64_t n, int p, int rank, int64_t element_bytes) {
   const int64_t own = n / p + (rank < n % p ? 1 : 0);
@@ -52,6 +30,89 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // (comm/mpi_communicator.h).
 int64_t summed_bytes(int64_t element_bytes) { return element_bytes == 2 ? 4 : element_bytes; }
 
+// The trainable parameters one data-parallel group reduces: the dense ones over dp (and the HSDP
+// replicas), a rank's routed experts over their expert-data-parallel group; laid out as the
+// engine's stage-0 buckets or ZeRO units.
+struct ReducedParameters {
+  int64_t elements = 0;
+  int dp_size = 1, dp_rank = 0, replicate_size = 1, replicate_rank = 0;
+  const std::vector<int64_t>& buckets;
+  const std::vector<int64_t>& units;
+  bool head_reuses_first_unit = false;  // tied embeddings: unit 0 is gathered again for the head
+};
+
+// MemoryPlan::units_in_flight of one group: the largest units' flat buffers, as many of each kind
+// as can be materialised at once.
+int64_t units_in_flight_bytes(const MemoryPlanInputs& in, const ReducedParameters& group) {
+  const int64_t reduce_bytes = bytes_of(in.precision.reduce);
+  const bool widened = in.precision.reduce != in.precision.param;
+  if (in.zero_stage == 0)  // gradient buckets widened to the reduce dtype: two at a time
+    return widened ? sum_of_largest(group.buckets, 2) * reduce_bytes : 0;
+  if (in.zero_stage < 2) return 0;
+  const auto largest = [&group](size_t count) { return sum_of_largest(group.units, count); };
+  const int64_t param_bytes = bytes_of(in.precision.param);
+  // Two of each: the unit computing and the next (prefetched parameters; gradients still being
+  // reduce-scattered), plus the tied embedding's unit, which the head uses again.
+  const int64_t units = largest(group.head_reuses_first_unit ? 3 : 2);
+  int64_t bytes = units * param_bytes;  // gradients
+  if (widened) bytes += largest(2) * reduce_bytes;
+  if (in.zero_stage == 3) bytes += units * param_bytes;  // gathered parameters
+  return bytes;
+}
+
+// What one group's engine keeps (parameters, gradients, masters, moments, reduce buffers) and
+// sends to reduce gradients and gather parameters per step, added to `plan`.
+void add_reduced_parameters(const MemoryPlanInputs& in, const ReducedParameters& group,
+                            MemoryPlan& plan) {
+  const ModelStateBytes per_element = model_state_bytes_per_element(in.precision);
+  const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));
+  const bool communicates = group.dp_size > 1 || group.replicate_size > 1;
+  if (in.zero_stage == 0) {
+    plan.parameters += group.elements * per_element.params;
+    plan.gradients += group.elements * per_element.grads;
+    plan.master_weights += group.elements * per_element.master;
+    plan.optimizer_moments += group.elements * per_element.moments;
+    if (communicates)
+      for (int64_t n : group.buckets)
+        plan.gradient_comm_bytes += all_reduce_bytes(n, group.dp_size, group.dp_rank, reduce_bytes);
+    return;
+  }
+  // ZeRO (sharding/zero.h) keeps flat buffers padded to a multiple of the dp size: the owned
+  // shard of every unit for the sharded states, the whole padded unit for what is not sharded.
+  const int64_t shard = ceil_div(group.elements, group.dp_size);
+  int64_t padded_elements = shard * group.dp_size, shard_elements = shard;
+  if (!group.units.empty()) {
+    padded_elements = shard_elements = 0;
+    for (int64_t padded : group.units) {
+      padded_elements += padded;
+      shard_elements += padded / group.dp_size;
+    }
+  }
+  plan.parameters += (in.zero_stage >= 3 ? shard_elements : padded_elements) * per_element.params;
+  // The optimizer reads fp32 gradient shards; stage 1 also keeps the full gradient buffer (in the
+  // parameter dtype) that micro-batches accumulate into.
+  plan.gradients +=
+      shard_elements * 4 + (in.zero_stage == 1 ? padded_elements * per_element.grads : 0);
+  plan.master_weights += shard_elements * per_element.master;
+  plan.optimizer_moments += shard_elements * per_element.moments;
+  // Each unit's reduce-scatter output, in the reduce dtype.
+  plan.reduce_buffers += shard_elements * bytes_of(in.precision.reduce);
+  if (!communicates) return;
+  const int64_t param_bytes = bytes_of(in.precision.param);
+  const int64_t k = in.grad_accum;
+  for (int64_t padded : group.units) {
+    const int64_t others = padded - padded / group.dp_size;  // elements a ring moves per rank
+    const int64_t reduce_scatters = in.zero_stage == 1 ? 1 : k;
+    const int64_t gathers = in.zero_stage == 3 ? 2 * k : 1;
+    plan.gradient_comm_bytes +=
+        reduce_scatters * others * reduce_bytes + gathers * others * param_bytes;
+    // HSDP: each reduced shard is all-reduced across the replicas.
+    plan.gradient_comm_bytes +=
+        reduce_scatters * all_reduce_bytes(padded / group.dp_size, group.replicate_size,
+                                           group.replicate_rank, reduce_bytes);
+  }
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const MemoryPlanInputs& in) {
@@ -59,17 +120,30 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
             "memory plan: dp rank " << in.dp_rank << " of " << in.dp_size);
   DST_CHECK(in.zero_stage >= 0 && in.zero_stage <= 3, ConfigError,
             "parallel.zero_stage must be 0, 1, 2 or 3, got " << in.zero_stage);
-  const ModelStateBytes per_element = model_state_bytes_per_element(in.precision);
   MemoryPlan plan;
   const int64_t psi =
       in.local_parameter_elements > 0 ? in.local_parameter_elements : in.model.num_parameters();
-  const int64_t shard = ceil_div(psi, in.dp_size);
-  plan.parameter_elements = psi;
-  plan.parameters = (in.zero_stage >= 3 ? shard : psi) * per_element.params;
-  plan.frozen_parameters = in.frozen_parameter_elements * per_element.params;
-  plan.gradients = (in.zero_stage >= 2 ? shard : psi) * per_element.grads;
-  plan.master_weights = (in.zero_stage >= 1 ? shard : psi) * per_element.master;
-  plan.optimizer_moments = (in.zero_stage >= 1 ? shard : psi) * per_element.moments;
+  plan.parameter_elements = psi + in.expert_group.parameter_elements;
+  plan.frozen_parameters =
+      in.frozen_parameter_elements * model_state_bytes_per_element(in.precision).params;
+  const ReducedParameters dense{psi,
+                                in.dp_size,
+                                in.dp_rank,
+                                in.dp_replicate_size,
+                                in.dp_replicate_rank,
+                                in.gradient_bucket_elements,
+                                in.zero_unit_padded_elements,
+                                in.model.tie_word_embeddings && in.has_head};
+  const ExpertGroupLayout& ex = in.expert_group;
+  const ReducedParameters experts{
+      ex.parameter_elements,       ex.dp_size, ex.dp_rank, 1, 0, ex.gradient_bucket_elements,
+      ex.zero_unit_padded_elements};
+  add_reduced_parameters(in, dense, plan);
+  plan.units_in_flight = units_in_flight_bytes(in, dense);
+  if (ex.parameter_elements > 0) {
+    add_reduced_parameters(in, experts, plan);
+    plan.units_in_flight += units_in_flight_bytes(in, experts);
+  }
   const int64_t layers = in.local_layers >= 0 ? in.local_layers : in.model.num_hidden_layers;
   const auto activations = [&](int64_t checkpointed_layers) {
     if (in.activation_bytes) return in.activation_bytes(checkpointed_layers);
@@ -121,50 +195,12 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
     plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
   }
 
-  if (in.zero_stage >= 1) {
-    // ZeRO (sharding/zero.h) keeps flat buffers padded to a multiple of the dp size: the owned
-    // shard of every unit for the sharded states, the whole padded unit for what is not sharded.
-    int64_t padded_elements = shard * in.dp_size, shard_elements = shard;
-    if (!in.zero_unit_padded_elements.empty()) {
-      padded_elements = shard_elements = 0;
-      for (int64_t padded : in.zero_unit_padded_elements) {
-        padded_elements += padded;
-        shard_elements += padded / in.dp_size;
-      }
-    }
-    plan.parameters = (in.zero_stage >= 3 ? shard_elements : padded_elements) * per_element.params;
-    // The optimizer reads fp32 gradient shards; stage 1 also keeps the full gradient buffer (in
-    // the parameter dtype) that micro-batches accumulate into.
-    plan.gradients =
-        shard_elements * 4 + (in.zero_stage == 1 ? padded_elements * per_element.grads : 0);
-    plan.master_weights = shard_elements * per_element.master;
-    plan.optimizer_moments = shard_elements * per_element.moments;
-    // Each unit's reduce-scatter output, in the reduce dtype.
-    plan.reduce_buffers = shard_elements * bytes_of(in.precision.reduce);
-  }
-  plan.units_in_flight = units_in_flight_bytes(in);
   plan.process_baseline = in.process_baseline_bytes;
   if (in.dp_size > 1 || in.dp_replicate_size > 1) {
-    const int64_t reduce_bytes = summed_bytes(bytes_of(in.precision.reduce));
-    const int64_t param_bytes = bytes_of(in.precision.param);
     if (in.zero_stage == 0) {
-      for (int64_t n : in.gradient_bucket_elements)
-        plan.gradient_comm_bytes += all_reduce_bytes(n, in.dp_size, in.dp_rank, reduce_bytes);
       // Two fp64 scalars per step: the global target-token count and the loss sum.
       plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     } else {
-      const int64_t k = in.grad_accum;
-      for (int64_t padded : in.zero_unit_padded_elements) {
-        const int64_t others = padded - padded / in.dp_size;  // elements a ring moves per rank
-        const int64_t reduce_scatters = in.zero_stage == 1 ? 1 : k;
-        const int64_t gathers = in.zero_stage == 3 ? 2 * k : 1;
-        plan.gradient_comm_bytes +=
-            reduce_scatters * others * reduce_bytes + gathers * others * param_bytes;
-        // HSDP: each reduced shard is all-reduced across the replicas.
-        plan.gradient_comm_bytes +=
-            reduce_scatters * all_reduce_bytes(padded / in.dp_size, in.dp_replicate_size,
-                                               in.dp_replicate_rank, reduce_bytes);
-      }
       // Token count and loss sum over every data-parallel rank, the squared gradient norm of the
       // shards over the shard group.
       const int data_parallel_size = in.dp_size * in.dp_replicate_size;
@@ -173,6 +209,18 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
           2 * all_reduce_bytes(1, data_parallel_size, data_parallel_rank, 8) +
           all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     }
+  }
+  // Stage 0 under expert parallelism: the experts' gradient-norm share summed over ep.
+  plan.control_comm_bytes += ex.norm_all_reduces * all_reduce_bytes(1, ex.ep_size, ex.ep_rank, 8);
+  if (ex.ep_size > 1) {
+    // Per MoE layer and micro-batch: forward sends the counts (int64 per local expert and peer),
+    // then dispatch and combine each move the pairs routed to other ranks; backward moves them
+    // twice again.
+    const int64_t pairs_out = tokens * in.model.num_experts_per_tok * (ex.ep_size - 1) / ex.ep_size;
+    const int64_t rows = 2 * pairs_out * in.model.hidden_size * activation_bytes;
+    const int64_t counts = (ex.ep_size - 1) * (in.model.n_routed_experts / ex.ep_size) * 8;
+    plan.expert_all_to_all_estimate = in.grad_accum * (ex.moe_layers * (2 * rows + counts) +
+                                                       ex.recomputed_moe_layers * (rows + counts));
   }
   // Expert loads summed over every data-parallel rank; their statistic's max over pp.
   const int data_parallel_size = in.dp_size * in.dp_replicate_size;
@@ -244,7 +292,11 @@ std::string MemoryPlan::describe() const {
          (tensor_parallel_comm_bytes > 0 ? " (tp " + format_bytes(tensor_parallel_comm_bytes) + ")"
                                          : std::string()) +
          (pipeline_comm_bytes > 0 ? " (pp " + format_bytes(pipeline_comm_bytes) + ")"
-                                  : std::string());
+                                  : std::string()) +
+         (expert_all_to_all_estimate > 0
+              ? " + ep all_to_all ~" + format_bytes(expert_all_to_all_estimate) +
+                    " (uniform routing)"
+              : std::string());
 }
 
 }  // namespace dst

@@ -25,6 +25,7 @@ ReplicatedEngine::ReplicatedEngine(const DataParallelEngineSpec& spec) {
       optimizer_parameters.emplace_back(name, param, spec.decays(name, param), master);
     }
   }
+  first_of_group_ = !spec.dp_group || spec.dp_group->rank() == 0;
   reducer_ = std::make_unique<GradientReducer>(parameters_, spec.dp_group, spec.data_parallel,
                                                spec.reduce_type);
   optimizer_ = std::make_unique<AdamW>(std::move(optimizer_parameters), spec.optim);
@@ -60,6 +61,7 @@ std::vector<ParameterStateSlice> ReplicatedEngine::state_slices() {
     slice.exp_avg = optimizer_->exp_avg()[i].view({-1});
     slice.exp_avg_sq = optimizer_->exp_avg_sq()[i].view({-1});
     if (p.tensor.grad().defined()) slice.gradient = p.tensor.grad().view({-1});
+    slice.saved_here = first_of_group_;
     slices.push_back(std::move(slice));
   }
   return slices;

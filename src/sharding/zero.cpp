@@ -402,6 +402,7 @@ std::vector<ParameterStateSlice> ZeroEngine::state_slices() {
       slice.exp_avg = part(unit.exp_avg);
       slice.exp_avg_sq = part(unit.exp_avg_sq);
       slice.gradient = part(unit.grad_shard);
+      slice.saved_here = !replicate_group_ || replicate_group_->rank() == 0;
       slices.push_back(std::move(slice));
     }
   }

@@ -8,6 +8,7 @@
 #include "deepseek_train/pipeline/partition.h"
 #include "deepseek_train/pipeline/schedule.h"
 #include "deepseek_train/precision/precision_policy.h"
+#include "deepseek_train/sharding/expert_parallel_engine.h"
 #include "deepseek_train/train/trainer.h"
 #include "pipeline_executor.h"
 
@@ -49,6 +50,14 @@ ModelShardSpec shard_spec_for_rank(const TrainConfig& config, const ProcessGroup
   const ModelParallelOptions& mp = config.model_parallel;
   ModelShardSpec shard;
   shard.tp_group = groups.tp_ptr();
+  if (dims.ep > 1) {
+    DST_CHECK(config.model.has_moe(), ConfigError,
+              "parallel.ep = " << dims.ep << ": expert parallelism needs a model with routed "
+                               << "experts (deepseek_v2/deepseek_v3 with n_routed_experts > 0), "
+                                  "model_type '"
+                               << config.model.model_type << "' has none: use ep: 1");
+    shard.ep_group = groups.ep_ptr();
+  }
   shard.checkpoint_every = mp.activation_checkpointing;
   shard.fused_kernels = config.train.kernels == "fused";
   if (dims.pp > 1) {
@@ -120,33 +129,60 @@ ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
     const size_t units = static_cast<size_t>(model->units_of_chunk(chunk));
     const bool embedding_copy = model->holds_embedding_copy(chunk);
     // Only trainable parameters go to the engine; units left empty (all frozen) get no hooks.
+    // Under expert parallelism the routed experts' go to an engine of their own.
     DataParallelEngineSpec spec = engine_spec(model, config, groups, embedding_copy);
     spec.materialize = materialize;
-    std::vector<int> local_index;
+    DataParallelEngineSpec expert_spec = spec;
+    expert_spec.dp_group = groups.edp_ptr();
+    expert_spec.dp_replicate_group = nullptr;
+    std::vector<ExpertParallelEngine::UnitPlacement> placements;
     for (size_t u = next_unit; u < next_unit + units; ++u) {
-      NamedParameters trainable;
+      NamedParameters trainable, experts;
       for (auto& item : all_units[u])
-        if (item.second.requires_grad()) trainable.push_back(item);
-      local_index.push_back(trainable.empty() ? -1 : static_cast<int>(spec.units.size()));
-      if (!trainable.empty()) spec.units.push_back(std::move(trainable));
+        if (item.second.requires_grad())
+          (dims.ep > 1 && model->is_routed_expert(item.first) ? experts : trainable)
+              .push_back(item);
+      ExpertParallelEngine::UnitPlacement placement;
+      if (!trainable.empty()) {
+        placement.dense = static_cast<int>(spec.units.size());
+        spec.units.push_back(std::move(trainable));
+      }
+      if (!experts.empty()) {
+        placement.experts = static_cast<int>(expert_spec.units.size());
+        expert_spec.units.push_back(std::move(experts));
+      }
+      placements.push_back(placement);
     }
     next_unit += units;
-    DST_CHECK(!spec.units.empty(), ConfigError,
+    DST_CHECK(!spec.units.empty() || !expert_spec.units.empty(), ConfigError,
               "pipeline stage " << groups.coord().pp << " (layers " << chunk.begin << "-"
                                 << chunk.end - 1
                                 << ") holds no trainable parameter: choose adapters that reach "
                                    "every stage, or fewer pipeline stages");
     // Unit 0 of a chunk with the embedding (or its copy) is the embedding's.
     const bool embedding_trains =
-        (chunk.has_embedding || embedding_copy) && local_index.front() == 0;
+        (chunk.has_embedding || embedding_copy) && placements.front().dense == 0;
     if (tied && dims.pp > 1 && embedding_trains)
       out.embedding_engine = static_cast<int>(out.engines.size());
     // With tied embeddings the head uses unit 0: the embedding, or its copy on the last stage.
     spec.first_unit_reused_by_last = tied && chunk.has_head && embedding_trains;
     // The engine takes the fp32 initialisation (kept as master weights when the parameter dtype
     // is narrower) and casts the parameters itself.
-    out.engines.push_back(make_data_parallel_engine(spec));
-    for (int local : local_index) out.unit_hooks->add_unit(out.engines.back()->unit_hooks(), local);
+    if (expert_spec.units.empty()) {
+      out.engines.push_back(make_data_parallel_engine(spec));
+      for (const auto& placement : placements)
+        out.unit_hooks->add_unit(out.engines.back()->unit_hooks(), placement.dense);
+      continue;
+    }
+    // Every unit is the combined engine's (it passes each on to the engines holding its part).
+    std::vector<int> local_units;
+    for (size_t u = 0; u < placements.size(); ++u)
+      local_units.push_back(
+          placements[u].dense >= 0 || placements[u].experts >= 0 ? static_cast<int>(u) : -1);
+    out.engines.push_back(std::make_unique<ExpertParallelEngine>(
+        spec.units.empty() ? nullptr : make_data_parallel_engine(spec),
+        make_data_parallel_engine(expert_spec), std::move(placements), groups.ep_ptr()));
+    for (int local : local_units) out.unit_hooks->add_unit(out.engines.back()->unit_hooks(), local);
   }
   model->set_unit_hooks(out.unit_hooks->any() ? out.unit_hooks.get() : nullptr);
   out.embedding_group = tied_embedding_group(config, groups, out.embedding_engine);

@@ -263,6 +263,17 @@ MemoryPlan Trainer::memory_plan() const {
   // peers.
   const ParallelDims& dims = groups_.dims();
   in.local_parameter_elements = trainable_parameter_elements();
+  if (dims.ep > 1) {
+    ExpertGroupLayout& experts = in.expert_group;
+    for (const auto& item : model_->named_parameters(/*recurse=*/true))
+      if (item.value().requires_grad() && model_->is_routed_expert(item.key()))
+        experts.parameter_elements += item.value().numel();
+    in.local_parameter_elements -= experts.parameter_elements;
+    experts.dp_size = dims.expert_data_parallel_size();
+    experts.dp_rank = groups_.coord().edp_index(dims);
+    experts.ep_size = dims.ep;
+    experts.ep_rank = groups_.coord().ep_index(dims);
+  }
   in.frozen_parameter_elements = frozen_parameter_elements();
   in.tp_size = dims.tp;
   in.tp_rank = groups_.coord().tp;
@@ -281,6 +292,10 @@ MemoryPlan Trainer::memory_plan() const {
       if (config_.model.is_moe_layer(i)) in.expert_load_elements += config_.model.n_routed_experts;
       TpLayerTraffic traffic = model_->tp_layer_traffic(i);
       traffic.recomputed = checkpoint_every > 0 && i % checkpoint_every == 0;
+      if (dims.ep > 1 && config_.model.is_moe_layer(i)) {
+        ++in.expert_group.moe_layers;
+        if (traffic.recomputed) ++in.expert_group.recomputed_moe_layers;
+      }
       if (traffic.recomputed) ++in.checkpointed_layers;
       in.tp_layer_traffic.push_back(std::move(traffic));
     }
@@ -344,8 +359,21 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::named_parameters() c
 std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
   for (auto& engine : parallel_.engines) engine->gather_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> result;
-  for (const auto& item : model_->named_parameters(/*recurse=*/true))
-    result.emplace_back(item.key(), model_->gather_tp_parameter(item.key(), item.value()));
+  const int ep = groups_.dims().ep;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    torch::Tensor full = model_->gather_tp_parameter(name, item.value());
+    if (ep == 1 || !model_->is_routed_expert(name)) {
+      result.emplace_back(name, full);
+      continue;
+    }
+    // The same expert tensor of every ep rank (collective over ep, in the same order on each).
+    torch::Tensor all = torch::empty({ep * full.numel()}, full.options());
+    groups_.ep().all_gather(all, full.contiguous().view({-1}))->wait();
+    for (int r = 0; r < ep; ++r)
+      result.emplace_back(model_->routed_expert_name_on(name, r),
+                          all.narrow(0, r * full.numel(), full.numel()).view(full.sizes()));
+  }
   for (auto& engine : parallel_.engines) engine->release_parameters();
   return result;
 }
@@ -379,15 +407,18 @@ comm::CommStats Trainer::comm_stats() const {
 double Trainer::whole_model_elements(bool trainable) {
   bool holds_embedding = false;
   for (const LayerChunk& chunk : model_->chunks()) holds_embedding |= chunk.has_embedding;
-  double local = 0;
+  double local = 0, experts = 0;
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
     if (item.value().requires_grad() != trainable) continue;
-    // Each element once: tp-replicated tensors on tp rank 0, the tied copy not at all.
+    // Each element once: tp-replicated tensors on tp rank 0, the tied copy not at all, the routed
+    // experts of every ep rank.
     if (model_->tp_split(name) == TpSplit::kReplicated && groups_.coord().tp != 0) continue;
     if (model_->is_embedding(name) && !holds_embedding) continue;
-    local += static_cast<double>(item.value().numel());
+    (model_->is_routed_expert(name) ? experts : local) += static_cast<double>(item.value().numel());
   }
+  if (groups_.dims().ep > 1) experts = all_reduce_sum(groups_.ep(), {experts})[0];
+  local += experts;
   if (groups_.dims().tp > 1) local = all_reduce_sum(groups_.tp(), {local})[0];
   if (groups_.dims().pp > 1) local = all_reduce_sum(groups_.pp(), {local})[0];
   return local;

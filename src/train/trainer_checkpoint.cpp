@@ -75,12 +75,12 @@ std::vector<StatePiece> Trainer::state_pieces() {
   std::vector<StatePiece> pieces;
   for (size_t e = 0; e < parallel_.engines.size(); ++e) {
     DataParallelEngine& engine = *parallel_.engines[e];
-    // Replicated state is written by data-parallel rank 0 only, sharded state by the first HSDP
-    // replica only; the last stage's copy of a tied embedding and tp-replicated parameters by
-    // their first holder only.
-    if (engine.state_sharded() ? coord.dp_replicate != 0 : data_parallel_rank != 0) continue;
+    // Replicated state is written by the first rank of its data-parallel group only, sharded
+    // state by the first HSDP replica only (saved_here); the last stage's copy of a tied
+    // embedding and tp-replicated parameters by their first holder only.
     const bool embedding_copy = model_->holds_embedding_copy(model_->chunks()[e]);
     for (ParameterStateSlice& slice : engine.state_slices()) {
+      if (!slice.saved_here) continue;
       if (embedding_copy && model_->is_embedding(slice.name)) continue;
       if (model_->tp_split(slice.name) == TpSplit::kReplicated && tp_rank != 0) continue;
       const torch::Tensor& local = parameters[slice.name];
@@ -107,7 +107,10 @@ std::vector<StatePiece> Trainer::state_pieces() {
   for (const auto& item : parameters) {
     const std::string& name = item.key();
     const torch::Tensor& local = item.value();
-    if (local.requires_grad() || data_parallel_rank != 0) continue;
+    if (local.requires_grad()) continue;
+    // A frozen routed expert is replicated over its expert-data-parallel group only.
+    const bool expert = model_->is_routed_expert(name);
+    if ((expert ? coord.edp_index(groups_.dims()) : data_parallel_rank) != 0) continue;
     if (model_->is_embedding(name) && !holds_embedding)
       continue;  // the tied copy on the last stage
     if (model_->tp_split(name) == TpSplit::kReplicated && tp_rank != 0) continue;

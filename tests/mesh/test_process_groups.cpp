@@ -36,6 +36,28 @@ TEST_CASE("process groups: one communicator per axis with the right members", "[
     check_axis(groups.tp(), [&](int i) { return MeshCoord{me.dp, i, me.pp}; });
     check_axis(groups.pp(), [&](int i) { return MeshCoord{me.dp, me.tp, i}; });
   }
+  // Expert parallelism borrows from dp: ep groups of consecutive dp ranks, edp groups of the
+  // ranks with the same ep index.
+  std::vector<ParallelDims> expert_layouts = {{p, 1, 1, 1, 1, 2}};
+  if (p == 4) expert_layouts.push_back({p, 1, 1, 1, 1, 4});
+  for (const ParallelDims& dims : expert_layouts) {
+    INFO(dims.describe());
+    ProcessGroups groups = ProcessGroups::create(world, dims);
+    const MeshCoord me = groups.coord();
+    CHECK(groups.ep().size() == dims.ep);
+    CHECK(groups.edp().size() == dims.expert_data_parallel_size());
+    CHECK(groups.ep().rank() == me.ep_index(dims));
+    CHECK(groups.edp().rank() == me.edp_index(dims));
+    at::Tensor mine = at::full({1}, static_cast<int64_t>(world->rank()), at::kLong);
+    at::Tensor ep_members = at::zeros({dims.ep}, at::kLong);
+    groups.ep().all_gather(ep_members, mine)->wait();
+    for (int i = 0; i < dims.ep; ++i)
+      CHECK(ep_members[i].item<int64_t>() == me.edp_index(dims) * dims.ep + i);
+    at::Tensor edp_members = at::zeros({groups.edp().size()}, at::kLong);
+    groups.edp().all_gather(edp_members, mine)->wait();
+    for (int i = 0; i < groups.edp().size(); ++i)
+      CHECK(edp_members[i].item<int64_t>() == i * dims.ep + me.ep_index(dims));
+  }
   CHECK_THROWS_WITH(ProcessGroups::create(world, ParallelDims{p + 1, 1, 1}),
                     Catch::Contains("does not equal the world size"));
 }

@@ -31,6 +31,7 @@ struct Layout {
   int checkpointing = 0;
   bool tied = false;      // tie_word_embeddings (embedding and head on different stages under pp)
   bool deepseek = false;  // the tiny DeepSeek-V3 (MLA + MoE) instead of the Llama
+  int ep = 1;             // expert parallelism (borrows from dp; deepseek only)
 };
 
 TrainConfig layout_config(const Layout& layout, int64_t micro_batches) {
@@ -38,6 +39,7 @@ TrainConfig layout_config(const Layout& layout, int64_t micro_batches) {
                                   : equivalence_config(layout.dp, micro_batches);
   c.model.num_hidden_layers = 4;
   c.parallel = {layout.dp, layout.tp, layout.pp};
+  c.parallel.ep = layout.ep;
   c.data_parallel.zero_stage = layout.zero_stage;
   c.model_parallel.schedule = layout.schedule;
   c.model_parallel.virtual_stages = layout.virtual_stages;
@@ -69,9 +71,9 @@ void check_layout(const Layout& layout) {
   if (layout.tp > 1) CHECK(plan.tensor_parallel_comm_bytes > 0);
   if (layout.pp > 1) CHECK(plan.pipeline_comm_bytes > 0);
   if (layout.checkpointing > 0) CHECK(plan.activations < plan.activations_without_checkpointing);
-  INFO("dp " << layout.dp << " tp " << layout.tp << " pp " << layout.pp << " " << layout.schedule
-             << " v " << layout.virtual_stages << " ZeRO " << layout.zero_stage << " tied "
-             << layout.tied << " deepseek " << layout.deepseek);
+  INFO("dp " << layout.dp << " ep " << layout.ep << " tp " << layout.tp << " pp " << layout.pp
+             << " " << layout.schedule << " v " << layout.virtual_stages << " ZeRO "
+             << layout.zero_stage << " tied " << layout.tied << " deepseek " << layout.deepseek);
   for (int64_t step = 0; step < config.train.steps; ++step) {
     const MicroBatch batch = global_batch(step, rows, config.data.seq_len);
     const std::vector<MicroBatch> everything = rank_micro_batches(batch, layout.dp * m, mbs, 1, 0);
@@ -82,8 +84,13 @@ void check_layout(const Layout& layout) {
     CHECK(actual.loss == Approx(expected.loss).epsilon(1e-5));
     CHECK(actual.grad_norm == Approx(expected.grad_norm).epsilon(1e-5));
     if (step == 0) CHECK(expected.grad_norm > config.optim.grad_clip);  // clipping is active
-    // Every byte the step moved (dp, tp and pp traffic and control scalars) is in the plan.
-    CHECK(actual.comm_bytes == static_cast<uint64_t>(plan.comm_bytes_per_step()));
+    // Every byte the step moved (dp, tp and pp traffic and control scalars) is in the plan; the
+    // routed tokens' all_to_all depends on the routing (the plan estimates it).
+    const auto all_to_all = actual.comm_bytes_by_op.find("all_to_all");
+    const uint64_t routed = all_to_all == actual.comm_bytes_by_op.end() ? 0 : all_to_all->second;
+    CHECK((routed > 0) == (layout.ep > 1));
+    CHECK((plan.expert_all_to_all_estimate > 0) == (layout.ep > 1));
+    CHECK(actual.comm_bytes - routed == static_cast<uint64_t>(plan.comm_bytes_per_step()));
   }
   const MicroBatch eval = global_batch(77, layout.dp * mbs, config.data.seq_len);
   CHECK(parallel.evaluate({rows_of(eval, dp_rank * mbs, mbs)}) ==
@@ -121,6 +128,7 @@ void check_layout(const Layout& layout) {
     WARN("dp" << layout.dp << " tp" << layout.tp << " pp" << layout.pp << " " << layout.schedule
               << " v" << layout.virtual_stages << " ZeRO-" << layout.zero_stage
               << (layout.tied ? " tied" : "") << (layout.deepseek ? " deepseek_v3" : "")
+              << (layout.ep > 1 ? " ep" + std::to_string(layout.ep) : std::string())
               << ": worst relative parameter difference vs single process " << worst);
 }
 
@@ -199,4 +207,27 @@ TEST_CASE("3d: deepseek_v3 under dp2 x tp2 with ZeRO-3 equals a single process",
 
 TEST_CASE("3d: dp2 x tp2 x pp2 with ZeRO-1 equals a single process", "[3d8]") {
   check_layout({2, 2, 2, "1f1b", 1, 1});
+}
+
+// Expert parallelism: the routed experts split over ep ranks borrowed from dp, their gradients
+// reduced (and under ZeRO their state sharded) over the expert-data-parallel group, the tokens
+// exchanged by all_to_all; the routing bias update on.
+Layout expert_parallel(int dp, int ep, int zero_stage, int tp = 1, int pp = 1) {
+  Layout layout{dp, tp, pp, "1f1b", 1, zero_stage};
+  layout.deepseek = true;
+  layout.ep = ep;
+  return layout;
+}
+
+TEST_CASE("3d: deepseek_v3 with ep2 (DDP, ZeRO-1, ZeRO-3) equals a single process", "[ep2]") {
+  for (int zero_stage : {0, 1, 3}) check_layout(expert_parallel(2, 2, zero_stage));
+}
+
+TEST_CASE(
+    "3d: deepseek_v3 with dp4 x ep2 (DDP, ZeRO-3), tp2 x ep2, pp2 x ep2 equals a single process",
+    "[ep4]") {
+  check_layout(expert_parallel(4, 2, 0));
+  check_layout(expert_parallel(4, 2, 3));
+  check_layout(expert_parallel(2, 2, 3, /*tp=*/2));
+  check_layout(expert_parallel(2, 2, 1, /*tp=*/1, /*pp=*/2));
 }

@@ -12,7 +12,9 @@ class ProcessGroups {
   // Collective over `world`: validates dims against world->size() (ConfigError) and splits one
   // communicator per axis. The dp group of a rank holds the ranks with its tp, dp_replicate and pp
   // indices (the ranks ZeRO shards over), etc.; data_parallel() is dp_replicate x dp_shard (the
-  // ranks that split the data), the same communicator as dp() when dp_replicate is 1.
+  // ranks that split the data), the same communicator as dp() when dp_replicate is 1. ep() holds
+  // the ranks that split the routed experts (ep consecutive dp ranks), edp() the ranks holding the
+  // same experts (size dp / ep; dp() itself when ep is 1).
   static ProcessGroups create(comm::CommunicatorPtr world, const ParallelDims& dims);
 
   const ParallelDims& dims() const { return dims_; }
@@ -23,12 +25,16 @@ class ProcessGroups {
   comm::Communicator& data_parallel() const { return *data_parallel_; }
   comm::Communicator& tp() const { return *tp_; }
   comm::Communicator& pp() const { return *pp_; }
+  comm::Communicator& ep() const { return *ep_; }
+  comm::Communicator& edp() const { return *edp_; }
   comm::CommunicatorPtr world_ptr() const { return world_; }
   comm::CommunicatorPtr dp_ptr() const { return dp_; }
   comm::CommunicatorPtr dp_replicate_ptr() const { return dp_replicate_; }
   comm::CommunicatorPtr data_parallel_ptr() const { return data_parallel_; }
   comm::CommunicatorPtr tp_ptr() const { return tp_; }
   comm::CommunicatorPtr pp_ptr() const { return pp_; }
+  comm::CommunicatorPtr ep_ptr() const { return ep_; }
+  comm::CommunicatorPtr edp_ptr() const { return edp_; }
 
   // Sum of every group's byte counters (world + axes, each communicator once).
   comm::CommStats total_stats() const;
@@ -36,7 +42,7 @@ class ProcessGroups {
  private:
   ParallelDims dims_;
   MeshCoord coord_;
-  comm::CommunicatorPtr world_, dp_, dp_replicate_, data_parallel_, tp_, pp_;
+  comm::CommunicatorPtr world_, dp_, dp_replicate_, data_parallel_, tp_, pp_, ep_, edp_;
 };
 
 }  // namespace dst

@@ -145,6 +145,14 @@ class CausalLM : public torch::nn::Module {
   // Whether a frozen parameter stays fp32 whatever the parameter dtype (DeepSeek-V3's routing
   // correction bias, as transformers keeps it: bf16 would round small updates away).
   virtual bool keeps_fp32(const std::string&) const { return false; }
+  // Expert parallelism: whether `name` is a routed expert's parameter (held by one rank of the ep
+  // group, its gradient reduced over the expert-data-parallel group), and the name of the
+  // parameter at the same place on ep rank `ep_rank` (experts are named by global index).
+  // Defaults: no routed experts.
+  virtual bool is_routed_expert(const std::string&) const { return false; }
+  virtual std::string routed_expert_name_on(const std::string& name, int /*ep_rank*/) const {
+    return name;
+  }
   // Adds `delta` (fp32 [experts]) to MoE layer `layer`'s routing correction bias.
   virtual void add_to_routing_bias(int64_t layer, const torch::Tensor& delta);
 

@@ -154,7 +154,13 @@ class DeepseekModelImpl : public DecoderLMImpl {
                            bool with_logits, int64_t checkpointed_layers) const override;
   // V3's e_score_correction_bias (ConfigError for V2, whose router has none).
   void add_to_routing_bias(int64_t layer, const torch::Tensor& delta) override;
+  // "model.layers.<i>.mlp.experts.<e>.*"; ep rank r holds experts [r * E/ep, (r + 1) * E/ep).
+  bool is_routed_expert(const std::string& name) const override;
+  std::string routed_expert_name_on(const std::string& name, int ep_rank) const override;
   std::map<int64_t, DeepseekDecoderLayer> layers;  // "model.layers.<i>", global index i
+
+ private:
+  int64_t local_experts_;  // routed experts per ep rank
 };
 TORCH_MODULE(DeepseekModel);
 

@@ -37,6 +37,9 @@ struct ParameterStateSlice {
   at::Tensor exp_avg;
   at::Tensor exp_avg_sq;
   at::Tensor gradient;  // as stored for step(): valid between finish_backward() and step()
+  // Whether a checkpoint takes this rank's copy: the state is replicated over the engine's group
+  // (stage 0) or over HSDP replicas, and only the first holder saves it.
+  bool saved_here = true;
 };
 
 class DataParallelEngine {
@@ -64,10 +67,9 @@ class DataParallelEngine {
   // Fills what the memory plan needs to know of this engine's layout (buckets or units).
   virtual void describe_layout(MemoryPlanInputs& inputs) const = 0;
 
-  // The state this rank keeps, per parameter in unit order: a shard under ZeRO (state_sharded()),
-  // the whole parameter on every dp rank otherwise.
+  // The state this rank keeps, per parameter in unit order: a shard under ZeRO, the whole
+  // parameter on every dp rank otherwise (ParameterStateSlice::saved_here on the first).
   virtual std::vector<ParameterStateSlice> state_slices() = 0;
-  virtual bool state_sharded() const = 0;
   // AdamW steps taken (bias correction); restored with the state.
   virtual int64_t optimizer_steps() const = 0;
   virtual void set_optimizer_steps(int64_t steps) = 0;

@@ -23,6 +23,23 @@ struct TpLayerTraffic {
   bool recomputed = false;  // activation checkpointing: the forward all-reduces run twice
 };
 
+// Expert parallelism: the routed experts' parameters a rank holds are data-parallel over their
+// own group (the ranks with the same experts), laid out by the engine as stage-0 buckets or ZeRO
+// units of that group; the tokens they compute arrive by all_to_all over the ep group.
+struct ExpertGroupLayout {
+  int64_t parameter_elements = 0;  // trainable, of this rank's experts (not in the dense count)
+  int dp_size = 1, dp_rank = 0;    // the expert-data-parallel group
+  int ep_size = 1;
+  std::vector<int64_t> gradient_bucket_elements;   // stage 0
+  std::vector<int64_t> zero_unit_padded_elements;  // stages 1-3 (multiples of dp_size)
+  // Stage 0: all-reduces of the experts' gradient-norm share over the ep group per step.
+  int norm_all_reduces = 0;
+  int ep_rank = 0;
+  // MoE layers of this rank, and those of them recomputed in backward (checkpointing): each
+  // forward exchanges the routed tokens' counts and rows with the ep group, each backward rows.
+  int64_t moe_layers = 0, recomputed_moe_layers = 0;
+};
+
 struct MemoryPlanInputs {
   ModelConfig model;
   PrecisionPolicy precision;
@@ -68,6 +85,7 @@ struct MemoryPlanInputs {
   // statistic over pp), and this rank's MoE layers times experts (loads summed over dp in fp64).
   bool has_moe = false;
   int64_t expert_load_elements = 0;
+  ExpertGroupLayout expert_group;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]
   // each, in the activation dtype).
@@ -101,6 +119,10 @@ struct MemoryPlan {
   int64_t tensor_parallel_comm_bytes = 0;  // tp all-reduces of activations and their gradients
   int64_t pipeline_comm_bytes = 0;  // activations and gradients sent to other stages, and the
                                     // tied embedding's gradient all-reduce
+  // Expert parallelism's all_to_all of routed tokens, which depends on the routing: estimated for
+  // a uniform one (each token's experts on any ep rank alike) and left out of
+  // comm_bytes_per_step (measured per step as comm_bytes_by_op["all_to_all"]).
+  int64_t expert_all_to_all_estimate = 0;
   int64_t activations_without_checkpointing = 0;  // the same estimate with checkpointing off
   // ZeRO-2/3 buffers that exist only while a unit computes (sharding/zero.h): stage 3's gathered
   // parameters of the unit computing and the one prefetched (plus the tied embedding's unit,

@@ -23,14 +23,14 @@ class ReplicatedEngine final : public DataParallelEngine {
   void step(double lr, double grad_multiplier) override { optimizer_->step(lr, grad_multiplier); }
   void describe_layout(MemoryPlanInputs& inputs) const override;
   std::vector<ParameterStateSlice> state_slices() override;
-  bool state_sharded() const override { return false; }
   int64_t optimizer_steps() const override { return optimizer_->step_count(); }
   void set_optimizer_steps(int64_t steps) override { optimizer_->set_step_count(steps); }
   void state_restored() override;
 
  private:
   std::vector<at::Tensor> parameters_;
-  std::vector<bool> counted_;  // in the gradient norm
+  std::vector<bool> counted_;   // in the gradient norm
+  bool first_of_group_ = true;  // saves the state in checkpoints
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<AdamW> optimizer_;
 };

@@ -60,7 +60,6 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   void describe_layout(MemoryPlanInputs& inputs) const override;
 
   std::vector<ParameterStateSlice> state_slices() override;
-  bool state_sharded() const override { return true; }
   int64_t optimizer_steps() const override { return step_count_; }
   void set_optimizer_steps(int64_t steps) override { step_count_ = steps; }
   void state_restored() override;
