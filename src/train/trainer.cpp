@@ -360,20 +360,31 @@ std::vector<std::pair<std::string, torch::Tensor>> Trainer::full_parameters() {
   for (auto& engine : parallel_.engines) engine->gather_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> result;
   const int ep = groups_.dims().ep;
+  // Under expert parallelism a layer's local experts (a run of consecutive parameters) are
+  // gathered from every ep rank and listed rank by rank: the global expert order.
+  std::vector<std::pair<std::string, torch::Tensor>> expert_run;  // name, [ep, local shape]
+  const auto flush_experts = [&] {
+    for (int r = 0; r < ep; ++r)
+      for (const auto& [name, all] : expert_run)
+        result.emplace_back(model_->routed_expert_name_on(name, r), all[r]);
+    expert_run.clear();
+  };
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
     torch::Tensor full = model_->gather_tp_parameter(name, item.value());
     if (ep == 1 || !model_->is_routed_expert(name)) {
+      flush_experts();
       result.emplace_back(name, full);
       continue;
     }
-    // The same expert tensor of every ep rank (collective over ep, in the same order on each).
+    // Collective over ep, in the same parameter order on every rank.
+    std::vector<int64_t> shape{ep};
+    shape.insert(shape.end(), full.sizes().begin(), full.sizes().end());
     torch::Tensor all = torch::empty({ep * full.numel()}, full.options());
     groups_.ep().all_gather(all, full.contiguous().view({-1}))->wait();
-    for (int r = 0; r < ep; ++r)
-      result.emplace_back(model_->routed_expert_name_on(name, r),
-                          all.narrow(0, r * full.numel(), full.numel()).view(full.sizes()));
+    expert_run.emplace_back(name, all.view(shape));
   }
+  flush_experts();
   for (auto& engine : parallel_.engines) engine->release_parameters();
   return result;
 }

@@ -29,12 +29,22 @@ struct Layout {
   std::string precision = "fp32";
   bool tied = false;
   int dp_replicate = 1;  // HSDP replicas (dp is then dp_shard)
+  int ep = 1;            // expert parallelism (the tiny DeepSeek-V3 when ep is set)
+  bool deepseek = false;
 };
+
+Layout deepseek_layout(int dp, int ep, int zero_stage, int tp = 1, int pp = 1) {
+  Layout layout{dp, tp, pp, zero_stage};
+  layout.ep = ep;
+  layout.deepseek = true;
+  return layout;
+}
 
 std::string describe(const Layout& l) {
   return (l.dp_replicate > 1 ? "dp_replicate" + std::to_string(l.dp_replicate) + " " : "") + "dp" +
          std::to_string(l.dp) + " tp" + std::to_string(l.tp) + " pp" + std::to_string(l.pp) +
-         " ZeRO-" + std::to_string(l.zero_stage) + " " + l.precision + (l.tied ? " tied" : "");
+         " ZeRO-" + std::to_string(l.zero_stage) + " " + l.precision + (l.tied ? " tied" : "") +
+         (l.deepseek ? " deepseek_v3 ep" + std::to_string(l.ep) : "");
 }
 
 constexpr int64_t kMicroBatchesPerStep = 4;  // global, split over dp
@@ -42,8 +52,11 @@ constexpr int64_t kSteps = 10;
 
 TrainConfig config_for(const Layout& layout, const std::string& output_dir) {
   const int data_parallel = layout.dp_replicate * layout.dp;
-  TrainConfig c = equivalence_config(layout.dp, kMicroBatchesPerStep / data_parallel);
+  const int64_t micro_batches = kMicroBatchesPerStep / data_parallel;
+  TrainConfig c = layout.deepseek ? deepseek_equivalence_config(layout.dp, micro_batches)
+                                  : equivalence_config(layout.dp, micro_batches);
   c.parallel = {layout.dp, layout.tp, layout.pp, layout.dp_replicate};
+  c.parallel.ep = layout.ep;
   c.data_parallel.zero_stage = layout.zero_stage;
   c.precision.param_dtype = layout.precision;
   c.model.tie_word_embeddings = layout.tied;
@@ -127,6 +140,11 @@ TEST_CASE("checkpoint: resume is bit-exact for dp and every ZeRO stage", "[ckpt2
   check_bit_exact_resume(Layout{2, 1, 1, 3, "bf16"});
 }
 
+TEST_CASE("checkpoint: resume is bit-exact for deepseek_v3 with ep2 (DDP, ZeRO-3)", "[ckpt2]") {
+  check_bit_exact_resume(deepseek_layout(2, 2, 0));
+  check_bit_exact_resume(deepseek_layout(2, 2, 3));
+}
+
 TEST_CASE("checkpoint: resume is bit-exact for tp2 and pp2 (tied)", "[ckpt2]") {
   check_bit_exact_resume(Layout{1, 2, 1, 0});
   Layout pp{1, 1, 2, 0};
@@ -165,15 +183,19 @@ TEST_CASE("checkpoint: async save writes the same tensors as a synchronous one",
   world->barrier()->wait();
 }
 
+namespace {
+
 // After loading under a new layout nothing has been computed yet, so the state must be the saved
 // one bit for bit: every gathered parameter, and every fp32 master and Adam moment (the resumed
 // trainer saves again at once; the two checkpoints, read back whole, are compared tensor by
 // tensor). Then 5 further steps follow the unresharded continuation within 1e-6.
-TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single process", "[ckpt4]") {
+// `tensors`: the model's tensor count in the checkpoint, `frozen` of them without moments.
+void check_resumes_resharded(const Layout& saved_layout,
+                             const std::vector<std::pair<Layout, bool>>& layouts, size_t tensors,
+                             size_t frozen = 0) {
   auto world = dst::testing::world();
   REQUIRE(world->size() == 4);
   const std::string dir = fresh_dir("reshard");
-  const Layout saved_layout{2, 2, 1, 1};  // dp2 x tp2, ZeRO-1
   auto saver = make_trainer(saved_layout, dir + "/saved");
   run_steps(*saver, 0, 5);
   const std::string saved = saver->save_checkpoint("0:40");
@@ -218,8 +240,9 @@ TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single pro
           CHECK(torch::equal(resaved.read_full(name, kind), original.read_full(name, kind)));
           ++compared;
         }
-      CHECK(names.size() == 21);  // embedding, 9 per layer in 2 layers, norm, head
-      CHECK(compared == 3 * static_cast<int>(names.size()));  // fp32: master and two moments
+      CHECK(names.size() == tensors);
+      // fp32: master and two moments (frozen tensors: the master only).
+      CHECK(compared == 3 * static_cast<int>(names.size()) - 2 * static_cast<int>(frozen));
       CHECK(resaved.info().step == 5);
     }
     const std::vector<double> losses = run_steps(*trainer, 5, kSteps);
@@ -236,12 +259,37 @@ TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single pro
                       << ": worst relative loss difference " << worst);
     world->barrier()->wait();
   };
-  check(Layout{1, 1, 1, 0}, /*single_process=*/true);
-  check(Layout{4, 1, 1, 3}, false);
-  check(Layout{1, 2, 2, 0}, false);
-  check(Layout{2, 1, 2, 2}, false);
-  // HSDP: two replicas of ZeRO-3 over two ranks (the first replica writes the sharded state).
-  check(Layout{2, 1, 1, 3, "fp32", false, /*dp_replicate=*/2}, false);
+  for (const auto& [layout, single_process] : layouts) check(layout, single_process);
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint: a checkpoint resumes under other layouts and a single process", "[ckpt4]") {
+  // Saved under dp2 x tp2 with ZeRO-1; the tensors: embedding, 9 per layer in 2 layers, norm, head.
+  check_resumes_resharded(Layout{2, 2, 1, 1},
+                          {{Layout{1, 1, 1, 0}, /*single_process=*/true},
+                           {Layout{4, 1, 1, 3}, false},
+                           {Layout{1, 2, 2, 0}, false},
+                           {Layout{2, 1, 2, 2}, false},
+                           // HSDP: two replicas of ZeRO-3 over two ranks (the first replica
+                           // writes the sharded state).
+                           {Layout{2, 1, 1, 3, "fp32", false, /*dp_replicate=*/2}, false}},
+                          21);
+}
+
+TEST_CASE("checkpoint: a deepseek_v3 checkpoint saved with ep2 resumes without ep and with others",
+          "[ckpt4]") {
+  // Saved under dp4 x ep2 with ZeRO-1 (each expert's state on the two ranks of its edp group).
+  // Tensors: embedding, norm and head; the dense layer 0: 2 norms, MLA's 7, the MLP's 3; the MoE
+  // layer 1: 2 norms, MLA's 7, the router's weight and (frozen) correction bias, 8 experts x 3,
+  // the shared experts' 3.
+  check_resumes_resharded(deepseek_layout(4, 2, 1),
+                          {{deepseek_layout(1, 1, 0), /*single_process=*/true},
+                           {deepseek_layout(4, 1, 3), false},
+                           {deepseek_layout(4, 4, 0), false},
+                           {deepseek_layout(2, 2, 3, /*tp=*/2), false},
+                           {deepseek_layout(2, 2, 2, /*tp=*/1, /*pp=*/2), false}},
+                          3 + 12 + 38, /*frozen=*/1);
 }
 
 TEST_CASE("checkpoint: a Hugging Face model imports into tp2 slices exactly", "[ckpt2]") {
