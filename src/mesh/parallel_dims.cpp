@@ -18,10 +18,6 @@ void ParallelDims::validate_axes() const {
             "parallel.ep = " << ep << " must divide parallel.dp (dp_shard) = " << dp
                              << ": expert parallelism splits the experts over groups of ep "
                                 "data-parallel ranks");
-  DST_CHECK(ep == 1 || dp_replicate == 1, ConfigError,
-            "parallel.ep = " << ep << " with parallel.dp_replicate = " << dp_replicate
-                             << ": expert parallelism under HSDP is not implemented yet (use "
-                                "dp_replicate: 1)");
 }
 
 void ParallelDims::validate(int world_size) const {

@@ -136,7 +136,8 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
                                 in.model.tie_word_embeddings && in.has_head};
   const ExpertGroupLayout& ex = in.expert_group;
   const ReducedParameters experts{
-      ex.parameter_elements,       ex.dp_size, ex.dp_rank, 1, 0, ex.gradient_bucket_elements,
+      ex.parameter_elements,       ex.dp_size,           ex.dp_rank,
+      ex.dp_replicate_size,        ex.dp_replicate_rank, ex.gradient_bucket_elements,
       ex.zero_unit_padded_elements};
   add_reduced_parameters(in, dense, plan);
   plan.units_in_flight = units_in_flight_bytes(in, dense);

@@ -47,7 +47,8 @@ struct ZeroEngine::Unit {
   at::Tensor grad_shard, exp_avg, exp_avg_sq, reduce_buffer;  // [shard]
   comm::WorkPtr gather_work;
   comm::WorkPtr reduce_work;
-  int pending = 0;  // gradients not yet accumulated in the current backward
+  comm::WorkPtr replica_work;  // HSDP: the reduced shard's sum across the replicas
+  int pending = 0;             // gradients not yet accumulated in the current backward
 
   // The part of parameter i inside rank's shard: `local` is its offset in the shard, `in_param`
   // its offset in the flattened parameter.
@@ -171,7 +172,8 @@ std::vector<int64_t> ZeroEngine::padded_unit_elements() const {
 
 void ZeroEngine::zero_grad() {
   for (auto& unit : units_) {
-    DST_ASSERT(unit->reduce_work == nullptr, "zero_grad() while a reduction is in flight");
+    DST_ASSERT(unit->reduce_work == nullptr && unit->replica_work == nullptr,
+               "zero_grad() while a reduction is in flight");
     unit->grad_shard.zero_();
     if (stage_ == 1) unit->flat_grad.zero_();
     unit->pending = static_cast<int>(unit->params.size());
@@ -292,11 +294,15 @@ void ZeroEngine::complete_reduction(int u) {
   Unit& unit = *units_[u];
   unit.reduce_work.reset();
   unit.reduce_input = at::Tensor();
-  // HSDP: the shard's sum over this replica's ranks, summed over the replicas (synchronize: the
-  // add below is ordered after it; a stream backend needs no host wait for that).
+  // HSDP: the shard's sum over this replica's ranks is summed over the replicas before it joins
+  // the gradient shard (add_replica_sums). Launched, not waited for: the launch happens whenever
+  // this rank finds the reduce-scatter done, and a rank blocking on it inside backward could wait
+  // for a replica blocked in an exchange with this rank's peers (expert parallelism's
+  // all_to_all).
   if (replicate_group_)
-    replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum)->synchronize();
-  unit.grad_shard.add_(unit.reduce_buffer);
+    unit.replica_work = replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum);
+  else
+    unit.grad_shard.add_(unit.reduce_buffer);
   unit.pending = static_cast<int>(unit.params.size());
   if (stage_ >= 2) pool_->detach(unit.flat_grad);
   if (stage_ == 3) release(u);
@@ -313,6 +319,16 @@ void ZeroEngine::poll_reductions() {
       // must start in the same order: complete units strictly in launch order.
       break;
     }
+  }
+}
+
+void ZeroEngine::add_replica_sums() {
+  for (int u = static_cast<int>(units_.size()) - 1; u >= 0; --u) {
+    Unit& unit = *units_[u];
+    if (!unit.replica_work) continue;
+    unit.replica_work->synchronize();  // the add is ordered after the sum
+    unit.replica_work.reset();
+    unit.grad_shard.add_(unit.reduce_buffer);
   }
 }
 
@@ -344,6 +360,7 @@ void ZeroEngine::finish_backward() {
       release(u);
     }
   }
+  add_replica_sums();
   next_to_reduce_ = static_cast<int>(units_.size()) - 1;
   // Nothing is gathered or reduced any more: the free buffers go back to the allocator, so
   // between steps the engine holds exactly what the memory plan says.

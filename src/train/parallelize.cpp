@@ -133,8 +133,9 @@ ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
     DataParallelEngineSpec spec = engine_spec(model, config, groups, embedding_copy);
     spec.materialize = materialize;
     DataParallelEngineSpec expert_spec = spec;
-    expert_spec.dp_group = groups.edp_ptr();
-    expert_spec.dp_replicate_group = nullptr;
+    const bool sharded = config.data_parallel.zero_stage > 0;
+    expert_spec.dp_group = sharded ? groups.edp_ptr() : groups.expert_data_parallel_ptr();
+    if (sharded) expert_spec.dp_replicate_group = groups.expert_dp_replicate_ptr();
     std::vector<ExpertParallelEngine::UnitPlacement> placements;
     for (size_t u = next_unit; u < next_unit + units; ++u) {
       NamedParameters trainable, experts;

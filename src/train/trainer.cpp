@@ -269,8 +269,15 @@ MemoryPlan Trainer::memory_plan() const {
       if (item.value().requires_grad() && model_->is_routed_expert(item.key()))
         experts.parameter_elements += item.value().numel();
     in.local_parameter_elements -= experts.parameter_elements;
-    experts.dp_size = dims.expert_data_parallel_size();
-    experts.dp_rank = groups_.coord().edp_index(dims);
+    if (in.zero_stage == 0) {
+      experts.dp_size = dims.expert_data_parallel_size();
+      experts.dp_rank = groups_.coord().expert_data_parallel_index(dims);
+    } else {
+      experts.dp_size = dims.expert_shard_size();
+      experts.dp_rank = groups_.coord().edp_index(dims);
+      experts.dp_replicate_size = dims.dp_replicate;
+      experts.dp_replicate_rank = groups_.coord().dp_replicate;
+    }
     experts.ep_size = dims.ep;
     experts.ep_rank = groups_.coord().ep_index(dims);
   }

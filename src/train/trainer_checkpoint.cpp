@@ -110,7 +110,8 @@ std::vector<StatePiece> Trainer::state_pieces() {
     if (local.requires_grad()) continue;
     // A frozen routed expert is replicated over its expert-data-parallel group only.
     const bool expert = model_->is_routed_expert(name);
-    if ((expert ? coord.edp_index(groups_.dims()) : data_parallel_rank) != 0) continue;
+    if ((expert ? coord.expert_data_parallel_index(groups_.dims()) : data_parallel_rank) != 0)
+      continue;
     if (model_->is_embedding(name) && !holds_embedding)
       continue;  // the tied copy on the last stage
     if (model_->tp_split(name) == TpSplit::kReplicated && tp_rank != 0) continue;

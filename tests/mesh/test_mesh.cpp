@@ -80,15 +80,13 @@ TEST_CASE("mesh: named axes — HSDP rank order, validation in one place", "[mes
   CHECK_THROWS_WITH(bad.validate(24), Catch::StartsWith("parallel.ep = 2 must divide parallel.dp "
                                                         "(dp_shard) = 3"));
   bad.dp = 4;
-  CHECK_THROWS_WITH(bad.validate(32), Catch::StartsWith("parallel.ep = 2 with "
-                                                        "parallel.dp_replicate = 2: expert "
-                                                        "parallelism under HSDP is not "
-                                                        "implemented yet"));
-  bad.dp_replicate = 1;
-  CHECK_NOTHROW(bad.validate(16));
-  CHECK(bad.expert_data_parallel_size() == 2);
-  // ep borrows consecutive dp indices: dp index 3 is ep index 1 of the second expert copy.
-  const MeshCoord c3{3, 0, 0, 0};
+  CHECK_NOTHROW(bad.validate(32));
+  CHECK(bad.expert_shard_size() == 2);
+  CHECK(bad.expert_data_parallel_size() == 4);  // with the replicas
+  // ep borrows consecutive dp indices: dp index 3 is ep index 1 of the second expert copy; in
+  // the second replica it is the fourth holder of those experts.
+  const MeshCoord c3{3, 0, 0, 1};
   CHECK(c3.ep_index(bad) == 1);
   CHECK(c3.edp_index(bad) == 1);
+  CHECK(c3.expert_data_parallel_index(bad) == 3);
 }

@@ -26,12 +26,14 @@ struct ParallelDims {
   int ep = 1;
 
   int data_parallel_size() const { return dp_replicate * dp; }
-  // Ranks holding the same routed experts (their gradients are reduced over this group).
-  int expert_data_parallel_size() const { return dp / ep; }
+  // Ranks of one dp_shard group holding the same routed experts (their ZeRO shards span them),
+  // and of all data-parallel ranks (HSDP replicas included).
+  int expert_shard_size() const { return dp / ep; }
+  int expert_data_parallel_size() const { return dp_replicate * dp / ep; }
   int world_size() const { return dp_replicate * dp * tp * pp; }
   // The one place the layout's rules are checked. validate_axes throws ConfigError naming the axis
   // and the number when an axis is < 1, an axis not implemented yet is > 1 or ep does not divide
-  // dp_shard (or meets HSDP); validate also when the product of the axes is not world_size.
+  // dp_shard; validate also when the product of the axes is not world_size.
   void validate_axes() const;
   void validate(int world_size) const;
   std::string describe() const;
@@ -51,6 +53,10 @@ struct MeshCoord {
   // expert-data-parallel group.
   int ep_index(const ParallelDims& dims) const { return dp % dims.ep; }
   int edp_index(const ParallelDims& dims) const { return dp / dims.ep; }
+  // Among every data-parallel rank holding the same experts (replica-major).
+  int expert_data_parallel_index(const ParallelDims& dims) const {
+    return dp_replicate * (dims.dp / dims.ep) + edp_index(dims);
+  }
 };
 
 MeshCoord coord_of_rank(const ParallelDims& dims, int rank);

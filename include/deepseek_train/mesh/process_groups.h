@@ -13,8 +13,11 @@ class ProcessGroups {
   // communicator per axis. The dp group of a rank holds the ranks with its tp, dp_replicate and pp
   // indices (the ranks ZeRO shards over), etc.; data_parallel() is dp_replicate x dp_shard (the
   // ranks that split the data), the same communicator as dp() when dp_replicate is 1. ep() holds
-  // the ranks that split the routed experts (ep consecutive dp ranks), edp() the ranks holding the
-  // same experts (size dp / ep; dp() itself when ep is 1).
+  // the ranks that split the routed experts (ep consecutive dp_shard ranks); edp() the ranks of the
+  // dp_shard group holding the same experts (dp / ep; dp() itself when ep is 1), across which ZeRO
+  // shards their state; expert_data_parallel() those of every data-parallel rank (HSDP replicas
+  // too; edp() without replicas); expert_dp_replicate() has dp_replicate()'s members, a
+  // communicator of its own so the experts' replica sums never interleave with the others'.
   static ProcessGroups create(comm::CommunicatorPtr world, const ParallelDims& dims);
 
   const ParallelDims& dims() const { return dims_; }
@@ -27,6 +30,8 @@ class ProcessGroups {
   comm::Communicator& pp() const { return *pp_; }
   comm::Communicator& ep() const { return *ep_; }
   comm::Communicator& edp() const { return *edp_; }
+  comm::Communicator& expert_data_parallel() const { return *expert_data_parallel_; }
+  comm::Communicator& expert_dp_replicate() const { return *expert_dp_replicate_; }
   comm::CommunicatorPtr world_ptr() const { return world_; }
   comm::CommunicatorPtr dp_ptr() const { return dp_; }
   comm::CommunicatorPtr dp_replicate_ptr() const { return dp_replicate_; }
@@ -35,6 +40,8 @@ class ProcessGroups {
   comm::CommunicatorPtr pp_ptr() const { return pp_; }
   comm::CommunicatorPtr ep_ptr() const { return ep_; }
   comm::CommunicatorPtr edp_ptr() const { return edp_; }
+  comm::CommunicatorPtr expert_data_parallel_ptr() const { return expert_data_parallel_; }
+  comm::CommunicatorPtr expert_dp_replicate_ptr() const { return expert_dp_replicate_; }
 
   // Sum of every group's byte counters (world + axes, each communicator once).
   comm::CommStats total_stats() const;
@@ -42,7 +49,8 @@ class ProcessGroups {
  private:
   ParallelDims dims_;
   MeshCoord coord_;
-  comm::CommunicatorPtr world_, dp_, dp_replicate_, data_parallel_, tp_, pp_, ep_, edp_;
+  comm::CommunicatorPtr world_, dp_, dp_replicate_, data_parallel_, tp_, pp_, ep_, edp_,
+      expert_data_parallel_, expert_dp_replicate_;
 };
 
 }  // namespace dst

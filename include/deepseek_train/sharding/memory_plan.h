@@ -28,7 +28,10 @@ struct TpLayerTraffic {
 // units of that group; the tokens they compute arrive by all_to_all over the ep group.
 struct ExpertGroupLayout {
   int64_t parameter_elements = 0;  // trainable, of this rank's experts (not in the dense count)
-  int dp_size = 1, dp_rank = 0;    // the expert-data-parallel group
+  // The expert-data-parallel group (stage 0: every data-parallel rank with these experts; ZeRO:
+  // those of the dp_shard group, with the HSDP replicas summing their shards).
+  int dp_size = 1, dp_rank = 0;
+  int dp_replicate_size = 1, dp_replicate_rank = 0;
   int ep_size = 1;
   std::vector<int64_t> gradient_bucket_elements;   // stage 0
   std::vector<int64_t> zero_unit_padded_elements;  // stages 1-3 (multiples of dp_size)

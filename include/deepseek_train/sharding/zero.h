@@ -83,6 +83,9 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   void on_gradient_ready(int unit);
   void launch_ready_reductions();
   void complete_reduction(int unit);
+  // HSDP: waits for the replicas' sums of the reduced shards and adds them to the gradient shards
+  // (after backward).
+  void add_replica_sums();
   void poll_reductions();
 
   std::vector<std::unique_ptr<Unit>> units_;
