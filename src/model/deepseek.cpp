@@ -188,6 +188,32 @@ torch::Tensor MoeImpl::take_expert_load() {
   return load;
 }
 
+double MoeImpl::take_balance_loss() {
+  const double sum = balance_sum_;
+  balance_sum_ = 0.0;
+  return sum;
+}
+
+namespace {
+// Identity on the hidden states whose backward also gives `loss` the gradient `weight`: adds
+// weight x loss to the objective without touching the forward values (DeepSeek's
+// AddAuxiliaryLoss).
+struct AddBalanceLoss : torch::autograd::Function<AddBalanceLoss> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               const torch::Tensor& loss, double weight) {
+    ctx->saved_data["weight"] = weight;
+    ctx->saved_data["loss_dtype"] = static_cast<int64_t>(loss.scalar_type());
+    return hidden.view_as(hidden);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["loss_dtype"].toInt());
+    return {grads[0], torch::full({}, ctx->saved_data["weight"].toDouble(), dtype),
+            torch::Tensor()};
+  }
+};
+}  // namespace
+
 torch::Tensor MoeImpl::forward(const torch::Tensor& x) {
   const torch::Tensor tokens = x.reshape({-1, x.size(-1)});
   const torch::Tensor logits =
@@ -195,6 +221,13 @@ torch::Tensor MoeImpl::forward(const torch::Tensor& x) {
   const TokenRouting routing = route_tokens(logits, gate->e_score_correction_bias, config_);
   torch::Tensor out = run_experts(tokens, routing.experts, routing.weights).view(x.sizes());
   if (shared_experts) out = out + shared_experts(x);
+  if (balance_weight_ > 0 && torch::GradMode::is_enabled()) {  // training (or recompute)
+    const int64_t sequences = x.dim() == 3 ? x.size(0) : 1;
+    const torch::Tensor loss =
+        sequence_balance_loss(logits, routing.experts, sequences, config_).sum();
+    balance_sum_ += loss.item<double>();
+    out = AddBalanceLoss::apply(out, loss, balance_weight_);
+  }
   return out;
 }
 
@@ -385,6 +418,18 @@ TpLayerTraffic DeepseekModelImpl::tp_layer_traffic(int64_t layer) const {
     traffic.backward.push_back(c.hidden_size);
   }
   return traffic;
+}
+
+void DeepseekModelImpl::set_balance_loss_weight(double gradient_weight) {
+  for (auto& [index, layer] : layers)
+    if (layer->moe) layer->moe->set_balance_loss_weight(gradient_weight);
+}
+
+double DeepseekModelImpl::take_balance_loss() {
+  double sum = 0.0;
+  for (auto& [index, layer] : layers)
+    if (layer->moe) sum += layer->moe->take_balance_loss();
+  return sum;
 }
 
 std::map<int64_t, torch::Tensor> DeepseekModelImpl::take_expert_loads() {

@@ -60,4 +60,24 @@ TokenRouting route_tokens(const torch::Tensor& logits, const torch::Tensor& scor
   return route_v2(fp32, config);
 }
 
+torch::Tensor sequence_balance_loss(const torch::Tensor& logits, const torch::Tensor& experts,
+                                    int64_t sequences, const ModelConfig& config) {
+  const int64_t n = config.n_routed_experts, k = experts.size(1);
+  const int64_t length = logits.size(0) / sequences;
+  const torch::Tensor fp32 = logits.to(torch::kFloat32);
+  torch::Tensor scores;
+  if (config.model_type == "deepseek_v3") {
+    scores = fp32.sigmoid();
+    scores = scores / scores.sum(-1, /*keepdim=*/true);
+  } else {
+    scores = fp32.softmax(-1);
+  }
+  const torch::Tensor mean_scores = scores.view({sequences, length, n}).mean(1);
+  torch::Tensor pairs = torch::zeros({sequences, n}, fp32.options());
+  pairs.scatter_add_(1, experts.reshape({sequences, length * k}),
+                     torch::ones({sequences, length * k}, fp32.options()));
+  const torch::Tensor fraction = pairs * (static_cast<double>(n) / static_cast<double>(length * k));
+  return (fraction * mean_scores).sum(1);
+}
+
 }  // namespace dst

@@ -391,6 +391,7 @@ const std::vector<Section>& sections() {
       {"moe",
        {
            field("bias_update_rate", &TC::moe, &MoeOptions::bias_update_rate),
+           field("aux_loss_alpha", &TC::moe, &MoeOptions::aux_loss_alpha),
        }},
   };
   return table;

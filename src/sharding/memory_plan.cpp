@@ -161,6 +161,9 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   // [tokens] max and [2, tokens] sums.
   const int64_t tokens = in.micro_batch_size * in.seq_len;
   const int64_t activation_bytes = bytes_of(in.precision.compute);
+  // Summed per step over data (and pipeline) ranks: the target-token count and the loss sum, with
+  // the balance loss the sequence count and the balance loss sum beside them.
+  const int64_t step_sums = in.balance_loss ? 2 : 1;
   if (in.tp_size > 1) {
     const int64_t summed_activation_bytes = summed_bytes(activation_bytes);
     const auto all_reduce_of_width = [&](int64_t width) {
@@ -193,21 +196,22 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
         all_reduce_bytes(in.tied_embedding_sync_elements, 2, in.tied_embedding_sync_rank,
                          summed_bytes(in.tied_embedding_sync_element_bytes));
     // The loss and the squared gradient norm are summed over pp.
-    plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
+    plan.control_comm_bytes += all_reduce_bytes(step_sums, in.pp_size, in.pp_rank, 8) +
+                               all_reduce_bytes(1, in.pp_size, in.pp_rank, 8);
   }
 
   plan.process_baseline = in.process_baseline_bytes;
   if (in.dp_size > 1 || in.dp_replicate_size > 1) {
     if (in.zero_stage == 0) {
       // Two fp64 scalars per step: the global target-token count and the loss sum.
-      plan.control_comm_bytes += 2 * all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
+      plan.control_comm_bytes += 2 * all_reduce_bytes(step_sums, in.dp_size, in.dp_rank, 8);
     } else {
       // Token count and loss sum over every data-parallel rank, the squared gradient norm of the
       // shards over the shard group.
       const int data_parallel_size = in.dp_size * in.dp_replicate_size;
       const int data_parallel_rank = in.dp_replicate_rank * in.dp_size + in.dp_rank;
       plan.control_comm_bytes +=
-          2 * all_reduce_bytes(1, data_parallel_size, data_parallel_rank, 8) +
+          2 * all_reduce_bytes(step_sums, data_parallel_size, data_parallel_rank, 8) +
           all_reduce_bytes(1, in.dp_size, in.dp_rank, 8);
     }
   }

@@ -88,6 +88,7 @@ void MetricsWriter::write(const StepMetrics& m) {
     json["expert_load_max_over_mean"] = m.expert_load_max_over_mean;
     json["dropped_tokens"] = m.dropped_tokens;
   }
+  if (m.balance_loss > 0) json["balance_loss"] = m.balance_loss;
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (!m.comm_wait_s_by_op.empty()) json["comm_wait_s_by_op"] = m.comm_wait_s_by_op;
   if (m.mfu > 0) json["mfu"] = m.mfu;

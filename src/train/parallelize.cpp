@@ -50,14 +50,7 @@ ModelShardSpec shard_spec_for_rank(const TrainConfig& config, const ProcessGroup
   const ModelParallelOptions& mp = config.model_parallel;
   ModelShardSpec shard;
   shard.tp_group = groups.tp_ptr();
-  if (dims.ep > 1) {
-    DST_CHECK(config.model.has_moe(), ConfigError,
-              "parallel.ep = " << dims.ep << ": expert parallelism needs a model with routed "
-                               << "experts (deepseek_v2/deepseek_v3 with n_routed_experts > 0), "
-                                  "model_type '"
-                               << config.model.model_type << "' has none: use ep: 1");
-    shard.ep_group = groups.ep_ptr();
-  }
+  if (dims.ep > 1) shard.ep_group = groups.ep_ptr();  // TrainConfig::validate: the model has MoE
   shard.checkpoint_every = mp.activation_checkpointing;
   shard.fused_kernels = config.train.kernels == "fused";
   if (dims.pp > 1) {

@@ -16,8 +16,24 @@ void TrainConfig::validate() const {
             "moe.bias_update_rate needs a model with a routing correction bias (deepseek_v3), "
             "not "
                 << model.model_type);
+  DST_CHECK(std::isfinite(moe.aux_loss_alpha) && moe.aux_loss_alpha >= 0, ConfigError,
+            "moe.aux_loss_alpha must be a non-negative number, got " << moe.aux_loss_alpha);
+  DST_CHECK(moe.aux_loss_alpha == 0 || model.has_moe(), ConfigError,
+            "moe.aux_loss_alpha needs a model with routed experts (deepseek_v2/deepseek_v3), not "
+                << model.model_type);
   checkpoint.validate();
   parallel.validate_axes();
+  if (parallel.ep > 1) {
+    DST_CHECK(
+        model.has_moe(), ConfigError,
+        "parallel.ep = " << parallel.ep
+                         << ": expert parallelism needs a model with routed experts "
+                            "(deepseek_v2/deepseek_v3 with n_routed_experts > 0), model_type '"
+                         << model.model_type << "' has none: use ep: 1");
+    DST_CHECK(model.n_routed_experts % parallel.ep == 0, ConfigError,
+              "model.n_routed_experts (" << model.n_routed_experts
+                                         << ") is not divisible by parallel.ep=" << parallel.ep);
+  }
   for (const auto& [key, count] :
        {std::pair<const char*, int64_t>{"model.num_attention_heads", model.num_attention_heads},
         {"model.num_key_value_heads", model.num_key_value_heads},

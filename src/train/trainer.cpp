@@ -290,6 +290,7 @@ MemoryPlan Trainer::memory_plan() const {
   in.has_embedding = in.has_head = false;
   in.fused_attention = model_->uses_fused_attention();
   in.has_moe = config_.model.has_moe();
+  in.balance_loss = config_.moe.aux_loss_alpha > 0;
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
     in.local_layers += chunk.end - chunk.begin;
@@ -442,10 +443,10 @@ double Trainer::whole_model_elements(bool trainable) {
   return local;
 }
 
-double Trainer::sum_over_data_and_pipeline(double value) {
-  value = all_reduce_sum(groups_.data_parallel(), {value})[0];
-  if (groups_.dims().pp > 1) value = all_reduce_sum(groups_.pp(), {value})[0];
-  return value;
+std::vector<double> Trainer::sum_over_data_and_pipeline(std::vector<double> values) {
+  values = all_reduce_sum(groups_.data_parallel(), values);
+  if (groups_.dims().pp > 1) values = all_reduce_sum(groups_.pp(), values);
+  return values;
 }
 
 double Trainer::global_grad_norm(double loss_scale) {
@@ -470,14 +471,23 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   model_->train();
 
   // The step's loss is the mean over every target token of every rank's micro-batches, so each
-  // micro-batch's summed loss is divided by the global count (known before any backward).
-  double local_tokens = 0;
-  for (const MicroBatch& mb : micro_batches) local_tokens += count_target_tokens(mb.labels);
-  const double global_tokens = all_reduce_sum(dp, {local_tokens})[0];
+  // micro-batch's summed loss is divided by the global count (known before any backward). The
+  // balance loss is a mean over every sequence of the step in the same way.
+  const double alpha = config_.moe.aux_loss_alpha;
+  double local_tokens = 0, local_sequences = 0;
+  for (const MicroBatch& mb : micro_batches) {
+    local_tokens += count_target_tokens(mb.labels);
+    local_sequences += static_cast<double>(mb.input_ids.size(0));
+  }
+  const std::vector<double> counts =
+      all_reduce_sum(dp, alpha > 0 ? std::vector<double>{local_tokens, local_sequences}
+                                   : std::vector<double>{local_tokens});
+  const double global_tokens = counts[0];
   DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
 
   for (auto& engine : parallel_.engines) engine->zero_grad();
   const double loss_scale = scaler_.scale();
+  if (alpha > 0) model_->set_balance_loss_weight(alpha * loss_scale / counts[1]);
   double local_loss_sum = 0.0, pipeline_wait = 0.0;
   if (parallel_.pipeline) {
     local_loss_sum = parallel_.pipeline->train_step(micro_batches, loss_scale, global_tokens);
@@ -495,7 +505,11 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
       engine.finish_backward();
     }
   }
-  const double loss = sum_over_data_and_pipeline(local_loss_sum) / global_tokens;
+  const std::vector<double> sums = sum_over_data_and_pipeline(
+      alpha > 0 ? std::vector<double>{local_loss_sum, model_->take_balance_loss()}
+                : std::vector<double>{local_loss_sum});
+  const double loss = sums[0] / global_tokens;
+  const double balance_loss = alpha > 0 ? alpha * sums[1] / counts[1] : 0.0;
   *poison_gradient_ = false;
   fault_plan_.at(world_rank, step_ + 1, "backward");
 
@@ -547,6 +561,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.pipeline_wait_seconds = pipeline_wait;
   result.expert_load_max_over_mean = expert_loads.max_over_mean;
   result.dropped_tokens = expert_loads.dropped_tokens;
+  result.balance_loss = balance_loss;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
@@ -630,7 +645,7 @@ std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& 
           model_->loss_sum(model_->forward_chunk(0, mb.input_ids), mb.labels).item<double>();
   }
   for (const MicroBatch& mb : batches) tokens += count_target_tokens(mb.labels);
-  const double total_loss = sum_over_data_and_pipeline(loss_sum);
+  const double total_loss = sum_over_data_and_pipeline({loss_sum})[0];
   const double total_tokens = all_reduce_sum(groups_.data_parallel(), {tokens})[0];
   model_->train(was_training);
   return {total_loss, total_tokens};

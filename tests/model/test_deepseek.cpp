@@ -12,6 +12,7 @@
 #include "deepseek_train/checkpoint/gguf_export.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/core/deferred_tensor.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/deepseek.h"
 #include "deepseek_train/model/model_config.h"
@@ -96,6 +97,109 @@ TEST_CASE("deepseek: gradients reach the router logits only through the chosen w
       }
       CHECK(grad[t].abs().sum().item<float>() > 0);
     }
+  }
+}
+
+namespace {
+
+// DeepSeek's sequence-wise balance loss spelled out: per sequence b of T tokens,
+// sum_i f_i P_i with f_i = E / (K T) * |{(t, k): experts[t][k] = i}| and P_i the mean over t of
+// the token's normalised score for i (V3: sigmoid / its sum over experts; V2: softmax).
+// Differentiable in `logits`.
+torch::Tensor balance_loss_by_hand(const torch::Tensor& logits, const torch::Tensor& experts,
+                                   int64_t sequences, const ModelConfig& c) {
+  const int64_t e_count = c.n_routed_experts, k = experts.size(1);
+  const int64_t length = logits.size(0) / sequences;
+  std::vector<torch::Tensor> losses;
+  for (int64_t b = 0; b < sequences; ++b) {
+    torch::Tensor loss = torch::zeros({});
+    for (int64_t i = 0; i < e_count; ++i) {
+      int64_t pairs = 0;
+      torch::Tensor p = torch::zeros({});
+      for (int64_t t = b * length; t < (b + 1) * length; ++t) {
+        for (int64_t j = 0; j < k; ++j) pairs += experts[t][j].item<int64_t>() == i ? 1 : 0;
+        const torch::Tensor row = logits[t];
+        const torch::Tensor scores =
+            c.model_type == "deepseek_v3" ? row.sigmoid() / row.sigmoid().sum() : row.softmax(0);
+        p = p + scores[i] / static_cast<double>(length);
+      }
+      const double f = static_cast<double>(e_count) * pairs / static_cast<double>(k * length);
+      loss = loss + f * p;
+    }
+    losses.push_back(loss);
+  }
+  return torch::stack(losses);
+}
+
+}  // namespace
+
+TEST_CASE("deepseek: the sequence-wise balance loss: its value and the gradient a MoE layer adds",
+          "[model][deepseek]") {
+  for (const ModelConfig& c : {tiny_v3(), tiny_v2()}) {
+    INFO(c.model_type);
+    torch::manual_seed(3);
+    const int64_t sequences = 3, length = 5;
+    torch::Tensor logits = torch::randn({sequences * length, 8}) * 2;
+    const TokenRouting routing = route_tokens(logits, torch::zeros({8}), c);
+    const torch::Tensor loss = sequence_balance_loss(logits, routing.experts, sequences, c);
+    const torch::Tensor expected = balance_loss_by_hand(logits, routing.experts, sequences, c);
+    REQUIRE(loss.sizes() == expected.sizes());
+    for (int64_t b = 0; b < sequences; ++b)
+      CHECK(loss[b].item<double>() == Approx(expected[b].item<double>()).epsilon(1e-6));
+    // Equal scores make every expert's P equal, 1/E: the loss is 1 whatever the routing.
+    const torch::Tensor flat = torch::zeros({sequences * length, 8});
+    CHECK(sequence_balance_loss(flat, routing.experts, sequences, c)
+              .allclose(torch::ones({sequences})));
+
+    // A MoE layer's backward gives the loss the weight it was told, on top of its output's
+    // gradient: the same gradients as differentiating output + weight * loss by hand.
+    Moe moe(c, nullptr);
+    for (auto& parameter : moe->parameters()) {
+      torch::NoGradGuard no_grad;
+      allocate_deferred(parameter);
+      parameter.normal_(0, 0.3);
+    }
+    const torch::Tensor x = torch::randn({sequences, length, c.hidden_size});
+    const torch::Tensor output_weights = torch::randn({sequences, length, c.hidden_size});
+    const double weight = 0.25;
+    // The loss's weight inside the layer, and added by hand.
+    auto gradients = [&](double layer_weight, double hand_weight) {
+      for (auto& parameter : moe->parameters()) parameter.mutable_grad() = torch::Tensor();
+      torch::Tensor input = x.clone().requires_grad_(true);
+      moe->set_balance_loss_weight(layer_weight);
+      torch::Tensor objective = (moe->forward(input) * output_weights).sum();
+      if (hand_weight > 0) {
+        const torch::Tensor tokens = input.reshape({-1, c.hidden_size});
+        const torch::Tensor router_logits =
+            torch::nn::functional::linear(tokens, moe->gate->weight);
+        const TokenRouting r = route_tokens(router_logits, moe->gate->e_score_correction_bias, c);
+        objective =
+            objective +
+            hand_weight * balance_loss_by_hand(router_logits, r.experts, sequences, c).sum();
+      }
+      objective.backward();
+      return std::make_pair(moe->gate->weight.grad().clone(), input.grad().clone());
+    };
+    const auto [gate_layer, input_layer] = gradients(weight, 0.0);
+    const double taken = moe->take_balance_loss();
+    const auto [gate_hand, input_hand] = gradients(0.0, weight);
+    CHECK(moe->take_balance_loss() == 0.0);  // nothing accumulates with weight 0
+    CHECK(gate_layer.allclose(gate_hand, 1e-5, 1e-6));
+    CHECK(input_layer.allclose(input_hand, 1e-5, 1e-6));
+    CHECK(taken == Approx(balance_loss_by_hand(
+                              torch::nn::functional::linear(x.reshape({-1, c.hidden_size}),
+                                                            moe->gate->weight),
+                              route_tokens(torch::nn::functional::linear(
+                                               x.reshape({-1, c.hidden_size}), moe->gate->weight),
+                                           moe->gate->e_score_correction_bias, c)
+                                  .experts,
+                              sequences, c)
+                              .sum()
+                              .item<double>())
+                       .epsilon(1e-5));
+    // The loss moves the router: without it the gradient differs.
+    const auto [gate_plain, input_plain] = gradients(0.0, 0.0);
+    CHECK_FALSE(gate_layer.allclose(gate_plain, 1e-5, 1e-6));
   }
 }
 
@@ -292,5 +396,14 @@ TEST_CASE("deepseek: bad input to the fused-expert import, the GGUF export and m
   train.moe.bias_update_rate = -1;
   CHECK_THROWS_WITH(train.validate(), Catch::Contains("moe.bias_update_rate must be a "
                                                       "non-negative number"));
+  // The balance loss needs routed experts, and a non-negative alpha.
+  train.moe.bias_update_rate = 0;
+  train.moe.aux_loss_alpha = -0.5;
+  CHECK_THROWS_WITH(train.validate(), Catch::Contains("moe.aux_loss_alpha must be a "
+                                                      "non-negative number, got -0.5"));
+  train.model = TrainConfig().model;
+  train.moe.aux_loss_alpha = 0.001;
+  CHECK_THROWS_WITH(train.validate(), Catch::Contains("moe.aux_loss_alpha needs a model with "
+                                                      "routed experts"));
   fs::remove_all(dir);
 }

@@ -611,7 +611,10 @@ TEST_CASE("recipe: named mesh axes, parallel.dp_shard as another name of paralle
   CHECK_THAT(parse_error("parallel:\n  dp_replicate: 0\n"),
              Catch::Contains("parallel.dp_replicate must be at least 1, got 0"));
   CHECK_THAT(parse_error("parallel:\n  ep: 2\n"),
-             Catch::Contains("parallel.ep = 2: expert parallelism is not wired into training yet"));
+             Catch::Contains("parallel.ep = 2 must divide parallel.dp (dp_shard) = 1"));
+  CHECK_THAT(parse_error("parallel:\n  dp: 2\n  ep: 2\n"),
+             Catch::Contains("parallel.ep = 2: expert parallelism needs a model with routed "
+                             "experts"));
 }
 
 TEST_CASE("recipe: a DeepSeek model in YAML round-trips; Llama recipes leave its keys out",
@@ -652,4 +655,8 @@ TEST_CASE("recipe: a DeepSeek model in YAML round-trips; Llama recipes leave its
   bad.replace(bad.find("topk_group: 1"), 13, "topk_group: 3");
   CHECK_THROWS_WITH(parse_recipe(bad, "ds.yaml"),
                     Catch::Contains("model.topk_group (3) must be in 1..2"));
+  // Expert parallelism splits the routed experts evenly.
+  CHECK_THAT(parse_error(text + "parallel: {dp: 3, ep: 3}\n"),
+             Catch::Contains("model.n_routed_experts (8) is not divisible by parallel.ep=3"));
+  CHECK(parse_recipe(text + "parallel: {dp: 4, ep: 4}\n", "ds.yaml").parallel.ep == 4);
 }

@@ -47,6 +47,7 @@ inline TrainConfig deepseek_equivalence_config(int dp, int64_t grad_accum) {
   TrainConfig c = equivalence_config(dp, grad_accum);
   c.model = tiny_deepseek_v3(c.model);
   c.moe.bias_update_rate = 0.01;  // the auxiliary-loss-free balancing moves the routing bias
+  c.moe.aux_loss_alpha = 0.01;    // and the sequence-wise balance loss joins the objective
   return c;
 }
 

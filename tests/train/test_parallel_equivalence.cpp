@@ -1,9 +1,10 @@
 // The equivalence matrix of tensor, pipeline and data parallelism (with ZeRO) against a single
 // process on the same seed and data: losses of 5 AdamW steps and every parameter afterwards
 // within 1e-5 relative (||a - b|| / ||b||); different reduction orders make bitwise equality
-// impossible. Each rank runs the single-process reference itself (the model is tiny) and
-// compares the parameters of the pipeline chunks it holds, gathered across tp. The bytes each
-// step moves equal the memory plan's figure exactly. Also: activation checkpointing gives the
+// impossible (DeepSeek layouts: with the routing-bias update and the sequence-wise balance loss,
+// whose value must agree too). Each rank runs the single-process reference itself (the model is
+// tiny) and compares the parameters of the pipeline chunks it holds, gathered across tp. The bytes
+// each step moves equal the memory plan's figure exactly. Also: activation checkpointing gives the
 // same losses and gradients as without.
 #include <torch/torch.h>
 
@@ -83,6 +84,8 @@ void check_layout(const Layout& layout) {
     INFO("step " << step);
     CHECK(actual.loss == Approx(expected.loss).epsilon(1e-5));
     CHECK(actual.grad_norm == Approx(expected.grad_norm).epsilon(1e-5));
+    CHECK(actual.balance_loss == Approx(expected.balance_loss).epsilon(1e-5));
+    CHECK((actual.balance_loss > 0) == layout.deepseek);
     if (step == 0) CHECK(expected.grad_norm > config.optim.grad_clip);  // clipping is active
     // Every byte the step moved (dp, tp and pp traffic and control scalars) is in the plan; the
     // routed tokens' all_to_all depends on the routing (the plan estimates it).

@@ -153,6 +153,12 @@ class CausalLM : public torch::nn::Module {
   virtual std::string routed_expert_name_on(const std::string& name, int /*ep_rank*/) const {
     return name;
   }
+  // The sequence-wise balance loss of MoE families: every local MoE layer's forward with
+  // gradients adds `gradient_weight` x (its sequences' balance losses, summed) to what backward
+  // differentiates (0: off, the default); take_balance_loss returns those sums over layers and
+  // sequences since the last call (unweighted). No-ops by default.
+  virtual void set_balance_loss_weight(double /*gradient_weight*/) {}
+  virtual double take_balance_loss() { return 0.0; }
   // Adds `delta` (fp32 [experts]) to MoE layer `layer`'s routing correction bias.
   virtual void add_to_routing_bias(int64_t layer, const torch::Tensor& delta);
 

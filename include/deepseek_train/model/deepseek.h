@@ -101,6 +101,12 @@ class MoeImpl : public torch::nn::Module {
   // Tokens routed to each expert by forwards with gradients since the last take_expert_load
   // (int64 [n_routed_experts]).
   torch::Tensor take_expert_load();
+  // Sequence-wise balance loss (moe_router.h): a forward with gradients adds `gradient_weight`
+  // times the sum of its sequences' losses to the objective (its backward gets that weight as
+  // the loss's gradient, whatever the rest of the loss), and accumulates the sum for
+  // take_balance_loss. 0 (default): not computed.
+  void set_balance_loss_weight(double gradient_weight) { balance_weight_ = gradient_weight; }
+  double take_balance_loss();
 
  private:
   // x [tokens, hidden] -> sum over each token's experts of weight * expert(x), the tokens
@@ -112,6 +118,7 @@ class MoeImpl : public torch::nn::Module {
                                   const std::vector<int64_t>& rows_per_expert);
   ModelConfig config_;
   torch::Tensor load_;
+  double balance_weight_ = 0.0, balance_sum_ = 0.0;
   std::shared_ptr<ExpertDispatcher> dispatcher_;  // null without expert parallelism
 };
 TORCH_MODULE(Moe);
@@ -154,6 +161,8 @@ class DeepseekModelImpl : public DecoderLMImpl {
                            bool with_logits, int64_t checkpointed_layers) const override;
   // V3's e_score_correction_bias (ConfigError for V2, whose router has none).
   void add_to_routing_bias(int64_t layer, const torch::Tensor& delta) override;
+  void set_balance_loss_weight(double gradient_weight) override;
+  double take_balance_loss() override;
   // "model.layers.<i>.mlp.experts.<e>.*"; ep rank r holds experts [r * E/ep, (r + 1) * E/ep).
   bool is_routed_expert(const std::string& name) const override;
   std::string routed_expert_name_on(const std::string& name, int ep_rank) const override;

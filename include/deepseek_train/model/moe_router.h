@@ -26,4 +26,15 @@ struct TokenRouting {
 TokenRouting route_tokens(const torch::Tensor& logits, const torch::Tensor& score_bias,
                           const ModelConfig& config);
 
+// DeepSeek's sequence-wise balance loss of one MoE layer (the DeepSeek-V3 report's complementary
+// sequence-wise auxiliary loss; DeepSeek-V2's expert-level loss per sequence, as DeepSeek's own
+// modeling code computes it with seq_aux): for each sequence of T tokens,
+//   sum over experts i of f_i * P_i,  f_i = E / (K T) * (the sequence's pairs routed to i),
+//   P_i = mean over its tokens of the token's score for i
+// with E routed experts, K per token, and scores normalised per token (V3: sigmoid scores divided
+// by their sum; V2: softmax). logits fp32 [sequences * T, E] (sequence-major), experts the routing
+// choice [sequences * T, K]. Returns fp32 [sequences]; gradients reach the logits through P.
+torch::Tensor sequence_balance_loss(const torch::Tensor& logits, const torch::Tensor& experts,
+                                    int64_t sequences, const ModelConfig& config);
+
 }  // namespace dst

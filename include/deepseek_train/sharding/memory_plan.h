@@ -88,6 +88,7 @@ struct MemoryPlanInputs {
   // statistic over pp), and this rank's MoE layers times experts (loads summed over dp in fp64).
   bool has_moe = false;
   int64_t expert_load_elements = 0;
+  bool balance_loss = false;  // moe.aux_loss_alpha > 0
   ExpertGroupLayout expert_group;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]

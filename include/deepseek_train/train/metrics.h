@@ -35,7 +35,8 @@ struct StepMetrics {
   double pipeline_wait_s = 0.0;  // rank 0's wait on other pipeline stages (bubble + transfers)
   double expert_load_max_over_mean = 0.0;  // MoE: StepResult's; 0 without MoE layers
   int64_t dropped_tokens = 0;
-  double mfu = 0.0;  // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
+  double balance_loss = 0.0;  // MoE with moe.aux_loss_alpha: StepResult's; written when > 0
+  double mfu = 0.0;           // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
   // Seconds waited per collective type, e.g. {"all_reduce": 0.02}.
   std::map<std::string, double> comm_wait_s_by_op;
   double peak_rss_mb_max = 0.0;              // max of peak_rss_mb over ranks; 0: unknown

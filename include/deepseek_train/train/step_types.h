@@ -40,6 +40,9 @@ struct StepResult {
   // and the tokens no expert computed (always 0: no capacity limit).
   double expert_load_max_over_mean = 0.0;
   int64_t dropped_tokens = 0;
+  // moe.aux_loss_alpha > 0: alpha x the sequence-wise balance loss (mean over the step's
+  // sequences, summed over layers), which the optimised objective adds to `loss`.
+  double balance_loss = 0.0;
 };
 
 struct TrainSummary {

@@ -86,6 +86,10 @@ struct MoeOptions {
   // correction bias moves by this rate times sign(mean load - expert load), mean-centred
   // (train/expert_load_balancer.h). 0: the bias stays as loaded (DeepSeek-V3 used 0.001).
   double bias_update_rate = 0.0;
+  // DeepSeek's sequence-wise balance loss (model/moe_router.h), alpha times its mean over the
+  // step's sequences, summed over the MoE layers, joins the token-mean loss (DeepSeek-V2 trained
+  // with 0.003, V3 with a very small value; 0: off).
+  double aux_loss_alpha = 0.0;
 };
 
 struct TrainConfig {

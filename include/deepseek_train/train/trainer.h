@@ -164,7 +164,7 @@ class Trainer {
   void save_due_checkpoint(CheckpointSave save, const DistributedSampler& sampler);
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
-  double sum_over_data_and_pipeline(double value);
+  std::vector<double> sum_over_data_and_pipeline(std::vector<double> values);
   // Trainable (or frozen) parameter elements of the whole model, each counted once (collective
   // over tp and pp).
   double whole_model_elements(bool trainable);
