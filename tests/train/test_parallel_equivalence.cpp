@@ -16,6 +16,7 @@
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/mesh/process_groups.h"
 #include "deepseek_train/train/trainer.h"
+#include "support/held_memory.h"
 #include "support/mpi_world.h"
 #include "support/train_fixtures.h"
 
@@ -233,4 +234,36 @@ TEST_CASE(
   check_layout(expert_parallel(4, 2, 3));
   check_layout(expert_parallel(2, 2, 3, /*tp=*/2));
   check_layout(expert_parallel(2, 2, 1, /*tp=*/1, /*pp=*/2));
+}
+
+// Under expert parallelism each rank holds its experts' state sharded over the expert group only:
+// the storages behind parameters, gradients, masters and moments after two steps are the plan's
+// (the dense engine's and the experts' group added), at every stage, fp32 and bf16.
+TEST_CASE("3d: with ep2 each rank holds what the memory plan says (ZeRO 0-3, fp32 and bf16)",
+          "[ep2]") {
+  auto world = dst::testing::world();
+  const int p = world->size(), r = world->rank();
+  for (const char* dtype : {"fp32", "bf16"}) {
+    for (int stage = 0; stage <= 3; ++stage) {
+      INFO(dtype << " ZeRO-" << stage << " ep2");
+      TrainConfig c = layout_config(expert_parallel(p, 2, stage), 2);
+      c.precision.param_dtype = dtype;
+      Trainer trainer(c, ProcessGroups::create(world, c.parallel), Logger(r, p, LogLevel::kWarn));
+      const int64_t mbs = c.train.micro_batch_size;
+      for (int64_t step = 0; step < 2; ++step) {
+        const MicroBatch batch = global_batch(step, p * 2 * mbs, c.data.seq_len);
+        trainer.train_step({rows_of(batch, r * mbs, mbs), rows_of(batch, (p + r) * mbs, mbs)});
+      }
+      const MemoryPlan plan = trainer.memory_plan();
+      const HeldBytes held = measure_held_bytes(trainer);
+      // The frozen routing bias (fp32 whatever the dtype) is among the model's tensors.
+      int64_t frozen = 0;
+      for (const auto& [name, tensor] : trainer.named_parameters())
+        if (!tensor.requires_grad()) frozen += tensor.numel() * tensor.element_size();
+      CHECK(held.parameters - frozen == plan.parameters);
+      CHECK(held.gradients == plan.gradients);
+      CHECK(held.master_weights == plan.master_weights);
+      CHECK(held.optimizer_moments == plan.optimizer_moments);
+    }
+  }
 }
