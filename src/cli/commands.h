@@ -32,6 +32,17 @@ struct PrepareArgs {
 };
 int run_prepare(const PrepareArgs& args);
 
+struct PrivacyArgs {
+  double sample_rate = 0.0;  // q: the chance an example joins a step
+  int64_t steps = 0;
+  double delta = 1e-5;
+  double noise_multiplier = 0.0;  // give this or target_epsilon
+  double target_epsilon = 0.0;
+  double epsilon_tolerance = 0.01;
+};
+// Prints one line: epsilon, delta, the best RDP order, the noise multiplier, sample rate, steps.
+int run_privacy(const PrivacyArgs& args);
+
 struct EvalArgs {
   std::string model;  // Hugging Face folder or checkpoint directory
   std::string data;   // prepared folder

@@ -202,6 +202,26 @@ int main(int argc, char** argv) {
   tokenize->add_option("--split", tokenize_args.split,
                        "with --prepared: train or validation (default: both)");
 
+  dst::cli::PrivacyArgs privacy_args;
+  auto* privacy = app.add_subcommand(
+      "privacy",
+      "DP-SGD privacy budget (RDP accountant): epsilon of a plan, or the noise multiplier that "
+      "meets a target epsilon");
+  privacy
+      ->add_option("--sample-rate", privacy_args.sample_rate,
+                   "chance an example joins a step (batch size / dataset size)")
+      ->required();
+  privacy->add_option("--steps", privacy_args.steps, "optimizer steps")->required();
+  privacy->add_option("--delta", privacy_args.delta, "delta")->capture_default_str();
+  privacy->add_option("--noise-multiplier", privacy_args.noise_multiplier,
+                      "noise std / clipping norm");
+  privacy->add_option("--target-epsilon", privacy_args.target_epsilon,
+                      "solve for the noise multiplier meeting this epsilon");
+  privacy
+      ->add_option("--epsilon-tolerance", privacy_args.epsilon_tolerance,
+                   "with --target-epsilon: how far below the target the result may land")
+      ->capture_default_str();
+
   dst::cli::PrepareArgs prepare_args;
   auto* prepare = app.add_subcommand(
       "prepare",
@@ -258,15 +278,19 @@ int main(int argc, char** argv) {
   gen->add_option("--key-file", gen_args.key_file, "encryption key file (checkpoints)");
   gen->add_option("--key-env", gen_args.key_env, "variable holding the encryption key");
 
-  if (argc > 1 && argv[1][0] != '-' && !train->check_name(argv[1]) && !synth->check_name(argv[1]) &&
-      !ckpt->check_name(argv[1]) && !tokenize->check_name(argv[1]) &&
-      !prepare->check_name(argv[1]) && !eval->check_name(argv[1]) && !gen->check_name(argv[1])) {
-    std::fprintf(
-        stderr,
-        "dstrain: error: unknown command '%s' (expected train, prepare, eval, generate, tokenize, "
-        "ckpt or synth; see dstrain --help)\n",
-        argv[1]);
-    return kExitBadInput;
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || command->check_name(argv[1]);
+      names += (names.empty() ? "" : ", ") + command->get_name();
+    }
+    if (!known) {
+      std::fprintf(
+          stderr, "dstrain: error: unknown command '%s' (expected one of %s; see dstrain --help)\n",
+          argv[1], names.c_str());
+      return kExitBadInput;
+    }
   }
   try {
     app.parse(argc, argv);
@@ -288,6 +312,7 @@ int main(int argc, char** argv) {
     if (*synth) return run_synth(synth_args);
     if (*tokenize) return dst::cli::run_tokenize(tokenize_args);
     if (*prepare) return dst::cli::run_prepare(prepare_args);
+    if (*privacy) return dst::cli::run_privacy(privacy_args);
     if (*eval) return dst::cli::run_eval(eval_args, env);
     if (*gen) return dst::cli::run_generate(gen_args, env);
     if (*inspect) return dst::cli::run_ckpt_inspect(ckpt_args);

@@ -64,28 +64,43 @@ struct MpiTypes {
 
 }  // namespace
 
+// Every world rank's `text` (at most 255 bytes). Collective over MPI_COMM_WORLD.
+std::vector<std::string> all_gather_strings(std::string text) {
+  constexpr int kBytes = 256;
+  text.resize(kBytes, '\0');
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  std::string all(static_cast<size_t>(kBytes) * size, '\0');
+  MPI_Allgather(text.data(), kBytes, MPI_CHAR, all.data(), kBytes, MPI_CHAR, MPI_COMM_WORLD);
+  std::vector<std::string> result;
+  for (int r = 0; r < size; ++r) result.emplace_back(all.c_str() + r * kBytes);
+  return result;
+}
+
 // What every communicator of one MPI job shares: the 16-bit types and reductions, and the hang
-// watchdog's board, side channel and the side-channel address of every world rank.
+// watchdog's board, side channel, the job's side-channel token and every world rank's address.
 struct MpiJobContext {
   MpiTypes types;
   std::shared_ptr<ProgressBoard> board = std::make_shared<ProgressBoard>();
   std::unique_ptr<SideChannel> side_channel;
+  std::string token;                   // the same on every rank (drawn by world rank 0)
   std::vector<std::string> addresses;  // by world rank
   std::mutex mutex;
   std::map<std::string, int> groups_created;  // first key of a label + members -> how many so far
 
-  // Collective over MPI_COMM_WORLD: starts this rank's side channel and learns everyone's.
+  // Collective over MPI_COMM_WORLD: draws the job's token on rank 0 and shares it, starts this
+  // rank's side channel (on loopback when the job is on one host) and learns everyone's.
   MpiJobContext() {
-    side_channel = std::make_unique<SideChannel>(board);
-    constexpr int kAddressBytes = 256;
-    std::string mine = side_channel->address();
-    mine.resize(kAddressBytes, '\0');
-    int size = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    std::string all(static_cast<size_t>(kAddressBytes) * size, '\0');
-    MPI_Allgather(mine.data(), kAddressBytes, MPI_CHAR, all.data(), kAddressBytes, MPI_CHAR,
-                  MPI_COMM_WORLD);
-    for (int r = 0; r < size; ++r) addresses.emplace_back(all.c_str() + r * kAddressBytes);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    token = rank == 0 ? random_job_token() : std::string(64, '\0');
+    token.resize(64, '\0');
+    MPI_Bcast(token.data(), 64, MPI_CHAR, 0, MPI_COMM_WORLD);
+    SideChannelOptions options;
+    options.bind_host = side_channel_bind_host(all_gather_strings(local_host_name()));
+    options.token = token;
+    side_channel = std::make_unique<SideChannel>(board, options);
+    addresses = all_gather_strings(side_channel->address());
   }
 
   // The group key (watchdog.h) of a new communicator with these members.
@@ -387,16 +402,15 @@ class MpiCommunicator final : public Communicator {
       const uint64_t sequence = ++sequence_;
       context_->board->entered(key_, sequence, what);
       description += " #" + std::to_string(sequence);
-      diagnose = [key = key_, members = members_, sequence] {
-        return name_missing_ranks(key, sequence, *members, kSideChannelTimeout);
+      diagnose = [key = key_, members = members_, sequence, token = context_->token] {
+        return name_missing_ranks(key, sequence, *members, token, kSideChannelTimeout);
       };
     } else {
       description += std::string(op == OpType::kSend ? " to" : " from") + " rank " +
                      std::to_string(peer) + " (world rank " + std::to_string(world_ranks_[peer]) +
                      ")";
-      diagnose = [key = key_, member = (*members_)[peer], sequence = sequence_] {
-        return describe_peer(key, member, sequence);
-      };
+      diagnose = [key = key_, member = (*members_)[peer], sequence = sequence_,
+                  token = context_->token] { return describe_peer(key, member, token, sequence); };
     }
     description += " on '" + name_ + "' (rank " + std::to_string(rank_) + " of " +
                    std::to_string(size_) + ", world rank " + std::to_string(world_ranks_[rank_]) +
@@ -410,8 +424,8 @@ class MpiCommunicator final : public Communicator {
 
   // The state of a point-to-point op's peer: reachable or not, and its last collective here.
   static std::string describe_peer(const std::string& key, const GroupMember& member,
-                                   uint64_t own_sequence) {
-    const PeerProgress progress = query_side_channel(member.address, kSideChannelTimeout);
+                                   const std::string& token, uint64_t own_sequence) {
+    const PeerProgress progress = query_side_channel(member.address, token, kSideChannelTimeout);
     std::ostringstream text;
     text << "peer rank " << member.group_rank << " (world rank " << member.world_rank << ")";
     if (!progress.reachable) {

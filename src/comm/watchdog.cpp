@@ -4,15 +4,19 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <stdexcept>
 
 namespace dst::comm {
 
@@ -46,15 +50,46 @@ std::string group_key(const std::string& label, const std::vector<int>& world_ra
   return key.str();
 }
 
-namespace {
-
-std::string errno_text() { return std::strerror(errno); }
-
 std::string local_host_name() {
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "localhost";
   return name;
 }
+
+std::string random_job_token() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1)
+    throw std::runtime_error("side channel: OpenSSL could not draw the job token");
+  static const char* const kHex = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) token += {kHex[b >> 4], kHex[b & 15]};
+  return token;
+}
+
+std::string side_channel_bind_host(const std::vector<std::string>& host_names_of_job) {
+  bool one_node = true;
+  for (const std::string& host : host_names_of_job)
+    one_node = one_node && host == host_names_of_job.front();
+  if (one_node) return "127.0.0.1";
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(local_host_name().c_str(), nullptr, &hints, &found) != 0) return "";
+  std::string address;
+  for (addrinfo* a = found; a != nullptr && address.empty(); a = a->ai_next) {
+    char text[INET_ADDRSTRLEN] = {};
+    const auto* ip = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+    if (inet_ntop(AF_INET, &ip->sin_addr, text, sizeof(text)) == nullptr) continue;
+    if (std::string(text).rfind("127.", 0) != 0) address = text;
+  }
+  freeaddrinfo(found);
+  return address;
+}
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
 
 // Remaining milliseconds until `deadline` (at least 0), as poll() wants them.
 int remaining_ms(Clock::time_point deadline) {
@@ -110,7 +145,8 @@ int connect_with_deadline(const std::string& host, const std::string& port,
 
 }  // namespace
 
-SideChannel::SideChannel(std::shared_ptr<const ProgressBoard> board) : board_(std::move(board)) {
+SideChannel::SideChannel(std::shared_ptr<const ProgressBoard> board, SideChannelOptions options)
+    : board_(std::move(board)), options_(std::move(options)) {
   listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) return;
   const int yes = 1;
@@ -118,6 +154,12 @@ SideChannel::SideChannel(std::shared_ptr<const ProgressBoard> board) : board_(st
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (!options_.bind_host.empty() &&
+      inet_pton(AF_INET, options_.bind_host.c_str(), &address.sin_addr) != 1) {
+    close(listen_fd_);
+    listen_fd_ = -1;
+    return;
+  }
   address.sin_port = 0;
   socklen_t length = sizeof(address);
   if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
@@ -127,7 +169,8 @@ SideChannel::SideChannel(std::shared_ptr<const ProgressBoard> board) : board_(st
     listen_fd_ = -1;
     return;
   }
-  address_ = local_host_name() + ":" + std::to_string(ntohs(address.sin_port));
+  address_ = (options_.bind_host.empty() ? local_host_name() : options_.bind_host) + ":" +
+             std::to_string(ntohs(address.sin_port));
   thread_ = std::thread([this] { serve(); });
 }
 
@@ -141,8 +184,23 @@ void SideChannel::serve() {
   while (!stop_) {
     pollfd p{listen_fd_, POLLIN, 0};
     if (poll(&p, 1, 100) != 1) continue;
-    const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    sockaddr_in peer{};
+    socklen_t peer_length = sizeof(peer);
+    const int client =
+        accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC);
     if (client < 0) continue;
+    if (!authorised(client)) {
+      if (refused_++ == 0) {
+        char text[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &peer.sin_addr, text, sizeof(text));
+        std::fprintf(stderr,
+                     "[side channel] refused a connection from %s without this job's token "
+                     "(further refusals are not logged)\n",
+                     text);
+      }
+      close(client);
+      continue;
+    }
     timeval send_timeout{1, 0};
     setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
     const std::string reply = board_json(*board_);
@@ -156,7 +214,28 @@ void SideChannel::serve() {
   }
 }
 
-PeerProgress query_side_channel(const std::string& address, std::chrono::milliseconds timeout) {
+bool SideChannel::authorised(int client) {
+  // The request: one line within a second, at most 128 bytes.
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(1);
+  std::string line;
+  char c = 0;
+  while (line.size() <= 128) {
+    pollfd p{client, POLLIN, 0};
+    if (poll(&p, 1, remaining_ms(deadline)) != 1) return false;
+    const ssize_t n = recv(client, &c, 1, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n <= 0) return false;
+    if (c == '\n') break;
+    line += c;
+  }
+  if (c != '\n') return false;
+  if (options_.token.empty()) return true;
+  return line.size() == options_.token.size() &&
+         CRYPTO_memcmp(line.data(), options_.token.data(), line.size()) == 0;
+}
+
+PeerProgress query_side_channel(const std::string& address, const std::string& token,
+                                std::chrono::milliseconds timeout) {
   PeerProgress peer;
   const size_t colon = address.rfind(':');
   if (address.empty() || colon == std::string::npos) {
@@ -167,6 +246,13 @@ PeerProgress query_side_channel(const std::string& address, std::chrono::millise
   const int fd = connect_with_deadline(address.substr(0, colon), address.substr(colon + 1),
                                        deadline, &peer.error);
   if (fd < 0) return peer;
+  const std::string request = token + "\n";
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    peer.error = "send: " + errno_text();
+    close(fd);
+    return peer;
+  }
   std::string text;
   char buffer[4096];
   while (true) {
@@ -182,6 +268,10 @@ PeerProgress query_side_channel(const std::string& address, std::chrono::millise
     text.append(buffer, static_cast<size_t>(n));
   }
   close(fd);
+  if (text.empty()) {
+    peer.error = "closed without an answer (not this job's token?)";
+    return peer;
+  }
   try {
     const json reply = json::parse(text);
     peer.host = reply.at("host").get<std::string>();
@@ -196,7 +286,7 @@ PeerProgress query_side_channel(const std::string& address, std::chrono::millise
 }
 
 std::string name_missing_ranks(const std::string& group_key, uint64_t sequence,
-                               const std::vector<GroupMember>& members,
+                               const std::vector<GroupMember>& members, const std::string& token,
                                std::chrono::milliseconds timeout) {
   std::vector<PeerProgress> answers(members.size());
   constexpr size_t kConcurrent = 64;
@@ -204,7 +294,7 @@ std::string name_missing_ranks(const std::string& group_key, uint64_t sequence,
     std::vector<std::thread> threads;
     for (size_t i = begin; i < std::min(members.size(), begin + kConcurrent); ++i)
       threads.emplace_back(
-          [&, i] { answers[i] = query_side_channel(members[i].address, timeout); });
+          [&, i] { answers[i] = query_side_channel(members[i].address, token, timeout); });
     for (std::thread& t : threads) t.join();
   }
   std::ostringstream missing, unreachable;

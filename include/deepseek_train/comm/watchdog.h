@@ -3,7 +3,10 @@
 // stuck backend, so each process records the collectives it enters on a ProgressBoard and serves
 // that board over a small TCP listener on its own thread (SideChannel). The timed-out rank asks
 // every member of the group for its board (name_missing_ranks) and names those whose last
-// collective on the group comes before the one it is stuck in. Torch-free and MPI-free.
+// collective on the group comes before the one it is stuck in. The listener binds to loopback
+// when the whole job runs on one node (its host's address otherwise) and answers only requests
+// that start with the job's random token (distributed over the world communicator at start-up):
+// anyone else gets nothing, and the first such attempt is logged. Torch-free and MPI-free.
 #pragma once
 
 #include <atomic>
@@ -45,11 +48,29 @@ class ProgressBoard {
 std::string group_key(const std::string& label, const std::vector<int>& world_ranks,
                       int duplicate_index);
 
-// Serves a ProgressBoard (plus this process's host name and pid) to whoever connects, as one JSON
-// object, on a background thread. Listens on all interfaces, on a port the system picks.
+// Where a side channel listens and whom it answers.
+struct SideChannelOptions {
+  // Host address to listen on ("127.0.0.1" for a job on one node); empty: every interface.
+  std::string bind_host;
+  // Every request must be this line (random_job_token()); empty: any request is answered.
+  std::string token;
+};
+
+// 32 random bytes as 64 hex digits (OpenSSL's RAND_bytes).
+std::string random_job_token();
+
+// The address a job's side channels listen on, from every rank's host name: loopback when all are
+// the same host, else this host's first non-loopback IPv4 address (empty when it has none: every
+// interface, still token-protected).
+std::string side_channel_bind_host(const std::vector<std::string>& host_names_of_job);
+std::string local_host_name();
+
+// Serves a ProgressBoard (plus this process's host name and pid), as one JSON object on a
+// background thread, to each connection whose first line is the token; others are closed
+// unanswered. Listens on a port the system picks.
 class SideChannel {
  public:
-  explicit SideChannel(std::shared_ptr<const ProgressBoard> board);
+  explicit SideChannel(std::shared_ptr<const ProgressBoard> board, SideChannelOptions options = {});
   ~SideChannel();
   SideChannel(const SideChannel&) = delete;
   SideChannel& operator=(const SideChannel&) = delete;
@@ -57,11 +78,17 @@ class SideChannel {
   // "host:port" that other processes of the job can connect to; empty when listening failed
   // (the watchdog then reports that it cannot tell who is missing).
   const std::string& address() const { return address_; }
+  // Connections closed without an answer (no token, or a wrong one).
+  uint64_t refused() const { return refused_; }
 
  private:
   void serve();
+  // Reads the request line within a second; whether it is the token.
+  bool authorised(int client);
 
   std::shared_ptr<const ProgressBoard> board_;
+  SideChannelOptions options_;
+  std::atomic<uint64_t> refused_{0};
   int listen_fd_ = -1;
   std::string address_;
   std::atomic<bool> stop_{false};
@@ -77,8 +104,10 @@ struct PeerProgress {
   std::map<std::string, ProgressBoard::Entry> entries;
 };
 
-// Asks the side channel at `address` for its board, giving up after `timeout`.
-PeerProgress query_side_channel(const std::string& address, std::chrono::milliseconds timeout);
+// Asks the side channel at `address` for its board with the job's token, giving up after
+// `timeout`.
+PeerProgress query_side_channel(const std::string& address, const std::string& token,
+                                std::chrono::milliseconds timeout);
 
 // A group member as the watchdog reports it.
 struct GroupMember {
@@ -91,7 +120,7 @@ struct GroupMember {
 // that has not entered it (with its last collective on the group, host and pid) and every member
 // whose side channel did not answer. Queries the members concurrently, each within `timeout`.
 std::string name_missing_ranks(const std::string& group_key, uint64_t sequence,
-                               const std::vector<GroupMember>& members,
+                               const std::vector<GroupMember>& members, const std::string& token,
                                std::chrono::milliseconds timeout);
 
 }  // namespace dst::comm
