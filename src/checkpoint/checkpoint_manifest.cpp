@@ -198,6 +198,8 @@ CheckpointManifest parse_checkpoint_manifest(const std::string& json_text,
   info.param_dtype = string_field(manifest, "param_dtype", path);
   info.recipe = optional_string_field(manifest, "recipe", path);
   info.library_version = optional_string_field(manifest, "library_version", path);
+  if (manifest.contains("provenance") && manifest.at("provenance").is_object())
+    info.provenance = manifest.at("provenance").dump();
 
   if (manifest.contains("encryption") && !manifest.at("encryption").is_null()) {
     const json& encryption = manifest.at("encryption");

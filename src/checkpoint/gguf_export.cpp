@@ -77,6 +77,7 @@ uint32_t file_type(const std::string& dtype) {
 void add_general(GgufWriter& gguf, const std::string& architecture, const GgufExportOptions& o) {
   gguf.add_string("general.architecture", architecture);
   gguf.add_string("general.name", o.name.empty() ? "model" : o.name);
+  if (!o.provenance_json.empty()) gguf.add_string("deepseek_train.provenance", o.provenance_json);
   gguf.add_uint32("general.file_type", file_type(o.dtype));
   if (o.dtype == "q8_0") gguf.add_uint32("general.quantization_version", 2);
 }

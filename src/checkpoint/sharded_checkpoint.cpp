@@ -178,7 +178,8 @@ json info_json(const CheckpointInfo& info) {
           {"model", json::parse(model_config_to_hf_json(info.model))},
           {"param_dtype", info.param_dtype},
           {"recipe", info.recipe},
-          {"library_version", info.library_version}};
+          {"library_version", info.library_version},
+          {"provenance", info.provenance.empty() ? json() : json::parse(info.provenance)}};
 }
 
 }  // namespace
@@ -733,6 +734,15 @@ std::string CheckpointReader::describe() const {
       << "\n"
       << "  library " << info_.library_version << (encrypted_ ? ", encrypted (AES-256-GCM)" : "")
       << "\n";
+  if (!info_.provenance.empty()) {  // train/provenance.h
+    const json provenance = json::parse(info_.provenance);
+    out << "  provenance: source commit " << provenance.value("source_commit", std::string("?"))
+        << "\n";
+    for (const json& input : provenance.value("inputs", json::array()))
+      out << "    " << input.value("role", std::string()) << " "
+          << input.value("path", std::string()) << " sha256 "
+          << input.value("sha256", std::string()) << "\n";
+  }
   int64_t total = 0;
   for (const auto& [file, bytes] : file_bytes_) total += bytes;
   out << "  " << file_bytes_.size() << " files, " << total << " bytes; " << tensors_.size()

@@ -14,6 +14,7 @@
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/tokenizer.h"
 
@@ -33,6 +34,7 @@ struct ModelWeights {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   at::ScalarType dtype = at::kFloat;  // the parameters' dtype in training
   std::string description;            // "<dir> (step N)"
+  std::string provenance;             // the checkpoint's (train/provenance.h); "" : none
 };
 
 ModelWeights read_model_weights(const CkptArgs& args) {
@@ -53,6 +55,7 @@ ModelWeights read_model_weights(const CkptArgs& args) {
       weights.tensors.emplace_back(name, reader.read_full(name, "master"));
   weights.dtype = checkpoint_dtype_from_name(reader.info().param_dtype).value_or(at::kFloat);
   weights.description = args.directory + " (step " + std::to_string(reader.info().step) + ")";
+  weights.provenance = reader.info().provenance;
   return weights;
 }
 
@@ -91,6 +94,7 @@ int run_ckpt_convert(const CkptArgs& args) {
                     static_cast<int64_t>(args.max_shard_mb * 1024 * 1024));
   } else if (args.to == "gguf") {
     GgufExportOptions options = args.gguf;
+    options.provenance_json = weights.provenance;
     read_special_ids(args.directory, options);
     if (options.tokenizer_json.empty() &&
         std::filesystem::exists(std::filesystem::path(args.directory) / "tokenizer.json"))
@@ -109,6 +113,10 @@ int run_ckpt_convert(const CkptArgs& args) {
     save_hf_config_json((std::filesystem::path(args.output) / "config.json").string(),
                         weights.config);
   }
+  // What the model was made from, beside the weights (GGUF: in its metadata).
+  if (args.to != "gguf" && !weights.provenance.empty())
+    write_file_atomically((std::filesystem::path(args.output) / "provenance.json").string(),
+                          nlohmann::json::parse(weights.provenance).dump(2) + "\n");
   std::printf("wrote %zu tensors of %s to %s (%s)\n", weights.tensors.size(),
               weights.description.c_str(), args.output.c_str(), args.to.c_str());
   return 0;

@@ -30,6 +30,11 @@ std::string BuildInfo::describe() const {
 BuildInfo build_info() {
   BuildInfo info;
   info.libtorch = TORCH_VERSION;
+#ifdef DST_SOURCE_COMMIT
+  info.source_commit = DST_SOURCE_COMMIT;
+#else
+  info.source_commit = "unknown";
+#endif
 #ifdef DST_WITH_CUDA
   info.with_cuda = true;
   info.cuda = dotted(CUDA_VERSION, 1000, 10, false);

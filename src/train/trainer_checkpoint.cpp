@@ -8,6 +8,7 @@
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/precision/precision_policy.h"
+#include "deepseek_train/train/provenance.h"
 #include "deepseek_train/train/trainer.h"
 #include "deepseek_train/version.h"
 
@@ -161,6 +162,7 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
   info.param_dtype =
       checkpoint_dtype_name(scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
   info.recipe = recipe_text_;
+  info.provenance = provenance_json();
   info.library_version = kVersion;
   std::vector<StatePiece> pieces = state_pieces();
   check_finite_state(pieces);
@@ -171,6 +173,12 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
                                                     : "checkpoint: ") +
                directory);
   return directory;
+}
+
+std::string Trainer::provenance_json() {
+  if (provenance_.empty() && groups_.world().rank() == 0)
+    provenance_ = collect_provenance(config_, recipe_text_).to_json();
+  return provenance_;
 }
 
 void Trainer::check_finite_state(const std::vector<StatePiece>& pieces) {

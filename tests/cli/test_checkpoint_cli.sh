@@ -60,6 +60,29 @@ test -s whole/model.h5 || fail "consolidated export"
 "$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=from_hf \
   train.steps=1 train.init_from=hf 2> from_hf.log || { cat from_hf.log; fail "init_from"; }
 grep -q "initialised from the Hugging Face model hf" from_hf.log || fail "init_from log"
+# Provenance: the manifest names the corpus with its SHA-256, the source commit and the recipe;
+# the exports carry it (provenance.json); a run from an HF folder records that folder's files.
+"$DSTRAIN" ckpt inspect run/checkpoints/step-9 --key-file key.bin > inspect9.txt
+grep -q "train_data corpus.txt sha256 $(sha256sum corpus.txt | cut -c1-64)" inspect9.txt ||
+  { cat inspect9.txt; fail "provenance of the corpus"; }
+grep -q "provenance: source commit [0-9a-f]\{40\}\|provenance: source commit unknown" inspect9.txt ||
+  fail "provenance: source commit"
+python3 - <<'PY' || fail "provenance.json of the exports"
+import json
+a = json.load(open("hf/provenance.json"))
+b = json.load(open("whole/provenance.json"))
+assert a == b, "the two exports disagree"
+assert "train_path: corpus.txt" in a["recipe"], a["recipe"]
+assert [i["role"] for i in a["inputs"]] == ["train_data"], a["inputs"]
+assert a["library_version"] and len(a["inputs"][0]["sha256"]) == 64
+print("ok: provenance", a["source_commit"][:12])
+PY
+"$DSTRAIN" train "$SRC/configs/quickstart.yaml" "${SMALL[@]}" parallel.dp=1 train.output_dir=from_hf2 \
+  train.steps=1 train.init_from=hf checkpoint.every_steps=1 2> from_hf2.log ||
+  { cat from_hf2.log; fail "init_from with a checkpoint"; }
+"$DSTRAIN" ckpt inspect from_hf2/checkpoints/step-1 > inspect_hf.txt
+grep -q "init_from hf/model.safetensors sha256 $(sha256sum hf/model.safetensors | cut -c1-64)" \
+  inspect_hf.txt || { cat inspect_hf.txt; fail "provenance of init_from"; }
 # The real tiny LLaMA-2 checkpoint (F16 safetensors) imports too.
 cat > tiny.yaml <<YAML
 model:

@@ -48,6 +48,8 @@ struct CheckpointInfo {
   std::string param_dtype = "float32";
   std::string recipe;  // the training recipe as resolved (no secrets: keys are never stored)
   std::string library_version;
+  // train/provenance.h as one JSON object ("" when the run recorded none).
+  std::string provenance;
 };
 
 // One stored piece of a tensor's state: a 1-D HDF5 dataset in one data file.

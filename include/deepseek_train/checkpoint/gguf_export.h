@@ -24,6 +24,7 @@ struct GgufExportOptions {
   std::string tokenizer_pre;   // llama.cpp's pre-tokenizer name; "" : recognised from the file
   std::optional<int32_t> bos_token_id;
   std::optional<int32_t> eos_token_id;  // required with a tokenizer (llama.cpp's fallback is wrong)
+  std::string provenance_json;  // train/provenance.h: metadata deepseek_train.provenance ("": none)
 };
 
 // Writes `path` from the full tensors of a model (Hugging Face names). ConfigError naming the

@@ -12,6 +12,8 @@ struct BuildInfo {
   bool with_cuda = false;  // the CUDA/NCCL parts are compiled in
   std::string cuda;        // CUDA toolkit compiled against, e.g. "13.0"; empty without CUDA
   std::string nccl;        // NCCL library loaded at run time, e.g. "2.28.9"; empty without CUDA
+  // The git commit the library was configured from ("unknown" outside a git checkout).
+  std::string source_commit;
 
   // One line: "libtorch 2.11.0, CUDA 13.0, NCCL 2.28.9" or "libtorch 2.11.0, CPU only".
   std::string describe() const;

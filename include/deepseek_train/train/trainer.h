@@ -153,6 +153,10 @@ class Trainer {
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   int64_t process_baseline_bytes_ = 0;  // resident memory before the model was built
   std::string recipe_text_;
+  // train/provenance.h of this run, hashed once on the first save by world rank 0 (which writes
+  // the manifest); empty elsewhere.
+  std::string provenance_json();
+  std::string provenance_;
   FaultPlan fault_plan_;
   std::shared_ptr<bool> poison_gradient_ = std::make_shared<bool>(false);  // nan fault armed
   int64_t consecutive_nonfinite_steps_ = 0;

@@ -1,0 +1,71 @@
+#include "deepseek_train/train/provenance.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "deepseek_train/core/build_info.h"
+#include "deepseek_train/core/sha256.h"
+#include "deepseek_train/version.h"
+
+namespace dst {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+void add_file(std::vector<ProvenanceInput>& inputs, const std::string& role,
+              const std::string& path) {
+  inputs.push_back({role, path, sha256_file_hex(path), static_cast<int64_t>(fs::file_size(path))});
+}
+
+// A file, or every regular file of a folder in name order.
+void add_path(std::vector<ProvenanceInput>& inputs, const std::string& role,
+              const std::string& path) {
+  if (path.empty()) return;
+  if (!fs::is_directory(path)) {
+    add_file(inputs, role, path);
+    return;
+  }
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.is_regular_file()) files.push_back(entry.path().string());
+  std::sort(files.begin(), files.end());
+  for (const std::string& file : files) add_file(inputs, role, file);
+}
+
+}  // namespace
+
+std::string Provenance::to_json() const {
+  nlohmann::json files = nlohmann::json::array();
+  for (const ProvenanceInput& input : inputs)
+    files.push_back({{"role", input.role},
+                     {"path", input.path},
+                     {"sha256", input.sha256},
+                     {"bytes", input.bytes}});
+  return nlohmann::json{{"library_version", library_version},
+                        {"source_commit", source_commit},
+                        {"recipe", recipe},
+                        {"inputs", files}}
+      .dump();
+}
+
+Provenance collect_provenance(const TrainConfig& config, const std::string& recipe_text) {
+  Provenance provenance;
+  provenance.library_version = kVersion;
+  provenance.source_commit = build_info().source_commit;
+  provenance.recipe = recipe_text;
+  const DataOptions& data = config.data;
+  if (!data.prepared.empty()) {
+    add_path(provenance.inputs, "prepared", data.prepared);
+  } else {
+    add_path(provenance.inputs, "train_data", data.train_path);
+    add_path(provenance.inputs, "validation_data", data.val_path);
+  }
+  if (data.tokenizer != "byte") add_path(provenance.inputs, "tokenizer", data.tokenizer);
+  add_path(provenance.inputs, "init_from", config.train.init_from);
+  add_path(provenance.inputs, "init_adapter", config.train.init_adapter);
+  return provenance;
+}
+
+}  // namespace dst
