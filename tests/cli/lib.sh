@@ -65,3 +65,14 @@ check_error() {
 expect_error() {
   check_error "$@" || exit 1
 }
+
+# interop_begin SOURCE_DIR WORKDIR MODULES...: for the interop tests (tests/interop): sets PY to
+# the project's virtual environment's python, skips (or, under CI, fails) when it cannot import
+# MODULES (comma-separated, as Python's import statement takes them), and enters a fresh WORKDIR.
+interop_begin() {
+  local src=$1 work=$2 modules=$3
+  PY=$src/.venv/bin/python
+  "$PY" -c "import $modules" 2> /dev/null ||
+    skip_or_fail "$modules not in $src/.venv (scripts/install_deps.sh)"
+  rm -rf "$work" && mkdir -p "$work" && cd "$work"
+}

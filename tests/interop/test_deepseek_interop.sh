@@ -14,10 +14,7 @@ DSTRAIN=$1
 WORK=$2
 SRC=$3
 source "$SRC/tests/cli/lib.sh"
-PY=$SRC/.venv/bin/python
-"$PY" -c "import transformers" 2> /dev/null ||
-  skip_or_fail "transformers is not in $SRC/.venv (scripts/install_deps.sh)"
-rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+interop_begin "$SRC" "$WORK" "transformers"
 run_py() { "$PY" "$@" 2> py.err > py.out || { cat py.err py.out; exit 1; }; cat py.out; }
 make_model() { run_py "$SRC/tests/interop/deepseek_reference.py" make "$@"; }
 ref() { run_py "$SRC/tests/interop/hf_reference.py" "$@"; }

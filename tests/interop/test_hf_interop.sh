@@ -19,10 +19,7 @@ WORK=$2
 SRC=$3
 SHARED=$4
 source "$SRC/tests/cli/lib.sh"
-PY=$SRC/.venv/bin/python
-"$PY" -c "import transformers, peft, safetensors" 2> /dev/null ||
-  skip_or_fail "transformers/peft/safetensors are not in $SRC/.venv (scripts/install_deps.sh)"
-rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+interop_begin "$SRC" "$WORK" "transformers, peft, safetensors"
 TINY=$SHARED/models/tiny-llama-2
 ref() { "$PY" "$SRC/tests/interop/hf_reference.py" "$@" 2> ref.err || { cat ref.err; exit 1; }; }
 # ids MAX COUNT SEED > file: random token ids below MAX.

@@ -9,10 +9,7 @@ DSTRAIN=$1
 WORK=$2
 SRC=$3
 source "$SRC/tests/cli/lib.sh"
-PY=$SRC/.venv/bin/python
-"$PY" -c "import opacus" 2> /dev/null ||
-  skip_or_fail "opacus is not in $SRC/.venv (scripts/install_deps.sh)"
-rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+interop_begin "$SRC" "$WORK" "opacus"
 ref() { "$PY" "$SRC/tests/interop/privacy_reference.py" "$@"; }
 field() { awk -v key="$1" '{for (i = 1; i < NF; i++) if ($i == key) print $(i + 1)}'; }
 close() {  # close OURS THEIRS WHAT: relative difference within 1e-6

@@ -14,10 +14,7 @@ SRC=$3
 SHARED=$4
 COUNT=${5:-10000}
 source "$SRC/tests/cli/lib.sh"
-PY=$SRC/.venv/bin/python
-"$PY" -c "import tokenizers" 2> /dev/null ||
-  skip_or_fail "tokenizers is not in $SRC/.venv (scripts/install_deps.sh)"
-rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+interop_begin "$SRC" "$WORK" "tokenizers"
 CASES="$PY $SRC/tests/interop/tokenizer_cases.py"
 found=0
 for dir in "$SHARED"/tokenizers/*/; do
