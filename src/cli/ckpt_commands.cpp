@@ -46,6 +46,17 @@ ModelWeights read_model_weights(const CkptArgs& args) {
     for (const std::string& name : hf.model_tensor_names())
       weights.tensors.emplace_back(name, hf.read_rows(name));
     weights.description = args.directory + " (Hugging Face)";
+    // An export of ours carries its checkpoint's provenance along.
+    const std::filesystem::path provenance =
+        std::filesystem::path(args.directory) / "provenance.json";
+    if (std::filesystem::exists(provenance)) {
+      std::ifstream in(provenance);
+      try {
+        weights.provenance = nlohmann::json::parse(in).dump();
+      } catch (const nlohmann::json::exception& e) {
+        DST_THROW(DataError, provenance.string() << ": not JSON (" << e.what() << ")");
+      }
+    }
     return weights;
   }
   CheckpointReader reader(args.directory, key_of(args));
