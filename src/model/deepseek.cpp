@@ -202,13 +202,12 @@ struct AddBalanceLoss : torch::autograd::Function<AddBalanceLoss> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
                                const torch::Tensor& loss, double weight) {
     ctx->saved_data["weight"] = weight;
-    ctx->saved_data["loss_dtype"] = static_cast<int64_t>(loss.scalar_type());
     return hidden.view_as(hidden);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["loss_dtype"].toInt());
-    return {grads[0], torch::full({}, ctx->saved_data["weight"].toDouble(), dtype),
+    // The balance loss is fp32 (moe_router.h).
+    return {grads[0], torch::full({}, ctx->saved_data["weight"].toDouble(), torch::kFloat32),
             torch::Tensor()};
   }
 };

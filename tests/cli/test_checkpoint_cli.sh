@@ -83,6 +83,11 @@ PY
 "$DSTRAIN" ckpt inspect from_hf2/checkpoints/step-1 > inspect_hf.txt
 grep -q "init_from hf/model.safetensors sha256 $(sha256sum hf/model.safetensors | cut -c1-64)" \
   inspect_hf.txt || { cat inspect_hf.txt; fail "provenance of init_from"; }
+# A converted folder whose provenance.json is not JSON: one line naming it, nothing written.
+cp -r hf bad_provenance && echo '{"inputs": [' > bad_provenance/provenance.json
+expect_error 1 "bad_provenance/provenance.json: not JSON" "$DSTRAIN" ckpt convert bad_provenance \
+  --to hf bad_provenance_out
+test ! -e bad_provenance_out || fail "a failed convert wrote bad_provenance_out"
 # The real tiny LLaMA-2 checkpoint (F16 safetensors) imports too.
 cat > tiny.yaml <<YAML
 model:

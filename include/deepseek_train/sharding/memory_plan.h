@@ -32,12 +32,11 @@ struct ExpertGroupLayout {
   // those of the dp_shard group, with the HSDP replicas summing their shards).
   int dp_size = 1, dp_rank = 0;
   int dp_replicate_size = 1, dp_replicate_rank = 0;
-  int ep_size = 1;
+  int ep_size = 1, ep_rank = 0;
   std::vector<int64_t> gradient_bucket_elements;   // stage 0
   std::vector<int64_t> zero_unit_padded_elements;  // stages 1-3 (multiples of dp_size)
   // Stage 0: all-reduces of the experts' gradient-norm share over the ep group per step.
   int norm_all_reduces = 0;
-  int ep_rank = 0;
   // MoE layers of this rank, and those of them recomputed in backward (checkpointing): each
   // forward exchanges the routed tokens' counts and rows with the ep group, each backward rows.
   int64_t moe_layers = 0, recomputed_moe_layers = 0;
