@@ -9,6 +9,7 @@
 #include <regex>
 
 #include "deepseek_train/core/error.h"
+#include "deepseek_train/privacy/per_example_tap.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 
 namespace dst {
@@ -110,7 +111,13 @@ torch::Tensor LoraLinearImpl::forward(const torch::Tensor& input, const torch::T
   torch::Tensor x = dropout_ > 0
                         ? F::dropout(input, F::DropoutFuncOptions().p(dropout_).training(training))
                         : input;
-  return base + F::linear(F::linear(x, a), b) * scaling_;
+  const torch::Tensor down = F::linear(x, a);
+  const torch::Tensor up = F::linear(down, b);
+  if (PerExampleGradientTap* tap = active_per_example_tap()) {
+    tap->linear(lora_A->weight, x, down);
+    tap->linear(lora_B->weight, down, up);
+  }
+  return base + up * scaling_;
 }
 
 torch::Tensor LoraLinearImpl::delta_weight() const {

@@ -742,6 +742,15 @@ std::string CheckpointReader::describe() const {
       out << "    " << input.value("role", std::string()) << " "
           << input.value("path", std::string()) << " sha256 "
           << input.value("sha256", std::string()) << "\n";
+    if (provenance.contains("privacy")) {
+      const json& privacy = provenance.at("privacy");
+      out << "    privacy: DP-SGD epsilon " << privacy.value("epsilon", 0.0) << " at delta "
+          << privacy.value("delta", 0.0) << " after " << privacy.value("steps", 0)
+          << " steps (noise multiplier " << privacy.value("noise_multiplier", 0.0)
+          << ", max_grad_norm " << privacy.value("max_grad_norm", 0.0) << ", sample rate "
+          << privacy.value("sample_rate", 0.0) << ", "
+          << privacy.value("sampling", std::string()) << " sampling)\n";
+    }
   }
   int64_t total = 0;
   for (const auto& [file, bytes] : file_bytes_) total += bytes;

@@ -4,6 +4,7 @@
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/kernels/fused_ops.h"
+#include "deepseek_train/privacy/per_example_tap.h"
 #include "deepseek_train/tensor_parallel/parallel_layers.h"
 #include "model_ops.h"
 
@@ -48,12 +49,25 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  if (fused && fusable(x) && fusable(weight)) return fused_rms_norm(x, weight, eps_);
   // As Hugging Face: normalise in fp32, cast back, then scale.
-  auto x32 = x.to(torch::kFloat32);
-  auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
-  auto normed = (x32 * torch::rsqrt(variance + eps_)).to(x.scalar_type());
-  return weight.to(normed.scalar_type()) * normed;
+  auto normalize = [&] {
+    auto x32 = x.to(torch::kFloat32);
+    auto variance = x32.pow(2).mean(-1, /*keepdim=*/true);
+    return (x32 * torch::rsqrt(variance + eps_)).to(x.scalar_type());
+  };
+  PerExampleGradientTap* tap = active_per_example_tap();
+  if (fused && fusable(x) && fusable(weight)) {
+    torch::Tensor out = fused_rms_norm(x, weight, eps_);
+    if (tap) {
+      torch::NoGradGuard no_grad;
+      tap->scale(weight, normalize(), out);
+    }
+    return out;
+  }
+  auto normed = normalize();
+  torch::Tensor out = weight.to(normed.scalar_type()) * normed;
+  if (tap) tap->scale(weight, normed, out);
+  return out;
 }
 
 DecoderLMImpl::DecoderLMImpl(const ModelConfig& config, ModelShardSpec shard)
@@ -147,6 +161,8 @@ torch::Tensor DecoderLMImpl::forward_chunk(int chunk_index, const torch::Tensor&
       torch::Tensor embedded =
           tp_group() ? vocab_parallel_embedding(input, embed_tokens->weight, vocab_, *tp_group())
                      : embed_tokens(input);
+      if (PerExampleGradientTap* tap = active_per_example_tap())
+        tap->embedding(embed_tokens->weight, input, embedded);
       return compute_dtype() ? embedded.to(*compute_dtype()) : embedded;
     });
   }

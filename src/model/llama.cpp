@@ -8,6 +8,7 @@
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/kernels/fused_ops.h"
+#include "deepseek_train/privacy/per_example_tap.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 #include "deepseek_train/tensor_parallel/parallel_layers.h"
 #include "model_ops.h"
@@ -86,10 +87,12 @@ torch::Tensor AttentionImpl::attend(torch::Tensor q, torch::Tensor k, torch::Ten
     // Learned keys/values before the sequence: [nvt, kv_heads, head_dim] -> [batch, kv, nvt, hd].
     auto [prefix_key, prefix_value] = prefix->key_value();
     auto expand = [&](const torch::Tensor& t) {
-      return t.to(k.scalar_type())
-          .permute({1, 0, 2})
-          .unsqueeze(0)
-          .expand({batch, kv_heads_, prefix_length, head_dim_});
+      torch::Tensor expanded = t.to(k.scalar_type())
+                                   .permute({1, 0, 2})
+                                   .unsqueeze(0)
+                                   .expand({batch, kv_heads_, prefix_length, head_dim_});
+      if (PerExampleGradientTap* tap = active_per_example_tap()) tap->broadcast(t, expanded);
+      return expanded;
     };
     cache.key = expand(prefix_key);
     cache.value = expand(prefix_value);

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/linear.h>
 
 #include "deepseek_train/kernels/fused_ops.h"
+#include "deepseek_train/privacy/per_example_tap.h"
 #include "deepseek_train/tensor_parallel/autograd_ops.h"
 #include "deepseek_train/tensor_parallel/parallel_layers.h"
 
@@ -28,8 +29,11 @@ bool fusable(const torch::Tensor& t) {
 }
 
 torch::Tensor project(const torch::Tensor& weight, const torch::Tensor& x, bool fused) {
-  if (fused && fused_linear_applies(x, weight)) return fused_linear(x, weight);
-  return F::linear(x, weight.to(x.scalar_type()));
+  torch::Tensor out = fused && fused_linear_applies(x, weight)
+                          ? fused_linear(x, weight)
+                          : F::linear(x, weight.to(x.scalar_type()));
+  if (PerExampleGradientTap* tap = active_per_example_tap()) tap->linear(weight, x, out);
+  return out;
 }
 
 torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,

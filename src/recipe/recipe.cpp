@@ -393,6 +393,16 @@ const std::vector<Section>& sections() {
            field("bias_update_rate", &TC::moe, &MoeOptions::bias_update_rate),
            field("aux_loss_alpha", &TC::moe, &MoeOptions::aux_loss_alpha),
        }},
+      {"privacy",
+       {
+           field("max_grad_norm", &TC::privacy, &PrivacyOptions::max_grad_norm),
+           field("noise_multiplier", &TC::privacy, &PrivacyOptions::noise_multiplier),
+           field("target_epsilon", &TC::privacy, &PrivacyOptions::target_epsilon),
+           field("delta", &TC::privacy, &PrivacyOptions::delta),
+           field("accountant", &TC::privacy, &PrivacyOptions::accountant),
+           field("sampling", &TC::privacy, &PrivacyOptions::sampling),
+           field("noise_seed", &TC::privacy, &PrivacyOptions::noise_seed),
+       }},
   };
   return table;
 }

@@ -162,8 +162,9 @@ MemoryPlan plan_memory(const MemoryPlanInputs& in) {
   const int64_t tokens = in.micro_batch_size * in.seq_len;
   const int64_t activation_bytes = bytes_of(in.precision.compute);
   // Summed per step over data (and pipeline) ranks: the target-token count and the loss sum, with
-  // the balance loss the sequence count and the balance loss sum beside them.
-  const int64_t step_sums = in.balance_loss ? 2 : 1;
+  // the balance loss the sequence count and the balance loss sum beside them, under DP-SGD the
+  // example count and the clipped examples.
+  const int64_t step_sums = in.paired_step_sums ? 2 : 1;
   if (in.tp_size > 1) {
     const int64_t summed_activation_bytes = summed_bytes(activation_bytes);
     const auto all_reduce_of_width = [&](int64_t width) {

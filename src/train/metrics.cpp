@@ -89,6 +89,14 @@ void MetricsWriter::write(const StepMetrics& m) {
     json["dropped_tokens"] = m.dropped_tokens;
   }
   if (m.balance_loss > 0) json["balance_loss"] = m.balance_loss;
+  if (m.privacy) {
+    json["epsilon"] = m.privacy->epsilon;
+    json["delta"] = m.privacy->delta;
+    json["sample_rate"] = m.privacy->sample_rate;
+    json["noise_multiplier"] = m.privacy->noise_multiplier;
+    json["examples"] = m.privacy->examples;
+    json["clipped_fraction"] = m.privacy->clipped_fraction;
+  }
   if (!m.comm_bytes_by_op.empty()) json["comm_bytes_by_op"] = m.comm_bytes_by_op;
   if (!m.comm_wait_s_by_op.empty()) json["comm_wait_s_by_op"] = m.comm_wait_s_by_op;
   if (m.mfu > 0) json["mfu"] = m.mfu;

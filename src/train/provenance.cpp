@@ -43,11 +43,20 @@ std::string Provenance::to_json() const {
                      {"path", input.path},
                      {"sha256", input.sha256},
                      {"bytes", input.bytes}});
-  return nlohmann::json{{"library_version", library_version},
-                        {"source_commit", source_commit},
-                        {"recipe", recipe},
-                        {"inputs", files}}
-      .dump();
+  nlohmann::json json{{"library_version", library_version},
+                      {"source_commit", source_commit},
+                      {"recipe", recipe},
+                      {"inputs", files}};
+  if (privacy)
+    json["privacy"] = {{"max_grad_norm", privacy->max_grad_norm},
+                       {"noise_multiplier", privacy->noise_multiplier},
+                       {"sample_rate", privacy->sample_rate},
+                       {"sampling", privacy->sampling},
+                       {"accountant", privacy->accountant},
+                       {"steps", privacy->steps},
+                       {"epsilon", privacy->epsilon},
+                       {"delta", privacy->delta}};
+  return json.dump();
 }
 
 Provenance collect_provenance(const TrainConfig& config, const std::string& recipe_text) {

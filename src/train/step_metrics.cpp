@@ -111,6 +111,7 @@ StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skippe
   m.expert_load_max_over_mean = result.expert_load_max_over_mean;
   m.dropped_tokens = result.dropped_tokens;
   m.balance_loss = result.balance_loss;
+  m.privacy = result.privacy;
   return m;
 }
 

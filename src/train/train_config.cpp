@@ -8,6 +8,27 @@
 
 namespace dst {
 
+void TrainConfig::validate_privacy() const {
+  privacy.validate();
+  if (!privacy.enabled()) return;
+  const char* refused = parallel.tp > 1                                   ? "parallel.tp > 1"
+                        : parallel.pp > 1                                 ? "parallel.pp > 1"
+                        : parallel.ep > 1                                 ? "parallel.ep > 1"
+                        : parallel.cp > 1                                 ? "parallel.cp > 1"
+                        : model_parallel.activation_checkpointing > 0     ? "activation checkpointing"
+                        : precision.param_dtype == "fp16"                 ? "fp16 loss scaling"
+                        : moe.aux_loss_alpha > 0                          ? "moe.aux_loss_alpha"
+                                                                          : nullptr;
+  DST_CHECK(refused == nullptr, ConfigError,
+            "privacy: DP-SGD does not combine with " << refused
+                                                     << " yet (it runs under data parallelism and "
+                                                        "ZeRO-1/2/3, fp32 or bf16)");
+  // The bias follows each step's expert loads, which would leave the model without noise.
+  DST_CHECK(moe.bias_update_rate == 0, ConfigError,
+            "privacy: moe.bias_update_rate must be 0 under DP-SGD (the routing bias would learn "
+            "from the data without noise)");
+}
+
 void TrainConfig::validate() const {
   model.validate();
   DST_CHECK(std::isfinite(moe.bias_update_rate) && moe.bias_update_rate >= 0, ConfigError,
@@ -23,6 +44,7 @@ void TrainConfig::validate() const {
                 << model.model_type);
   checkpoint.validate();
   parallel.validate_axes();
+  validate_privacy();
   if (parallel.ep > 1) {
     DST_CHECK(
         model.has_moe(), ConfigError,

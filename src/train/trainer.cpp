@@ -31,6 +31,7 @@
 #include "deepseek_train/train/run_policy.h"
 #include "deepseek_train/train/step_metrics.h"
 #include "deepseek_train/train/training_data.h"
+#include "dp_sgd.h"
 #include "pipeline_executor.h"
 
 namespace dst {
@@ -205,6 +206,10 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     logger_.info(std::to_string(unused) + " tensors of layers past num_hidden_layers=" +
                  std::to_string(config_.model.num_hidden_layers) + " (multi-token prediction) in " +
                  config_.train.init_from + " are not used");
+  // 4. DP-SGD's secret (the noise's and Poisson sampling's key), agreed by every rank.
+  if (config_.privacy.enabled())
+    dp_sgd_ = std::make_unique<DpSgd>(
+        config_.privacy, agreed_secret_key(groups_.world(), config_.privacy.noise_seed));
 }
 
 Trainer::~Trainer() {
@@ -290,7 +295,7 @@ MemoryPlan Trainer::memory_plan() const {
   in.has_embedding = in.has_head = false;
   in.fused_attention = model_->uses_fused_attention();
   in.has_moe = config_.model.has_moe();
-  in.balance_loss = config_.moe.aux_loss_alpha > 0;
+  in.paired_step_sums = config_.moe.aux_loss_alpha > 0 || config_.privacy.enabled();
   const int checkpoint_every = config_.model_parallel.activation_checkpointing;
   for (const LayerChunk& chunk : model_->chunks()) {
     in.local_layers += chunk.end - chunk.begin;
@@ -473,26 +478,35 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   // The step's loss is the mean over every target token of every rank's micro-batches, so each
   // micro-batch's summed loss is divided by the global count (known before any backward). The
   // balance loss is a mean over every sequence of the step in the same way.
+  // Under DP-SGD the second values are the examples (rows with a target token) and, after
+  // backward, the clipped ones (moe.aux_loss_alpha is refused with it).
   const double alpha = config_.moe.aux_loss_alpha;
-  double local_tokens = 0, local_sequences = 0;
+  const bool private_step = dp_sgd_ != nullptr;
+  double local_tokens = 0, local_sequences = 0, local_examples = 0;
   for (const MicroBatch& mb : micro_batches) {
     local_tokens += count_target_tokens(mb.labels);
     local_sequences += static_cast<double>(mb.input_ids.size(0));
+    if (private_step) local_examples += mb.labels.ne(kIgnoreIndex).any(1).sum().item<double>();
   }
-  const std::vector<double> counts =
-      all_reduce_sum(dp, alpha > 0 ? std::vector<double>{local_tokens, local_sequences}
-                                   : std::vector<double>{local_tokens});
+  std::vector<double> counts{local_tokens};
+  if (alpha > 0) counts.push_back(local_sequences);
+  if (private_step) counts.push_back(local_examples);
+  counts = all_reduce_sum(dp, counts);
   const double global_tokens = counts[0];
-  DST_CHECK(global_tokens > 0, DataError, "train_step: the step has no target tokens");
+  // A Poisson-sampled step may hold no example at all: it still adds its noise.
+  DST_CHECK(global_tokens > 0 || private_step, DataError,
+            "train_step: the step has no target tokens");
 
   for (auto& engine : parallel_.engines) engine->zero_grad();
   const double loss_scale = scaler_.scale();
   if (alpha > 0) model_->set_balance_loss_weight(alpha * loss_scale / counts[1]);
-  double local_loss_sum = 0.0, pipeline_wait = 0.0;
+  double local_loss_sum = 0.0, pipeline_wait = 0.0, local_clipped = 0.0;
   if (parallel_.pipeline) {
     local_loss_sum = parallel_.pipeline->train_step(micro_batches, loss_scale, global_tokens);
     pipeline_wait = parallel_.pipeline->last_wait_seconds();
     sync_tied_embedding_gradients();
+  } else if (private_step) {
+    local_loss_sum = private_backward(micro_batches, &local_clipped);
   } else {
     DataParallelEngine& engine = *parallel_.engines.front();
     for (size_t k = 0; k < micro_batches.size(); ++k) {
@@ -505,14 +519,19 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
       engine.finish_backward();
     }
   }
-  const std::vector<double> sums = sum_over_data_and_pipeline(
-      alpha > 0 ? std::vector<double>{local_loss_sum, model_->take_balance_loss()}
-                : std::vector<double>{local_loss_sum});
-  const double loss = sums[0] / global_tokens;
+  std::vector<double> sums{local_loss_sum};
+  if (alpha > 0) sums.push_back(model_->take_balance_loss());
+  if (private_step) sums.push_back(local_clipped);
+  sums = sum_over_data_and_pipeline(sums);
+  const double loss = global_tokens > 0 ? sums[0] / global_tokens : 0.0;
   const double balance_loss = alpha > 0 ? alpha * sums[1] / counts[1] : 0.0;
   *poison_gradient_ = false;
   fault_plan_.at(world_rank, step_ + 1, "backward");
 
+  std::optional<PrivacyReport> privacy;
+  if (private_step)
+    privacy = dp_sgd_->finish_step(parallel_.engines, step_ + 1, static_cast<int64_t>(counts[1]),
+                                   static_cast<int64_t>(sums[1]));
   const double lr =
       learning_rate_at(step_, config_.train.steps, config_.optim.lr, config_.schedule);
   // The norm is agreed by every rank, so all of them apply or skip the update together.
@@ -562,6 +581,7 @@ StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
   result.expert_load_max_over_mean = expert_loads.max_over_mean;
   result.dropped_tokens = expert_loads.dropped_tokens;
   result.balance_loss = balance_loss;
+  result.privacy = privacy;
   result.tokens = static_cast<int64_t>(global_tokens);
   result.seconds = seconds_since(start);
   result.comm_bytes = stats_after.total_bytes() - stats_before.total_bytes();
@@ -700,14 +720,14 @@ std::string Trainer::save_weights(const std::string& directory) {
   return path;
 }
 
-void Trainer::log_run_plan(const TrainingData& data, const DistributedSampler& sampler,
+void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler,
                            double peak_flops) {
   std::ostringstream plan;
   plan << "model: " << config_.model.model_type << ", " << config_.model.num_parameters()
        << " parameters, " << config_.model.num_hidden_layers << " layers, hidden "
        << config_.model.hidden_size << "; data: " << data.train->size() << " train / "
        << data.validation->size() << " validation sequences of " << config_.data.seq_len
-       << " tokens; global batch " << sampler.global_batch_size() << " sequences ("
+       << " tokens; global batch " << sampler.expected_global_batch() << " sequences ("
        << groups_.dims().data_parallel_size() << " ranks x " << config_.train.grad_accum
        << " micro-batches x " << config_.train.micro_batch_size << "); "
        << "ZeRO stage " << config_.data_parallel.zero_stage;
@@ -722,6 +742,17 @@ void Trainer::log_run_plan(const TrainingData& data, const DistributedSampler& s
          << " of the model; the base is frozen)";
   }
   logger_.info(plan.str());
+  if (const std::optional<PrivacyProvenance> privacy = privacy_provenance()) {
+    RdpAccountant planned;
+    planned.step(privacy->noise_multiplier, privacy->sample_rate, config_.train.steps);
+    std::ostringstream line;
+    line << "DP-SGD: every example's gradient clipped to " << privacy->max_grad_norm
+         << ", noise multiplier " << privacy->noise_multiplier << ", " << privacy->sampling
+         << " sampling at rate " << privacy->sample_rate << "; epsilon after "
+         << config_.train.steps << " steps: " << planned.spent(privacy->delta).epsilon
+         << " at delta " << privacy->delta;
+    logger_.info(line.str());
+  }
   logger_.info(memory_plan().describe());
   std::ostringstream denominator;
   denominator << "MFU denominator: " << std::fixed << std::setprecision(1)
@@ -737,7 +768,7 @@ void Trainer::log_run_plan(const TrainingData& data, const DistributedSampler& s
 }
 
 // Saves what the step's policy asks for; a new best is committed before it is marked.
-void Trainer::save_due_checkpoint(CheckpointSave save, const DistributedSampler& sampler) {
+void Trainer::save_due_checkpoint(CheckpointSave save, const BatchSampler& sampler) {
   if (save == CheckpointSave::kNone) return;
   const std::string directory = save_checkpoint(sampler.serialize());
   if (save != CheckpointSave::kBest) return;
@@ -756,9 +787,12 @@ TrainSummary Trainer::run() {
   const TrainingData data = load_training_data(config_.data, config_.model.vocab_size);
   const int dp_rank = groups_.coord().data_parallel_index(groups_.dims());
   const int dp_size = groups_.dims().data_parallel_size();
-  DistributedSampler sampler(data.train->size(), opts.seed, dp_rank, dp_size, opts.micro_batch_size,
-                             opts.grad_accum);
-  if (!resume_from.empty()) sampler.deserialize(load_checkpoint(resume_from));
+  const std::unique_ptr<BatchSampler> sampler_holder = make_sampler(data);
+  BatchSampler& sampler = *sampler_holder;
+  if (!resume_from.empty()) {
+    sampler.deserialize(load_checkpoint(resume_from));
+    if (dp_sgd_) dp_sgd_->resume_at(step_);
+  }
   const std::vector<MicroBatch> eval_batches = validation_batches(
       *data.validation, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
   // Rank 0's outputs open before the first step: an unusable output directory fails at once.
@@ -785,7 +819,7 @@ TrainSummary Trainer::run() {
   while (step_ < opts.steps && !summary.stopped_early) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())
-      micro_batches.push_back(to_micro_batch(data.train->batch(indices)));
+      micro_batches.push_back(micro_batch_of(*data.train, indices));
     const StepResult result = train_step(micro_batches);
     StepMetrics metrics = recorder.record(result, scaler_.skipped_steps());
     EarlyStopping::Verdict verdict;
@@ -830,6 +864,12 @@ TrainSummary Trainer::run() {
        << summary.initial_eval_loss << " -> " << summary.final_eval_loss << "; weights "
        << summary.weights_path;
   logger_.info(done.str());
+  if (const std::optional<PrivacyProvenance> privacy = privacy_provenance()) {
+    std::ostringstream line;
+    line << "privacy: epsilon " << privacy->epsilon << " at delta " << privacy->delta << " after "
+         << privacy->steps << " DP-SGD steps (RDP accountant)";
+    logger_.info(line.str());
+  }
   return summary;
 }
 

@@ -176,9 +176,10 @@ std::string Trainer::save_checkpoint(const std::string& sampler_state) {
 }
 
 std::string Trainer::provenance_json() {
-  if (provenance_.empty() && groups_.world().rank() == 0)
-    provenance_ = collect_provenance(config_, recipe_text_).to_json();
-  return provenance_;
+  if (groups_.world().rank() != 0) return std::string();
+  if (!provenance_) provenance_ = collect_provenance(config_, recipe_text_);
+  provenance_->privacy = privacy_provenance();
+  return provenance_->to_json();
 }
 
 void Trainer::check_finite_state(const std::vector<StatePiece>& pieces) {

@@ -10,6 +10,7 @@
 #include "deepseek_train/data/synthetic_corpus.h"
 #include "deepseek_train/data/token_dataset.h"
 #include "deepseek_train/data/tokenizer.h"
+#include "deepseek_train/model/causal_lm.h"
 
 namespace dst {
 
@@ -64,6 +65,16 @@ MicroBatch to_micro_batch(const TokenBatch& batch) {
   micro.labels = torch::from_blob(const_cast<int64_t*>(batch.labels.data()),
                                   {batch.rows, batch.seq_len}, options)
                      .clone();
+  return micro;
+}
+
+MicroBatch micro_batch_of(const SequenceDataset& dataset, const std::vector<int64_t>& indices) {
+  std::vector<int64_t> present = indices;
+  for (int64_t& index : present)
+    if (index == kPaddingRow) index = 0;  // any sequence: its labels are all ignored below
+  MicroBatch micro = to_micro_batch(dataset.batch(present));
+  for (size_t row = 0; row < indices.size(); ++row)
+    if (indices[row] == kPaddingRow) micro.labels[static_cast<int64_t>(row)].fill_(kIgnoreIndex);
   return micro;
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/data/batch_sampler.h"
+
 namespace dst {
 
 struct SamplerState {
@@ -17,7 +19,7 @@ struct SamplerState {
   bool operator==(const SamplerState& o) const { return epoch == o.epoch && offset == o.offset; }
 };
 
-class DistributedSampler {
+class DistributedSampler final : public BatchSampler {
  public:
   // Throws DataError when the dataset cannot fill one global batch.
   DistributedSampler(int64_t dataset_size, uint64_t seed, int dp_rank, int dp_size,
@@ -25,7 +27,7 @@ class DistributedSampler {
 
   // The next step's micro-batches for this rank: grad_accum lists of micro_batch_size indices.
   // Advances the state; an epoch's remainder smaller than a global batch is skipped.
-  std::vector<std::vector<int64_t>> next_step();
+  std::vector<std::vector<int64_t>> next_step() override;
 
   // The whole global batch of the next step (all ranks, in row order) without advancing; used by
   // single-process references in tests.
@@ -34,10 +36,13 @@ class DistributedSampler {
   const SamplerState& state() const { return state_; }
   void set_state(const SamplerState& state);
   int64_t global_batch_size() const;
+  double expected_global_batch() const override {
+    return static_cast<double>(global_batch_size());
+  }
 
   // Serialised as "epoch:offset" for checkpoints.
-  std::string serialize() const;
-  void deserialize(const std::string& text);  // throws DataError on malformed text
+  std::string serialize() const override;
+  void deserialize(const std::string& text) override;  // DataError on malformed text
 
  private:
   std::vector<int64_t> permutation(int64_t epoch) const;

@@ -210,6 +210,7 @@ class CausalLM : public torch::nn::Module {
   std::vector<int> first_unit_of_chunks() const;
   // Hooks called around every unit's forward (nullptr: none). Not owned.
   void set_unit_hooks(UnitHooks* hooks) { unit_hooks_ = hooks; }
+  UnitHooks* unit_hooks() const { return unit_hooks_; }
   // Activation dtype when it differs from the parameters' (fp16 storage with fp32 compute on
   // CPUs without fp16 matmul): weights are cast at use, so their gradients keep the parameter
   // dtype. Undefined (default): compute in the parameters' dtype.

@@ -87,7 +87,9 @@ struct MemoryPlanInputs {
   // statistic over pp), and this rank's MoE layers times experts (loads summed over dp in fp64).
   bool has_moe = false;
   int64_t expert_load_elements = 0;
-  bool balance_loss = false;  // moe.aux_loss_alpha > 0
+  // The step's count and loss-sum all-reduces carry two values each (moe.aux_loss_alpha > 0:
+  // sequences and the balance loss; DP-SGD: examples and clipped examples), else one.
+  bool paired_step_sums = false;
   ExpertGroupLayout expert_group;
   int64_t pipeline_in_flight = 1;
   // Pipeline sends per micro-batch: activations forward, gradients backward ([rows, seq, hidden]

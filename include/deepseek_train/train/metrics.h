@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/privacy/privacy_options.h"
+
 namespace dst {
 
 struct StepMetrics {
@@ -36,6 +38,7 @@ struct StepMetrics {
   double expert_load_max_over_mean = 0.0;  // MoE: StepResult's; 0 without MoE layers
   int64_t dropped_tokens = 0;
   double balance_loss = 0.0;  // MoE with moe.aux_loss_alpha: StepResult's; written when > 0
+  std::optional<PrivacyReport> privacy;  // DP-SGD: epsilon, sample_rate, noise_multiplier, ...
   double mfu = 0.0;           // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
   // Seconds waited per collective type, e.g. {"all_reduce": 0.02}.
   std::map<std::string, double> comm_wait_s_by_op;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,11 +22,24 @@ struct ProvenanceInput {
   int64_t bytes = 0;
 };
 
+// A DP-SGD run's privacy: how it was trained and the budget spent by the step saved.
+struct PrivacyProvenance {
+  double max_grad_norm = 0.0;
+  double noise_multiplier = 0.0;
+  double sample_rate = 0.0;
+  std::string sampling;
+  std::string accountant;
+  int64_t steps = 0;
+  double epsilon = 0.0;
+  double delta = 0.0;
+};
+
 struct Provenance {
   std::string library_version;
   std::string source_commit;
   std::string recipe;
   std::vector<ProvenanceInput> inputs;
+  std::optional<PrivacyProvenance> privacy;  // DP-SGD runs only
 
   std::string to_json() const;  // one JSON object
 };

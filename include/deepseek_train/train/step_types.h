@@ -7,7 +7,10 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+
+#include "deepseek_train/privacy/privacy_options.h"
 
 namespace dst {
 
@@ -43,6 +46,7 @@ struct StepResult {
   // moe.aux_loss_alpha > 0: alpha x the sequence-wise balance loss (mean over the step's
   // sequences, summed over layers), which the optimised objective adds to `loss`.
   double balance_loss = 0.0;
+  std::optional<PrivacyReport> privacy;  // under DP-SGD only
 };
 
 struct TrainSummary {

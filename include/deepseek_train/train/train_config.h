@@ -15,6 +15,7 @@
 #include "deepseek_train/model/model_config.h"
 #include "deepseek_train/optim/optim_options.h"
 #include "deepseek_train/precision/precision_policy.h"
+#include "deepseek_train/privacy/privacy_options.h"
 #include "deepseek_train/sharding/data_parallel_options.h"
 
 namespace dst {
@@ -105,6 +106,8 @@ struct TrainConfig {
   CommOptions comm;
   CheckpointOptions checkpoint;
   MoeOptions moe;
+  // DP-SGD (privacy/privacy_options.h); off unless privacy.max_grad_norm is set.
+  PrivacyOptions privacy;
   // Parameter-efficient fine-tuning: when non-empty the base model is frozen and only the
   // adapters' parameters train (adapters/adapter.h).
   std::vector<AdapterConfig> adapters;
@@ -116,6 +119,10 @@ struct TrainConfig {
   // schedule, positive counts, seq_len within max_position_embeddings, ...). Throws ConfigError
   // naming the key.
   void validate() const;
+
+ private:
+  // The layouts and options DP-SGD cannot run with yet.
+  void validate_privacy() const;
 };
 
 }  // namespace dst

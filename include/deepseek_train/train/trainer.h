@@ -24,13 +24,15 @@
 #include "deepseek_train/sharding/memory_plan.h"
 #include "deepseek_train/train/expert_load_balancer.h"
 #include "deepseek_train/train/parallelize.h"
+#include "deepseek_train/train/provenance.h"
 #include "deepseek_train/train/step_types.h"
 #include "deepseek_train/train/train_config.h"
 
 namespace dst {
 
 struct TrainingData;
-class DistributedSampler;
+class BatchSampler;
+class DpSgd;
 enum class CheckpointSave;
 
 class Trainer {
@@ -111,6 +113,12 @@ class Trainer {
   std::string load_checkpoint(const std::string& directory);
   // The recipe as resolved (recipe_to_yaml), recorded in every checkpoint's manifest.
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
+  // DP-SGD (config.privacy): the chance q of each example to join a step and the expected
+  // sequences per step over all ranks (run() passes its sampler's); solves the noise multiplier
+  // for privacy.target_epsilon over train.steps. Needed before the first train_step.
+  void plan_privacy(double sample_rate, double expected_global_batch);
+  // The budget spent so far under DP-SGD (none without it or before plan_privacy).
+  std::optional<PrivacyProvenance> privacy_provenance() const;
   // Test-only faults (core/fault_injection.h) injected at the plan's step and point.
   void set_fault_plan(FaultPlan plan);
   // The first parameter (in model order, over every rank) whose gradient holds a NaN or Inf;
@@ -156,7 +164,7 @@ class Trainer {
   // train/provenance.h of this run, hashed once on the first save by world rank 0 (which writes
   // the manifest); empty elsewhere.
   std::string provenance_json();
-  std::string provenance_;
+  std::optional<Provenance> provenance_;
   FaultPlan fault_plan_;
   std::shared_ptr<bool> poison_gradient_ = std::make_shared<bool>(false);  // nan fault armed
   int64_t consecutive_nonfinite_steps_ = 0;
@@ -164,8 +172,16 @@ class Trainer {
   void check_finite_state(const std::vector<StatePiece>& pieces);
 
   // run()'s start-up lines: model, data, batch, adapters, the memory plan, the MFU denominator.
-  void log_run_plan(const TrainingData& data, const DistributedSampler& sampler, double peak_flops);
-  void save_due_checkpoint(CheckpointSave save, const DistributedSampler& sampler);
+  void log_run_plan(const TrainingData& data, const BatchSampler& sampler, double peak_flops);
+  void save_due_checkpoint(CheckpointSave save, const BatchSampler& sampler);
+  // DP-SGD (train/dp_sgd.h), null without privacy.max_grad_norm.
+  std::unique_ptr<DpSgd> dp_sgd_;
+  // The step's micro-batches under DP-SGD: both passes of each; returns the summed token loss and
+  // adds the clipped examples to `clipped`.
+  double private_backward(const std::vector<MicroBatch>& micro_batches, double* clipped);
+  // run()'s sampler: Poisson under DP-SGD's privacy.sampling poisson, else fixed batches (with the
+  // privacy plan made from its rate).
+  std::unique_ptr<BatchSampler> make_sampler(const TrainingData& data);
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
   std::vector<double> sum_over_data_and_pipeline(std::vector<double> values);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "deepseek_train/data/batch_sampler.h"
 #include "deepseek_train/data/sequence_dataset.h"
 #include "deepseek_train/train/step_types.h"
 #include "deepseek_train/train/train_config.h"
@@ -22,6 +23,10 @@ struct TrainingData {
 // vocabulary or the recipe's seq_len, or when no data is configured; DataError when there are
 // no validation documents.
 TrainingData load_training_data(const DataOptions& data, int64_t model_vocab_size);
+
+// The micro-batch of the given dataset indices; kPaddingRow (data/batch_sampler.h) rows hold
+// a sequence whose labels are all ignored (they add nothing to the loss or its gradient).
+MicroBatch micro_batch_of(const SequenceDataset& dataset, const std::vector<int64_t>& indices);
 
 // The held-out batches this rank evaluates: `batches` micro-batches of `rows` sequences, each
 // rank taking its own rows of a fixed, wrapping walk over the validation set (at most two passes

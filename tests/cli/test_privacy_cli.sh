@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# DP-SGD through the CLI: LoRA on 2 ranks under ZeRO-2 with Poisson sampling and the noise
+# multiplier solved for a target epsilon; metrics.jsonl reports epsilon (rising, within the
+# target at the end), the sample rate and the noise multiplier; the checkpoint's provenance and
+# `ckpt inspect` carry the privacy parameters; bad privacy settings are one-line errors.
+# usage: test_privacy_cli.sh DSTRAIN WORKDIR SOURCE_DIR
+set -euo pipefail
+DSTRAIN=$1
+WORK=$2
+SRC=$3
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+
+"$DSTRAIN" synth corpus.txt --docs 2000 > /dev/null
+cat > private.yaml <<'YAML'
+model: {vocab_size: 259, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+        num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}
+parallel: {dp: 2, zero_stage: 2}
+adapters:
+  - {type: lora, r: 4, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}
+optim: {lr: 1.0e-2, grad_clip: 0.0}
+data: {train_path: corpus.txt, val_fraction: 0.05, seq_len: 32}
+train: {steps: 6, micro_batch_size: 4, log_every: 2, eval_every: 3, eval_batches: 2,
+        output_dir: run, progress: lines}
+checkpoint: {at_end: true}
+privacy: {max_grad_norm: 1.0, target_epsilon: 4.0, delta: 1.0e-5}
+YAML
+mpirun -np 2 --bind-to none "$DSTRAIN" train private.yaml > train.log 2>&1 ||
+  { cat train.log; fail "DP-SGD training"; }
+grep -q "DP-SGD: every example's gradient clipped to 1" train.log ||
+  { cat train.log; fail "no DP-SGD plan line"; }
+grep -q "privacy: epsilon [0-9.]* at delta 1e-05 after 6 DP-SGD steps" train.log ||
+  { cat train.log; fail "no final epsilon line"; }
+python3 - <<'PY' || fail "metrics.jsonl privacy fields"
+import json
+steps = [json.loads(l) for l in open("run/metrics.jsonl") if '"loss"' in l]
+assert len(steps) == 6, len(steps)
+eps = [s["epsilon"] for s in steps]
+assert all(a < b for a, b in zip(eps, eps[1:])), eps
+assert 3.9 <= eps[-1] <= 4.0, eps[-1]
+for s in steps:
+    assert 0 < s["sample_rate"] < 1 and s["noise_multiplier"] > 0 and s["delta"] == 1e-5, s
+    assert s["examples"] >= 0 and 0 <= s["clipped_fraction"] <= 1, s
+print("ok: epsilon", " ".join("%.3f" % e for e in eps), "sigma %.3f" % steps[0]["noise_multiplier"],
+      "batches", [s["examples"] for s in steps])
+PY
+"$DSTRAIN" ckpt inspect run/checkpoints/step-6 > inspect.txt
+grep -q "privacy: DP-SGD epsilon .* after 6 steps (noise multiplier .*poisson sampling)" \
+  inspect.txt || { cat inspect.txt; fail "ckpt inspect shows no privacy"; }
+echo "ok: $(grep 'privacy:' inspect.txt | sed 's/^ *//')"
+
+expect_error 2 "privacy: DP-SGD does not combine with parallel.tp > 1" \
+  "$DSTRAIN" train private.yaml parallel.tp=2 parallel.dp=1
+expect_error 2 "privacy.sampling 'uniform' is not one of poisson, shuffle" \
+  "$DSTRAIN" train private.yaml privacy.sampling=uniform
+expect_error 2 "privacy.max_grad_norm is required" \
+  "$DSTRAIN" train private.yaml privacy.max_grad_norm=0
+echo "PASS"
