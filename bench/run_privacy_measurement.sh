@@ -24,8 +24,8 @@ run() {  # NAME EXTRA_ARGS...
   local name=$1
   shift
   mpirun -np 2 --bind-to none "$DSTRAIN" train "$OLDPWD/configs/private_lora.yaml" \
-    model.hf_config="$WORK/base/hf/config.json" train.init_from="$WORK/base/hf" data.prepared= \
-    data.train_path="$SHARED/corpus/war_and_peace.txt" data.val_fraction=0.02 \
+    model.hf_config="$WORK/base/hf/config.json" train.init_from="$WORK/base/hf" "data.prepared=''" \
+    data.train_path="$SHARED/corpus/war-and-peace.txt" data.val_fraction=0.02 \
     train.steps="$STEPS" train.eval_every=0 train.output_dir="$name" train.progress=lines \
     train.log_every=25 "$@" > "$name.log" 2>&1 || { tail "$name.log"; exit 1; }
   python3 - "$name" <<'PY'

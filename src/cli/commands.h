@@ -22,6 +22,7 @@ struct TokenizeArgs {
   bool skip_special = false;
   std::string prepared;  // with decode: print the text of this prepared corpus instead of stdin's
   std::string split;     // with prepared: "train" or "validation" (empty: every split)
+  std::string key_file;  // with prepared: the key of an encrypted corpus
 };
 // Reads stdin (or, with --prepared, a prepared corpus), writes ids (or text) to stdout.
 int run_tokenize(const TokenizeArgs& args);

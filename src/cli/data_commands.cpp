@@ -75,7 +75,9 @@ void dump_logits(Trainer& trainer, const std::vector<TokenBatch>& rows, const st
 // The text of a prepared corpus: each shard of each split (or of args.split), its rows joined
 // back into the token stream they were cut from, decoded and printed on its own.
 void decode_prepared(const Tokenizer& tokenizer, const TokenizeArgs& args) {
-  const PreparedManifest manifest = read_prepared_manifest(args.prepared);
+  const std::optional<EncryptionKey> key = load_encryption_key({args.key_file, ""});
+  const EncryptionKey* key_ptr = key ? &*key : nullptr;
+  const PreparedManifest manifest = read_prepared_manifest(args.prepared, key_ptr);
   DST_CHECK(manifest.tokenizer_fingerprint == tokenizer.fingerprint(), DataError,
             manifest.path << ": prepared with the tokenizer '" << manifest.tokenizer_describe
                           << "', not with " << args.tokenizer);
@@ -83,7 +85,7 @@ void decode_prepared(const Tokenizer& tokenizer, const TokenizeArgs& args) {
             manifest.path << ": no split '" << args.split << "'");
   for (const auto& [split, info] : manifest.splits) {
     if ((!args.split.empty() && split != args.split) || info.rows == 0) continue;
-    const PreparedDataset dataset(args.prepared, split, tokenizer.fingerprint());
+    const PreparedDataset dataset(args.prepared, split, tokenizer.fingerprint(), key_ptr);
     int64_t first_row = 0;
     for (const PreparedShardInfo& shard : info.shards) {
       std::vector<int64_t> rows(static_cast<size_t>(shard.rows));
@@ -222,7 +224,9 @@ int run_eval(const EvalArgs& args, const LaunchEnv& env) {
   std::vector<TokenBatch> rows;
   int64_t seq_len = args.seq_len;
   if (!args.data.empty()) {
-    prepared = std::make_unique<PreparedDataset>(args.data, args.split);
+    // The key (--key-file / --key-env) opens an encrypted corpus as well as a checkpoint.
+    const std::optional<EncryptionKey> key = load_encryption_key({args.key_file, args.key_env});
+    prepared = std::make_unique<PreparedDataset>(args.data, args.split, "", key ? &*key : nullptr);
     DST_CHECK(seq_len == 0 || seq_len == prepared->seq_len(), ConfigError,
               "eval: --seq-len " << seq_len << " differs from the prepared corpus's "
                                  << prepared->seq_len());

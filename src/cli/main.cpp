@@ -201,6 +201,8 @@ int main(int argc, char** argv) {
                        "one line per shard");
   tokenize->add_option("--split", tokenize_args.split,
                        "with --prepared: train or validation (default: both)");
+  tokenize->add_option("--key-file", tokenize_args.key_file,
+                       "with --prepared: the key of an encrypted corpus");
 
   dst::cli::PrivacyArgs privacy_args;
   auto* privacy = app.add_subcommand(
@@ -244,7 +246,8 @@ int main(int argc, char** argv) {
   eval->add_option("--seq-len", eval_args.seq_len, "tokens per window (text/ids; default 256)");
   eval->add_option("--batch-size", eval_args.batch_size, "windows per rank per batch")
       ->capture_default_str();
-  eval->add_option("--key-file", eval_args.key_file, "encryption key file (checkpoints)");
+  eval->add_option("--key-file", eval_args.key_file,
+                   "encryption key file (an encrypted checkpoint or --data corpus)");
   eval->add_option("--key-env", eval_args.key_env, "variable holding the encryption key");
   eval->add_option("--adapter", eval_args.adapter,
                    "PEFT LoRA adapter folder applied to the Hugging Face --model");

@@ -208,6 +208,7 @@ class Pipeline {
  public:
   Pipeline(const PrepareOptions& options, const Logger& logger)
       : options_(options),
+        key_(load_encryption_key(options.encryption)),
         logger_(logger),
         threads_(options.threads > 0
                      ? options.threads
@@ -507,8 +508,12 @@ class Pipeline {
     shard.documents = static_cast<int64_t>(split.docs.size());
     shard.content_hash = shard_content_hash(split.hashes);
     const std::string path = (output_dir_ / shard.file).string();
-    const std::optional<PreparedShardAttributes> existing = read_prepared_shard_attributes(path);
-    if (existing && existing->format == kShardFormat &&
+    const std::optional<PreparedShardAttributes> existing =
+        read_prepared_shard_attributes(path, key_ ? &*key_ : nullptr);
+    // A kept shard is encrypted exactly when this run encrypts (under this key, or it would not
+    // have opened).
+    if (existing && file_is_encrypted(path) == key_.has_value() &&
+        existing->format == kShardFormat &&
         existing->format_version == kPreparedFormatVersion &&
         existing->content_hash == shard.content_hash && existing->documents == shard.documents &&
         existing->seq_len == options_.seq_len) {
@@ -538,6 +543,7 @@ class Pipeline {
       invalidate_manifest();
       write_atomically(path, [&](const std::string& temporary) {
         write_shard_file(temporary, packed, attributes);
+        if (key_) encrypt_file_in_place(*key_, temporary, shard.file);
       });
       shard.written = true;
       ++report_.shards_written;
@@ -665,19 +671,50 @@ class Pipeline {
             {"sources", sources}};
   }
 
-  void write_manifest() {
-    const std::string text = manifest_json().dump(2) + "\n";
-    const std::string& path = report_.manifest_path;
-    std::ifstream in(path, std::ios::binary);
-    if (in) {
-      std::ostringstream existing;
-      existing << in.rdbuf();
-      if (existing.str() == text) {
-        report_.manifest_written = false;
-        return;
-      }
+  // The manifest as written: under encryption its private part (per-shard data, sources, PII
+  // counts) is sealed (corpus_shards.h).
+  json stored_manifest(json manifest) const {
+    if (!key_) return manifest;
+    json sealed = json::object();
+    for (const char* name : {"splits", "sources", "counts"}) {
+      sealed[name] = manifest.at(name);
+      manifest.erase(name);
     }
-    write_file_atomically(path, text);
+    manifest["encryption"] = {{"algorithm", "AES-256-GCM"},
+                              {"key_fingerprint", key_->fingerprint()}};
+    manifest["sealed"] = detail::seal_as_hex(*key_, sealed.dump());
+    return manifest;
+  }
+
+  // The existing manifest's content with its sealed part opened (null when it cannot be read).
+  json existing_manifest() const {
+    std::ifstream in(report_.manifest_path, std::ios::binary);
+    if (!in) return nullptr;
+    std::ostringstream text;
+    text << in.rdbuf();
+    try {
+      json manifest = json::parse(text.str());
+      if (!manifest.is_object() || !manifest.contains("sealed")) return key_ ? nullptr : manifest;
+      if (!key_) return nullptr;
+      const json sealed = json::parse(detail::open_hex_seal(
+          *key_, manifest.at("sealed").get<std::string>(), report_.manifest_path));
+      manifest.erase("sealed");
+      manifest.erase("encryption");
+      for (const auto& [name, value] : sealed.items()) manifest[name] = value;
+      return manifest;
+    } catch (const std::exception&) {
+      return nullptr;  // unreadable or another key's: rewritten
+    }
+  }
+
+  // Writes the manifest unless the existing one holds the same content (a re-run is a no-op).
+  void write_manifest() {
+    const json manifest = manifest_json();
+    if (existing_manifest() == manifest) {
+      report_.manifest_written = false;
+      return;
+    }
+    write_file_atomically(report_.manifest_path, stored_manifest(manifest).dump(2) + "\n");
     report_.manifest_written = true;
   }
 
@@ -694,6 +731,7 @@ class Pipeline {
   }
 
   const PrepareOptions& options_;
+  const std::optional<EncryptionKey> key_;  // prepare.encryption: shards and manifest sealed
   const Logger& logger_;
   const int threads_;
   std::unique_ptr<Tokenizer> tokenizer_;
@@ -718,6 +756,8 @@ class Pipeline {
 // ---------------------------------------------------------------------------------------------
 
 void PrepareOptions::validate() const {
+  DST_CHECK(encryption.key_file.empty() || encryption.key_env.empty(), ConfigError,
+            "prepare.encryption: set key_file or key_env, not both");
   DST_CHECK(!inputs.empty(), ConfigError,
             "prepare.inputs must list at least one file or directory");
   for (const std::string& input : inputs)

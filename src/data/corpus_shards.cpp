@@ -115,4 +115,32 @@ void write_shard_file(const std::string& path, const PackedShard& packed,
             path << ": cannot flush HDF5 file");
 }
 
+std::string seal_as_hex(const EncryptionKey& key, const std::string& text) {
+  static const char* digits = "0123456789abcdef";
+  const std::string envelope = encrypt_bytes(key, text, kSealedManifestContext, "manifest");
+  std::string hex;
+  hex.reserve(2 * envelope.size());
+  for (unsigned char c : envelope) {
+    hex.push_back(digits[c >> 4]);
+    hex.push_back(digits[c & 15]);
+  }
+  return hex;
+}
+
+std::string open_hex_seal(const EncryptionKey& key, const std::string& hex,
+                          const std::string& what) {
+  auto value = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  std::string envelope(hex.size() / 2, '\0');
+  bool ok = hex.size() % 2 == 0;
+  for (size_t i = 0; ok && i < envelope.size(); ++i) {
+    const int high = value(hex[2 * i]), low = value(hex[2 * i + 1]);
+    ok = high >= 0 && low >= 0;
+    envelope[i] = static_cast<char>((high << 4) | low);
+  }
+  DST_CHECK(ok, DataError, what << ": key 'sealed' is not lowercase hex");
+  return decrypt_bytes(key, envelope, kSealedManifestContext, what);
+}
+
 }  // namespace dst::detail

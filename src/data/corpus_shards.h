@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/data/prepared_dataset.h"
 
 namespace dst::detail {
@@ -33,5 +34,15 @@ struct PackedShard {
 // content). Throws IoError.
 void write_shard_file(const std::string& path, const PackedShard& packed,
                       const PreparedShardAttributes& a);
+
+// Encrypted corpora (prepare.encryption): each shard file is an envelope whose associated data is
+// its file name (shards cannot be swapped); the manifest's private part (per-shard data, sources,
+// counts) is an envelope under kSealedManifestContext, stored as hex text.
+inline constexpr const char* kSealedManifestContext = "deepseek_train prepared manifest";
+std::string seal_as_hex(const EncryptionKey& key, const std::string& text);
+// DataError naming `what` for text that is not hex; CheckpointError when it does not
+// authenticate (another key, changed bytes).
+std::string open_hex_seal(const EncryptionKey& key, const std::string& hex,
+                          const std::string& what);
 
 }  // namespace dst::detail

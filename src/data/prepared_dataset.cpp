@@ -12,6 +12,7 @@
 #include "core/hdf5_io.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/corpus_prepare.h"
+#include "corpus_shards.h"
 
 namespace dst {
 
@@ -100,7 +101,7 @@ int64_t PreparedManifest::rows(const std::string& split) const {
   return found == splits.end() ? 0 : found->second.rows;
 }
 
-PreparedManifest read_prepared_manifest(const std::string& dir) {
+PreparedManifest read_prepared_manifest(const std::string& dir, const EncryptionKey* key) {
   PreparedManifest manifest;
   manifest.path = (fs::path(dir) / kPreparedManifestName).string();
   const std::string& path = manifest.path;
@@ -116,6 +117,26 @@ PreparedManifest read_prepared_manifest(const std::string& dir) {
     DST_THROW(DataError, path << ": not valid JSON (" << e.what() << ")");
   }
   const ManifestReader r(path);
+  if (root.is_object() && root.contains("sealed")) {
+    // An encrypted corpus: the per-shard data, sources and counts are sealed.
+    manifest.key_fingerprint =
+        r.string(r.member(root, "encryption", ""), "key_fingerprint", "encryption.");
+    DST_CHECK(key != nullptr, DataError,
+              path << ": the prepared corpus is encrypted (key " << manifest.key_fingerprint
+                   << "); give its key: data.encryption.key_file or key_env (dstrain eval, "
+                      "tokenize: --key-file)");
+    DST_CHECK(key->fingerprint() == manifest.key_fingerprint, DataError,
+              path << ": the corpus was encrypted with key " << manifest.key_fingerprint
+                   << ", not with the key given (" << key->fingerprint() << ")");
+    json sealed;
+    try {
+      sealed = json::parse(detail::open_hex_seal(*key, r.string(root, "sealed", ""), path));
+    } catch (const json::exception& e) {
+      DST_THROW(DataError, path << ": the sealed part is not valid JSON (" << e.what() << ")");
+    }
+    DST_CHECK(sealed.is_object(), DataError, path << ": the sealed part is not a JSON object");
+    for (auto& [name, value] : sealed.items()) root[name] = value;
+  }
   const std::string format = r.string(root, "format", "");
   DST_CHECK(format == kPreparedFormat, DataError,
             path << ": format is '" << format << "', expected '" << kPreparedFormat << "'");
@@ -162,13 +183,32 @@ PreparedManifest read_prepared_manifest(const std::string& dir) {
   return manifest;
 }
 
-std::optional<PreparedShardAttributes> read_prepared_shard_attributes(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return std::nullopt;
-  hdf5::Quiet quiet;
-  hdf5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-  if (!file.ok()) return std::nullopt;
-  const hid_t root = file.get();
+namespace {
+
+// Opens a shard file read-only: from disk, or, when it is encrypted, decrypted into an in-memory
+// HDF5 image (the plaintext never reaches the disk). Throws DataError for an encrypted shard
+// without a key, CheckpointError when it does not authenticate; an invalid handle when HDF5
+// cannot open the file.
+hdf5::Handle open_shard_file(const std::string& path, const EncryptionKey* key) {
+  if (!file_is_encrypted(path))
+    return hdf5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  DST_CHECK(key != nullptr, DataError,
+            path << ": the shard is encrypted; give the corpus's key (data.encryption.key_file "
+                    "or key_env, --key-file)");
+  std::string image = read_and_decrypt_file(*key, path, fs::path(path).filename().string());
+  hdf5::Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  const bool ok = access.ok() && H5Pset_fapl_core(access.get(), 1 << 20, /*backing_store=*/0) >= 0 &&
+                  H5Pset_file_image(access.get(), image.data(), image.size()) >= 0;
+  std::fill(image.begin(), image.end(), '\0');  // HDF5 holds its own copy
+  DST_CHECK(ok, DataError, path << ": cannot open the decrypted shard in memory");
+  // The core driver refuses a file image under the name of a file that exists: give it a name
+  // that cannot exist.
+  const std::string image_name = "/dev/null/" + fs::path(path).filename().string();
+  return hdf5::Handle(H5Fopen(image_name.c_str(), H5F_ACC_RDONLY, access.get()), H5Fclose);
+}
+
+// The attributes of an open shard file (read_prepared_shard_attributes' checks).
+std::optional<PreparedShardAttributes> shard_attributes(hid_t root) {
   PreparedShardAttributes a;
   const auto format = read_string_attribute(root, "format");
   const auto format_version = read_int64_attribute(root, "format_version");
@@ -204,6 +244,22 @@ std::optional<PreparedShardAttributes> read_prepared_shard_attributes(const std:
   a.tokenizer_fingerprint = *fingerprint;
   a.eos_id = *eos_id;
   return a;
+}
+
+}  // namespace
+
+std::optional<PreparedShardAttributes> read_prepared_shard_attributes(const std::string& path,
+                                                                      const EncryptionKey* key) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  hdf5::Quiet quiet;
+  try {
+    const hdf5::Handle file = open_shard_file(path, key);
+    if (!file.ok()) return std::nullopt;
+    return shard_attributes(file.get());
+  } catch (const std::exception&) {
+    return std::nullopt;  // unreadable, encrypted without a key, or not authentic
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -250,10 +306,11 @@ struct PreparedDataset::Impl {
 };
 
 PreparedDataset::PreparedDataset(const std::string& dir, const std::string& split,
-                                 const std::string& expected_tokenizer_fingerprint)
+                                 const std::string& expected_tokenizer_fingerprint,
+                                 const EncryptionKey* key)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
-  m.manifest = read_prepared_manifest(dir);
+  m.manifest = read_prepared_manifest(dir, key);
   m.split = split;
   m.seq_len = m.manifest.seq_len;
   const std::string& manifest_path = m.manifest.path;
@@ -276,8 +333,12 @@ PreparedDataset::PreparedDataset(const std::string& dir, const std::string& spli
     Impl::Shard shard;
     shard.path = (fs::path(dir) / shard_info.file).string();
     shard.rows = shard_info.rows;
+    std::error_code ec;
+    DST_CHECK(fs::is_regular_file(shard.path, ec), DataError,
+              shard.path << ": missing (listed in " << manifest_path << ")");
+    shard.file = open_shard_file(shard.path, key);
     const std::optional<PreparedShardAttributes> attributes =
-        read_prepared_shard_attributes(shard.path);
+        shard.file.ok() ? shard_attributes(shard.file.get()) : std::nullopt;
     DST_CHECK(attributes.has_value(), DataError,
               shard.path << ": missing or not a valid prepared shard (listed in " << manifest_path
                          << ")");
@@ -286,8 +347,6 @@ PreparedDataset::PreparedDataset(const std::string& dir, const std::string& spli
               DataError,
               shard.path << ": content differs from " << manifest_path
                          << " (changed after the manifest was written; re-run prepare)");
-    shard.file = hdf5::Handle(H5Fopen(shard.path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
-    DST_CHECK(shard.file.ok(), DataError, shard.path << ": cannot open HDF5 file");
     shard.tokens = open_dataset(shard.file.get(), "tokens");
     shard.loss_mask = open_dataset(shard.file.get(), "loss_mask");
     DST_CHECK(shard.tokens.ok() && shard.loss_mask.ok(), DataError,

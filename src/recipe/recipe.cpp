@@ -278,6 +278,10 @@ const std::vector<Section>& sections() {
            field("tokenizer", &TC::data, &DataOptions::tokenizer),
            field("eos_token", &TC::data, &DataOptions::eos_token),
            field("prepared", &TC::data, &DataOptions::prepared),
+           nested("encryption.key_file", &TC::data, &DataOptions::encryption,
+                  &EncryptionKeySource::key_file),
+           nested("encryption.key_env", &TC::data, &DataOptions::encryption,
+                  &EncryptionKeySource::key_env),
        }},
       {"train",
        {
@@ -382,6 +386,10 @@ const std::vector<Section>& sections() {
            field("seed", &TC::prepare, &PrepareOptions::seed),
            field("documents_per_shard", &TC::prepare, &PrepareOptions::documents_per_shard),
            field("threads", &TC::prepare, &PrepareOptions::threads),
+           nested("encryption.key_file", &TC::prepare, &PrepareOptions::encryption,
+                  &EncryptionKeySource::key_file),
+           nested("encryption.key_env", &TC::prepare, &PrepareOptions::encryption,
+                  &EncryptionKeySource::key_env),
        }},
       {"comm",
        {

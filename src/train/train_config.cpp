@@ -95,6 +95,8 @@ void TrainConfig::validate() const {
   DST_CHECK(schedule.min_lr >= 0 && schedule.min_lr <= optim.lr, ConfigError,
             "schedule.min_lr must be in [0, optim.lr]");
   DST_CHECK(data.seq_len > 0, ConfigError, "data.seq_len must be positive");
+  DST_CHECK(data.encryption.key_file.empty() || data.encryption.key_env.empty(), ConfigError,
+            "data.encryption: set key_file or key_env, not both");
   DST_CHECK(data.seq_len <= model.max_position_embeddings, ConfigError,
             "data.seq_len (" << data.seq_len << ") exceeds model.max_position_embeddings ("
                              << model.max_position_embeddings << ")");

@@ -32,10 +32,7 @@ std::string Trainer::checkpoint_root() const {
 }
 
 std::optional<EncryptionKey> Trainer::load_encryption_key() const {
-  const CheckpointEncryptionOptions& e = config_.checkpoint.encryption;
-  if (!e.key_file.empty()) return EncryptionKey::from_file(e.key_file);
-  if (!e.key_env.empty()) return EncryptionKey::from_env(e.key_env);
-  return std::nullopt;
+  return dst::load_encryption_key(config_.checkpoint.encryption);
 }
 
 PieceLocation Trainer::location_of(const std::string& name, const torch::Tensor& local,

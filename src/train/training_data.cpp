@@ -18,15 +18,17 @@ namespace {
 
 // Shards written by `dstrain prepare`: their manifest must fit the model and the recipe.
 TrainingData load_prepared(const DataOptions& data, int64_t model_vocab_size) {
-  const PreparedManifest manifest = read_prepared_manifest(data.prepared);
+  const std::optional<EncryptionKey> key = load_encryption_key(data.encryption);
+  const EncryptionKey* key_ptr = key ? &*key : nullptr;
+  const PreparedManifest manifest = read_prepared_manifest(data.prepared, key_ptr);
   DST_CHECK(manifest.vocab_size <= model_vocab_size, ConfigError,
             data.prepared << ": the corpus was tokenized into " << manifest.vocab_size
                           << " ids, more than model.vocab_size " << model_vocab_size);
   DST_CHECK(manifest.seq_len == data.seq_len, ConfigError,
             data.prepared << ": prepared with seq_len " << manifest.seq_len
                           << ", the recipe's data.seq_len is " << data.seq_len);
-  return {std::make_unique<PreparedDataset>(data.prepared, "train"),
-          std::make_unique<PreparedDataset>(data.prepared, "validation")};
+  return {std::make_unique<PreparedDataset>(data.prepared, "train", "", key_ptr),
+          std::make_unique<PreparedDataset>(data.prepared, "validation", "", key_ptr)};
 }
 
 // A text corpus tokenised now, its validation documents split off or read from data.val_path.

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "deepseek_train/checkpoint/crypto.h"
+#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/core/error.h"
 
 using namespace dst;
@@ -247,7 +247,7 @@ TEST_CASE("crypto: any changed byte, wrong key or other associated data fails", 
       CHECK(contains(message, what));
       CHECK(message.find('\n') == std::string::npos);
       if (position < 8) {
-        CHECK(contains(message, what + ": not an encrypted checkpoint file ("));
+        CHECK(contains(message, what + ": not an encrypted file ("));
       } else {
         CHECK(contains(message, auth_failed));
       }
@@ -275,7 +275,7 @@ TEST_CASE("crypto: any changed byte, wrong key or other associated data fails", 
     CAPTURE(length);
     const std::string message = message_of<CheckpointError>(
         [&] { decrypt_bytes(key, envelope.substr(0, length), "step-42", what); });
-    CHECK(contains(message, what + ": not an encrypted checkpoint file ("));
+    CHECK(contains(message, what + ": not an encrypted file ("));
   }
   for (const std::size_t cut : {std::size_t{1}, std::size_t{16}, std::size_t{500}}) {
     CAPTURE(cut);
@@ -288,7 +288,7 @@ TEST_CASE("crypto: any changed byte, wrong key or other associated data fails", 
       auth_failed));
   CHECK(
       contains(message_of<CheckpointError>([&] { decrypt_bytes(key, plaintext, "step-42", what); }),
-               what + ": not an encrypted checkpoint file ("));
+               what + ": not an encrypted file ("));
 }
 
 TEST_CASE("crypto: file helpers round trip and detect a modified file", "[checkpoint]") {
@@ -331,7 +331,7 @@ TEST_CASE("crypto: file helpers round trip and detect a modified file", "[checkp
   CHECK_FALSE(file_is_encrypted(short_path));
   CHECK(contains(
       message_of<CheckpointError>([&] { read_and_decrypt_file(key, short_path, "model.h5"); }),
-      short_path + ": not an encrypted checkpoint file ("));
+      short_path + ": not an encrypted file ("));
   const std::string missing = (dir / "missing.bin").string();
   CHECK(contains(message_of<IoError>([&] { read_file_bytes(missing); }), missing));
   CHECK(contains(message_of<IoError>([&] { file_is_encrypted(missing); }), missing));

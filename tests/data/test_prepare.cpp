@@ -773,3 +773,73 @@ TEST_CASE("prepare with the GPT-2 tokenizer", "[data]") {
           dst::PreparedDataset d(dir / "out", "train", dst::ByteTokenizer().fingerprint());
         }).find("fingerprint") != std::string::npos);
 }
+
+TEST_CASE("an encrypted prepared corpus reads back in memory only; tamper, wrong or missing key",
+          "[data]") {
+  TempDir dir("encrypted");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "Secret record " + numbered_words(8, i * 17) + ".\n\n";
+  write_text(dir / "a.txt", text);
+  write_text(dir / "key.hex", std::string(64, 'a') + "\n");
+  write_text(dir / "other.hex", std::string(64, 'b') + "\n");
+  dst::PrepareOptions plain = base_options({dir / "a.txt"}, dir / "plain");
+  plain.val_fraction = 0.2;
+  plain.documents_per_shard = 10;
+  dst::PrepareOptions sealed = plain;
+  sealed.output_dir = dir / "sealed";
+  sealed.encryption.key_file = dir / "key.hex";
+  dst::prepare_corpus(plain, quiet_logger());
+  const dst::PrepareReport first = dst::prepare_corpus(sealed, quiet_logger());
+  CHECK(first.shards_written > 1);
+  // Nothing of the text is on the disk: every shard is an envelope, the manifest's shard list,
+  // sources and counts are sealed.
+  for (const auto& entry : fs::directory_iterator(dir.path / "sealed")) {
+    const std::string bytes = read_text(entry.path().string());
+    CHECK(bytes.find("Secret record") == std::string::npos);
+    if (entry.path().extension() == ".h5") CHECK(dst::file_is_encrypted(entry.path().string()));
+  }
+  const std::string manifest_text = read_text(dir / "sealed/manifest.json");
+  CHECK(manifest_text.find("content_hash") == std::string::npos);
+  CHECK(manifest_text.find("a.txt") == std::string::npos);
+  // With the key: the same rows as the plaintext corpus, from either split.
+  const dst::EncryptionKey key = dst::EncryptionKey::from_file(dir / "key.hex");
+  for (const std::string split : {"train", "validation"}) {
+    dst::PreparedDataset expected(dir / "plain", split);
+    dst::PreparedDataset actual(dir / "sealed", split, "", &key);
+    REQUIRE(actual.size() == expected.size());
+    std::vector<int64_t> indices(static_cast<size_t>(actual.size()));
+    for (size_t i = 0; i < indices.size(); ++i) indices[i] = static_cast<int64_t>(i);
+    std::vector<int32_t> tokens_a, tokens_b;
+    std::vector<uint8_t> mask_a, mask_b;
+    expected.read_rows(indices, &tokens_a, &mask_a);
+    actual.read_rows(indices, &tokens_b, &mask_b);
+    CHECK(tokens_a == tokens_b);
+    CHECK(mask_a == mask_b);
+  }
+  // A re-run with the key rewrites nothing (the sealed manifest compares by content).
+  const dst::PrepareReport second = dst::prepare_corpus(sealed, quiet_logger());
+  CHECK(second.shards_written == 0);
+  CHECK_FALSE(second.manifest_written);
+  // Missing key, another key: one-line errors naming the manifest.
+  std::string m = error_of<dst::DataError>([&] { dst::PreparedDataset(dir / "sealed", "train"); });
+  CHECK_THAT(m, Catch::Contains("manifest.json: the prepared corpus is encrypted") &&
+                    Catch::Contains("data.encryption.key_file"));
+  const dst::EncryptionKey other = dst::EncryptionKey::from_file(dir / "other.hex");
+  m = error_of<dst::DataError>([&] { dst::PreparedDataset(dir / "sealed", "train", "", &other); });
+  CHECK_THAT(m, Catch::Contains("was encrypted with key " + key.fingerprint()));
+  // One changed byte in a shard: the shard fails to authenticate, named.
+  const std::string shard = dir / "sealed/train-00000.h5";
+  std::string bytes = read_text(shard);
+  bytes[bytes.size() / 2] ^= 1;
+  write_text(shard, bytes);
+  m = error_of<dst::CheckpointError>(
+      [&] { dst::PreparedDataset(dir / "sealed", "train", "", &key); });
+  CHECK_THAT(m, Catch::Contains("train-00000.h5: authentication failed"));
+  CHECK(m.find('\n') == std::string::npos);
+  // A missing key file fails before anything is written.
+  dst::PrepareOptions missing = sealed;
+  missing.output_dir = dir / "never";
+  missing.encryption.key_file = dir / "absent.hex";
+  CHECK_THROWS_AS(dst::prepare_corpus(missing, quiet_logger()), dst::ConfigError);
+  CHECK_FALSE(fs::exists(dir.path / "never"));
+}

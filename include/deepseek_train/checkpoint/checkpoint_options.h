@@ -5,13 +5,12 @@
 #include <cstdint>
 #include <string>
 
+#include "deepseek_train/core/crypto.h"
+
 namespace dst {
 
-struct CheckpointEncryptionOptions {
-  std::string key_file;  // checkpoint.encryption.key_file: 32 raw bytes or 64 hex characters
-  std::string key_env;   // checkpoint.encryption.key_env: name of a variable holding 64 hex chars
-  bool enabled() const { return !key_file.empty() || !key_env.empty(); }
-};
+// checkpoint.encryption.{key_file, key_env} (core/crypto.h).
+using CheckpointEncryptionOptions = EncryptionKeySource;
 
 struct CheckpointOptions {
   int64_t every_steps = 0;  // checkpoint.every_steps: 0 = only at the end of training

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/core/log.h"
 #include "deepseek_train/data/near_dedup.h"
 #include "deepseek_train/data/pii_scrubber.h"
@@ -61,6 +62,10 @@ struct PrepareOptions {
   int64_t documents_per_shard = 10000;
   int threads = 0;       // worker threads; 0 = hardware concurrency
   bool progress = true;  // progress bar on stderr (only when stderr is a terminal)
+  // Encryption at rest (prepare.encryption.key_file / key_env, core/crypto.h): every shard is
+  // sealed with AES-256-GCM and the manifest's per-shard data, sources and counts too; training
+  // and `dstrain eval --data` read them with the same key (data.encryption, --key-file).
+  EncryptionKeySource encryption;
 
   // Throws ConfigError naming the key ("prepare.seq_len must be positive, got 0").
   void validate() const;

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "deepseek_train/core/crypto.h"
+
 namespace dst {
 
 struct DataOptions {
@@ -20,6 +22,9 @@ struct DataOptions {
   // A folder written by `dstrain prepare` (train-*.h5, validation-*.h5, manifest.json): used
   // instead of train_path/val_path when set.
   std::string prepared;
+  // The key of an encrypted prepared corpus (data.encryption.key_file / key_env; the key
+  // prepare.encryption wrote it with). Shards are decrypted in memory only.
+  EncryptionKeySource encryption;
 };
 
 }  // namespace dst

@@ -1,6 +1,8 @@
 // Reading a corpus written by `dstrain prepare` (corpus_prepare.h): the manifest's essentials,
 // a shard's attributes, and PreparedDataset, a SequenceDataset over one split whose rows are read
-// from the HDF5 shards on demand. Torch-free; HDF5 stays out of this header.
+// from the HDF5 shards on demand. An encrypted corpus (prepare.encryption) is read with its key:
+// the manifest's sealed part and each shard are decrypted in memory only (core/crypto.h).
+// Torch-free; HDF5 stays out of this header.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/data/sequence_dataset.h"
 
 namespace dst {
@@ -38,14 +41,18 @@ struct PreparedManifest {
   int32_t vocab_size = 0;
   int32_t eos_id = -1;
   std::map<std::string, PreparedSplitInfo> splits;  // "train", "validation"
+  std::string key_fingerprint;  // of the key an encrypted corpus was written with ("": plaintext)
 
   // Rows of a split (0 for a split that is not there).
   int64_t rows(const std::string& split) const;
 };
 
 // Parses `<dir>/manifest.json`. Throws DataError naming the manifest when it is missing, not
-// JSON, of another format or version, or lacks a key (the message names the key).
-PreparedManifest read_prepared_manifest(const std::string& dir);
+// JSON, of another format or version, or lacks a key (the message names the key); for an
+// encrypted corpus, when `key` is null or another key's (CheckpointError when the sealed part
+// does not authenticate).
+PreparedManifest read_prepared_manifest(const std::string& dir,
+                                        const EncryptionKey* key = nullptr);
 
 // Attributes stored in every shard file.
 struct PreparedShardAttributes {
@@ -64,9 +71,10 @@ struct PreparedShardAttributes {
 };
 
 // The attributes of a shard file, or nullopt when the file is missing, not HDF5, lacks an
-// attribute or its `tokens`/`loss_mask` datasets do not have shape [rows, seq_len + 1]. Never
-// throws for a bad file.
-std::optional<PreparedShardAttributes> read_prepared_shard_attributes(const std::string& path);
+// attribute or its `tokens`/`loss_mask` datasets do not have shape [rows, seq_len + 1], or is
+// encrypted and does not open with `key` (null: no key). Never throws for a bad file.
+std::optional<PreparedShardAttributes> read_prepared_shard_attributes(
+    const std::string& path, const EncryptionKey* key = nullptr);
 
 class PreparedDataset final : public SequenceDataset {
  public:
@@ -74,9 +82,11 @@ class PreparedDataset final : public SequenceDataset {
   // open. When `expected_tokenizer_fingerprint` is non-empty and differs from the manifest's,
   // throws DataError naming the manifest. A missing or corrupt manifest or shard, a shard whose
   // content hash or shape differs from the manifest, or a split without rows throws DataError
-  // naming the file.
+  // naming the file. An encrypted corpus needs `key` (the manifest's errors above; a shard that
+  // does not authenticate — changed or another key's — throws CheckpointError naming it).
   PreparedDataset(const std::string& dir, const std::string& split,
-                  const std::string& expected_tokenizer_fingerprint = "");
+                  const std::string& expected_tokenizer_fingerprint = "",
+                  const EncryptionKey* key = nullptr);
   ~PreparedDataset() override;
   PreparedDataset(const PreparedDataset&) = delete;
   PreparedDataset& operator=(const PreparedDataset&) = delete;

@@ -1,12 +1,14 @@
-// Checkpoint integrity and encryption at rest: SHA-256 digests of files and bytes for manifests,
-// and AES-256-GCM sealed envelopes (OpenSSL 3 EVP) so checkpoint files can be stored encrypted and
-// any modification, wrong key or mismatched context is detected on load.
+// Encryption at rest for checkpoints and prepared corpora: 256-bit keys from a file or an
+// environment variable, and AES-256-GCM sealed envelopes (OpenSSL 3 EVP) so files can be stored
+// encrypted and any modification, wrong key or mismatched context is detected on load; SHA-256
+// digests of files and bytes for manifests.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "deepseek_train/core/sha256.h"  // checkpoint digests (sha256_hex, Sha256)
@@ -56,6 +58,17 @@ class EncryptionKey {
   std::array<unsigned char, kSize> bytes_;
 };
 
+// Where a key comes from: the recipe keys <section>.encryption.key_file (32 raw bytes or 64 hex
+// characters) and key_env (a variable holding 64 hex characters); at most one is set.
+struct EncryptionKeySource {
+  std::string key_file;
+  std::string key_env;
+  bool enabled() const { return !key_file.empty() || !key_env.empty(); }
+};
+
+// The key `source` names, or nullopt when it names none; errors as from_file / from_env.
+std::optional<EncryptionKey> load_encryption_key(const EncryptionKeySource& source);
+
 // ---------------------------------------------------------------------------------------------
 // Sealed envelopes
 // ---------------------------------------------------------------------------------------------
@@ -86,7 +99,7 @@ std::string encrypt_bytes(const EncryptionKey& key, const std::string& plaintext
 // nonce, ciphertext or tag byte, or different associated data throws CheckpointError
 // "<what>: authentication failed (wrong key or the file was modified)". Input too short to be an
 // envelope or without the magic (including a changed magic byte) throws CheckpointError
-// "<what>: not an encrypted checkpoint file (...)". No unauthenticated plaintext is returned.
+// "<what>: not an encrypted file (...)". No unauthenticated plaintext is returned.
 std::string decrypt_bytes(const EncryptionKey& key, const std::string& envelope,
                           const std::string& associated_data, const std::string& what);
 

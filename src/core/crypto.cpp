@@ -1,4 +1,4 @@
-#include "deepseek_train/checkpoint/crypto.h"
+#include "deepseek_train/core/crypto.h"
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -277,15 +277,21 @@ std::string encrypt_bytes(const EncryptionKey& key, const std::string& plaintext
   return envelope;
 }
 
+std::optional<EncryptionKey> load_encryption_key(const EncryptionKeySource& source) {
+  if (!source.key_file.empty()) return EncryptionKey::from_file(source.key_file);
+  if (!source.key_env.empty()) return EncryptionKey::from_env(source.key_env);
+  return std::nullopt;
+}
+
 std::string decrypt_bytes(const EncryptionKey& key, const std::string& envelope,
                           const std::string& associated_data, const std::string& what) {
   DST_CHECK(envelope.size() >= kEnvelopeMagicSize, CheckpointError,
-            what << ": not an encrypted checkpoint file (" << envelope.size()
+            what << ": not an encrypted file (" << envelope.size()
                  << " bytes, shorter than the " << kEnvelopeMagicSize << "-byte magic)");
   DST_CHECK(is_encrypted_envelope(envelope), CheckpointError,
-            what << ": not an encrypted checkpoint file (no DSTAES1 magic)");
+            what << ": not an encrypted file (no DSTAES1 magic)");
   DST_CHECK(envelope.size() >= kEnvelopeOverhead, CheckpointError,
-            what << ": not an encrypted checkpoint file (truncated: " << envelope.size()
+            what << ": not an encrypted file (truncated: " << envelope.size()
                  << " bytes, an envelope has at least " << kEnvelopeOverhead << ")");
   const unsigned char* in = bytes_of(envelope);
   const std::size_t ciphertext_size = envelope.size() - kEnvelopeOverhead;
@@ -313,7 +319,7 @@ void encrypt_file_in_place(const EncryptionKey& key, const std::string& path,
                            const std::string& associated_data) {
   const std::string plaintext = read_file_bytes(path);
   DST_CHECK(!is_encrypted_envelope(plaintext), CheckpointError,
-            path << ": already an encrypted checkpoint file (refusing to encrypt it twice)");
+            path << ": already an encrypted file (refusing to encrypt it twice)");
   write_file_atomically(path, encrypt_bytes(key, plaintext, associated_data, path));
 }
 
