@@ -2,7 +2,9 @@
 # DP-SGD through the CLI: LoRA on 2 ranks under ZeRO-2 with Poisson sampling and the noise
 # multiplier solved for a target epsilon; metrics.jsonl reports epsilon (rising, within the
 # target at the end), the sample rate and the noise multiplier; the checkpoint's provenance and
-# `ckpt inspect` carry the privacy parameters; bad privacy settings are one-line errors.
+# `ckpt inspect` carry the privacy parameters; bad privacy settings are one-line errors. An
+# encrypted prepared corpus: no plaintext on disk, training and `dstrain eval --data` read it
+# with the key, and a missing key or a changed byte is a one-line error naming the file.
 # usage: test_privacy_cli.sh DSTRAIN WORKDIR SOURCE_DIR
 set -euo pipefail
 DSTRAIN=$1
@@ -55,4 +57,33 @@ expect_error 2 "privacy.sampling 'uniform' is not one of poisson, shuffle" \
   "$DSTRAIN" train private.yaml privacy.sampling=uniform
 expect_error 2 "privacy.max_grad_norm is required" \
   "$DSTRAIN" train private.yaml privacy.max_grad_norm=0
+# Encrypted prepared corpus.
+head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 64 > corpus.key
+mkdir -p in && head -400 corpus.txt > in/notes.txt
+cat > sealed.yaml <<'YAML'
+model: {vocab_size: 259, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+        num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}
+prepare: {inputs: [in], output_dir: sealed, seq_len: 32, documents_per_shard: 100, text_split: line,
+          encryption: {key_file: corpus.key}}
+data: {prepared: sealed, seq_len: 32, encryption: {key_file: corpus.key}}
+train: {steps: 2, micro_batch_size: 2, eval_every: 0, eval_batches: 1, output_dir: sealed_run,
+        progress: lines}
+checkpoint: {at_end: true}
+YAML
+"$DSTRAIN" prepare sealed.yaml > prepare.log 2>&1 || { cat prepare.log; fail "encrypted prepare"; }
+first_line=$(head -1 in/notes.txt | cut -c1-40)
+if grep -rqF -- "$first_line" sealed; then fail "plaintext of the corpus in the encrypted shards"; fi
+"$DSTRAIN" train sealed.yaml > sealed_train.log 2>&1 || { cat sealed_train.log; fail "training on the encrypted corpus"; }
+"$DSTRAIN" eval --model "sealed_run/checkpoints/step-2" --data sealed --key-file corpus.key \
+  > eval.txt 2>&1 || { cat eval.txt; fail "eval --data on the encrypted corpus"; }
+grep -q "loss" eval.txt || { cat eval.txt; fail "eval printed no loss"; }
+echo "ok: encrypted corpus trained on and evaluated ($(grep -o 'loss [0-9.]*' eval.txt | head -1))"
+expect_error 1 "manifest.json: the prepared corpus is encrypted" \
+  "$DSTRAIN" eval --model "sealed_run/checkpoints/step-2" --data sealed
+python3 - <<'PY'
+data = bytearray(open("sealed/train-00000.h5", "rb").read())
+data[len(data) // 2] ^= 1
+open("sealed/train-00000.h5", "wb").write(bytes(data))
+PY
+expect_error 1 "train-00000.h5: authentication failed" "$DSTRAIN" train sealed.yaml
 echo "PASS"
