@@ -11,6 +11,7 @@
 
 #include "cli_io.h"
 #include "commands.h"
+#include "inference_model.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
@@ -94,10 +95,18 @@ int run_ckpt_inspect(const CkptArgs& args) {
   return 0;
 }
 
-int run_ckpt_convert(const CkptArgs& args) {
-  DST_CHECK(args.to == "consolidated" || args.to == "hf" || args.to == "gguf", ConfigError,
-            "ckpt convert: --to must be consolidated, hf or gguf, got '" << args.to << "'");
-  const ModelWeights weights = read_model_weights(args);
+int run_ckpt_convert(const CkptArgs& given) {
+  DST_CHECK(given.to == "consolidated" || given.to == "hf" || given.to == "gguf", ConfigError,
+            "ckpt convert: --to must be consolidated, hf or gguf, got '" << given.to << "'");
+  // A bad output key fails before anything is read or written.
+  const std::optional<EncryptionKey> output_key =
+      load_encryption_key({given.encrypt_key_file, ""});
+  CkptArgs args = given;
+  const DecryptedSources decrypted({&args.directory}, args.key_file, args.key_env,
+                                   "ckpt convert");
+  ModelWeights weights = read_model_weights(args);
+  if (args.directory != given.directory)
+    weights.description = given.directory + " (Hugging Face, encrypted)";
   if (args.to == "hf") {
     DST_CHECK(args.max_shard_mb > 0, ConfigError,
               "ckpt convert: --max-shard-mb must be positive, got " << args.max_shard_mb);
@@ -128,8 +137,10 @@ int run_ckpt_convert(const CkptArgs& args) {
   if (args.to != "gguf" && !weights.provenance.empty())
     write_file_atomically((std::filesystem::path(args.output) / "provenance.json").string(),
                           nlohmann::json::parse(weights.provenance).dump(2) + "\n");
-  std::printf("wrote %zu tensors of %s to %s (%s)\n", weights.tensors.size(),
-              weights.description.c_str(), args.output.c_str(), args.to.c_str());
+  if (output_key) encrypt_export(*output_key, args.output);
+  std::printf("wrote %zu tensors of %s to %s (%s%s)\n", weights.tensors.size(),
+              weights.description.c_str(), args.output.c_str(), args.to.c_str(),
+              output_key ? ", encrypted" : "");
   return 0;
 }
 

@@ -66,6 +66,7 @@ struct CkptArgs {
   std::string output;  // convert
   std::string key_file;
   std::string key_env;
+  std::string encrypt_key_file;  // convert: seal every file written with this key
   GgufExportOptions gguf;
   double max_shard_mb = 5120;  // convert --to hf  // convert --to gguf
 };

@@ -204,7 +204,10 @@ int run_prepare(const PrepareArgs& args) {
   return 0;
 }
 
-int run_eval(const EvalArgs& args, const LaunchEnv& env) {
+int run_eval(const EvalArgs& given, const LaunchEnv& env) {
+  EvalArgs args = given;
+  const DecryptedSources decrypted({&args.model, &args.adapter}, args.key_file, args.key_env,
+                                   "eval");
   const int sources =
       (args.data.empty() ? 0 : 1) + (args.text.empty() ? 0 : 1) + (args.ids.empty() ? 0 : 1);
   DST_CHECK(

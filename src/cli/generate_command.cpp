@@ -147,7 +147,10 @@ void report_speed(const GenerationResult& result, size_t prompt_tokens) {
 
 }  // namespace
 
-int run_generate(const GenerateArgs& args, const LaunchEnv& env) {
+int run_generate(const GenerateArgs& given, const LaunchEnv& env) {
+  GenerateArgs args = given;
+  const DecryptedSources decrypted({&args.model, &args.adapter}, args.key_file, args.key_env,
+                                   "generate");
   const ModelSource source{args.model, args.adapter, args.key_file, args.key_env, "generate"};
   TrainConfig config = inference_config(source);
   std::string tokenizer_path = args.tokenizer;

@@ -15,6 +15,20 @@ bool is_checkpoint_dir(const std::string& path) {
   return fs::exists(fs::path(path) / "manifest.json");
 }
 
+DecryptedSources::DecryptedSources(std::vector<std::string*> folders, const std::string& key_file,
+                                   const std::string& key_env, const std::string& command) {
+  std::optional<EncryptionKey> key;
+  for (std::string* folder : folders) {
+    if (folder->empty() || is_checkpoint_dir(*folder) || !folder_is_encrypted(*folder)) continue;
+    if (!key) key = load_encryption_key({key_file, key_env});
+    DST_CHECK(key.has_value(), ConfigError,
+              command << ": " << *folder
+                      << " is an encrypted export; give its key with --key-file or --key-env");
+    opened_.push_back(std::make_unique<DecryptedFolder>(*folder, *key));
+    *folder = opened_.back()->path();
+  }
+}
+
 TrainConfig inference_config(const ModelSource& source) {
   TrainConfig config;
   if (is_checkpoint_dir(source.model)) {

@@ -5,6 +5,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "deepseek_train/checkpoint/encrypted_folder.h"
 
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/core/launch_env.h"
@@ -24,6 +27,19 @@ struct ModelSource {
 TrainConfig inference_config(const ModelSource& source);
 
 bool is_checkpoint_dir(const std::string& path);
+
+// Encrypted exports (`ckpt convert --encrypt-key-file`, checkpoint/encrypted_folder.h) among the
+// given model and adapter folders, opened with the key for this object's lifetime: each such
+// path is replaced by the path of its decrypted view. ConfigError naming the folder when one is
+// encrypted and no key is given.
+class DecryptedSources {
+ public:
+  DecryptedSources(std::vector<std::string*> folders, const std::string& key_file,
+                   const std::string& key_env, const std::string& command);
+
+ private:
+  std::vector<std::unique_ptr<DecryptedFolder>> opened_;
+};
 
 // Builds the model of `config` (from inference_config, with data.seq_len set) over `world` and
 // loads its weights.

@@ -156,6 +156,9 @@ int main(int argc, char** argv) {
   convert->add_option("dir", ckpt_args.directory, "checkpoint directory or Hugging Face folder")
       ->required();
   convert->add_option("--to", ckpt_args.to, "consolidated | hf | gguf")->required();
+  convert->add_option("--encrypt-key-file", ckpt_args.encrypt_key_file,
+                      "seal every file written (AES-256-GCM) with this key; dstrain eval and "
+                      "generate read it with --key-file (transformers and llama.cpp cannot)");
   convert->add_option("output", ckpt_args.output, "output folder (gguf: output file)")->required();
   convert
       ->add_option("--max-shard-mb", ckpt_args.max_shard_mb,

@@ -1,11 +1,15 @@
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "deepseek_train/checkpoint/encrypted_folder.h"
 #include "deepseek_train/core/crypto.h"
 #include "deepseek_train/core/error.h"
 
@@ -340,4 +344,39 @@ TEST_CASE("crypto: file helpers round trip and detect a modified file", "[checkp
   CHECK_FALSE(fs::exists(missing));
 
   fs::remove_all(dir);
+}
+
+TEST_CASE("encrypted exports: every file sealed, read back through in-memory files", "[checkpoint]") {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("dst_encrypted_export_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir / "export");
+  const std::map<std::string, std::string> files = {
+      {"config.json", "{\"hidden_size\": 8}"}, {"model.safetensors", std::string(5000, '\x07')}};
+  for (const auto& [name, content] : files) std::ofstream(dir / "export" / name) << content;
+  const EncryptionKey key = EncryptionKey::from_bytes(std::string(32, 'k'));
+  CHECK_FALSE(folder_is_encrypted((dir / "export").string()));
+  encrypt_export(key, (dir / "export").string());
+  CHECK(folder_is_encrypted((dir / "export").string()));
+  for (const auto& [name, content] : files)
+    CHECK(read_file_bytes((dir / "export" / name).string()).find(content) == std::string::npos);
+  std::string links;
+  {
+    const DecryptedFolder opened((dir / "export").string(), key);
+    links = opened.path();
+    for (const auto& [name, content] : files) {
+      CHECK(read_file_bytes((std::filesystem::path(links) / name).string()) == content);
+      CHECK(std::filesystem::is_symlink(std::filesystem::path(links) / name));  // no plaintext
+    }
+  }
+  CHECK_FALSE(std::filesystem::exists(links));  // the links go with the object
+  // Swapped files or another key: the file is named, nothing is left behind.
+  std::filesystem::rename(dir / "export" / "config.json", dir / "export" / "other.json");
+  CHECK_THROWS_WITH(DecryptedFolder((dir / "export").string(), key),
+                    Catch::Contains("other.json: authentication failed"));
+  std::filesystem::rename(dir / "export" / "other.json", dir / "export" / "config.json");
+  CHECK_THROWS_WITH(
+      DecryptedFolder((dir / "export").string(), EncryptionKey::from_bytes(std::string(32, 'x'))),
+      Catch::Contains("authentication failed"));
+  std::filesystem::remove_all(dir);
 }

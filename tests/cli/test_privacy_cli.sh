@@ -4,7 +4,9 @@
 # target at the end), the sample rate and the noise multiplier; the checkpoint's provenance and
 # `ckpt inspect` carry the privacy parameters; bad privacy settings are one-line errors. An
 # encrypted prepared corpus: no plaintext on disk, training and `dstrain eval --data` read it
-# with the key, and a missing key or a changed byte is a one-line error naming the file.
+# with the key, and a missing key or a changed byte is a one-line error naming the file. An
+# encrypted export (`ckpt convert --encrypt-key-file`) gives the plaintext export's eval loss with
+# the key and a one-line error without it.
 # usage: test_privacy_cli.sh DSTRAIN WORKDIR SOURCE_DIR
 set -euo pipefail
 DSTRAIN=$1
@@ -78,6 +80,20 @@ if grep -rqF -- "$first_line" sealed; then fail "plaintext of the corpus in the 
   > eval.txt 2>&1 || { cat eval.txt; fail "eval --data on the encrypted corpus"; }
 grep -q "loss" eval.txt || { cat eval.txt; fail "eval printed no loss"; }
 echo "ok: encrypted corpus trained on and evaluated ($(grep -o 'loss [0-9.]*' eval.txt | head -1))"
+# Encrypted export: the same loss as the plaintext export, with the key only.
+"$DSTRAIN" ckpt convert sealed_run/checkpoints/step-2 --to hf plain_hf > /dev/null
+"$DSTRAIN" ckpt convert sealed_run/checkpoints/step-2 --to hf sealed_hf \
+  --encrypt-key-file corpus.key > convert.txt || fail "encrypted export"
+grep -q "(hf, encrypted)" convert.txt || { cat convert.txt; fail "convert did not say encrypted"; }
+if grep -q '"hidden_size"' sealed_hf/config.json; then fail "plaintext config.json in the encrypted export"; fi
+"$DSTRAIN" eval --model plain_hf --data sealed --key-file corpus.key > eval_plain.txt 2>&1
+"$DSTRAIN" eval --model sealed_hf --data sealed --key-file corpus.key > eval_sealed.txt 2>&1 ||
+  { cat eval_sealed.txt; fail "eval of the encrypted export"; }
+test "$(grep -o 'loss [0-9.]*' eval_plain.txt)" = "$(grep -o 'loss [0-9.]*' eval_sealed.txt)" ||
+  fail "encrypted export: $(cat eval_sealed.txt) vs $(cat eval_plain.txt)"
+echo "ok: encrypted export evaluates as the plaintext one ($(grep -o 'loss [0-9.]*' eval_sealed.txt))"
+expect_error 2 "sealed_hf is an encrypted export; give its key" \
+  "$DSTRAIN" eval --model sealed_hf --text in/notes.txt --tokenizer byte
 expect_error 1 "manifest.json: the prepared corpus is encrypted" \
   "$DSTRAIN" eval --model "sealed_run/checkpoints/step-2" --data sealed
 python3 - <<'PY'
