@@ -748,8 +748,8 @@ std::string CheckpointReader::describe() const {
           << privacy.value("delta", 0.0) << " after " << privacy.value("steps", 0)
           << " steps (noise multiplier " << privacy.value("noise_multiplier", 0.0)
           << ", max_grad_norm " << privacy.value("max_grad_norm", 0.0) << ", sample rate "
-          << privacy.value("sample_rate", 0.0) << ", "
-          << privacy.value("sampling", std::string()) << " sampling)\n";
+          << privacy.value("sample_rate", 0.0) << ", " << privacy.value("sampling", std::string())
+          << " sampling)\n";
     }
   }
   int64_t total = 0;

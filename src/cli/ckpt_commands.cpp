@@ -11,13 +11,13 @@
 
 #include "cli_io.h"
 #include "commands.h"
-#include "inference_model.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
 #include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/tokenizer.h"
+#include "inference_model.h"
 
 namespace dst::cli {
 
@@ -99,11 +99,9 @@ int run_ckpt_convert(const CkptArgs& given) {
   DST_CHECK(given.to == "consolidated" || given.to == "hf" || given.to == "gguf", ConfigError,
             "ckpt convert: --to must be consolidated, hf or gguf, got '" << given.to << "'");
   // A bad output key fails before anything is read or written.
-  const std::optional<EncryptionKey> output_key =
-      load_encryption_key({given.encrypt_key_file, ""});
+  const std::optional<EncryptionKey> output_key = load_encryption_key({given.encrypt_key_file, ""});
   CkptArgs args = given;
-  const DecryptedSources decrypted({&args.directory}, args.key_file, args.key_env,
-                                   "ckpt convert");
+  const DecryptedSources decrypted({&args.directory}, args.key_file, args.key_env, "ckpt convert");
   ModelWeights weights = read_model_weights(args);
   if (args.directory != given.directory)
     weights.description = given.directory + " (Hugging Face, encrypted)";

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "deepseek_train/checkpoint/encrypted_folder.h"
-
 #include "deepseek_train/comm/communicator.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/train/trainer.h"

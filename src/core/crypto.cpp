@@ -286,8 +286,8 @@ std::optional<EncryptionKey> load_encryption_key(const EncryptionKeySource& sour
 std::string decrypt_bytes(const EncryptionKey& key, const std::string& envelope,
                           const std::string& associated_data, const std::string& what) {
   DST_CHECK(envelope.size() >= kEnvelopeMagicSize, CheckpointError,
-            what << ": not an encrypted file (" << envelope.size()
-                 << " bytes, shorter than the " << kEnvelopeMagicSize << "-byte magic)");
+            what << ": not an encrypted file (" << envelope.size() << " bytes, shorter than the "
+                 << kEnvelopeMagicSize << "-byte magic)");
   DST_CHECK(is_encrypted_envelope(envelope), CheckpointError,
             what << ": not an encrypted file (no DSTAES1 magic)");
   DST_CHECK(envelope.size() >= kEnvelopeOverhead, CheckpointError,

@@ -513,8 +513,7 @@ class Pipeline {
     // A kept shard is encrypted exactly when this run encrypts (under this key, or it would not
     // have opened).
     if (existing && file_is_encrypted(path) == key_.has_value() &&
-        existing->format == kShardFormat &&
-        existing->format_version == kPreparedFormatVersion &&
+        existing->format == kShardFormat && existing->format_version == kPreparedFormatVersion &&
         existing->content_hash == shard.content_hash && existing->documents == shard.documents &&
         existing->seq_len == options_.seq_len) {
       shard.tokens = existing->tokens;

@@ -42,8 +42,8 @@ std::vector<std::vector<int64_t>> PoissonSampler::next_step() {
   const std::vector<int64_t> batch = global_batch(steps_++);
   const int64_t size = static_cast<int64_t>(batch.size());
   const int64_t fullest = (size + dp_size_ - 1) / dp_size_;
-  const int64_t micro_batches = std::max<int64_t>(1, (fullest + micro_batch_size_ - 1) /
-                                                         micro_batch_size_);
+  const int64_t micro_batches =
+      std::max<int64_t>(1, (fullest + micro_batch_size_ - 1) / micro_batch_size_);
   std::vector<std::vector<int64_t>> out(static_cast<size_t>(micro_batches));
   int64_t taken = 0;
   for (auto& micro : out) {

@@ -10,9 +10,9 @@
 #include <sstream>
 
 #include "core/hdf5_io.h"
+#include "corpus_shards.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/corpus_prepare.h"
-#include "corpus_shards.h"
 
 namespace dst {
 
@@ -197,7 +197,8 @@ hdf5::Handle open_shard_file(const std::string& path, const EncryptionKey* key) 
                     "or key_env, --key-file)");
   std::string image = read_and_decrypt_file(*key, path, fs::path(path).filename().string());
   hdf5::Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  const bool ok = access.ok() && H5Pset_fapl_core(access.get(), 1 << 20, /*backing_store=*/0) >= 0 &&
+  const bool ok = access.ok() &&
+                  H5Pset_fapl_core(access.get(), 1 << 20, /*backing_store=*/0) >= 0 &&
                   H5Pset_file_image(access.get(), image.data(), image.size()) >= 0;
   std::fill(image.begin(), image.end(), '\0');  // HDF5 holds its own copy
   DST_CHECK(ok, DataError, path << ": cannot open the decrypted shard in memory");

@@ -85,16 +85,18 @@ at::Tensor PerExampleGradientTap::squared_norms(const at::Tensor& loss, int64_t 
   std::set<const void*> reported;
   for (const Record& record : records) {
     DST_CHECK(reported.insert(record.parameter).second, ConfigError,
-              "privacy: parameter '" << names_.at(record.parameter)
-                                     << "' is used twice in one forward (a tied embedding that "
-                                        "trains, or activation checkpointing); DP-SGD's "
-                                        "per-example norms need each trainable parameter used once");
+              "privacy: parameter '"
+                  << names_.at(record.parameter)
+                  << "' is used twice in one forward (a tied embedding that "
+                     "trains, or activation checkpointing); DP-SGD's "
+                     "per-example norms need each trainable parameter used once");
   }
   for (const auto& [key, name] : names_)
     DST_CHECK(reported.count(key) > 0, ConfigError,
               "privacy: no per-example gradient norm for trainable parameter '"
-                  << name << "' (DP-SGD supports linear, embedding, RMSNorm, LoRA and prefix "
-                             "parameters; freeze it or train an adapter)");
+                  << name
+                  << "' (DP-SGD supports linear, embedding, RMSNorm, LoRA and prefix "
+                     "parameters; freeze it or train an adapter)");
   at::Tensor total = at::zeros({examples}, at::TensorOptions().dtype(at::kDouble));
   if (records.empty()) return total;
   std::vector<at::Tensor> outputs;
@@ -106,9 +108,9 @@ at::Tensor PerExampleGradientTap::squared_norms(const at::Tensor& loss, int64_t 
     if (!grads[i].defined()) continue;  // the output did not reach the loss
     const at::Tensor sq = record_sq_norms(records[i], grads[i]);
     DST_CHECK(sq.dim() == 1 && sq.size(0) == examples, ConfigError,
-              "privacy: the per-example norms of '" << names_.at(records[i].parameter)
-                                                    << "' cover " << sq.sizes()
-                                                    << " examples, expected " << examples);
+              "privacy: the per-example norms of '" << names_.at(records[i].parameter) << "' cover "
+                                                    << sq.sizes() << " examples, expected "
+                                                    << examples);
     total += sq.to(at::kDouble);
   }
   return total;

@@ -21,8 +21,7 @@ void PrivacyOptions::validate() const {
   }
   DST_CHECK((noise_multiplier > 0) != (target_epsilon > 0), ConfigError,
             "privacy: give exactly one of noise_multiplier and target_epsilon");
-  DST_CHECK(delta > 0 && delta < 1, ConfigError,
-            "privacy.delta must be in (0, 1), got " << delta);
+  DST_CHECK(delta > 0 && delta < 1, ConfigError, "privacy.delta must be in (0, 1), got " << delta);
   DST_CHECK(accountant == "rdp", ConfigError,
             "privacy.accountant '" << accountant
                                    << "' is not available; use rdp (prv is not implemented)");

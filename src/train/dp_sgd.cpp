@@ -153,7 +153,8 @@ uint64_t agreed_secret_key(comm::Communicator& world, uint64_t fixed) {
     std::random_device device;
     key = (static_cast<uint64_t>(device()) << 32) ^ device();
   }
-  at::Tensor buffer = at::full({1}, static_cast<int64_t>(key), at::TensorOptions().dtype(at::kLong));
+  at::Tensor buffer =
+      at::full({1}, static_cast<int64_t>(key), at::TensorOptions().dtype(at::kLong));
   world.broadcast(buffer, 0)->wait();
   return static_cast<uint64_t>(buffer.item<int64_t>());
 }

@@ -50,14 +50,15 @@ class DpSgd {
                                  const MicroBatch& batch);
   // Pass 2's objective from the logits: Σ_i w_i ℓ_i (differentiable), and the rows' summed token
   // losses (the reported loss's numerator).
-  static std::pair<at::Tensor, double> weighted_loss(const CausalLM& model, const at::Tensor& logits,
+  static std::pair<at::Tensor, double> weighted_loss(const CausalLM& model,
+                                                     const at::Tensor& logits,
                                                      const at::Tensor& labels,
                                                      const at::Tensor& weights);
   // After the step's backward: the noise on every gradient element this rank stores for
   // `engines`, for optimizer step `step` (1-based); then accounts the step. `examples` and
   // `clipped`: the step's, over every rank.
-  PrivacyReport finish_step(std::vector<std::unique_ptr<DataParallelEngine>>& engines,
-                            int64_t step, int64_t examples, int64_t clipped);
+  PrivacyReport finish_step(std::vector<std::unique_ptr<DataParallelEngine>>& engines, int64_t step,
+                            int64_t examples, int64_t clipped);
 
   const PrivacyOptions& options() const { return options_; }
   double noise_multiplier() const { return noise_multiplier_; }

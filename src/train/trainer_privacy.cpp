@@ -63,8 +63,8 @@ std::unique_ptr<BatchSampler> Trainer::make_sampler(const TrainingData& data) {
                                                << size << " (reduce train.micro_batch_size)");
     // The sampling key is the noise's secret with its own salt.
     sampler = std::make_unique<PoissonSampler>(size, dp_sgd_->key() ^ 0x706f6973736f6eull,
-                                               batch / static_cast<double>(size), dp_rank,
-                                               dp_size, opts.micro_batch_size);
+                                               batch / static_cast<double>(size), dp_rank, dp_size,
+                                               opts.micro_batch_size);
   } else {
     sampler = std::make_unique<DistributedSampler>(size, opts.seed, dp_rank, dp_size,
                                                    opts.micro_batch_size, opts.grad_accum);

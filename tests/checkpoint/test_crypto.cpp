@@ -346,9 +346,10 @@ TEST_CASE("crypto: file helpers round trip and detect a modified file", "[checkp
   fs::remove_all(dir);
 }
 
-TEST_CASE("encrypted exports: every file sealed, read back through in-memory files", "[checkpoint]") {
-  const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("dst_encrypted_export_" + std::to_string(::getpid()));
+TEST_CASE("encrypted exports: every file sealed, read back through in-memory files",
+          "[checkpoint]") {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("dst_encrypted_export_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir / "export");
   const std::map<std::string, std::string> files = {

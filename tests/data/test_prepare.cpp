@@ -435,7 +435,7 @@ TEST_CASE("chat records train on the assistant turns only", "[data]") {
   std::vector<int32_t> ds_tokens;
   std::vector<uint8_t> ds_mask;
   all_rows(dir / "deepseek", "train", &ds_tokens, &ds_mask);
-  const int32_t eos = 100001;                                       // <｜end▁of▁sentence｜>
+  const int32_t eos = 100001;  // <｜end▁of▁sentence｜>
   // One per answer (the last may fall in the dropped tail), never two in a row.
   const auto eos_count = std::count(ds_tokens.begin(), ds_tokens.end(), eos);
   CHECK(eos_count >= 1);

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "deepseek_train/checkpoint/checkpoint_manifest.h"
-#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/checkpoint/piece_geometry.h"
 #include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/core/crypto.h"
 #include "deepseek_train/model/model_config.h"
 
 namespace dst {

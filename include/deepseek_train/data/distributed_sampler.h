@@ -36,9 +36,7 @@ class DistributedSampler final : public BatchSampler {
   const SamplerState& state() const { return state_; }
   void set_state(const SamplerState& state);
   int64_t global_batch_size() const;
-  double expected_global_batch() const override {
-    return static_cast<double>(global_batch_size());
-  }
+  double expected_global_batch() const override { return static_cast<double>(global_batch_size()); }
 
   // Serialised as "epoch:offset" for checkpoints.
   std::string serialize() const override;

@@ -51,8 +51,7 @@ struct PreparedManifest {
 // JSON, of another format or version, or lacks a key (the message names the key); for an
 // encrypted corpus, when `key` is null or another key's (CheckpointError when the sealed part
 // does not authenticate).
-PreparedManifest read_prepared_manifest(const std::string& dir,
-                                        const EncryptionKey* key = nullptr);
+PreparedManifest read_prepared_manifest(const std::string& dir, const EncryptionKey* key = nullptr);
 
 // Attributes stored in every shard file.
 struct PreparedShardAttributes {

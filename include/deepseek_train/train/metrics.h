@@ -39,7 +39,7 @@ struct StepMetrics {
   int64_t dropped_tokens = 0;
   double balance_loss = 0.0;  // MoE with moe.aux_loss_alpha: StepResult's; written when > 0
   std::optional<PrivacyReport> privacy;  // DP-SGD: epsilon, sample_rate, noise_multiplier, ...
-  double mfu = 0.0;           // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
+  double mfu = 0.0;  // model FLOP utilisation, a fraction (0.312 = 31.2%); 0: unknown
   // Seconds waited per collective type, e.g. {"all_reduce": 0.02}.
   std::map<std::string, double> comm_wait_s_by_op;
   double peak_rss_mb_max = 0.0;              // max of peak_rss_mb over ranks; 0: unknown
