@@ -134,11 +134,12 @@ void RdpAccountant::step(double noise_multiplier, double sample_rate, int64_t st
 }
 
 double noise_multiplier_for_epsilon(double target_epsilon, double delta, double sample_rate,
-                                    int64_t steps, double epsilon_tolerance) {
+                                    int64_t steps, double epsilon_tolerance,
+                                    const RdpAccountant& spent_before) {
   DST_CHECK(target_epsilon > 0, ConfigError,
             "privacy.target_epsilon must be positive, got " << target_epsilon);
   const auto epsilon_at = [&](double sigma) {
-    RdpAccountant accountant;
+    RdpAccountant accountant = spent_before;
     accountant.step(sigma, sample_rate, steps);
     return accountant.spent(delta).epsilon;
   };
@@ -149,6 +150,10 @@ double noise_multiplier_for_epsilon(double target_epsilon, double delta, double 
     DST_CHECK(high <= 1e6, ConfigError,
               "privacy: epsilon " << target_epsilon << " at delta " << delta << " cannot be met by "
                                   << steps << " steps at sample rate " << sample_rate
+                                  << (spent_before.steps() > 0
+                                          ? " after the " + std::to_string(spent_before.steps()) +
+                                                " steps already taken"
+                                          : std::string())
                                   << " with any noise multiplier up to 1e6 (fewer steps or a "
                                      "smaller sample rate would)");
     epsilon_high = epsilon_at(high);

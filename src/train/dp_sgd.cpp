@@ -41,22 +41,28 @@ DpSgd::DpSgd(PrivacyOptions options, uint64_t key) : options_(std::move(options)
   DST_CHECK(options_.enabled(), ConfigError, "privacy: DP-SGD needs privacy.max_grad_norm");
 }
 
-void DpSgd::plan(double sample_rate, double expected_batch, int64_t steps) {
+void DpSgd::plan(double sample_rate, double expected_batch, int64_t total_steps) {
   DST_CHECK(sample_rate > 0 && sample_rate <= 1, ConfigError,
             "privacy: the sampling rate " << sample_rate
                                           << " (expected batch / dataset size) must be in (0, 1]");
   DST_CHECK(expected_batch > 0, ConfigError, "privacy: the expected batch must be positive");
   sample_rate_ = sample_rate;
   expected_batch_ = expected_batch;
-  noise_multiplier_ = options_.target_epsilon > 0
+  const int64_t remaining = total_steps - accountant_.steps();
+  noise_multiplier_ = options_.target_epsilon > 0 && remaining > 0
                           ? noise_multiplier_for_epsilon(options_.target_epsilon, options_.delta,
-                                                         sample_rate, steps)
-                          : options_.noise_multiplier;
+                                                         sample_rate, remaining, 0.01, accountant_)
+                          : options_.noise_multiplier > 0 ? options_.noise_multiplier
+                                                          : noise_multiplier_;
 }
 
-void DpSgd::resume_at(int64_t steps) {
+void DpSgd::restore_history(const std::vector<PrivacySegment>& history) {
   accountant_ = RdpAccountant();
-  if (steps > 0) accountant_.step(noise_multiplier_, sample_rate_, steps);
+  history_.clear();
+  for (const PrivacySegment& segment : history) {
+    accountant_.step(segment.noise_multiplier, segment.sample_rate, segment.steps);
+    history_.push_back(segment);
+  }
 }
 
 std::pair<at::Tensor, double> DpSgd::row_losses(const CausalLM& model, const at::Tensor& logits,
@@ -136,6 +142,10 @@ PrivacyReport DpSgd::finish_step(std::vector<std::unique_ptr<DataParallelEngine>
     }
   }
   accountant_.step(noise_multiplier_, sample_rate_);
+  if (history_.empty() || history_.back().noise_multiplier != noise_multiplier_ ||
+      history_.back().sample_rate != sample_rate_)
+    history_.push_back({noise_multiplier_, sample_rate_, 0});
+  ++history_.back().steps;
   PrivacyReport report;
   report.epsilon = spent().epsilon;
   report.delta = options_.delta;

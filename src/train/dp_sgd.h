@@ -32,12 +32,14 @@ class DpSgd {
   // `key`: the secret of the noise (privacy.noise_seed, or drawn per run).
   DpSgd(PrivacyOptions options, uint64_t key);
 
-  // Before the first step: q, E[B] (sequences per step over all ranks) and the planned steps;
-  // solves σ for privacy.target_epsilon (ConfigError when it cannot be met).
-  void plan(double sample_rate, double expected_batch, int64_t steps);
+  // Before the first step (after a resume's restore_history): q, E[B] (sequences per step over
+  // all ranks) and the run's total steps; solves σ for privacy.target_epsilon over the steps
+  // still to take, on top of those already accounted (ConfigError when it cannot be met).
+  void plan(double sample_rate, double expected_batch, int64_t total_steps);
   bool planned() const { return expected_batch_ > 0; }
-  // After a resume at `steps`: the steps already taken spent the budget at the planned (σ, q).
-  void resume_at(int64_t steps);
+  // A resumed run: the steps its checkpoint recorded (provenance), accounted again.
+  void restore_history(const std::vector<PrivacySegment>& history);
+  const std::vector<PrivacySegment>& history() const { return history_; }
 
   // Pass 1: w_i for each row of `batch` (fp32 [rows]; 0 for rows without target tokens), the
   // rows holding an example and those of them clipped.
@@ -74,6 +76,7 @@ class DpSgd {
   uint64_t key_;
   double noise_multiplier_ = 0.0, sample_rate_ = 0.0, expected_batch_ = 0.0;
   RdpAccountant accountant_;
+  std::vector<PrivacySegment> history_;
 };
 
 // A secret 64-bit key drawn by world rank 0 from the operating system and broadcast, or

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "deepseek_train/core/build_info.h"
+#include "deepseek_train/core/error.h"
 #include "deepseek_train/core/sha256.h"
 #include "deepseek_train/version.h"
 
@@ -47,7 +48,12 @@ std::string Provenance::to_json() const {
                       {"source_commit", source_commit},
                       {"recipe", recipe},
                       {"inputs", files}};
-  if (privacy)
+  if (privacy) {
+    nlohmann::json history = nlohmann::json::array();
+    for (const PrivacySegment& segment : privacy->history)
+      history.push_back({{"noise_multiplier", segment.noise_multiplier},
+                         {"sample_rate", segment.sample_rate},
+                         {"steps", segment.steps}});
     json["privacy"] = {{"max_grad_norm", privacy->max_grad_norm},
                        {"noise_multiplier", privacy->noise_multiplier},
                        {"sample_rate", privacy->sample_rate},
@@ -55,7 +61,9 @@ std::string Provenance::to_json() const {
                        {"accountant", privacy->accountant},
                        {"steps", privacy->steps},
                        {"epsilon", privacy->epsilon},
-                       {"delta", privacy->delta}};
+                       {"delta", privacy->delta},
+                       {"history", history}};
+  }
   return json.dump();
 }
 
@@ -75,6 +83,32 @@ Provenance collect_provenance(const TrainConfig& config, const std::string& reci
   add_path(provenance.inputs, "init_from", config.train.init_from);
   add_path(provenance.inputs, "init_adapter", config.train.init_adapter);
   return provenance;
+}
+
+std::optional<PrivacyProvenance> privacy_of_provenance(const std::string& provenance_json,
+                                                       const std::string& source) {
+  if (provenance_json.empty()) return std::nullopt;
+  try {
+    const nlohmann::json root = nlohmann::json::parse(provenance_json);
+    if (!root.contains("privacy")) return std::nullopt;
+    const nlohmann::json& p = root.at("privacy");
+    PrivacyProvenance out;
+    out.max_grad_norm = p.at("max_grad_norm").get<double>();
+    out.noise_multiplier = p.at("noise_multiplier").get<double>();
+    out.sample_rate = p.at("sample_rate").get<double>();
+    out.sampling = p.at("sampling").get<std::string>();
+    out.accountant = p.at("accountant").get<std::string>();
+    out.steps = p.at("steps").get<int64_t>();
+    out.epsilon = p.at("epsilon").get<double>();
+    out.delta = p.at("delta").get<double>();
+    for (const nlohmann::json& segment : p.at("history"))
+      out.history.push_back({segment.at("noise_multiplier").get<double>(),
+                             segment.at("sample_rate").get<double>(),
+                             segment.at("steps").get<int64_t>()});
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    DST_THROW(CheckpointError, source << ": malformed privacy provenance (" << e.what() << ")");
+  }
 }
 
 }  // namespace dst

@@ -743,8 +743,10 @@ void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler
   }
   logger_.info(plan.str());
   if (const std::optional<PrivacyProvenance> privacy = privacy_provenance()) {
-    RdpAccountant planned;
-    planned.step(privacy->noise_multiplier, privacy->sample_rate, config_.train.steps);
+    RdpAccountant planned;  // the steps taken (a resumed run's) and those to come
+    for (const PrivacySegment& taken : privacy->history)
+      planned.step(taken.noise_multiplier, taken.sample_rate, taken.steps);
+    planned.step(privacy->noise_multiplier, privacy->sample_rate, config_.train.steps - step_);
     std::ostringstream line;
     line << "DP-SGD: every example's gradient clipped to " << privacy->max_grad_norm
          << ", noise multiplier " << privacy->noise_multiplier << ", " << privacy->sampling
@@ -789,10 +791,11 @@ TrainSummary Trainer::run() {
   const int dp_size = groups_.dims().data_parallel_size();
   const std::unique_ptr<BatchSampler> sampler_holder = make_sampler(data);
   BatchSampler& sampler = *sampler_holder;
-  if (!resume_from.empty()) {
-    sampler.deserialize(load_checkpoint(resume_from));
-    if (dp_sgd_) dp_sgd_->resume_at(step_);
-  }
+  if (!resume_from.empty()) sampler.deserialize(load_checkpoint(resume_from));
+  // DP-SGD's plan: q and E[B] from the sampler, σ over the steps still to take.
+  if (dp_sgd_)
+    plan_privacy(sampler.expected_global_batch() / static_cast<double>(data.train->size()),
+                 sampler.expected_global_batch());
   const std::vector<MicroBatch> eval_batches = validation_batches(
       *data.validation, opts.eval_batches, opts.micro_batch_size, dp_rank, dp_size);
   // Rank 0's outputs open before the first step: an unusable output directory fails at once.

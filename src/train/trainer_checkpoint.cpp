@@ -245,6 +245,7 @@ std::string Trainer::load_checkpoint(const std::string& directory) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(reader.read_full(rng, "rng"));
   }
+  restore_privacy_history(info, directory);
   step_ = info.step;
   scaler_.set_state({info.loss_scale, info.loss_scaler_clean_steps, info.skipped_steps});
   logger_.info("resumed from " + directory + " at step " + std::to_string(step_) +

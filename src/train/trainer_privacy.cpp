@@ -14,7 +14,6 @@ namespace dst {
 void Trainer::plan_privacy(double sample_rate, double expected_global_batch) {
   DST_CHECK(dp_sgd_, ConfigError, "plan_privacy: the recipe has no privacy.max_grad_norm");
   dp_sgd_->plan(sample_rate, expected_global_batch, config_.train.steps);
-  dp_sgd_->resume_at(step_);
 }
 
 std::optional<PrivacyProvenance> Trainer::privacy_provenance() const {
@@ -29,6 +28,7 @@ std::optional<PrivacyProvenance> Trainer::privacy_provenance() const {
   out.steps = step_;
   out.epsilon = dp_sgd_->spent().epsilon;
   out.delta = options.delta;
+  out.history = dp_sgd_->history();
   return out;
 }
 
@@ -50,6 +50,18 @@ double Trainer::private_backward(const std::vector<MicroBatch>& micro_batches, d
   return token_loss_sum;
 }
 
+void Trainer::restore_privacy_history(const CheckpointInfo& info, const std::string& directory) {
+  if (!dp_sgd_) return;
+  const std::optional<PrivacyProvenance> saved =
+      privacy_of_provenance(info.provenance, directory + "/manifest.json");
+  DST_CHECK(saved || info.step == 0, ConfigError,
+            "privacy: " << directory << " was trained " << info.step
+                        << " steps without DP-SGD; those steps are not private. Resume it "
+                           "without privacy, or start a private run from its weights "
+                           "(train.init_from after ckpt convert --to hf)");
+  dp_sgd_->restore_history(saved ? saved->history : std::vector<PrivacySegment>{});
+}
+
 std::unique_ptr<BatchSampler> Trainer::make_sampler(const TrainingData& data) {
   const TrainOptions& opts = config_.train;
   const int dp_rank = groups_.coord().data_parallel_index(groups_.dims());
@@ -69,7 +81,6 @@ std::unique_ptr<BatchSampler> Trainer::make_sampler(const TrainingData& data) {
     sampler = std::make_unique<DistributedSampler>(size, opts.seed, dp_rank, dp_size,
                                                    opts.micro_batch_size, opts.grad_accum);
   }
-  if (dp_sgd_) plan_privacy(batch / static_cast<double>(size), batch);
   return sampler;
 }
 

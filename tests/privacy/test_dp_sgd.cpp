@@ -4,9 +4,11 @@
 // privacy options, and the noise a trainer adds when every gradient is zero (its norm and
 // per-element mean and std within sampling error of the configured σ·C / E[B]).
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 #include "deepseek_train/adapters/adapter.h"
@@ -246,4 +248,53 @@ TEST_CASE("DP-SGD noise: with every gradient zero the update is the configured n
   auto again = make();
   CHECK(again->train_step({empty}).grad_norm == result.grad_norm);
   CHECK(trainer->train_step({empty}).grad_norm != result.grad_norm);
+}
+
+TEST_CASE("DP-SGD resume: the accountant continues from the checkpoint's history", "[privacy]") {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("dst_dp_sgd_resume_" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::remove_all(dir);
+  TrainConfig config = equivalence_config(1, 1);
+  config.optim.grad_clip = 0;
+  config.train.steps = 3;
+  config.train.output_dir = dir;
+  config.privacy.max_grad_norm = 1.0;
+  config.privacy.noise_multiplier = 1.0;
+  config.privacy.noise_seed = 3;
+  auto make = [](const TrainConfig& c) {
+    return std::make_unique<Trainer>(
+        c, ProcessGroups::create(comm::make_local_communicator(), c.parallel),
+        Logger(0, 1, LogLevel::kWarn));
+  };
+  const MicroBatch batch = global_batch(0, 2, 16);
+  auto whole = make(config);
+  whole->plan_privacy(0.01, 4);
+  double uninterrupted = 0;
+  for (int step = 0; step < 3; ++step) uninterrupted = whole->train_step({batch}).privacy->epsilon;
+  auto first = make(config);
+  first->plan_privacy(0.01, 4);
+  first->train_step({batch});
+  first->train_step({batch});
+  const std::string saved = first->save_checkpoint("poisson:2");
+  first->wait_for_checkpoint();
+  auto resumed = make(config);
+  CHECK(resumed->load_checkpoint(saved) == "poisson:2");
+  resumed->plan_privacy(0.01, 4);
+  const StepResult last = resumed->train_step({batch});
+  CHECK(last.privacy->epsilon == Approx(uninterrupted).epsilon(1e-12));
+  REQUIRE(resumed->privacy_provenance());
+  CHECK(resumed->privacy_provenance()->history.size() == 1);
+  CHECK(resumed->privacy_provenance()->history[0].steps == 3);
+  // A checkpoint of a run without DP-SGD cannot continue privately.
+  TrainConfig plain = config;
+  plain.privacy = PrivacyOptions();
+  plain.train.output_dir = dir + "/plain";
+  auto public_run = make(plain);
+  public_run->train_step({batch});
+  const std::string public_checkpoint = public_run->save_checkpoint("0:2");
+  public_run->wait_for_checkpoint();
+  CHECK_THROWS_WITH(make(config)->load_checkpoint(public_checkpoint),
+                    Catch::Contains("was trained 1 steps without DP-SGD"));
+  std::filesystem::remove_all(dir);
 }

@@ -25,6 +25,14 @@ struct PrivacyOptions {
   void validate() const;
 };
 
+// Steps DP-SGD took with one noise multiplier and sampling rate; a run's history is a list of
+// them (a resumed run may change either), from which the accountant is rebuilt.
+struct PrivacySegment {
+  double noise_multiplier = 0.0;
+  double sample_rate = 0.0;
+  int64_t steps = 0;
+};
+
 // The budget DP-SGD has spent after a step and what it is spent with.
 struct PrivacyReport {
   double epsilon = 0.0;  // at `delta`, by the RDP accountant, over every step so far

@@ -48,8 +48,10 @@ class RdpAccountant {
 // The noise multiplier that keeps `steps` steps at `sample_rate` within target_epsilon at delta:
 // bisection between 0 and an upper bound doubled from 20 until the ε of the bound is within
 // `epsilon_tolerance` below the target (as Opacus's get_noise_multiplier); returns the upper
-// bound. ConfigError, one line, when the target cannot be met (σ above 1e6).
+// bound. `spent_before`: steps already taken (a resumed run), whose RDP the new steps add to.
+// ConfigError, one line, when the target cannot be met (σ above 1e6).
 double noise_multiplier_for_epsilon(double target_epsilon, double delta, double sample_rate,
-                                    int64_t steps, double epsilon_tolerance = 0.01);
+                                    int64_t steps, double epsilon_tolerance = 0.01,
+                                    const RdpAccountant& spent_before = RdpAccountant());
 
 }  // namespace dst

@@ -32,7 +32,13 @@ struct PrivacyProvenance {
   int64_t steps = 0;
   double epsilon = 0.0;
   double delta = 0.0;
+  std::vector<PrivacySegment> history;  // every step so far (resumes included)
 };
+
+// The privacy block of a provenance JSON (a checkpoint manifest's), or nullopt when it has none.
+// CheckpointError naming `source` when it is malformed.
+std::optional<PrivacyProvenance> privacy_of_provenance(const std::string& provenance_json,
+                                                       const std::string& source);
 
 struct Provenance {
   std::string library_version;

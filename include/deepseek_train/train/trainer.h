@@ -115,7 +115,8 @@ class Trainer {
   void set_recipe_text(std::string text) { recipe_text_ = std::move(text); }
   // DP-SGD (config.privacy): the chance q of each example to join a step and the expected
   // sequences per step over all ranks (run() passes its sampler's); solves the noise multiplier
-  // for privacy.target_epsilon over train.steps. Needed before the first train_step.
+  // for privacy.target_epsilon over the steps train.steps leaves (after a load_checkpoint, on top
+  // of the budget its steps spent). Needed before the first train_step.
   void plan_privacy(double sample_rate, double expected_global_batch);
   // The budget spent so far under DP-SGD (none without it or before plan_privacy).
   std::optional<PrivacyProvenance> privacy_provenance() const;
@@ -179,9 +180,11 @@ class Trainer {
   // The step's micro-batches under DP-SGD: both passes of each; returns the summed token loss and
   // adds the clipped examples to `clipped`.
   double private_backward(const std::vector<MicroBatch>& micro_batches, double* clipped);
-  // run()'s sampler: Poisson under DP-SGD's privacy.sampling poisson, else fixed batches (with the
-  // privacy plan made from its rate).
+  // run()'s sampler: Poisson under DP-SGD's privacy.sampling poisson, else fixed batches.
   std::unique_ptr<BatchSampler> make_sampler(const TrainingData& data);
+  // load_checkpoint under DP-SGD: the accountant rebuilt from the steps the checkpoint recorded;
+  // ConfigError when it was trained without DP-SGD.
+  void restore_privacy_history(const CheckpointInfo& info, const std::string& directory);
   double global_grad_norm(double loss_scale);
   // Sums over the dp group, then (when there is a pipeline) over the pp group.
   std::vector<double> sum_over_data_and_pipeline(std::vector<double> values);
