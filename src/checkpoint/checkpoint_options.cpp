@@ -11,6 +11,9 @@ void CheckpointOptions::validate() const {
             "checkpoint.keep_last must be >= 0 (0: keep all), got " << keep_last);
   DST_CHECK(encryption.key_file.empty() || encryption.key_env.empty(), ConfigError,
             "checkpoint.encryption: set key_file or key_env, not both");
+  DST_CHECK(!encrypt_exports || encryption.enabled(), ConfigError,
+            "checkpoint.encrypt_exports needs checkpoint.encryption.key_file or key_env (the key "
+            "the exports are sealed with)");
 }
 
 }  // namespace dst

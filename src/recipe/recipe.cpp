@@ -321,6 +321,7 @@ const std::vector<Section>& sections() {
                   &CheckpointEncryptionOptions::key_file),
            nested("encryption.key_env", &TC::checkpoint, &CheckpointOptions::encryption,
                   &CheckpointEncryptionOptions::key_env),
+           field("encrypt_exports", &TC::checkpoint, &CheckpointOptions::encrypt_exports),
        }},
       {"precision",
        {

@@ -12,6 +12,7 @@
 #include <limits>
 #include <sstream>
 
+#include "deepseek_train/checkpoint/encrypted_folder.h"
 #include "deepseek_train/checkpoint/hf_interop.h"
 #include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/core/atomic_file.h"
@@ -693,6 +694,7 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
       std::filesystem::create_directories(target);
       save_safetensors((target / "adapter_model.safetensors").string(), files.tensors);
       write_file_atomically((target / "adapter_config.json").string(), files.config_json);
+      seal_export(target.string());
       logger_.info("adapter (" + adapter.type() + ", PEFT format): " + target.string());
     }
     if (!merged_directory.empty()) {
@@ -702,6 +704,7 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
         const std::vector<std::pair<std::string, torch::Tensor>> merged(full.begin(), full.end());
         export_hf_model(merged_directory, config_.model, merged,
                         scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
+        seal_export(merged_directory);
         logger_.info("merged Hugging Face model: " + merged_directory);
       }
     }
@@ -709,12 +712,19 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
   groups_.world().barrier()->wait();
 }
 
+void Trainer::seal_export(const std::string& path) const {
+  if (config_.checkpoint.encrypt_exports) encrypt_export(*encryption_key_, path);
+}
+
 std::string Trainer::save_weights(const std::string& directory) {
   const std::string path = (std::filesystem::path(directory) / "model.h5").string();
   const auto weights = full_model_on_rank0();
   if (groups_.world().rank() == 0) {
     save_weights_file(path, weights);
-    save_hf_config_json((std::filesystem::path(directory) / "config.json").string(), config_.model);
+    const std::string config_path = (std::filesystem::path(directory) / "config.json").string();
+    save_hf_config_json(config_path, config_.model);
+    seal_export(path);
+    seal_export(config_path);
   }
   groups_.world().barrier()->wait();
   return path;

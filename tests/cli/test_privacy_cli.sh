@@ -16,6 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 
 "$DSTRAIN" synth corpus.txt --docs 2000 > /dev/null
+head -c 32 /dev/urandom > export.key
 cat > private.yaml <<'YAML'
 model: {vocab_size: 259, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
         num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}
@@ -26,7 +27,7 @@ optim: {lr: 1.0e-2, grad_clip: 0.0}
 data: {train_path: corpus.txt, val_fraction: 0.05, seq_len: 32}
 train: {steps: 6, micro_batch_size: 4, log_every: 2, eval_every: 3, eval_batches: 2,
         output_dir: run, progress: lines}
-checkpoint: {at_end: true}
+checkpoint: {at_end: true, encryption: {key_file: export.key}, encrypt_exports: true}
 privacy: {max_grad_norm: 1.0, target_epsilon: 4.0, delta: 1.0e-5}
 YAML
 mpirun -np 2 --bind-to none "$DSTRAIN" train private.yaml > train.log 2>&1 ||
@@ -48,10 +49,19 @@ for s in steps:
 print("ok: epsilon", " ".join("%.3f" % e for e in eps), "sigma %.3f" % steps[0]["noise_multiplier"],
       "batches", [s["examples"] for s in steps])
 PY
-"$DSTRAIN" ckpt inspect run/checkpoints/step-6 > inspect.txt
+"$DSTRAIN" ckpt inspect run/checkpoints/step-6 --key-file export.key > inspect.txt
 grep -q "privacy: DP-SGD epsilon .* after 6 steps (noise multiplier .*poisson sampling)" \
   inspect.txt || { cat inspect.txt; fail "ckpt inspect shows no privacy"; }
 echo "ok: $(grep 'privacy:' inspect.txt | sed 's/^ *//')"
+# checkpoint.encrypt_exports: the PEFT adapter, the merged model and model.h5 are sealed, and the
+# merged model evaluates with the key.
+for f in run/adapter/adapter_model.safetensors run/adapter/adapter_config.json \
+  run/merged/config.json run/model.h5; do
+  test "$(head -c 7 "$f")" = "DSTAES1" || fail "$f is not sealed"
+done
+"$DSTRAIN" eval --model run/merged --key-file export.key --text corpus.txt --tokenizer byte \
+  > eval_merged.txt 2>&1 || { cat eval_merged.txt; fail "eval of the sealed merged model"; }
+echo "ok: sealed exports; merged model $(grep -o 'loss [0-9.]*' eval_merged.txt | head -1)"
 
 expect_error 2 "privacy: DP-SGD does not combine with parallel.tp > 1" \
   "$DSTRAIN" train private.yaml parallel.tp=2 parallel.dp=1

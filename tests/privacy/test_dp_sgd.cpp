@@ -1,6 +1,7 @@
 // DP-SGD's pieces in one process: the per-example tap on whole models against one backward per
 // example (fp64, within 1e-9 relative: full fine-tuning of Llama with untied embeddings, LoRA
-// with B non-zero, prefix tuning), the parameters it refuses by name, Poisson sampling, the
+// with B non-zero on Llama and on DeepSeek-V3's MLA and MLPs, prefix tuning), the parameters it
+// refuses by name, Poisson sampling, the
 // privacy options, and the noise a trainer adds when every gradient is zero (its norm and
 // per-element mean and std within sampling error of the configured σ·C / E[B]).
 #include <torch/torch.h>
@@ -117,6 +118,23 @@ TEST_CASE("per-example tap: a whole model's per-example gradient norms equal one
     for (auto& [name, p] : trainable(*model))
       if (name.find("lora_B") != std::string::npos) p.normal_(0.0, 0.1);
     torch::AutoGradMode grad(true);
+    check_tap_against_brute_force(*model);
+  }
+  SECTION("DeepSeek-V3 (MLA, MoE): LoRA on the attention and the dense and shared MLPs") {
+    ModelShardSpec spec;
+    spec.fused_kernels = false;
+    DeepseekModel model(tiny_deepseek_v3(config.model), spec);
+    model->initialize(5);
+    AdapterConfig lora = adapter("lora");
+    lora.lists["target_modules"] = {"q_proj",    "q_b_proj", "kv_a_proj_with_mqa",
+                                    "kv_b_proj", "o_proj",   "up_proj"};
+    auto adapters = apply_adapters(*model, {lora}, AdapterRegistry(), 5);
+    model->to(torch::kFloat64);
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& [name, p] : trainable(*model))
+        if (name.find("lora_B") != std::string::npos) p.normal_(0.0, 0.1);
+    }
     check_tap_against_brute_force(*model);
   }
   SECTION("prefix keys and values") {
@@ -251,9 +269,9 @@ TEST_CASE("DP-SGD noise: with every gradient zero the update is the configured n
 }
 
 TEST_CASE("DP-SGD resume: the accountant continues from the checkpoint's history", "[privacy]") {
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("dst_dp_sgd_resume_" + std::to_string(::getpid())))
-                              .string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("dst_dp_sgd_resume_" + std::to_string(::getpid())))
+          .string();
   std::filesystem::remove_all(dir);
   TrainConfig config = equivalence_config(1, 1);
   config.optim.grad_clip = 0;

@@ -21,6 +21,10 @@ struct CheckpointOptions {
   // best one (named by <root>/best) whatever keep_last says.
   bool keep_best = false;
   CheckpointEncryptionOptions encryption;
+  // checkpoint.encrypt_exports: the end-of-run exports (model.h5 + config.json, the PEFT adapter,
+  // the merged model) sealed file by file with the checkpoint key (checkpoint/encrypted_folder.h;
+  // dstrain eval/generate read them with --key-file). Off: plaintext, as transformers needs.
+  bool encrypt_exports = false;
 
   // Throws ConfigError naming the key.
   void validate() const;

@@ -159,6 +159,8 @@ class Trainer {
   // From checkpoint.encryption, read once at construction (a bad key fails before training).
   std::optional<EncryptionKey> load_encryption_key() const;
   std::optional<EncryptionKey> encryption_key_;
+  // checkpoint.encrypt_exports: seals an export file or folder just written (world rank 0).
+  void seal_export(const std::string& path) const;
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   int64_t process_baseline_bytes_ = 0;  // resident memory before the model was built
   std::string recipe_text_;
