@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "deepseek_train/checkpoint/encrypted_folder.h"
@@ -694,6 +695,7 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
       std::filesystem::create_directories(target);
       save_safetensors((target / "adapter_model.safetensors").string(), files.tensors);
       write_file_atomically((target / "adapter_config.json").string(), files.config_json);
+      write_provenance(target.string());
       seal_export(target.string());
       logger_.info("adapter (" + adapter.type() + ", PEFT format): " + target.string());
     }
@@ -704,12 +706,19 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
         const std::vector<std::pair<std::string, torch::Tensor>> merged(full.begin(), full.end());
         export_hf_model(merged_directory, config_.model, merged,
                         scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
+        write_provenance(merged_directory);
         seal_export(merged_directory);
         logger_.info("merged Hugging Face model: " + merged_directory);
       }
     }
   }
   groups_.world().barrier()->wait();
+}
+
+std::string Trainer::write_provenance(const std::string& directory) {
+  const std::string path = (std::filesystem::path(directory) / "provenance.json").string();
+  write_file_atomically(path, nlohmann::json::parse(provenance_json()).dump(2) + "\n");
+  return path;
 }
 
 void Trainer::seal_export(const std::string& path) const {
@@ -725,6 +734,7 @@ std::string Trainer::save_weights(const std::string& directory) {
     save_hf_config_json(config_path, config_.model);
     seal_export(path);
     seal_export(config_path);
+    seal_export(write_provenance(directory));
   }
   groups_.world().barrier()->wait();
   return path;

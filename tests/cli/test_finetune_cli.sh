@@ -73,6 +73,8 @@ grep -q "adapters: lora" train.log || { cat train.log; fail "no adapter line"; }
 test -f run/adapter/adapter_model.safetensors -a -f run/adapter/adapter_config.json ||
   fail "no PEFT adapter"
 test -f run/merged/model.safetensors -a -f run/merged/config.json || fail "no merged model"
+grep -q '"sha256"' run/adapter/provenance.json && grep -q '"sha256"' run/merged/provenance.json ||
+  fail "no provenance beside the exports"
 best=$(cat run/checkpoints/best)
 test -d "run/checkpoints/$best" || fail "best checkpoint $best pruned"
 "$DSTRAIN" eval --model run/merged --data prepared > eval_merged.txt

@@ -53,10 +53,11 @@ PY
 grep -q "privacy: DP-SGD epsilon .* after 6 steps (noise multiplier .*poisson sampling)" \
   inspect.txt || { cat inspect.txt; fail "ckpt inspect shows no privacy"; }
 echo "ok: $(grep 'privacy:' inspect.txt | sed 's/^ *//')"
-# checkpoint.encrypt_exports: the PEFT adapter, the merged model and model.h5 are sealed, and the
+# checkpoint.encrypt_exports: the PEFT adapter, the merged model, model.h5 and the provenance
+# beside them are sealed, and the
 # merged model evaluates with the key.
-for f in run/adapter/adapter_model.safetensors run/adapter/adapter_config.json \
-  run/merged/config.json run/model.h5; do
+for f in run/adapter/adapter_model.safetensors run/adapter/adapter_config.json run/provenance.json \
+  run/merged/config.json run/merged/provenance.json run/model.h5; do
   test "$(head -c 7 "$f")" = "DSTAES1" || fail "$f is not sealed"
 done
 "$DSTRAIN" eval --model run/merged --key-file export.key --text corpus.txt --tokenizer byte \

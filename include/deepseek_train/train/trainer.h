@@ -161,6 +161,9 @@ class Trainer {
   std::optional<EncryptionKey> encryption_key_;
   // checkpoint.encrypt_exports: seals an export file or folder just written (world rank 0).
   void seal_export(const std::string& path) const;
+  // Writes <directory>/provenance.json (world rank 0), as beside `ckpt convert` exports; returns
+  // its path.
+  std::string write_provenance(const std::string& directory);
   std::unique_ptr<CheckpointWriter> checkpoint_writer_;
   int64_t process_baseline_bytes_ = 0;  // resident memory before the model was built
   std::string recipe_text_;
