@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst {
@@ -37,13 +38,36 @@ bool write_all(int fd, const std::string& bytes) {
 
 }  // namespace
 
-void encrypt_export(const EncryptionKey& key, const std::string& path) {
-  if (!fs::is_directory(path)) {
-    encrypt_file_in_place(key, path, fs::path(path).filename().string());
-    return;
+// A new private folder under `parent`; empty when it cannot be made there.
+std::string private_folder_under(const fs::path& parent, const char* prefix) {
+  std::string pattern = (parent / (std::string(prefix) + "XXXXXX")).string();
+  return ::mkdtemp(pattern.data()) != nullptr ? pattern : std::string();
+}
+
+ExportStaging::ExportStaging() {
+  std::error_code ec;
+  if (fs::is_directory("/dev/shm", ec)) path_ = private_folder_under("/dev/shm", "dstrain-export-");
+  if (path_.empty()) path_ = private_folder_under(fs::temp_directory_path(), "dstrain-export-");
+  DST_CHECK(
+      !path_.empty(), IoError,
+      "cannot create a private staging folder for an encrypted export: " << std::strerror(errno));
+}
+
+ExportStaging::~ExportStaging() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void ExportStaging::seal_into(const EncryptionKey& key, const std::string& destination) const {
+  fs::create_directories(destination);
+  for (const fs::path& file : regular_files(path_)) {
+    const std::string name = file.filename().string();
+    const std::string target = (fs::path(destination) / name).string();
+    std::string plaintext = read_file_bytes(file.string());
+    const std::string sealed = encrypt_bytes(key, plaintext, name, target);
+    std::fill(plaintext.begin(), plaintext.end(), '\0');
+    write_file_atomically(target, sealed);
   }
-  for (const fs::path& file : regular_files(path))
-    encrypt_file_in_place(key, file.string(), file.filename().string());
 }
 
 bool folder_is_encrypted(const std::string& dir) {
@@ -64,9 +88,8 @@ DecryptedFolder::DecryptedFolder(const std::string& dir, const EncryptionKey& ke
       const std::string name = file.filename().string();
       std::string plaintext = read_and_decrypt_file(key, file.string(), name);
       const int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
-      DST_CHECK(fd >= 0, IoError, file.string() << ": memfd_create: " << std::strerror(errno));
-      descriptors_.push_back(fd);
-      const bool written = write_all(fd, plaintext);
+      if (fd >= 0) descriptors_.push_back(fd);
+      const bool written = fd >= 0 && write_all(fd, plaintext);
       std::fill(plaintext.begin(), plaintext.end(), '\0');
       DST_CHECK(written, IoError, file.string() << ": cannot hold the decrypted file in memory");
       fs::create_symlink("/proc/self/fd/" + std::to_string(fd), fs::path(links_) / name);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -105,10 +106,19 @@ int run_ckpt_convert(const CkptArgs& given) {
   ModelWeights weights = read_model_weights(args);
   if (args.directory != given.directory)
     weights.description = given.directory + " (Hugging Face, encrypted)";
+  // Where the files are written: the output, or (--encrypt-key-file) a private staging folder
+  // they are sealed from, so no plaintext reaches the output's disk.
+  const std::unique_ptr<ExportStaging> staging =
+      output_key ? std::make_unique<ExportStaging>() : nullptr;
+  const std::filesystem::path output(args.output);
+  const std::string written =
+      !staging            ? args.output
+      : args.to == "gguf" ? (std::filesystem::path(staging->path()) / output.filename()).string()
+                          : staging->path();
   if (args.to == "hf") {
     DST_CHECK(args.max_shard_mb > 0, ConfigError,
               "ckpt convert: --max-shard-mb must be positive, got " << args.max_shard_mb);
-    export_hf_model(args.output, weights.config, weights.tensors, weights.dtype,
+    export_hf_model(written, weights.config, weights.tensors, weights.dtype,
                     static_cast<int64_t>(args.max_shard_mb * 1024 * 1024));
   } else if (args.to == "gguf") {
     GgufExportOptions options = args.gguf;
@@ -122,20 +132,22 @@ int run_ckpt_convert(const CkptArgs& given) {
       const int32_t eos = load_tokenizer(options.tokenizer_json)->eos_id();
       if (eos >= 0) options.eos_token_id = eos;
     }
-    export_gguf(args.output, weights.config,
+    export_gguf(written, weights.config,
                 std::map<std::string, at::Tensor>(weights.tensors.begin(), weights.tensors.end()),
                 options);
   } else {
-    std::filesystem::create_directories(args.output);
-    save_weights_file((std::filesystem::path(args.output) / "model.h5").string(), weights.tensors);
-    save_hf_config_json((std::filesystem::path(args.output) / "config.json").string(),
-                        weights.config);
+    std::filesystem::create_directories(written);
+    save_weights_file((std::filesystem::path(written) / "model.h5").string(), weights.tensors);
+    save_hf_config_json((std::filesystem::path(written) / "config.json").string(), weights.config);
   }
   // What the model was made from, beside the weights (GGUF: in its metadata).
   if (args.to != "gguf" && !weights.provenance.empty())
-    write_file_atomically((std::filesystem::path(args.output) / "provenance.json").string(),
+    write_file_atomically((std::filesystem::path(written) / "provenance.json").string(),
                           nlohmann::json::parse(weights.provenance).dump(2) + "\n");
-  if (output_key) encrypt_export(*output_key, args.output);
+  if (staging)
+    staging->seal_into(*output_key, args.to != "gguf"          ? args.output
+                                    : output.has_parent_path() ? output.parent_path().string()
+                                                               : std::string("."));
   std::printf("wrote %zu tensors of %s to %s (%s%s)\n", weights.tensors.size(),
               weights.description.c_str(), args.output.c_str(), args.to.c_str(),
               output_key ? ", encrypted" : "");

@@ -540,10 +540,16 @@ class Pipeline {
       attributes.tokenizer_fingerprint = tokenizer_->fingerprint();
       attributes.eos_id = tokenizer_->eos_id();
       invalidate_manifest();
-      write_atomically(path, [&](const std::string& temporary) {
-        write_shard_file(temporary, packed, attributes);
-        if (key_) encrypt_file_in_place(*key_, temporary, shard.file);
-      });
+      if (key_) {
+        // Sealed in memory: the plaintext shard never reaches the disk.
+        std::string image = detail::shard_file_image(packed, attributes, shard.file);
+        write_file_atomically(path, encrypt_bytes(*key_, image, shard.file, path));
+        std::fill(image.begin(), image.end(), '\0');
+      } else {
+        write_atomically(path, [&](const std::string& temporary) {
+          write_shard_file(temporary, packed, attributes);
+        });
+      }
       shard.written = true;
       ++report_.shards_written;
       logger_.debug("prepare: wrote " + shard.file + " (" + std::to_string(shard.rows) + " rows)");

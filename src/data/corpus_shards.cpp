@@ -82,16 +82,19 @@ void write_matrix(hid_t file, const char* name, hid_t file_type, hid_t memory_ty
 
 }  // namespace
 
-void write_shard_file(const std::string& path, const PackedShard& packed,
-                      const PreparedShardAttributes& a) {
-  hdf5::Quiet quiet;
+namespace {
+
+// Creates the shard file `name` with `access` (default: on disk; the core driver: in memory) and
+// writes `packed` and the attributes; returns the open file.
+hdf5::Handle create_shard_file(const std::string& name, hid_t access, const PackedShard& packed,
+                               const PreparedShardAttributes& a, const std::string& path) {
   // No modification times in object headers: equal content gives byte-identical files.
   hdf5::Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose);
   hdf5::Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   DST_CHECK(fcpl.ok() && dcpl.ok() && H5Pset_obj_track_times(fcpl.get(), false) >= 0 &&
                 H5Pset_obj_track_times(dcpl.get(), false) >= 0,
             IoError, path << ": cannot create HDF5 property lists");
-  hdf5::Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl.get(), H5P_DEFAULT), H5Fclose);
+  hdf5::Handle file(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, fcpl.get(), access), H5Fclose);
   DST_CHECK(file.ok(), IoError, path << ": cannot create HDF5 file");
   const int64_t columns = a.seq_len + 1;
   write_matrix(file.get(), "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, packed.tokens.data(),
@@ -111,8 +114,34 @@ void write_shard_file(const std::string& path, const PackedShard& packed,
   write_int64_attribute(root, "rows", a.rows, path);
   write_string_attribute(root, "tokenizer_fingerprint", a.tokenizer_fingerprint, path);
   write_int64_attribute(root, "eos_id", a.eos_id, path);
-  DST_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0 && file.close() >= 0, IoError,
+  DST_CHECK(H5Fflush(file.get(), H5F_SCOPE_GLOBAL) >= 0, IoError,
             path << ": cannot flush HDF5 file");
+  return file;
+}
+
+}  // namespace
+
+void write_shard_file(const std::string& path, const PackedShard& packed,
+                      const PreparedShardAttributes& a) {
+  hdf5::Quiet quiet;
+  hdf5::Handle file = create_shard_file(path, H5P_DEFAULT, packed, a, path);
+  DST_CHECK(file.close() >= 0, IoError, path << ": cannot close HDF5 file");
+}
+
+std::string shard_file_image(const PackedShard& packed, const PreparedShardAttributes& a,
+                             const std::string& what) {
+  hdf5::Quiet quiet;
+  hdf5::Handle access(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  DST_CHECK(access.ok() && H5Pset_fapl_core(access.get(), 1 << 20, /*backing_store=*/0) >= 0,
+            IoError, what << ": cannot set up an in-memory HDF5 file");
+  const hdf5::Handle file =
+      create_shard_file("/dev/null/" + what, access.get(), packed, a, what);  // never on disk
+  const ssize_t size = H5Fget_file_image(file.get(), nullptr, 0);
+  DST_CHECK(size > 0, IoError, what << ": cannot read the in-memory HDF5 image");
+  std::string image(static_cast<size_t>(size), '\0');
+  DST_CHECK(H5Fget_file_image(file.get(), image.data(), image.size()) == size, IoError,
+            what << ": cannot read the in-memory HDF5 image");
+  return image;
 }
 
 std::string seal_as_hex(const EncryptionKey& key, const std::string& text) {

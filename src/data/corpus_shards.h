@@ -34,6 +34,10 @@ struct PackedShard {
 // content). Throws IoError.
 void write_shard_file(const std::string& path, const PackedShard& packed,
                       const PreparedShardAttributes& a);
+// The same file's bytes built in memory (HDF5's core driver, nothing written), for a shard that
+// is sealed before it reaches the disk. Throws IoError naming `what`.
+std::string shard_file_image(const PackedShard& packed, const PreparedShardAttributes& a,
+                             const std::string& what);
 
 // Encrypted corpora (prepare.encryption): each shard file is an envelope whose associated data is
 // its file name (shards cannot be swapped); the manifest's private part (per-shard data, sources,

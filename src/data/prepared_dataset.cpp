@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -202,9 +203,12 @@ hdf5::Handle open_shard_file(const std::string& path, const EncryptionKey* key) 
                   H5Pset_file_image(access.get(), image.data(), image.size()) >= 0;
   std::fill(image.begin(), image.end(), '\0');  // HDF5 holds its own copy
   DST_CHECK(ok, DataError, path << ": cannot open the decrypted shard in memory");
-  // The core driver refuses a file image under the name of a file that exists: give it a name
-  // that cannot exist.
-  const std::string image_name = "/dev/null/" + fs::path(path).filename().string();
+  // The core driver refuses a file image under the name of a file that exists, and treats two
+  // images of one name as one file: a name that cannot exist, unique per shard path.
+  const std::string image_name =
+      "/dev/null/" +
+      std::to_string(std::hash<std::string>()(fs::absolute(path).lexically_normal().string())) +
+      "-" + fs::path(path).filename().string();
   return hdf5::Handle(H5Fopen(image_name.c_str(), H5F_ACC_RDONLY, access.get()), H5Fclose);
 }
 

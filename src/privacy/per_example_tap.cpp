@@ -37,10 +37,13 @@ PerExampleGradientTap::PerExampleGradientTap(
 void PerExampleGradientTap::add(Kind kind, const at::Tensor& parameter, const at::Tensor& input,
                                 const at::Tensor& output) {
   if (!output.requires_grad()) return;  // no gradient wanted (evaluation, a no-grad forward)
-  const int64_t input_dims = kind == Kind::kEmbedding ? 2 : 3;
-  if (input.defined() && input.dim() != input_dims) return;  // no example dimension
   const void* key = parameter.unsafeGetTensorImpl();
   if (names_.count(key) == 0) return;  // frozen
+  const int64_t input_dims = kind == Kind::kEmbedding ? 2 : 3;
+  if (input.defined() && input.dim() != input_dims) {
+    unsupported_.insert(key);  // no example dimension: refused in squared_norms
+    return;
+  }
   records_.push_back({kind, key, input.defined() ? input.detach() : at::Tensor(), output});
 }
 
@@ -82,6 +85,15 @@ at::Tensor PerExampleGradientTap::record_sq_norms(const Record& record,
 at::Tensor PerExampleGradientTap::squared_norms(const at::Tensor& loss, int64_t examples) {
   std::vector<Record> records = std::move(records_);
   records_.clear();
+  const std::set<const void*> unsupported = std::move(unsupported_);
+  unsupported_.clear();
+  for (const void* key : unsupported)
+    DST_THROW(ConfigError,
+              "privacy: trainable parameter '"
+                  << names_.at(key)
+                  << "' is used on rows without an example dimension (tokens gathered across "
+                     "examples, as MoE experts see them); DP-SGD cannot bound its per-example "
+                     "gradient: freeze it or train an adapter");
   std::set<const void*> reported;
   for (const Record& record : records) {
     DST_CHECK(reported.insert(record.parameter).second, ConfigError,

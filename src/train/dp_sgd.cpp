@@ -52,8 +52,9 @@ void DpSgd::plan(double sample_rate, double expected_batch, int64_t total_steps)
   noise_multiplier_ = options_.target_epsilon > 0 && remaining > 0
                           ? noise_multiplier_for_epsilon(options_.target_epsilon, options_.delta,
                                                          sample_rate, remaining, 0.01, accountant_)
-                          : options_.noise_multiplier > 0 ? options_.noise_multiplier
-                                                          : noise_multiplier_;
+                      : options_.noise_multiplier > 0 ? options_.noise_multiplier
+                      : !history_.empty()             ? history_.back().noise_multiplier
+                                                      : noise_multiplier_;
 }
 
 void DpSgd::restore_history(const std::vector<PrivacySegment>& history) {

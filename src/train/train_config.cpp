@@ -11,12 +11,13 @@ namespace dst {
 void TrainConfig::validate_privacy() const {
   privacy.validate();
   if (!privacy.enabled()) return;
+  const bool loss_scaling = PrecisionPolicy::from_options(precision).needs_loss_scaler();
   const char* refused = parallel.tp > 1                               ? "parallel.tp > 1"
                         : parallel.pp > 1                             ? "parallel.pp > 1"
                         : parallel.ep > 1                             ? "parallel.ep > 1"
                         : parallel.cp > 1                             ? "parallel.cp > 1"
                         : model_parallel.activation_checkpointing > 0 ? "activation checkpointing"
-                        : precision.param_dtype == "fp16"             ? "fp16 loss scaling"
+                        : loss_scaling                                ? "fp16 loss scaling"
                         : moe.aux_loss_alpha > 0                      ? "moe.aux_loss_alpha"
                                                                       : nullptr;
   DST_CHECK(refused == nullptr, ConfigError,

@@ -692,11 +692,11 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
                                                ? std::filesystem::path(directory)
                                                : std::filesystem::path(directory) / adapter.type();
       const PeftAdapterFiles files = adapter.peft_files(full, config_.model);
-      std::filesystem::create_directories(target);
-      save_safetensors((target / "adapter_model.safetensors").string(), files.tensors);
-      write_file_atomically((target / "adapter_config.json").string(), files.config_json);
-      write_provenance(target.string());
-      seal_export(target.string());
+      write_export(target.string(), [&](const std::filesystem::path& folder) {
+        save_safetensors((folder / "adapter_model.safetensors").string(), files.tensors);
+        write_file_atomically((folder / "adapter_config.json").string(), files.config_json);
+        write_provenance(folder.string());
+      });
       logger_.info("adapter (" + adapter.type() + ", PEFT format): " + target.string());
     }
     if (!merged_directory.empty()) {
@@ -704,10 +704,11 @@ void Trainer::export_adapters(const std::string& directory, const std::string& m
       for (const auto& adapter : adapters_) mergeable = mergeable && adapter->merge_into(full);
       if (mergeable) {
         const std::vector<std::pair<std::string, torch::Tensor>> merged(full.begin(), full.end());
-        export_hf_model(merged_directory, config_.model, merged,
-                        scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
-        write_provenance(merged_directory);
-        seal_export(merged_directory);
+        write_export(merged_directory, [&](const std::filesystem::path& folder) {
+          export_hf_model(folder.string(), config_.model, merged,
+                          scalar_type_of(PrecisionPolicy::from_options(config_.precision).param));
+          write_provenance(folder.string());
+        });
         logger_.info("merged Hugging Face model: " + merged_directory);
       }
     }
@@ -721,20 +722,27 @@ std::string Trainer::write_provenance(const std::string& directory) {
   return path;
 }
 
-void Trainer::seal_export(const std::string& path) const {
-  if (config_.checkpoint.encrypt_exports) encrypt_export(*encryption_key_, path);
+void Trainer::write_export(const std::string& directory,
+                           const std::function<void(const std::filesystem::path&)>& write) {
+  if (!config_.checkpoint.encrypt_exports) {
+    std::filesystem::create_directories(directory);
+    write(directory);
+    return;
+  }
+  const ExportStaging staging;
+  write(staging.path());
+  staging.seal_into(*encryption_key_, directory);
 }
 
 std::string Trainer::save_weights(const std::string& directory) {
   const std::string path = (std::filesystem::path(directory) / "model.h5").string();
   const auto weights = full_model_on_rank0();
   if (groups_.world().rank() == 0) {
-    save_weights_file(path, weights);
-    const std::string config_path = (std::filesystem::path(directory) / "config.json").string();
-    save_hf_config_json(config_path, config_.model);
-    seal_export(path);
-    seal_export(config_path);
-    seal_export(write_provenance(directory));
+    write_export(directory, [&](const std::filesystem::path& folder) {
+      save_weights_file((folder / "model.h5").string(), weights);
+      save_hf_config_json((folder / "config.json").string(), config_.model);
+      write_provenance(folder.string());
+    });
   }
   groups_.world().barrier()->wait();
   return path;
@@ -766,7 +774,8 @@ void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler
     RdpAccountant planned;  // the steps taken (a resumed run's) and those to come
     for (const PrivacySegment& taken : privacy->history)
       planned.step(taken.noise_multiplier, taken.sample_rate, taken.steps);
-    planned.step(privacy->noise_multiplier, privacy->sample_rate, config_.train.steps - step_);
+    if (config_.train.steps > step_)
+      planned.step(privacy->noise_multiplier, privacy->sample_rate, config_.train.steps - step_);
     std::ostringstream line;
     line << "DP-SGD: every example's gradient clipped to " << privacy->max_grad_norm
          << ", noise multiplier " << privacy->noise_multiplier << ", " << privacy->sampling

@@ -346,18 +346,25 @@ TEST_CASE("crypto: file helpers round trip and detect a modified file", "[checkp
   fs::remove_all(dir);
 }
 
-TEST_CASE("encrypted exports: every file sealed, read back through in-memory files",
+TEST_CASE("encrypted exports: staged, every file sealed, read back through in-memory files",
           "[checkpoint]") {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("dst_encrypted_export_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir / "export");
   const std::map<std::string, std::string> files = {
       {"config.json", "{\"hidden_size\": 8}"}, {"model.safetensors", std::string(5000, '\x07')}};
-  for (const auto& [name, content] : files) std::ofstream(dir / "export" / name) << content;
   const EncryptionKey key = EncryptionKey::from_bytes(std::string(32, 'k'));
-  CHECK_FALSE(folder_is_encrypted((dir / "export").string()));
-  encrypt_export(key, (dir / "export").string());
+  std::string staged;
+  {
+    const ExportStaging staging;
+    staged = staging.path();
+    CHECK((std::filesystem::status(staged).permissions() & std::filesystem::perms::others_all) ==
+          std::filesystem::perms::none);  // private
+    for (const auto& [name, content] : files) std::ofstream(staged + "/" + name) << content;
+    CHECK_FALSE(folder_is_encrypted(staged));
+    staging.seal_into(key, (dir / "export").string());
+  }
+  CHECK_FALSE(std::filesystem::exists(staged));  // the plaintext staging folder is gone
   CHECK(folder_is_encrypted((dir / "export").string()));
   for (const auto& [name, content] : files)
     CHECK(read_file_bytes((dir / "export" / name).string()).find(content) == std::string::npos);

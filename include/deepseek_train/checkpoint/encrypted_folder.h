@@ -1,9 +1,11 @@
-// Exports encrypted at rest (`dstrain ckpt convert --encrypt-key-file`): every file of an export
-// folder sealed on its own (core/crypto.h's AES-256-GCM envelope, associated data its file name,
-// so files cannot be swapped), and such a folder opened again for reading with the key. Reading
-// decrypts each file into an anonymous in-memory file of this process (memfd) reached through a
-// private folder of symbolic links (/proc/self/fd/N), so every reader that takes a path works
-// unchanged while the plaintext never touches a file system and vanishes with the process.
+// Exports encrypted at rest (`dstrain ckpt convert --encrypt-key-file`,
+// `checkpoint.encrypt_exports`): an export is written into a private staging folder on
+// memory-backed storage (/dev/shm when there is one) and each of its files is sealed on its own
+// into the destination (core/crypto.h's AES-256-GCM envelope, associated data its file name, so
+// files cannot be swapped) — plaintext never reaches the destination's disk. Such a folder is
+// opened again for reading with the key: each file is decrypted into an anonymous in-memory file
+// of this process (memfd) reached through a private folder of symbolic links (/proc/self/fd/N),
+// so every reader that takes a path works unchanged and the plaintext vanishes with the process.
 // Transformers and llama.cpp need plaintext: exports stay plaintext unless asked.
 #pragma once
 
@@ -14,15 +16,26 @@
 
 namespace dst {
 
-// Seals every regular file directly in `dir` (a single file: that file) in place.
-// CheckpointError when one already is an envelope; IoError naming a file that cannot be
-// rewritten.
-void encrypt_export(const EncryptionKey& key, const std::string& path);
+// A private (0700) folder where an export is written before sealing; removed with the object.
+class ExportStaging {
+ public:
+  ExportStaging();  // IoError when no folder can be created
+  ~ExportStaging();
+  ExportStaging(const ExportStaging&) = delete;
+  ExportStaging& operator=(const ExportStaging&) = delete;
+  const std::string& path() const { return path_; }
+  // Seals every regular file of the staging folder into `destination` (created when missing)
+  // under the same name, each written atomically. IoError naming a file that cannot be written.
+  void seal_into(const EncryptionKey& key, const std::string& destination) const;
+
+ private:
+  std::string path_;
+};
 
 // Whether `dir` is a folder holding at least one sealed file.
 bool folder_is_encrypted(const std::string& dir);
 
-// A folder sealed by encrypt_export, readable through path() for this object's lifetime.
+// A sealed folder, readable through path() for this object's lifetime.
 class DecryptedFolder {
  public:
   // CheckpointError naming the file when one does not authenticate (changed, another key's),

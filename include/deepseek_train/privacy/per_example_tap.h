@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,7 +33,7 @@ class PerExampleGradientTap {
   // Reports from the layers; `weight` is the parameter itself. Ignored: outputs that do not
   // require a gradient, and inputs not shaped [examples, positions, features] (ids [examples,
   // positions]) — rows of tokens gathered across examples (MoE experts) have no example
-  // dimension, so a trainable parameter used only there stays unreported and is refused.
+  // dimension, so a trainable parameter used there is refused by squared_norms.
   void linear(const at::Tensor& weight, const at::Tensor& input, const at::Tensor& output);
   void embedding(const at::Tensor& weight, const at::Tensor& ids, const at::Tensor& output);
   // y = normalized ∘ weight (RMSNorm).
@@ -60,6 +61,7 @@ class PerExampleGradientTap {
   static at::Tensor record_sq_norms(const Record& record, const at::Tensor& output_grad);
   std::map<const void*, std::string> names_;  // trainable parameters by TensorImpl
   std::vector<Record> records_;
+  std::set<const void*> unsupported_;  // trainable parameters used without an example dimension
 };
 
 // The tap layers report to on this thread (null: none).

@@ -6,6 +6,8 @@
 
 #include <torch/types.h>
 
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -159,8 +161,11 @@ class Trainer {
   // From checkpoint.encryption, read once at construction (a bad key fails before training).
   std::optional<EncryptionKey> load_encryption_key() const;
   std::optional<EncryptionKey> encryption_key_;
-  // checkpoint.encrypt_exports: seals an export file or folder just written (world rank 0).
-  void seal_export(const std::string& path) const;
+  // Writes export files through `write(folder)` (world rank 0): into `directory`, or under
+  // checkpoint.encrypt_exports into a private staging folder whose files are then sealed into
+  // `directory` (checkpoint/encrypted_folder.h), so no plaintext reaches it.
+  void write_export(const std::string& directory,
+                    const std::function<void(const std::filesystem::path&)>& write);
   // Writes <directory>/provenance.json (world rank 0), as beside `ckpt convert` exports; returns
   // its path.
   std::string write_provenance(const std::string& directory);
