@@ -25,9 +25,7 @@ namespace dst::cli {
 namespace {
 
 std::optional<EncryptionKey> key_of(const CkptArgs& args) {
-  if (!args.key_file.empty()) return EncryptionKey::from_file(args.key_file);
-  if (!args.key_env.empty()) return EncryptionKey::from_env(args.key_env);
-  return std::nullopt;
+  return load_encryption_key({args.key_file, args.key_env});
 }
 
 // The weights of a checkpoint directory or a Hugging Face folder, as full tensors.

@@ -35,10 +35,7 @@ TrainConfig inference_config(const ModelSource& source) {
     DST_CHECK(source.adapter.empty(), ConfigError,
               source.command << ": --adapter goes with a Hugging Face --model; " << source.model
                              << " is a checkpoint (its adapters are inside)");
-    std::optional<EncryptionKey> key;
-    if (!source.key_file.empty()) key = EncryptionKey::from_file(source.key_file);
-    if (!source.key_env.empty()) key = EncryptionKey::from_env(source.key_env);
-    CheckpointReader reader(source.model, key);
+    CheckpointReader reader(source.model, load_encryption_key({source.key_file, source.key_env}));
     if (!reader.info().recipe.empty())
       config = parse_recipe(reader.info().recipe, source.model + "/manifest.json");
     config.model = reader.info().model;

@@ -676,21 +676,6 @@ class Pipeline {
             {"sources", sources}};
   }
 
-  // The manifest as written: under encryption its private part (per-shard data, sources, PII
-  // counts) is sealed (corpus_shards.h).
-  json stored_manifest(json manifest) const {
-    if (!key_) return manifest;
-    json sealed = json::object();
-    for (const char* name : {"splits", "sources", "counts"}) {
-      sealed[name] = manifest.at(name);
-      manifest.erase(name);
-    }
-    manifest["encryption"] = {{"algorithm", "AES-256-GCM"},
-                              {"key_fingerprint", key_->fingerprint()}};
-    manifest["sealed"] = detail::seal_as_hex(*key_, sealed.dump());
-    return manifest;
-  }
-
   // The existing manifest's content with its sealed part opened (null when it cannot be read).
   json existing_manifest() const {
     std::ifstream in(report_.manifest_path, std::ios::binary);
@@ -700,13 +685,8 @@ class Pipeline {
     try {
       json manifest = json::parse(text.str());
       if (!manifest.is_object() || !manifest.contains("sealed")) return key_ ? nullptr : manifest;
-      if (!key_) return nullptr;
-      const json sealed = json::parse(detail::open_hex_seal(
-          *key_, manifest.at("sealed").get<std::string>(), report_.manifest_path));
-      manifest.erase("sealed");
-      manifest.erase("encryption");
-      for (const auto& [name, value] : sealed.items()) manifest[name] = value;
-      return manifest;
+      return key_ ? detail::unseal_manifest(std::move(manifest), *key_, report_.manifest_path)
+                  : nullptr;
     } catch (const std::exception&) {
       return nullptr;  // unreadable or another key's: rewritten
     }
@@ -719,7 +699,9 @@ class Pipeline {
       report_.manifest_written = false;
       return;
     }
-    write_file_atomically(report_.manifest_path, stored_manifest(manifest).dump(2) + "\n");
+    // Under encryption the private part (per-shard data, sources, PII counts) is sealed.
+    const json stored = key_ ? detail::seal_manifest(manifest, *key_) : manifest;
+    write_file_atomically(report_.manifest_path, stored.dump(2) + "\n");
     report_.manifest_written = true;
   }
 

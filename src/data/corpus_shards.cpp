@@ -144,23 +144,37 @@ std::string shard_file_image(const PackedShard& packed, const PreparedShardAttri
   return image;
 }
 
-std::string seal_as_hex(const EncryptionKey& key, const std::string& text) {
+namespace {
+constexpr const char* kSealedMembers[] = {"splits", "sources", "counts"};
+}  // namespace
+
+nlohmann::json seal_manifest(nlohmann::json manifest, const EncryptionKey& key) {
   static const char* digits = "0123456789abcdef";
-  const std::string envelope = encrypt_bytes(key, text, kSealedManifestContext, "manifest");
+  nlohmann::json sealed = nlohmann::json::object();
+  for (const char* name : kSealedMembers) {
+    sealed[name] = manifest.at(name);
+    manifest.erase(name);
+  }
+  const std::string envelope =
+      encrypt_bytes(key, sealed.dump(), kSealedManifestContext, "manifest");
   std::string hex;
   hex.reserve(2 * envelope.size());
   for (unsigned char c : envelope) {
     hex.push_back(digits[c >> 4]);
     hex.push_back(digits[c & 15]);
   }
-  return hex;
+  manifest["encryption"] = {{"algorithm", "AES-256-GCM"}, {"key_fingerprint", key.fingerprint()}};
+  manifest["sealed"] = hex;
+  return manifest;
 }
 
-std::string open_hex_seal(const EncryptionKey& key, const std::string& hex,
-                          const std::string& what) {
+nlohmann::json unseal_manifest(nlohmann::json manifest, const EncryptionKey& key,
+                               const std::string& what) {
   auto value = [](char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
   };
+  const nlohmann::json& stored = manifest.at("sealed");
+  const std::string hex = stored.is_string() ? stored.get<std::string>() : std::string("?");
   std::string envelope(hex.size() / 2, '\0');
   bool ok = hex.size() % 2 == 0;
   for (size_t i = 0; ok && i < envelope.size(); ++i) {
@@ -169,7 +183,17 @@ std::string open_hex_seal(const EncryptionKey& key, const std::string& hex,
     envelope[i] = static_cast<char>((high << 4) | low);
   }
   DST_CHECK(ok, DataError, what << ": key 'sealed' is not lowercase hex");
-  return decrypt_bytes(key, envelope, kSealedManifestContext, what);
+  nlohmann::json sealed;
+  try {
+    sealed = nlohmann::json::parse(decrypt_bytes(key, envelope, kSealedManifestContext, what));
+  } catch (const nlohmann::json::exception& e) {
+    DST_THROW(DataError, what << ": the sealed part is not valid JSON (" << e.what() << ")");
+  }
+  DST_CHECK(sealed.is_object(), DataError, what << ": the sealed part is not a JSON object");
+  manifest.erase("sealed");
+  manifest.erase("encryption");
+  for (auto& [name, member] : sealed.items()) manifest[name] = member;
+  return manifest;
 }
 
 }  // namespace dst::detail

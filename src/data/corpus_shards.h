@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,12 +42,15 @@ std::string shard_file_image(const PackedShard& packed, const PreparedShardAttri
 
 // Encrypted corpora (prepare.encryption): each shard file is an envelope whose associated data is
 // its file name (shards cannot be swapped); the manifest's private part (per-shard data, sources,
-// counts) is an envelope under kSealedManifestContext, stored as hex text.
+// counts) is an envelope under kSealedManifestContext, stored as hex text in key "sealed" beside
+// "encryption": {algorithm, key_fingerprint}.
 inline constexpr const char* kSealedManifestContext = "deepseek_train prepared manifest";
-std::string seal_as_hex(const EncryptionKey& key, const std::string& text);
-// DataError naming `what` for text that is not hex; CheckpointError when it does not
-// authenticate (another key, changed bytes).
-std::string open_hex_seal(const EncryptionKey& key, const std::string& hex,
-                          const std::string& what);
+// The manifest as stored under `key`: its private members sealed.
+nlohmann::json seal_manifest(nlohmann::json manifest, const EncryptionKey& key);
+// The sealed manifest's content again ("sealed" and "encryption" replaced by the members they
+// hold). DataError naming `what` for a sealed part that is not hex or not a JSON object;
+// CheckpointError when it does not authenticate (another key, changed bytes).
+nlohmann::json unseal_manifest(nlohmann::json manifest, const EncryptionKey& key,
+                               const std::string& what);
 
 }  // namespace dst::detail

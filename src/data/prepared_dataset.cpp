@@ -129,14 +129,7 @@ PreparedManifest read_prepared_manifest(const std::string& dir, const Encryption
     DST_CHECK(key->fingerprint() == manifest.key_fingerprint, DataError,
               path << ": the corpus was encrypted with key " << manifest.key_fingerprint
                    << ", not with the key given (" << key->fingerprint() << ")");
-    json sealed;
-    try {
-      sealed = json::parse(detail::open_hex_seal(*key, r.string(root, "sealed", ""), path));
-    } catch (const json::exception& e) {
-      DST_THROW(DataError, path << ": the sealed part is not valid JSON (" << e.what() << ")");
-    }
-    DST_CHECK(sealed.is_object(), DataError, path << ": the sealed part is not a JSON object");
-    for (auto& [name, value] : sealed.items()) root[name] = value;
+    root = detail::unseal_manifest(std::move(root), *key, path);
   }
   const std::string format = r.string(root, "format", "");
   DST_CHECK(format == kPreparedFormat, DataError,

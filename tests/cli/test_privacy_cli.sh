@@ -103,6 +103,9 @@ if grep -q '"hidden_size"' sealed_hf/config.json; then fail "plaintext config.js
 test "$(grep -o 'loss [0-9.]*' eval_plain.txt)" = "$(grep -o 'loss [0-9.]*' eval_sealed.txt)" ||
   fail "encrypted export: $(cat eval_sealed.txt) vs $(cat eval_plain.txt)"
 echo "ok: encrypted export evaluates as the plaintext one ($(grep -o 'loss [0-9.]*' eval_sealed.txt))"
+expect_error 2 "absent.key" \
+  "$DSTRAIN" ckpt convert sealed_run/checkpoints/step-2 --to hf never_hf --encrypt-key-file absent.key
+test ! -e never_hf || fail "a failed encrypted convert wrote never_hf"
 expect_error 2 "sealed_hf is an encrypted export; give its key" \
   "$DSTRAIN" eval --model sealed_hf --text in/notes.txt --tokenizer byte
 expect_error 1 "manifest.json: the prepared corpus is encrypted" \

@@ -827,6 +827,15 @@ TEST_CASE("an encrypted prepared corpus reads back in memory only; tamper, wrong
   const dst::EncryptionKey other = dst::EncryptionKey::from_file(dir / "other.hex");
   m = error_of<dst::DataError>([&] { dst::PreparedDataset(dir / "sealed", "train", "", &other); });
   CHECK_THAT(m, Catch::Contains("was encrypted with key " + key.fingerprint()));
+  // A sealed part that is not hex: a DataError naming the manifest.
+  const std::string manifest_path = dir / "sealed/manifest.json";
+  const std::string good_manifest = read_text(manifest_path);
+  std::string bad_manifest = good_manifest;
+  bad_manifest.replace(bad_manifest.find("\"sealed\": \"") + 11, 2, "zz");
+  write_text(manifest_path, bad_manifest);
+  m = error_of<dst::DataError>([&] { dst::PreparedDataset(dir / "sealed", "train", "", &key); });
+  CHECK_THAT(m, Catch::Contains("manifest.json: key 'sealed' is not lowercase hex"));
+  write_text(manifest_path, good_manifest);
   // One changed byte in a shard: the shard fails to authenticate, named.
   const std::string shard = dir / "sealed/train-00000.h5";
   std::string bytes = read_text(shard);

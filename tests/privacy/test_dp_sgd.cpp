@@ -20,6 +20,7 @@
 #include "deepseek_train/model/llama.h"
 #include "deepseek_train/privacy/per_example_tap.h"
 #include "deepseek_train/privacy/rdp_accountant.h"
+#include "deepseek_train/train/provenance.h"
 #include "deepseek_train/train/trainer.h"
 #include "support/train_fixtures.h"
 
@@ -266,6 +267,23 @@ TEST_CASE("DP-SGD noise: with every gradient zero the update is the configured n
   auto again = make();
   CHECK(again->train_step({empty}).grad_norm == result.grad_norm);
   CHECK(trainer->train_step({empty}).grad_norm != result.grad_norm);
+}
+
+TEST_CASE("privacy provenance: read back, absent, malformed", "[privacy]") {
+  Provenance provenance;
+  provenance.privacy = PrivacyProvenance{
+      1.0, 0.8, 0.01, "poisson", "rdp", 5, 2.5, 1e-5, {{0.8, 0.01, 3}, {0.9, 0.01, 2}}};
+  const std::optional<PrivacyProvenance> back =
+      privacy_of_provenance(provenance.to_json(), "m.json");
+  REQUIRE(back);
+  CHECK(back->epsilon == 2.5);
+  REQUIRE(back->history.size() == 2);
+  CHECK(back->history[1].noise_multiplier == 0.9);
+  CHECK(back->history[1].steps == 2);
+  CHECK_FALSE(privacy_of_provenance(Provenance().to_json(), "m.json"));
+  CHECK_FALSE(privacy_of_provenance("", "m.json"));
+  CHECK_THROWS_WITH(privacy_of_provenance(R"({"privacy": {"max_grad_norm": 1}})", "m.json"),
+                    Catch::Contains("m.json: malformed privacy provenance"));
 }
 
 TEST_CASE("DP-SGD resume: the accountant continues from the checkpoint's history", "[privacy]") {
