@@ -17,6 +17,8 @@ import torch.nn.functional as F
 PRESETS = {  # vocab, hidden, layers, heads, intermediate, seq, micro-batch per rank
     "small": (4096, 384, 6, 6, 1024, 256, 4),
     "medium": (24576, 768, 12, 12, 2048, 512, 1),
+    # bench/bench-gpu-1b.yaml: the ~1B LLaMA of the GPU benchmark (torch_reference_gpu.py)
+    "gpu1b": (32000, 2048, 16, 16, 5632, 2048, 4),
 }
 VOCAB, HIDDEN, LAYERS, HEADS, INTER, SEQ, MBS = PRESETS["small"]
 
@@ -33,8 +35,9 @@ class RMSNorm(nn.Module):
 
 def rotary(x, theta=10000.0):
     seq, dim = x.shape[-2], x.shape[-1]
-    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    freqs = torch.outer(torch.arange(seq, dtype=torch.float32), inv_freq)
+    arange = lambda *a: torch.arange(*a, dtype=torch.float32, device=x.device)
+    inv_freq = 1.0 / theta ** (arange(0, dim, 2) / dim)
+    freqs = torch.outer(arange(seq), inv_freq)
     emb = torch.cat([freqs, freqs], -1)
     x1, x2 = x.chunk(2, -1)
     return x * emb.cos() + torch.cat([-x2, x1], -1) * emb.sin()

@@ -19,7 +19,14 @@ cd "${BUILD_DIR:-build}"
 log=$(mktemp "${TMPDIR:-/tmp}/dstrain-ctest.XXXXXX")
 trap 'rm -f "$log"' EXIT
 rc=0
-ctest --output-on-failure --no-tests=error --timeout 900 "$@" 2>&1 | tee "$log" || rc=$?
+# GPU tests (label gpu) need a CUDA device: without one they are left out, and said so (they run
+# in scripts/device_check.sh on a machine with a GPU).
+gpu_filter=()
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  gpu_filter=(-LE gpu)
+  echo "scripts/test.sh: no GPU here: the tests labelled gpu are left out (scripts/device_check.sh runs them)"
+fi
+ctest --output-on-failure --no-tests=error --timeout 900 "${gpu_filter[@]}" "$@" 2>&1 | tee "$log" || rc=$?
 [ "$rc" -eq 0 ] || exit "$rc"
 # A test CTest skipped or did not run: its result line ("***Skipped", "***Not Run") or its entry
 # in "The following tests did not run:".

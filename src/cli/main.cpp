@@ -22,6 +22,7 @@
 #include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/build_info.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -65,7 +66,11 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   }
   dst::Logger logger(env.rank, env.world_size, dst::parse_log_level(config.train.log_level));
 
-  const dst::comm::ProcessWorld processes = dst::comm::open_process_world(config.comm, env);
+  // The device decides the backend (CUDA tensors: NCCL, or MPI staged through host memory).
+  const dst::DeviceInventory devices = dst::probe_devices(dst::process_env());
+  const c10::Device device = dst::resolve_device(config.train.device, env, devices);
+  const dst::comm::ProcessWorld processes =
+      dst::comm::open_process_world(config.comm, env, device, dst::ranks_per_gpu(env, devices));
   dst::comm::MpiRuntime* mpi = processes.mpi.get();
   const dst::comm::CommunicatorPtr& world = processes.communicator;
   try {
@@ -76,8 +81,9 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     config.parallel.validate(world->size());
     const int threads = dst::configure_intra_op_threads(config.train, env);
     logger.info(std::string("deepseek_train ") + dst::kVersion + " | " + env.describe() +
-                " | backend " + world->backend() + " | " + config.parallel.describe() + " | " +
-                std::to_string(threads) + " intra-op threads per rank");
+                " | backend " + world->backend() + " | device " + device.str() + " | " +
+                config.parallel.describe() + " | " + std::to_string(threads) +
+                " intra-op threads per rank");
     dst::ProcessGroups groups = dst::ProcessGroups::create(world, config.parallel);
     if (world->rank() == 0) {
       std::error_code error;

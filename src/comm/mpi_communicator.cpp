@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <functional>
@@ -371,6 +372,9 @@ class MpiCommunicator final : public Communicator {
     return issued(work, options);
   }
 
+  // This group's watchdog for another backend's operations (collective_watch).
+  std::shared_ptr<CollectiveWatch> make_watch(const std::string& suffix) const;
+
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
     MPI_Comm child = MPI_COMM_NULL;
     check_rc(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &child), "split");
@@ -558,6 +562,39 @@ class MpiCommunicator final : public Communicator {
   uint64_t sequence_ = 0;  // collectives issued on this group
 };
 
+class MpiCollectiveWatch final : public CollectiveWatch {
+ public:
+  MpiCollectiveWatch(std::string key, std::shared_ptr<const std::vector<GroupMember>> members,
+                     std::shared_ptr<MpiJobContext> context, std::string self)
+      : key_(std::move(key)),
+        members_(std::move(members)),
+        context_(std::move(context)),
+        self_(std::move(self)) {}
+  uint64_t enter(const std::string& op) override {
+    const uint64_t sequence = ++sequence_;
+    context_->board->entered(key_, sequence, op);
+    return sequence;
+  }
+  std::string missing_ranks(uint64_t sequence) const override {
+    return name_missing_ranks(key_, sequence, *members_, context_->token, kSideChannelTimeout);
+  }
+  void mark_failed() override { context_->board->mark_failed(); }
+  std::string describe_self() const override { return self_; }
+
+ private:
+  std::string key_;
+  std::shared_ptr<const std::vector<GroupMember>> members_;
+  std::shared_ptr<MpiJobContext> context_;
+  std::string self_;
+  std::atomic<uint64_t> sequence_{0};
+};
+
+std::shared_ptr<CollectiveWatch> MpiCommunicator::make_watch(const std::string& suffix) const {
+  const std::string self = "rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+                           ", world rank " + std::to_string(world_ranks_[rank_]);
+  return std::make_shared<MpiCollectiveWatch>(key_ + "/" + suffix, members_, context_, self);
+}
+
 }  // namespace
 
 MpiRuntime::MpiRuntime() {
@@ -586,6 +623,15 @@ CommunicatorPtr MpiRuntime::world(const std::string& name) {
   DST_CHECK(rc == MPI_SUCCESS, CommError, "MPI_Comm_dup failed: " << mpi_error_string(rc));
   if (!context_) context_ = std::make_shared<MpiJobContext>();
   return std::make_shared<MpiCommunicator>(dup, name, context_);
+}
+
+std::shared_ptr<CollectiveWatch> collective_watch(Communicator& mpi_group,
+                                                  const std::string& backend_suffix) {
+  auto* mpi = dynamic_cast<MpiCommunicator*>(&mpi_group);
+  DST_CHECK(mpi, CommError,
+            "the hang watchdog of '" << mpi_group.name() << "' needs an MPI group, got backend "
+                                     << mpi_group.backend());
+  return mpi->make_watch(backend_suffix);
 }
 
 }  // namespace dst::comm

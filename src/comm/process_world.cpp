@@ -3,37 +3,67 @@
 #include <chrono>
 
 #include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/comm/nccl_communicator.h"
+#include "deepseek_train/comm/staged_communicator.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst::comm {
 
+namespace {
+
+std::string resolve_for_cuda(const std::string& backend, const LaunchEnv& env, int ranks_per_gpu) {
+  if (backend == "auto") {
+    if (env.launcher == "none") return "local";
+    return nccl_available() && ranks_per_gpu == 1 ? "nccl" : "mpi";
+  }
+  if (backend != "nccl") return backend;
+  DST_CHECK(nccl_available(), ConfigError,
+            "comm.backend 'nccl': this build has no CUDA/NCCL (configure with DST_WITH_CUDA=ON)");
+  DST_CHECK(ranks_per_gpu == 1, ConfigError,
+            "comm.backend 'nccl': " << ranks_per_gpu << " local ranks share each GPU ("
+                                    << env.local_size
+                                    << " on this node); NCCL needs one GPU per rank (use "
+                                       "comm.backend mpi, which stages through host memory)");
+  return backend;
+}
+
+}  // namespace
+
 std::string resolve_backend(const CommOptions& options, const LaunchEnv& env,
-                            c10::DeviceType device) {
-  DST_CHECK(device == c10::DeviceType::CPU, ConfigError,
-            "comm.backend '" << options.backend << "': tensors on " << c10::DeviceTypeName(device)
-                             << " need the NCCL backend, which is not implemented yet (this "
-                                "build moves CPU tensors only)");
+                            c10::DeviceType device, int ranks_per_gpu) {
   const std::string& backend = options.backend;
-  DST_CHECK(backend == "auto" || backend == "mpi" || backend == "local", ConfigError,
-            "comm.backend '" << backend << "' is not one of auto, mpi, local");
-  if (backend == "auto") return env.launcher != "none" ? "mpi" : "local";
+  DST_CHECK(backend == "auto" || backend == "mpi" || backend == "nccl" || backend == "local",
+            ConfigError, "comm.backend '" << backend << "' is not one of auto, mpi, nccl, local");
   DST_CHECK(backend != "local" || env.world_size == 1, ConfigError,
             "comm.backend 'local' runs a single process, but "
                 << env.launcher << " started " << env.world_size << " (use auto or mpi)");
+  if (device == c10::DeviceType::CUDA) return resolve_for_cuda(backend, env, ranks_per_gpu);
+  DST_CHECK(backend != "nccl", ConfigError,
+            "comm.backend 'nccl' moves CUDA tensors, but this run's tensors are on "
+                << c10::DeviceTypeName(device) << " (train.device)");
+  if (backend == "auto") return env.launcher != "none" ? "mpi" : "local";
   return backend;
 }
 
 ProcessWorld open_process_world(const CommOptions& options, const LaunchEnv& env,
-                                c10::DeviceType device) {
+                                const c10::Device& device, int ranks_per_gpu) {
+  const std::string backend = resolve_backend(options, env, device.type(), ranks_per_gpu);
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
   ProcessWorld world;
-  if (resolve_backend(options, env, device) == "mpi") {
-    world.mpi = std::make_unique<MpiRuntime>();
-    world.communicator = world.mpi->world();
-  } else {
+  if (backend == "local") {
     world.communicator = make_local_communicator();
+    world.communicator->set_timeout(timeout);
+    return world;
   }
-  world.communicator->set_timeout(
-      std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000)));
+  world.mpi = std::make_unique<MpiRuntime>();
+  CommunicatorPtr mpi_world = world.mpi->world();
+  mpi_world->set_timeout(timeout);
+  if (backend == "nccl") {
+    world.communicator = make_nccl_communicator(mpi_world, device);
+  } else {
+    world.communicator = device.is_cuda() ? make_staged_communicator(mpi_world) : mpi_world;
+  }
+  world.communicator->set_timeout(timeout);
   return world;
 }
 

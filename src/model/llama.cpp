@@ -110,12 +110,20 @@ torch::Tensor AttentionImpl::attend(torch::Tensor q, torch::Tensor k, torch::Ten
     k = k.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
     v = v.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
   }
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
   // Causal: query i sits at position past + i; every prefix position is visible to every query.
   auto future =
       torch::ones({seq, past + seq}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
           .triu(1 + past);
   if (prefix_length > 0 && !prefix->visible()) future.narrow(1, 0, prefix_length).fill_(true);
+  if (!q.device().is_cpu()) {
+    // GPUs: ATen's fused attention (flash, cuDNN or memory-efficient kernels); the mask says
+    // where to attend.
+    const torch::Tensor out =
+        past == 0 ? at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true)
+                  : at::scaled_dot_product_attention(q, k, v, future.logical_not(), 0.0, false);
+    return out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
+  }
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
   return torch::matmul(probs, v).transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});

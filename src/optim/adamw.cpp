@@ -45,6 +45,15 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
         AdamWStep{lr, options.beta1, options.beta2, options.eps, options.weight_decay, t}, decay);
     return;
   }
+  // CUDA: ATen's fused AdamW kernel (one launch per tensor; ZeRO's tensors are whole shards).
+  if (options.fused && param.is_cuda() && param.scalar_type() == at::kFloat &&
+      grad.scalar_type() == at::kFloat) {
+    const at::Tensor step = at::full({}, static_cast<double>(t), param.options());
+    at::_fused_adamw_({param}, {grad}, {exp_avg}, {exp_avg_sq}, {}, {step}, lr, options.beta1,
+                      options.beta2, decay ? options.weight_decay : 0.0, options.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
+    return;
+  }
   const double bias_correction1 = 1.0 - std::pow(options.beta1, static_cast<double>(t));
   const double bias_correction2 = 1.0 - std::pow(options.beta2, static_cast<double>(t));
   const double step_size = lr / bias_correction1;

@@ -307,6 +307,7 @@ const std::vector<Section>& sections() {
            field("progress", &TC::train, &TrainOptions::progress),
            field("peak_flops_per_rank", &TC::train, &TrainOptions::peak_flops_per_rank),
            field("kernels", &TC::train, &TrainOptions::kernels),
+           field("device", &TC::train, &TrainOptions::device),
            field("cpu_allocator", &TC::train, &TrainOptions::cpu_allocator),
            field("cpu_allocator_cache_mb", &TC::train, &TrainOptions::cpu_allocator_cache_mb),
        }},

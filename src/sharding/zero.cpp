@@ -110,8 +110,11 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     }
     unit->padded = (numel + world - 1) / world * world;
     unit->shard = unit->padded / world;
-    auto options_fp32 = torch::TensorOptions().dtype(torch::kFloat32);
-    auto options_param = torch::TensorOptions().dtype(param_type);
+    // The unit's buffers live where its parameters do (train.device).
+    const c10::Device device =
+        unit->params.empty() ? c10::Device(c10::kCPU) : unit->params.front().device();
+    auto options_fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+    auto options_param = torch::TensorOptions().dtype(param_type).device(device);
     // With narrower parameters, the fp32 values (before rounding) seed the master shard.
     const bool separate_master = param_type != at::kFloat;
     at::Tensor flat_fp32 =
@@ -136,7 +139,7 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
     unit->grad_shard = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg = torch::zeros({unit->shard}, options_fp32);
     unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
-    unit->reduce_buffer = torch::zeros({unit->shard}, torch::TensorOptions().dtype(reduce_type_));
+    unit->reduce_buffer = torch::zeros({unit->shard}, options_fp32.dtype(reduce_type_));
     unit->pending = static_cast<int>(unit->params.size());
     if (stage_ >= 2) release_storage(unit->flat_grad);
     if (stage_ == 3) release_storage(unit->flat_param);
@@ -195,7 +198,8 @@ void ZeroEngine::ensure_gathered(int u) {
   start_gather(u);
   Unit& unit = *units_[u];
   if (unit.gather_work) {
-    unit.gather_work->wait();
+    // Orders the compute after the gather: a stream wait under NCCL, a host wait under MPI.
+    unit.gather_work->synchronize();
     unit.gather_work.reset();
   }
 }
@@ -233,7 +237,7 @@ at::Tensor ZeroEngine::after_forward(int u, const at::Tensor& output) {
 void ZeroEngine::prepare_gradient_buffer(int u) {
   Unit& unit = *units_[u];
   if (unit.reduce_work) {  // the previous micro-batch's reduction still reads flat_grad
-    unit.reduce_work->wait();
+    unit.reduce_work->synchronize();
     complete_reduction(u);
   }
   if (!is_materialized(unit.flat_grad)) {
@@ -248,7 +252,7 @@ void ZeroEngine::on_backward_begin(int u) {
   // (the memory plan's units_in_flight): older reductions complete first, in launch order.
   for (int v = static_cast<int>(units_.size()) - 1; v > u + 1; --v) {
     if (units_[v]->reduce_work) {
-      units_[v]->reduce_work->wait();
+      units_[v]->reduce_work->synchronize();
       complete_reduction(v);
     }
   }
@@ -351,11 +355,11 @@ void ZeroEngine::finish_backward() {
   for (int u = static_cast<int>(units_.size()) - 1; u >= 0; --u) {
     Unit& unit = *units_[u];
     if (unit.reduce_work) {
-      unit.reduce_work->wait();
+      unit.reduce_work->synchronize();
       complete_reduction(u);
     }
     if (unit.gather_work) {  // a prefetch nobody used
-      unit.gather_work->wait();
+      unit.gather_work->synchronize();
       unit.gather_work.reset();
       release(u);
     }

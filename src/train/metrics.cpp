@@ -101,6 +101,10 @@ void MetricsWriter::write(const StepMetrics& m) {
   if (!m.comm_wait_s_by_op.empty()) json["comm_wait_s_by_op"] = m.comm_wait_s_by_op;
   if (m.mfu > 0) json["mfu"] = m.mfu;
   if (m.planned_peak_rss_mb > 0) json["planned_peak_rss_mb"] = m.planned_peak_rss_mb;
+  if (m.peak_device_allocated_mb > 0) {
+    json["peak_device_allocated_mb"] = m.peak_device_allocated_mb;
+    json["peak_device_reserved_mb"] = m.peak_device_reserved_mb;
+  }
   if (m.peak_rss_mb_max > 0) json["peak_rss_mb_max"] = m.peak_rss_mb_max;
   if (!m.peak_rss_mb_per_rank.empty()) json["peak_rss_mb_per_rank"] = m.peak_rss_mb_per_rank;
   if (m.eval_loss) {

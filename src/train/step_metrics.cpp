@@ -1,6 +1,7 @@
 #include "deepseek_train/train/step_metrics.h"
 
 #include <sys/resource.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <functional>
 #include <vector>
 
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/kernels/cpu_gemm.h"
 #include "deepseek_train/kernels/fused_ops.h"
 
@@ -42,7 +44,32 @@ int64_t resident_set_bytes() {
   return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
-double measure_matmul_flops(double seconds, at::ScalarType dtype) {
+namespace {
+
+double measure_device_matmul_flops(double seconds, at::ScalarType dtype,
+                                   const c10::Device& device) {
+  constexpr int64_t n = 4096;
+  const auto options = torch::TensorOptions().dtype(dtype).device(device);
+  const torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
+  torch::Tensor c = torch::empty({n, n}, options);
+  at::mm_out(c, a, b);
+  torch::cuda::synchronize(device.index());
+  int64_t runs = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    for (int i = 0; i < 10; ++i) at::mm_out(c, a, b);
+    torch::cuda::synchronize(device.index());
+    runs += 10;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * n * n * n * runs / elapsed;
+}
+
+}  // namespace
+
+double measure_matmul_flops(double seconds, at::ScalarType dtype, const c10::Device& device) {
+  if (device.is_cuda()) return measure_device_matmul_flops(seconds, dtype, device);
   // Where the CPU has no bf16 matrix instructions the model multiplies bf16 in fp32
   // (kernels/fused_ops.h): that is the rate its GEMMs reach.
   if (dtype == at::kBFloat16 && !cpu_has_bf16_matmul()) dtype = at::kFloat;
@@ -100,6 +127,11 @@ StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skippe
   m.comm_wait_s_by_op = result.comm_wait_seconds_by_op;
   m.peak_rss_mb = peak_rss_megabytes();
   m.planned_peak_rss_mb = planned_peak_rss_mb_;
+  if (device_.is_cuda()) {
+    const DeviceMemory memory = device_memory(device_);
+    m.peak_device_allocated_mb = static_cast<double>(memory.peak_allocated_bytes) / (1 << 20);
+    m.peak_device_reserved_mb = static_cast<double>(memory.peak_reserved_bytes) / (1 << 20);
+  }
   m.peak_rss_mb_per_rank = all_gather_values(*world_, m.peak_rss_mb);
   m.peak_rss_mb_max =
       *std::max_element(m.peak_rss_mb_per_rank.begin(), m.peak_rss_mb_per_rank.end());

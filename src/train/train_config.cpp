@@ -117,8 +117,12 @@ void TrainConfig::validate() const {
             "train.early_stopping.patience must be non-negative");
   DST_CHECK(train.early_stopping_min_delta >= 0, ConfigError,
             "train.early_stopping.min_delta must be non-negative");
-  DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "local", ConfigError,
-            "comm.backend '" << comm.backend << "' is not one of auto, mpi, local");
+  DST_CHECK(comm.backend == "auto" || comm.backend == "mpi" || comm.backend == "nccl" ||
+                comm.backend == "local",
+            ConfigError,
+            "comm.backend '" << comm.backend << "' is not one of auto, mpi, nccl, local");
+  DST_CHECK(train.device == "auto" || train.device == "cpu" || train.device == "cuda", ConfigError,
+            "train.device '" << train.device << "' is not one of auto, cpu, cuda");
   DST_CHECK(train.nonfinite_policy == "skip" || train.nonfinite_policy == "abort", ConfigError,
             "train.nonfinite.policy '" << train.nonfinite_policy << "' is not one of skip, abort");
   DST_CHECK(train.nonfinite_max_consecutive > 0, ConfigError,

@@ -18,6 +18,8 @@
 #include "deepseek_train/checkpoint/weights_file.h"
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/cpu_allocator.h"
+#include "deepseek_train/core/deferred_tensor.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/data/distributed_sampler.h"
 #include "deepseek_train/kernels/fused_ops.h"
@@ -115,6 +117,22 @@ std::vector<std::pair<std::string, torch::Tensor>> collect_pipeline_stages(
   return own;
 }
 
+// Moves the parameters that have their values to `device` (deferred ones stay until they are
+// filled); a no-op for those already there.
+void place_on_device(NamedParameters& parameters, const c10::Device& device) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, parameter] : parameters)
+    if (!is_deferred(parameter) && parameter.device() != device)
+      parameter.set_data(parameter.to(device));
+}
+
+void place_model_on_device(torch::nn::Module& model, const c10::Device& device) {
+  NamedParameters parameters;
+  for (auto& item : model.named_parameters(/*recurse=*/true))
+    parameters.emplace_back(item.key(), item.value());
+  place_on_device(parameters, device);
+}
+
 }  // namespace
 
 at::ScalarType scalar_type_of(Precision precision) {
@@ -149,6 +167,9 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   use_cpu_allocator(config_.train.cpu_allocator,
                     static_cast<size_t>(config_.train.cpu_allocator_cache_mb) << 20);
   encryption_key_ = load_encryption_key();
+  device_ = resolve_device(config_.train.device, detect_launch_env(process_env()),
+                           probe_devices(process_env()));
+  make_current_device(device_);
   checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   // 1. The family builds this rank's part of the model: tp shards, pipeline chunks, activation
   // checkpointing (train/parallelize.h has the order).
@@ -160,6 +181,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   // what trains unit by unit inside the engines (step 3).
   InitialWeights weights(*model_, config_.train.seed, config_.train.init_from);
   weights.fill_allocated();
+  place_model_on_device(*model_, device_);
   const PrecisionPolicy precision = PrecisionPolicy::from_options(config_.precision);
   if (!config_.train.init_adapter.empty())
     config_.adapters = adapters_with_peft_folder(config_.adapters, config_.train.init_adapter);
@@ -169,6 +191,7 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
                                config_.train.seed);
     if (!config_.train.init_adapter.empty())
       import_peft_weights(*model_, config_.train.init_adapter);
+    place_model_on_device(*model_, device_);
     // Every rank decides together: a recipe whose adapters match nothing anywhere is an error.
     const double trainable =
         all_reduce_sum(groups_.world(), {static_cast<double>(trainable_parameter_elements())})[0];
@@ -184,8 +207,8 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
     weights.fill_deferred(frozen);
     torch::NoGradGuard no_grad;
     for (auto& [name, parameter] : frozen)
-      if (!model_->keeps_fp32(name))
-        parameter.set_data(parameter.to(scalar_type_of(precision.param)));
+      parameter.set_data(parameter.to(
+          device_, model_->keeps_fp32(name) ? torch::kFloat32 : scalar_type_of(precision.param)));
   }
   activation_dtype_ = scalar_type_of(precision.param);
   if (activation_dtype_ == torch::kFloat16) {
@@ -201,7 +224,10 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   }
   // 3. Data parallelism (DDP, ZeRO, HSDP) over what trains, unit hooks, the pipeline.
   parallel_ = parallelize_data(model_, config_, groups_, activation_dtype_,
-                               [&weights](NamedParameters& unit) { weights.fill_deferred(unit); });
+                               [&weights, this](NamedParameters& unit) {
+                                 weights.fill_deferred(unit);
+                                 place_on_device(unit, device_);
+                               });
   if (!config_.train.init_from.empty())
     logger_.info("initialised from the Hugging Face model " + config_.train.init_from);
   if (const int64_t unused = weights.unused_layer_tensors(); unused > 0)
@@ -466,8 +492,20 @@ double Trainer::global_grad_norm(double loss_scale) {
   return std::sqrt(squared) / loss_scale;
 }
 
-StepResult Trainer::train_step(const std::vector<MicroBatch>& micro_batches) {
-  DST_CHECK(!micro_batches.empty(), DataError, "train_step: no micro-batches");
+std::vector<MicroBatch> Trainer::on_device(const std::vector<MicroBatch>& batches) const {
+  if (device_.is_cpu()) return batches;
+  // Pinned host memory, so the copies are asynchronous DMA ordered on the current stream.
+  const auto move = [this](const torch::Tensor& t) {
+    return (t.is_pinned() ? t : t.pin_memory()).to(device_, /*non_blocking=*/true);
+  };
+  std::vector<MicroBatch> moved;
+  for (const MicroBatch& mb : batches) moved.push_back({move(mb.input_ids), move(mb.labels)});
+  return moved;
+}
+
+StepResult Trainer::train_step(const std::vector<MicroBatch>& batches) {
+  DST_CHECK(!batches.empty(), DataError, "train_step: no micro-batches");
+  const std::vector<MicroBatch> micro_batches = on_device(batches);
   const int world_rank = groups_.world().rank();
   fault_plan_.at(world_rank, step_ + 1, "step_begin");
   *poison_gradient_ = fault_plan_.action() == FaultPlan::Action::kNanGradient &&
@@ -654,7 +692,8 @@ double Trainer::evaluate(const std::vector<MicroBatch>& batches) {
   return loss_sum / tokens;
 }
 
-std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& batches) {
+std::pair<double, double> Trainer::evaluate_sums(const std::vector<MicroBatch>& host_batches) {
+  const std::vector<MicroBatch> batches = on_device(host_batches);
   torch::NoGradGuard no_grad;
   const bool was_training = model_->is_training();
   model_->eval();
@@ -748,8 +787,8 @@ std::string Trainer::save_weights(const std::string& directory) {
   return path;
 }
 
-void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler,
-                           double peak_flops) {
+void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler, double peak_flops,
+                           const std::string& peak_source) {
   std::ostringstream plan;
   plan << "model: " << config_.model.model_type << ", " << config_.model.num_parameters()
        << " parameters, " << config_.model.num_hidden_layers << " layers, hidden "
@@ -787,15 +826,30 @@ void Trainer::log_run_plan(const TrainingData& data, const BatchSampler& sampler
   logger_.info(memory_plan().describe());
   std::ostringstream denominator;
   denominator << "MFU denominator: " << std::fixed << std::setprecision(1)
-              << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank ("
-              << (config_.train.peak_flops_per_rank > 0
-                      ? std::string("train.peak_flops_per_rank")
-                      : std::string("measured ") + c10::toString(activation_dtype_) + " matmul" +
-                            (activation_dtype_ == torch::kBFloat16 && !cpu_has_bf16_matmul()
-                                 ? ", computed in fp32 on this CPU"
-                                 : ""))
+              << peak_flops / groups_.world().size() / 1e9 << " GFLOP/s per rank (" << peak_source
               << ")";
   logger_.info(denominator.str());
+}
+
+// This rank's FLOP/s for MFU: train.peak_flops_per_rank, a known GPU's dense bf16 peak, or a
+// matmul measured in the compute dtype; `source` says which.
+double Trainer::rank_peak_flops(std::string* source) const {
+  if (config_.train.peak_flops_per_rank > 0) {
+    *source = "train.peak_flops_per_rank";
+    return config_.train.peak_flops_per_rank;
+  }
+  if (device_.is_cuda()) {
+    const std::string name = device_name(device_);
+    if (const std::optional<double> peak = gpu_dense_bf16_peak_flops(name)) {
+      *source = "dense bf16 peak of " + name;
+      return *peak;
+    }
+  }
+  *source = std::string("measured ") + c10::toString(activation_dtype_) + " matmul" +
+            (device_.is_cpu() && activation_dtype_ == torch::kBFloat16 && !cpu_has_bf16_matmul()
+                 ? ", computed in fp32 on this CPU"
+                 : "");
+  return measure_matmul_flops(0.2, activation_dtype_, device_);
 }
 
 // Saves what the step's policy asks for; a new best is committed before it is marked.
@@ -836,11 +890,9 @@ TrainSummary Trainer::run() {
   const double model_parameters =
       whole_model_elements(true) + whole_model_elements(false) -
       static_cast<double>(config_.model.num_parameters() - config_.model.num_active_parameters());
-  const double peak_flops =
-      all_reduce_sum(groups_.world(), {opts.peak_flops_per_rank > 0
-                                           ? opts.peak_flops_per_rank
-                                           : measure_matmul_flops(0.2, activation_dtype_)})[0];
-  log_run_plan(data, sampler, peak_flops);
+  std::string peak_source;
+  const double peak_flops = all_reduce_sum(groups_.world(), {rank_peak_flops(&peak_source)})[0];
+  log_run_plan(data, sampler, peak_flops, peak_source);
 
   TrainSummary summary;
   summary.initial_eval_loss = evaluate(eval_batches);
@@ -848,6 +900,7 @@ TrainSummary Trainer::run() {
   EarlyStopping stopping(opts, summary.initial_eval_loss);
   StepMetricsRecorder recorder(groups_.world_ptr(), opts.steps, step_, model_parameters, peak_flops,
                                memory_plan().peak() / (1024.0 * 1024.0));
+  recorder.set_device(device_);
   while (step_ < opts.steps && !summary.stopped_early) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())

@@ -18,7 +18,9 @@ namespace {
 
 // The default CPU generator's state is saved per rank (restored on the same world size only):
 // nothing in training draws from it yet, but dropout and data augmentation will.
-std::string rng_tensor_name(int rank) { return "rng.torch_cpu.rank-" + std::to_string(rank); }
+std::string rng_tensor_name(const std::string& device, int rank) {
+  return "rng.torch_" + device + ".rank-" + std::to_string(rank);
+}
 
 // The optimizer-side tensors of a slice that checkpoints hold, by kind.
 std::vector<std::pair<const char*, torch::Tensor>> optimizer_state(const ParameterStateSlice& s) {
@@ -62,6 +64,18 @@ std::vector<ParameterStateSlice> Trainer::engine_state_slices() {
   for (auto& engine : parallel_.engines)
     for (ParameterStateSlice& slice : engine->state_slices()) slices.push_back(std::move(slice));
   return slices;
+}
+
+// The generators whose states a checkpoint keeps per rank: the CPU's and, on a GPU, the device's
+// (dropout draws there), each with its tensor name.
+std::vector<std::pair<std::string, at::Generator>> Trainer::random_generators() const {
+  const int rank = groups_.world().rank();
+  std::vector<std::pair<std::string, at::Generator>> generators{
+      {rng_tensor_name("cpu", rank), at::detail::getDefaultCPUGenerator()}};
+  if (device_.is_cuda())
+    generators.emplace_back(rng_tensor_name("cuda", rank),
+                            at::globalContext().defaultGenerator(device_));
+  return generators;
 }
 
 std::vector<StatePiece> Trainer::state_pieces() {
@@ -121,15 +135,14 @@ std::vector<StatePiece> Trainer::state_pieces() {
     piece.data = local.detach().to(torch::kFloat32).reshape({-1});
     pieces.push_back(std::move(piece));
   }
-  {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
+  for (auto& [name, generator] : random_generators()) {
     torch::Tensor state;
     {
       std::lock_guard<std::mutex> lock(generator.mutex());
       state = generator.get_state();
     }
     StatePiece rng;
-    rng.tensor = rng_tensor_name(groups_.world().rank());
+    rng.tensor = name;
     rng.kind = "rng";
     rng.global_shape = {state.numel()};
     rng.location.end = state.numel();
@@ -239,9 +252,8 @@ std::string Trainer::load_checkpoint(const std::string& directory) {
     local.copy_(reader.read(name, "master", location_of(name, local, 0, local.numel()))
                     .view(local.sizes()));
   }
-  const std::string rng = rng_tensor_name(groups_.world().rank());
-  if (info.layout.world_size == groups_.world().size() && reader.has(rng, "rng")) {
-    at::Generator generator = at::detail::getDefaultCPUGenerator();
+  for (auto& [rng, generator] : random_generators()) {
+    if (info.layout.world_size != groups_.world().size() || !reader.has(rng, "rng")) continue;
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(reader.read_full(rng, "rng"));
   }

@@ -68,6 +68,14 @@ expect_error "unknown param dtype" 2 "precision.param_dtype 'fp8'" -- "$DSTRAIN"
 expect_error "bad loss scaler" 2 "precision.loss_scaler.growth_factor must be > 1" -- "$DSTRAIN" train good.yaml precision.param_dtype=fp16 precision.loss_scaler.growth_factor=0.5
 expect_error "unknown offload" 2 "optim.offload 'gpu'" -- "$DSTRAIN" train good.yaml optim.offload=gpu
 expect_error "bad zero stage" 2 "parallel.zero_stage must be 0, 1, 2 or 3" -- "$DSTRAIN" train good.yaml parallel.zero_stage=4
+expect_error "unknown device" 2 "train.device 'tpu' is not one of auto, cpu, cuda" -- "$DSTRAIN" train good.yaml train.device=tpu
+expect_error "unknown backend" 2 "comm.backend 'gloo' is not one of auto, mpi, nccl, local" -- "$DSTRAIN" train good.yaml comm.backend=gloo
+# This machine has no GPU: asking for one is a one-line error, before any data is read.
+if ! command -v nvidia-smi > /dev/null || ! nvidia-smi -L > /dev/null 2>&1; then
+  expect_error "cuda without a GPU" 2 "train.device 'cuda': no CUDA device is visible" -- "$DSTRAIN" train good.yaml train.device=cuda
+  expect_error "nccl on CPU tensors" 2 "comm.backend 'nccl' moves CUDA tensors, but this run's tensors are on cpu" -- \
+    "$DSTRAIN" train good.yaml comm.backend=nccl
+fi
 expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml
 expect_error "world size mismatch" 2 "does not equal the world size 2" -- \
   mpirun -np 2 --bind-to none "$DSTRAIN" train good.yaml parallel.dp=4

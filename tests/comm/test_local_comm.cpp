@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "deepseek_train/comm/local_communicator.h"
+#include "deepseek_train/comm/nccl_communicator.h"
 #include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/error.h"
 
@@ -72,10 +73,30 @@ TEST_CASE("the backend is chosen inside comm from comm.backend, the launcher and
                                     "started 4"));
   options.backend = "gloo";
   CHECK_THROWS_WITH(resolve_backend(options, alone),
-                    Catch::Contains("comm.backend 'gloo' is not one of auto, mpi, local"));
+                    Catch::Contains("comm.backend 'gloo' is not one of auto, mpi, nccl, local"));
+  // CUDA tensors: NCCL when each local rank has its own GPU (and the build has it), MPI staged
+  // through host memory when ranks share one; a single process needs no backend.
+  using dst::comm::nccl_available;
+  const auto cuda = c10::DeviceType::CUDA;
   options.backend = "auto";
-  CHECK_THROWS_WITH(resolve_backend(options, launched, c10::DeviceType::CUDA),
-                    Catch::Contains("need the NCCL backend, which is not implemented yet"));
+  CHECK(resolve_backend(options, launched, cuda) == (nccl_available() ? "nccl" : "mpi"));
+  CHECK(resolve_backend(options, launched, cuda, /*ranks_per_gpu=*/2) == "mpi");
+  CHECK(resolve_backend(options, alone, cuda) == "local");
+  options.backend = "mpi";
+  CHECK(resolve_backend(options, launched, cuda) == "mpi");
+  options.backend = "nccl";
+  CHECK_THROWS_WITH(resolve_backend(options, launched),
+                    Catch::Contains("comm.backend 'nccl' moves CUDA tensors, but this run's "
+                                    "tensors are on cpu"));
+  if (nccl_available()) {
+    CHECK(resolve_backend(options, launched, cuda) == "nccl");
+    CHECK_THROWS_WITH(resolve_backend(options, launched, cuda, 2),
+                      Catch::Contains("2 local ranks share each GPU"));
+  } else {
+    CHECK_THROWS_WITH(resolve_backend(options, launched, cuda),
+                      Catch::Contains("this build has no CUDA/NCCL"));
+  }
+  options.backend = "auto";
   // The single-process world carries comm.timeout_s.
   options.timeout_s = 12.5;
   const dst::comm::ProcessWorld world = dst::comm::open_process_world(options, alone);

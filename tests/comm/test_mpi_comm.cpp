@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "deepseek_train/comm/nccl_communicator.h"
+#include "deepseek_train/comm/staged_communicator.h"
 #include "deepseek_train/core/error.h"
 #include "support/mpi_world.h"
 
@@ -373,4 +375,75 @@ TEST_CASE("per-op options: a deadline of its own, and a synchronous op", "[comm]
     world->send(seven, 0, 52)->wait();
   }
   world->barrier(synchronous);
+}
+
+// The staged backend (comm/staged_communicator.h) copies device tensors through host buffers; with
+// stage_host_tensors it does so for CPU tensors too, so every copy path runs here without a GPU.
+// Results must equal the plain MPI communicator's, bytes are the wrapped communicator's.
+TEST_CASE("staged MPI: every op through host copies equals plain MPI, splits stay staged",
+          "[comm]") {
+  auto world = testing::world();
+  const int p = world->size(), r = world->rank();
+  auto staged = comm::make_staged_communicator(world, /*stage_host_tensors=*/true);
+  CHECK(staged->backend() == "mpi+staged");
+  CHECK(staged->rank() == r);
+  const uint64_t bytes_before = world->stats().total_bytes();
+
+  at::Tensor sum = rank_values(13, r, at::kFloat);
+  staged->all_reduce(sum, ReduceOp::kSum)->wait();
+  CHECK(at::equal(sum, expected_sum(13, p, at::kFloat)));
+  CHECK(world->stats().total_bytes() > bytes_before);  // counted by the wrapped communicator
+
+  const int64_t n = 4 * p + 1;  // uneven split
+  const std::vector<int64_t> sizes = comm::split_sizes(n, p);
+  at::Tensor shard = at::empty({sizes[r]}, at::kDouble);
+  staged->reduce_scatter(shard, rank_values(n, r, at::kDouble), ReduceOp::kSum)->wait();
+  CHECK(at::equal(
+      shard, expected_sum(n, p, at::kDouble).narrow(0, comm::split_offset(n, p, r), sizes[r])));
+
+  at::Tensor gathered = at::zeros({n}, at::kLong);
+  const at::Tensor own =
+      at::arange(comm::split_offset(n, p, r), comm::split_offset(n, p, r) + sizes[r], at::kLong);
+  staged->all_gather(gathered, own)->wait();
+  CHECK(at::equal(gathered, at::arange(n, at::kLong)));
+
+  at::Tensor root_value = at::full({3}, r == p - 1 ? 7.0 : 0.0, at::kBFloat16);
+  staged->broadcast(root_value, p - 1)->wait();
+  CHECK(at::equal(root_value, at::full({3}, 7.0, at::kBFloat16)));
+
+  // A ring of sends, synchronous (async_op false: complete on return).
+  comm::OpOptions blocking;
+  blocking.async_op = false;
+  at::Tensor incoming = at::zeros({2}, at::kInt);
+  auto receive = staged->recv(incoming, (r + p - 1) % p, 5);
+  staged->send(at::full({2}, r, at::kInt), (r + 1) % p, 5, blocking);
+  receive->wait();
+  CHECK(at::equal(incoming, at::full({2}, (r + p - 1) % p, at::kInt)));
+
+  at::Tensor rows = at::full({p, 2}, static_cast<double>(r), at::kFloat);
+  at::Tensor exchanged = at::empty({p, 2}, at::kFloat);
+  staged->all_to_all(exchanged, rows, {}, {})->wait();
+  CHECK(at::equal(exchanged.select(1, 0), at::arange(p, at::kFloat)));
+
+  auto halves = staged->split(r % 2, r, "parity");
+  REQUIRE(halves);
+  CHECK(halves->backend() == "mpi+staged");
+  at::Tensor ones = at::ones({4}, at::kFloat);
+  halves->all_reduce(ones, ReduceOp::kSum)->wait();
+  CHECK(ones[0].item<float>() == static_cast<float>(halves->size()));
+  staged->barrier()->wait();
+}
+
+TEST_CASE("the NCCL bootstrap id travels from rank 0 to every rank", "[comm]") {
+  auto world = testing::world();
+  std::vector<uint8_t> id(128, 0);
+  if (world->rank() == 0)
+    for (size_t i = 0; i < id.size(); ++i) id[i] = static_cast<uint8_t>(255 - i);
+  const std::vector<uint8_t> received = comm::broadcast_bootstrap_id(*world, id);
+  REQUIRE(received.size() == 128);
+  for (size_t i = 0; i < received.size(); ++i) CHECK(received[i] == static_cast<uint8_t>(255 - i));
+  if (!comm::nccl_available()) {
+    CHECK_THROWS_WITH(comm::make_nccl_communicator(world, c10::Device(c10::kCUDA, 0)),
+                      Catch::Contains("this build has no CUDA/NCCL"));
+  }
 }

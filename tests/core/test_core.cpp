@@ -7,6 +7,7 @@
 
 #include "deepseek_train/core/atomic_file.h"
 #include "deepseek_train/core/build_info.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/core/log.h"
@@ -192,4 +193,49 @@ TEST_CASE("portable uniform integers", "[core]") {
     CHECK(x == uniform_below(b, 7));
   }
   CHECK(splitmix64(1) != splitmix64(2));
+}
+
+TEST_CASE("device: train.device resolved per local rank, GPUs shared only when too few", "[core]") {
+  LaunchEnv env;
+  env.local_rank = 3;
+  env.local_size = 4;
+  DeviceInventory none;
+  none.cuda_built = true;
+  DeviceInventory two = none;
+  two.cuda_devices = 2;
+  CHECK(resolve_device("cpu", env, two).is_cpu());
+  CHECK(resolve_device("auto", env, none).is_cpu());
+  const c10::Device auto_gpu = resolve_device("auto", env, two);
+  CHECK(auto_gpu.is_cuda());
+  CHECK(auto_gpu.index() == 1);  // local rank 3 of 4 on 2 GPUs
+  CHECK(resolve_device("cuda", env, two).index() == 1);
+  CHECK(ranks_per_gpu(env, two) == 2);
+  env.local_size = 2;
+  CHECK(ranks_per_gpu(env, two) == 1);
+  CHECK(ranks_per_gpu(env, none) == 1);
+  CHECK_THROWS_WITH(resolve_device("cuda", env, none),
+                    Catch::Contains("train.device 'cuda': no CUDA device is visible"));
+  none.cuda_visible_devices = "7";
+  CHECK_THROWS_WITH(resolve_device("cuda", env, none), Catch::Contains("(CUDA_VISIBLE_DEVICES=7)"));
+  DeviceInventory cpu_build;
+  cpu_build.cuda_devices = 1;  // a GPU this build cannot use
+  CHECK(resolve_device("auto", env, cpu_build).is_cpu());
+  CHECK_THROWS_WITH(resolve_device("cuda", env, cpu_build),
+                    Catch::Contains("this build has no CUDA"));
+  CHECK_THROWS_AS(resolve_device("tpu", env, two), ConfigError);
+  // This machine: what the probe sees agrees with libtorch.
+  const DeviceInventory probed = probe_devices(process_env());
+  CHECK(probed.cuda_devices >= 0);
+  CHECK(device_memory(c10::Device(c10::kCPU)).peak_allocated_bytes == 0);
+  CHECK(device_name(c10::Device(c10::kCPU)).empty());
+}
+
+TEST_CASE("device: dense bf16 peaks of known GPUs by name", "[core]") {
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA H100 80GB HBM3") == 989e12);
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA H200") == 989e12);
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA H100 PCIe") == 756e12);
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA A100-SXM4-80GB") == 312e12);
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA GH200 480GB") == 989e12);
+  CHECK(gpu_dense_bf16_peak_flops("NVIDIA L4") == 121e12);
+  CHECK_FALSE(gpu_dense_bf16_peak_flops("Some Future Accelerator").has_value());
 }

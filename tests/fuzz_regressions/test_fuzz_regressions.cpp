@@ -246,7 +246,7 @@ TEST_CASE("fuzz regressions: recipes", "[fuzz_regressions]") {
   // A value with a newline quoted by TrainConfig::validate().
   CHECK(contains(
       error_of<ConfigError>([] { parse_recipe("comm:\n  backend: \"mpi\\nx\"\n", "r.yaml"); }),
-      "r.yaml: comm.backend 'mpi x' is not one of auto, mpi, local"));
+      "r.yaml: comm.backend 'mpi x' is not one of auto, mpi, nccl, local"));
   // A null or sequence key in an adapter's nested mapping threw YAML::TypedBadConversion.
   for (const char* group : {"{a: 1, ? : two}", "{[a, b]: 1}"}) {
     CHECK(contains(error_of<ConfigError>([&] {

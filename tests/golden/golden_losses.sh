@@ -7,7 +7,7 @@
 #   check:  tests/golden/golden_losses.sh check  DSTRAIN SOURCE_DIR WORKDIR  (CTest golden.losses)
 # The files record the libtorch version and the CPU's vector extensions: the fused kernels and
 # libtorch's GEMM (MKL) pick their code paths by them, so on another CPU the same code rounds
-# differently. There the check compares within 1e-3 relative (and says so) instead of bit for bit.
+# differently. There the check compares within 1e-3 relative (bf16 layouts 5e-3; and says so) instead of bit for bit.
 set -euo pipefail
 MODE=$1
 DSTRAIN=$2
@@ -86,8 +86,12 @@ PY
       fail "$name: losses differ from $golden (worst relative $worst); a refactor must not move them"
     echo "ok $name: 20 losses bit for bit"
   else
-    /usr/bin/python3 -c "import sys; sys.exit(0 if $worst <= 1e-3 else 1)" ||
-      fail "$name: worst relative loss difference $worst against $golden (another CPU or torch)"
+    # bf16 on another CPU may take another GEMM path (native bf16 on AVX512-BF16/AMX, bf16
+    # multiplied in fp32 elsewhere: kernels/fused_ops.h): 20 steps then drift by up to ~2e-3.
+    tolerance=1e-3
+    case $name in bf16_*) tolerance=5e-3 ;; esac
+    /usr/bin/python3 -c "import sys; sys.exit(0 if $worst <= $tolerance else 1)" ||
+      fail "$name: worst relative loss difference $worst against $golden (another CPU or torch; tolerance $tolerance)"
     echo "ok $name: within $worst of $golden (recorded on another CPU or libtorch: not bit for bit)"
   fi
 done

@@ -39,4 +39,23 @@ class MpiRuntime {
   std::shared_ptr<MpiJobContext> context_;
 };
 
+// The hang watchdog of an MPI group lent to another backend's operations over the same ranks
+// (NCCL): enter() records an operation on this process's progress board under the group's key
+// (suffixed, so the two backends' sequences never mix); missing_ranks() asks the members' side
+// channels which of them never entered the operation numbered `sequence`.
+class CollectiveWatch {
+ public:
+  virtual ~CollectiveWatch() = default;
+  virtual uint64_t enter(const std::string& op) = 0;
+  virtual std::string missing_ranks(uint64_t sequence) const = 0;
+  // The job is failing: pending operations elsewhere stop waiting.
+  virtual void mark_failed() = 0;
+  // "rank r of n, world rank w" of this process in the group.
+  virtual std::string describe_self() const = 0;
+};
+
+// The watch of `mpi_group` (an MPI communicator); CommError for another backend.
+std::shared_ptr<CollectiveWatch> collective_watch(Communicator& mpi_group,
+                                                  const std::string& backend_suffix);
+
 }  // namespace dst::comm

@@ -1,13 +1,15 @@
 // The processes of a run and the backend their tensors travel by, chosen here — from
-// comm.backend, the launcher and the device the tensors live on — and nowhere else:
-//   auto:  MPI under a launcher (mpirun, srun, PMIx/PMI), a single local process otherwise;
-//   mpi:   MPI (started by a launcher or as a singleton);
+// comm.backend, the launcher and the device the tensors live on (core/device.h) — and nowhere
+// else:
+//   auto:  CPU tensors: MPI under a launcher (mpirun, srun, PMIx/PMI), a single local process
+//          otherwise; CUDA tensors: NCCL under a launcher when each local rank has its own GPU,
+//          else MPI staged through host memory (comm/staged_communicator.h);
+//   mpi:   MPI (started by a launcher or as a singleton), staged for CUDA tensors;
+//   nccl:  NCCL over an MPI bootstrap (CUDA tensors, one GPU per rank);
 //   local: one process (refused when a launcher started several).
-// CPU tensors travel by MPI; CUDA tensors will take NCCL (the GPU path), which a run asks for
-// with device cuda — refused with a one-line error until that backend exists.
 #pragma once
 
-#include <c10/core/DeviceType.h>
+#include <c10/core/Device.h>
 
 #include <memory>
 #include <string>
@@ -19,18 +21,20 @@
 
 namespace dst::comm {
 
-// "mpi" or "local" for the options, the launch and the tensors' device; ConfigError naming
-// comm.backend (and the launcher's process count) when they do not fit together.
+// "mpi", "nccl" or "local" for the options, the launch, the tensors' device and how many local
+// ranks share each GPU; ConfigError naming comm.backend (and the launcher's process count) when
+// they do not fit together.
 std::string resolve_backend(const CommOptions& options, const LaunchEnv& env,
-                            c10::DeviceType device = c10::DeviceType::CPU);
+                            c10::DeviceType device = c10::DeviceType::CPU, int ranks_per_gpu = 1);
 
 struct ProcessWorld {
-  std::unique_ptr<MpiRuntime> mpi;  // keeps MPI initialised while the world is used (mpi only)
+  std::unique_ptr<MpiRuntime> mpi;  // keeps MPI initialised while the world is used (mpi, nccl)
   CommunicatorPtr communicator;     // every process, with comm.timeout_s as its deadline
 };
 
-// Collective over the launched processes.
+// Collective over the launched processes; `device` is this rank's (resolve_device).
 ProcessWorld open_process_world(const CommOptions& options, const LaunchEnv& env,
-                                c10::DeviceType device = c10::DeviceType::CPU);
+                                const c10::Device& device = c10::Device(c10::kCPU),
+                                int ranks_per_gpu = 1);
 
 }  // namespace dst::comm

@@ -1,10 +1,13 @@
-// Chat records (`messages: [{role, content}]`) rendered with a named built-in chat template
-// (chatml, llama3, deepseek) into one text plus the byte ranges the loss trains on (each
-// assistant turn's content and its end marker), and the per-token mask of that text's tokens.
-// The text is tokenized whole, as transformers' apply_chat_template does. Torch-free.
+// Chat records (`messages: [{role, content}]`) rendered with a chat template — a named built-in
+// (chatml, llama3, deepseek) or a model's own Jinja template (data/jinja_template.h) — into one
+// text plus the byte ranges the loss trains on (each assistant turn's content and its end
+// marker), and the per-token mask of that text's tokens. The text is tokenized whole, as
+// transformers' apply_chat_template does. Torch-free.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,7 +32,7 @@ struct RenderedChat {
 std::vector<ChatMessage> parse_chat_messages(const std::string& messages_json,
                                              const std::string& where);
 
-// The names render_chat knows.
+// The names of the built-in templates render_chat knows.
 const std::vector<std::string>& chat_template_names();
 
 // Renders `messages` with the template `name`:
@@ -41,6 +44,54 @@ const std::vector<std::string>& chat_template_names();
 // unknown role.
 RenderedChat render_chat(const std::string& name, const std::vector<ChatMessage>& messages,
                          const std::string& where);
+
+class JinjaTemplate;
+
+// A chat template: a built-in format, or a model's Jinja template with its special tokens.
+//
+// A Jinja template renders with the variables transformers passes: `messages`, `tools` and
+// `documents` (none), `add_generation_prompt` (false) and the special tokens bos_token,
+// eos_token, unk_token, pad_token, sep_token, cls_token, mask_token that tokenizer_config.json
+// sets (a string or {"content": ...}). Trained ranges:
+//   - the template has {% generation %} blocks: exactly their output, as transformers'
+//     return_assistant_tokens_mask;
+//   - otherwise each assistant message's content where it reaches the output (followed by the
+//     interpreter from the message's `content` through +, ~, trim/strip, set and namespaces;
+//     where the template rewrites it some other way, its stripped content is searched in the
+//     text after the previous assistant turn), extended over the whitespace and the eos_token
+//     that directly follow it. An end-of-turn marker that is not the eos_token is not trained
+//     then: mark such templates with {% generation %}. An assistant turn found nowhere is a
+//     DataError.
+class ChatTemplate {
+ public:
+  // `spec`: chatml | deepseek | llama3, or a path: a tokenizer_config.json (its "chat_template",
+  // a string or a list of {name, template} of which "default" is used, and its special tokens),
+  // a .jinja file (special tokens from a tokenizer_config.json beside it, if any), or a model
+  // folder (its chat_template.jinja, else its tokenizer_config.json). One-line ConfigError
+  // naming the file for a missing or unreadable file, no chat_template, or a syntax error.
+  static ChatTemplate load(const std::string& spec);
+
+  // Renders `messages`: a built-in as render_chat does, a Jinja template as described above.
+  // DataError naming `where` for an error in the template, its raise_exception(), or an
+  // assistant turn not found in the text.
+  RenderedChat render(const std::vector<ChatMessage>& messages, const std::string& where) const;
+
+  bool builtin() const { return jinja_ == nullptr; }
+  // The built-in name or the spec the template was loaded from.
+  const std::string& spec() const { return spec_; }
+  // SHA-256 (hex) of the Jinja template text; empty for a built-in.
+  const std::string& sha256() const { return sha256_; }
+  // Identifies the rendering: the built-in name, or a SHA-256 of the template and its special
+  // tokens (prepared shards are re-made when it changes).
+  const std::string& fingerprint() const { return fingerprint_; }
+
+ private:
+  std::string spec_;
+  std::string sha256_;
+  std::string fingerprint_;
+  std::shared_ptr<const JinjaTemplate> jinja_;
+  nlohmann::ordered_json special_tokens_;  // {"bos_token": "<s>", ...}
+};
 
 // 1 for each token of `ids` (the tokens of chat.text) that overlaps a trained range, else 0.
 // DataError when the tokens' bytes do not add up to the text (a tokenizer that normalises).

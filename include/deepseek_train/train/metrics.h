@@ -29,6 +29,9 @@ struct StepMetrics {
   double comm_wait_s = 0.0;
   double peak_rss_mb = 0.0;          // this process's peak resident memory so far
   double planned_peak_rss_mb = 0.0;  // the memory plan's peak for this rank (MiB); 0: unknown
+  // On a GPU: the caching allocator's peak allocated and reserved device memory (MiB); 0 on CPU.
+  double peak_device_allocated_mb = 0.0;
+  double peak_device_reserved_mb = 0.0;
   std::map<std::string, uint64_t> comm_bytes_by_op;  // e.g. {"all_reduce": 55070208}
   std::optional<double> eval_loss;
   double loss_scale = 1.0;       // fp16 dynamic loss scale used by the step (1 otherwise)

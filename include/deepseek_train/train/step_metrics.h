@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/ScalarType.h>
+#include <c10/core/Device.h>
 
 #include <chrono>
 #include <cstdint>
@@ -18,7 +19,9 @@ namespace dst {
 // per GEMM: for fp32 the faster of libtorch's and kernels::sgemm (which the fused kernels use),
 // for bf16 libtorch's (oneDNN, AMX where the CPU has it) — or the fp32 rate where the CPU has no
 // bf16 matrix instructions, since the model then multiplies bf16 in fp32.
-double measure_matmul_flops(double seconds, at::ScalarType dtype);
+// On a CUDA `device`: the rate of ATen's (cuBLAS) GEMM at 4096^3 there.
+double measure_matmul_flops(double seconds, at::ScalarType dtype,
+                            const c10::Device& device = c10::Device(c10::kCPU));
 
 // This process's peak resident memory so far, in MiB.
 double peak_rss_megabytes();
@@ -41,12 +44,15 @@ class StepMetricsRecorder {
   double eta_seconds(int64_t step) const;
   double elapsed_seconds() const;
   double tokens_per_second() const;  // over the whole run
+  // Where the model computes: on a GPU each row reports its peak device memory.
+  void set_device(const c10::Device& device) { device_ = device; }
 
  private:
   comm::CommunicatorPtr world_;
   int64_t total_steps_, first_step_;
   double model_parameters_, peak_flops_, planned_peak_rss_mb_;
   std::chrono::steady_clock::time_point start_;
+  c10::Device device_{c10::kCPU};
   double window_tokens_ = 0, window_seconds_ = 0, total_tokens_ = 0;
 };
 

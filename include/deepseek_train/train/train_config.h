@@ -68,6 +68,9 @@ struct TrainOptions {
   // "default" (libtorch's malloc-backed one). Process-wide: the Trainer installs it.
   std::string cpu_allocator = "mapped";
   int64_t cpu_allocator_cache_mb = 512;
+  // Where the model, its flat buffers and the batches live (core/device.h): "auto" (CUDA when a
+  // device is visible, one per local rank), "cpu" or "cuda" (an error without a visible GPU).
+  std::string device = "auto";
 };
 
 // Recipe keys parallel.{schedule, virtual_stages, layers_per_stage, activation_checkpointing,

@@ -42,8 +42,9 @@ class Trainer {
   // Builds the model of config.model.model_type's family (from `families`, the built-in registry
   // when null) and initialises it deterministically from train.seed, applies the recipe's
   // adapters (types from `adapters`, the built-in registry when null; the base is then frozen)
-  // and builds the optimizer over the trainable parameters. Installs train.cpu_allocator as the
-  // process's CPU allocator (core/cpu_allocator.h).
+  // and builds the optimizer over the trainable parameters, everything on train.device (this
+  // rank's GPU under cuda; batches given on the CPU are copied there). Installs
+  // train.cpu_allocator as the process's CPU allocator (core/cpu_allocator.h).
   Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
           const AdapterRegistry* adapters = nullptr, const ModelFamilyRegistry* families = nullptr);
   ~Trainer();
@@ -76,6 +77,8 @@ class Trainer {
   void export_adapters(const std::string& directory, const std::string& merged_directory);
 
   CausalLM& model() { return *model_; }
+  // Where the model and its training state live (train.device resolved for this rank).
+  const c10::Device& device() const { return device_; }
   const TrainConfig& config() const { return config_; }
   const ProcessGroups& groups() const { return groups_; }
   int64_t step() const { return step_; }
@@ -147,6 +150,12 @@ class Trainer {
   ExpertLoadBalancer load_balancer_;
   // The dtype activations are computed in: the parameters' (fp16 ones compute in fp32 on the CPU).
   at::ScalarType activation_dtype_ = at::kFloat;
+  // Where the model, its engines' buffers and the batches live (train.device, core/device.h).
+  c10::Device device_{c10::kCPU};
+  // The random generators a checkpoint saves (CPU, and the GPU's on cuda), by tensor name.
+  std::vector<std::pair<std::string, at::Generator>> random_generators() const;
+  // The batches on device_ (the same tensors on the CPU).
+  std::vector<MicroBatch> on_device(const std::vector<MicroBatch>& batches) const;
 
   // The embedding's (or its copy's) gradient slices on this rank.
   std::vector<ParameterStateSlice> embedding_gradients() const;
@@ -183,7 +192,9 @@ class Trainer {
   void check_finite_state(const std::vector<StatePiece>& pieces);
 
   // run()'s start-up lines: model, data, batch, adapters, the memory plan, the MFU denominator.
-  void log_run_plan(const TrainingData& data, const BatchSampler& sampler, double peak_flops);
+  void log_run_plan(const TrainingData& data, const BatchSampler& sampler, double peak_flops,
+                    const std::string& peak_source);
+  double rank_peak_flops(std::string* source) const;
   void save_due_checkpoint(CheckpointSave save, const BatchSampler& sampler);
   // DP-SGD (train/dp_sgd.h), null without privacy.max_grad_norm.
   std::unique_ptr<DpSgd> dp_sgd_;
