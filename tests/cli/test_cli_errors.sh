@@ -73,7 +73,7 @@ expect_error "unknown backend" 2 "comm.backend 'gloo' is not one of auto, mpi, n
 # This machine has no GPU: asking for one is a one-line error, before any data is read.
 if ! command -v nvidia-smi > /dev/null || ! nvidia-smi -L > /dev/null 2>&1; then
   expect_error "cuda without a GPU" 2 "train.device 'cuda': no CUDA device is visible" -- "$DSTRAIN" train good.yaml train.device=cuda
-  expect_error "nccl on CPU tensors" 2 "comm.backend 'nccl' moves CUDA tensors, but this run's tensors are on cpu" -- \
+  expect_error "nccl on CPU tensors" 2 "comm.backend 'nccl' moves CUDA tensors, but this run's tensors are on CPU" -- \
     "$DSTRAIN" train good.yaml comm.backend=nccl
 fi
 expect_error "missing corpus" 1 "corpus.txt" -- "$DSTRAIN" train good.yaml

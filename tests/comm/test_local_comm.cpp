@@ -87,7 +87,7 @@ TEST_CASE("the backend is chosen inside comm from comm.backend, the launcher and
   options.backend = "nccl";
   CHECK_THROWS_WITH(resolve_backend(options, launched),
                     Catch::Contains("comm.backend 'nccl' moves CUDA tensors, but this run's "
-                                    "tensors are on cpu"));
+                                    "tensors are on CPU"));
   if (nccl_available()) {
     CHECK(resolve_backend(options, launched, cuda) == "nccl");
     CHECK_THROWS_WITH(resolve_backend(options, launched, cuda, 2),
