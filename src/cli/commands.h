@@ -17,7 +17,7 @@ struct TokenizeArgs {
   std::string eos_token;
   bool lines = false;   // encode each line on its own
   bool jsonl = false;   // like lines, the texts written as JSON strings (any character fits)
-  std::string chat;     // a chat template: each line a {"messages": [...]} record
+  std::string chat;     // a chat template (ChatTemplate::load): each line a {"messages"} record
   bool decode = false;  // ids (space-separated) -> text
   bool skip_special = false;
   std::string prepared;  // with decode: print the text of this prepared corpus instead of stdin's
@@ -55,8 +55,9 @@ struct EvalArgs {
   int64_t seq_len = 0;  // 0: the prepared corpus's, else 256 (bounded by the model)
   int64_t batch_size = 4;
   std::string key_file, key_env;
-  std::string adapter;      // PEFT LoRA folder applied to a Hugging Face --model
-  std::string dump_logits;  // safetensors file for every window's logits (--ids/--text)
+  std::string adapter;          // PEFT LoRA folder applied to a Hugging Face --model
+  std::string dump_logits;      // safetensors file for every window's logits (--ids/--text)
+  std::string device = "auto";  // auto | cpu | cuda
 };
 int run_eval(const EvalArgs& args, const LaunchEnv& env);
 
@@ -80,6 +81,7 @@ struct GenerateArgs {
   std::vector<std::string> stops;        // stop strings
   bool print_ids = false;
   SamplingOptions sampling;
+  std::string device = "auto";  // auto | cpu | cuda
 };
 // Generates a continuation of each prompt, streamed to stdout; speed on stderr.
 int run_generate(const GenerateArgs& args, const LaunchEnv& env);

@@ -9,6 +9,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <sstream>
 
 #include "cli_io.h"
@@ -63,7 +64,9 @@ void dump_logits(Trainer& trainer, const std::vector<TokenBatch>& rows, const st
   const torch::Tensor input = torch::tensor(ids, torch::kLong).view({windows, -1});
   std::vector<torch::Tensor> logits;
   for (int64_t w = 0; w < windows; ++w)
-    logits.push_back(trainer.model().forward(input.narrow(0, w, 1)).to(torch::kFloat));
+    logits.push_back(trainer.model()
+                         .forward(input.narrow(0, w, 1).to(trainer.device()))
+                         .to(torch::kCPU, torch::kFloat));
   const torch::Tensor all = torch::cat(logits).contiguous();
   write_safetensors(path,
                     {{"logits", SafetensorsDtype::F32, all.sizes().vec(), all.data_ptr()},
@@ -128,7 +131,7 @@ void tokenize_jsonl(const Tokenizer& tokenizer, const std::string& input,
 
 // --chat: each line a record with "messages", rendered, tokenized whole, ids and mask printed.
 void tokenize_chat(const Tokenizer& tokenizer, const std::string& input,
-                   const std::string& template_name) {
+                   const ChatTemplate& chat_template) {
   std::istringstream in(input);
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
@@ -143,7 +146,7 @@ void tokenize_chat(const Tokenizer& tokenizer, const std::string& input,
     DST_CHECK(record.is_object() && record.contains("messages"), DataError,
               where << ": expected a JSON object with 'messages'");
     const RenderedChat chat =
-        render_chat(template_name, parse_chat_messages(record["messages"].dump(), where), where);
+        chat_template.render(parse_chat_messages(record["messages"].dump(), where), where);
     const std::vector<int32_t> ids = tokenizer.encode(chat.text);
     print_ids(ids);
     const std::vector<uint8_t> mask = chat_token_mask(tokenizer, ids, chat);
@@ -160,13 +163,16 @@ int run_tokenize(const TokenizeArgs& args) {
     decode_prepared(*tokenizer, args);
     return 0;
   }
+  // A chat template file is read (and its syntax checked) before the input.
+  const std::optional<ChatTemplate> chat_template =
+      args.chat.empty() ? std::nullopt : std::optional<ChatTemplate>(ChatTemplate::load(args.chat));
   const std::string input = read_all(std::cin);
   if (args.jsonl) {
     tokenize_jsonl(*tokenizer, input, args);
     return 0;
   }
   if (!args.chat.empty()) {
-    tokenize_chat(*tokenizer, input, args.chat);
+    tokenize_chat(*tokenizer, input, *chat_template);
     return 0;
   }
   if (args.decode) {
@@ -220,7 +226,8 @@ int run_eval(const EvalArgs& given, const LaunchEnv& env) {
             "eval: --dump-logits takes --ids or --text, not --data");
 
   // The model: a checkpoint (its recipe, adapters included) or a Hugging Face folder.
-  const ModelSource source{args.model, args.adapter, args.key_file, args.key_env, "eval"};
+  const ModelSource source{args.model,   args.adapter, args.key_file,
+                           args.key_env, "eval",       args.device};
   TrainConfig config = inference_config(source);
   // Data.
   std::unique_ptr<PreparedDataset> prepared;
@@ -255,7 +262,7 @@ int run_eval(const EvalArgs& given, const LaunchEnv& env) {
             "eval: sequences of " << seq_len << " tokens exceed max_position_embeddings "
                                   << config.model.max_position_embeddings);
 
-  const comm::ProcessWorld processes = comm::open_process_world(CommOptions{}, env);
+  const comm::ProcessWorld processes = open_inference_world(source, env);
   const comm::CommunicatorPtr& world = processes.communicator;
   DST_CHECK(args.dump_logits.empty() || world->size() == 1, ConfigError,
             "eval: --dump-logits runs in one process");

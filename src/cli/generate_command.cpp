@@ -151,7 +151,8 @@ int run_generate(const GenerateArgs& given, const LaunchEnv& env) {
   GenerateArgs args = given;
   const DecryptedSources decrypted({&args.model, &args.adapter}, args.key_file, args.key_env,
                                    "generate");
-  const ModelSource source{args.model, args.adapter, args.key_file, args.key_env, "generate"};
+  const ModelSource source{args.model,   args.adapter, args.key_file,
+                           args.key_env, "generate",   args.device};
   TrainConfig config = inference_config(source);
   std::string tokenizer_path = args.tokenizer;
   if (tokenizer_path.empty() && fs::exists(fs::path(args.model) / "tokenizer.json"))
@@ -172,7 +173,7 @@ int run_generate(const GenerateArgs& given, const LaunchEnv& env) {
                 "generate: prompt token id " << id << " is outside the model's vocabulary of "
                                              << config.model.vocab_size);
 
-  const comm::ProcessWorld processes = comm::open_process_world(CommOptions{}, env);
+  const comm::ProcessWorld processes = open_inference_world(source, env);
   DST_CHECK(
       processes.communicator->size() == 1, ConfigError,
       "generate runs in one process (launched with " << processes.communicator->size() << ")");

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "deepseek_train/checkpoint/sharded_checkpoint.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/recipe/recipe.h"
 
@@ -53,6 +54,12 @@ TrainConfig inference_config(const ModelSource& source) {
   return config;
 }
 
+comm::ProcessWorld open_inference_world(const ModelSource& source, const LaunchEnv& env) {
+  const DeviceInventory devices = probe_devices(process_env());
+  const c10::Device device = resolve_device(source.device, env, devices);
+  return comm::open_process_world(CommOptions{}, env, device, ranks_per_gpu(env, devices));
+}
+
 std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainConfig config,
                                               const comm::CommunicatorPtr& world,
                                               const LaunchEnv& env) {
@@ -62,6 +69,7 @@ std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainCo
   config.data.prepared.clear();
   config.train.resume.clear();
   config.checkpoint.encryption = {source.key_file, source.key_env};
+  config.train.device = source.device;
   configure_intra_op_threads(config.train, env);
   Logger logger(world->rank(), world->size(), LogLevel::kWarn);
   auto trainer =

@@ -1,6 +1,6 @@
 // The model `dstrain eval` and `dstrain generate` run: a checkpoint directory (built from the
 // recipe it stores, adapters included) or a Hugging Face folder (with an optional PEFT LoRA
-// adapter), in fp32, without model parallelism, data-parallel over `world`.
+// adapter), in fp32, without model parallelism, data-parallel over `world`, on --device.
 #pragma once
 
 #include <memory>
@@ -9,6 +9,7 @@
 
 #include "deepseek_train/checkpoint/encrypted_folder.h"
 #include "deepseek_train/comm/communicator.h"
+#include "deepseek_train/comm/process_world.h"
 #include "deepseek_train/core/launch_env.h"
 #include "deepseek_train/train/trainer.h"
 
@@ -18,8 +19,13 @@ struct ModelSource {
   std::string model;    // checkpoint directory or Hugging Face folder
   std::string adapter;  // PEFT LoRA folder (Hugging Face models only)
   std::string key_file, key_env;
-  std::string command;  // "eval", "generate": names the command in errors
+  std::string command;          // "eval", "generate": names the command in errors
+  std::string device = "auto";  // --device: auto | cpu | cuda (train.device's values)
 };
+
+// The processes of an eval/generate run on `source.device` resolved for this rank (CUDA tensors
+// between ranks by NCCL or staged MPI, as for training; comm/process_world.h).
+comm::ProcessWorld open_inference_world(const ModelSource& source, const LaunchEnv& env);
 
 // The recipe that builds the source's model. ConfigError naming the path when it is neither a
 // checkpoint nor a Hugging Face folder, or when an adapter is given with a checkpoint.

@@ -81,8 +81,8 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
     config.parallel.validate(world->size());
     const int threads = dst::configure_intra_op_threads(config.train, env);
     logger.info(std::string("deepseek_train ") + dst::kVersion + " | " + env.describe() +
-                " | backend " + world->backend() + " | device " + device.str() + " | " +
-                config.parallel.describe() + " | " + std::to_string(threads) +
+                " | backend " + world->backend() + " | " + config.parallel.describe() +
+                " | device " + device.str() + " | " + std::to_string(threads) +
                 " intra-op threads per rank");
     dst::ProcessGroups groups = dst::ProcessGroups::create(world, config.parallel);
     if (world->rank() == 0) {
@@ -197,8 +197,10 @@ int main(int argc, char** argv) {
   tokenize->add_option("--eos-token", tokenize_args.eos_token, "end-of-document token");
   tokenize->add_flag("--lines", tokenize_args.lines, "encode (or decode) each line on its own");
   tokenize->add_option("--chat", tokenize_args.chat,
-                       "chatml | deepseek | llama3: each line a {\"messages\": [...]} record; "
-                       "prints its ids, then a line of 0/1 (1: trained, the assistant turns)");
+                       "chatml | deepseek | llama3, or a model's Jinja chat template (its "
+                       "tokenizer_config.json, a .jinja file or the model folder): each line a "
+                       "{\"messages\": [...]} record; prints its ids, then a line of 0/1 (1: "
+                       "trained, the assistant turns)");
   tokenize->add_flag("--jsonl", tokenize_args.jsonl,
                      "each line a JSON string: encode each to a line of ids (with --decode, each "
                      "line of ids to a JSON string)");
@@ -260,6 +262,8 @@ int main(int argc, char** argv) {
   eval->add_option("--key-env", eval_args.key_env, "variable holding the encryption key");
   eval->add_option("--adapter", eval_args.adapter,
                    "PEFT LoRA adapter folder applied to the Hugging Face --model");
+  eval->add_option("--device", eval_args.device, "auto | cpu | cuda (as train.device)")
+      ->capture_default_str();
   eval->add_option("--dump-logits", eval_args.dump_logits,
                    "write every window's logits and input ids to this safetensors file "
                    "(--ids/--text, one process)");
@@ -287,6 +291,8 @@ int main(int argc, char** argv) {
                   "end-of-sequence id (repeatable; default: the model's eos_token_id)");
   gen->add_option("--stop", gen_args.stops, "stop string (repeatable)");
   gen->add_flag("--print-ids", gen_args.print_ids, "print the generated ids, not text");
+  gen->add_option("--device", gen_args.device, "auto | cpu | cuda (as train.device)")
+      ->capture_default_str();
   gen->add_option("--key-file", gen_args.key_file, "encryption key file (checkpoints)");
   gen->add_option("--key-env", gen_args.key_env, "variable holding the encryption key");
 

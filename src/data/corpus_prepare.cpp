@@ -214,6 +214,10 @@ class Pipeline {
                      ? options.threads
                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))),
         tokenizer_(load_tokenizer(options.tokenizer, options.eos_token)),
+        chat_template_(
+            options.chat_template.empty()
+                ? std::nullopt
+                : std::optional<ChatTemplate>(ChatTemplate::load(options.chat_template))),
         scrubber_(options.scrub_pii ? options.pii : PiiOptions{false, false, false, false, {}}),
         output_dir_(options.output_dir) {
     DST_CHECK(tokenizer_->eos_id() >= 0, DataError,
@@ -432,6 +436,8 @@ class Pipeline {
     h.update(tokenizer_->fingerprint() + "\n");
     h.update_u64(static_cast<uint64_t>(tokenizer_->eos_id()));
     h.update_u64(static_cast<uint64_t>(tokenizer_->vocab_size()));
+    // Chat records render differently under another template (or an edited template file).
+    if (chat_template_) h.update("chat template " + chat_template_->fingerprint() + "\n");
     h.update_u64(hashes.size());
     for (const Digest& d : hashes) h.update(d.data(), d.size());
     return to_hex(h.digest());
@@ -447,7 +453,7 @@ class Pipeline {
     parallel_for(docs.size(), threads_, 8, [&](size_t i, int) {
       const Document& doc = docs[i];
       if (doc.chat()) {
-        const RenderedChat chat = render_chat(options_.chat_template, doc.messages, "prepare");
+        const RenderedChat chat = chat_template_->render(doc.messages, doc.where);
         encoded[i].ids = tokenizer_->encode(chat.text);
         encoded[i].mask = chat_token_mask(*tokenizer_, encoded[i].ids, chat);
         return;
@@ -650,6 +656,7 @@ class Pipeline {
               {"response_field", options_.response_field},
               {"messages_field", options_.messages_field},
               {"chat_template", options_.chat_template},
+              {"chat_template_sha256", chat_template_ ? chat_template_->sha256() : ""},
               {"min_chars", options_.min_chars},
               {"exact_dedup", options_.exact_dedup},
               {"near_dedup",
@@ -722,6 +729,7 @@ class Pipeline {
   const Logger& logger_;
   const int threads_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  const std::optional<ChatTemplate> chat_template_;  // prepare.chat_template, when set
   PiiScrubber scrubber_;
   std::unique_ptr<NearDuplicateFilter> near_;
   std::vector<std::unique_ptr<Sha256>> hashers_;  // one per worker
@@ -759,12 +767,16 @@ void PrepareOptions::validate() const {
   DST_CHECK(!text_field.empty(), ConfigError, "prepare.text_field must not be empty");
   DST_CHECK(!prompt_field.empty(), ConfigError, "prepare.prompt_field must not be empty");
   DST_CHECK(!response_field.empty(), ConfigError, "prepare.response_field must not be empty");
-  const auto& templates = chat_template_names();
-  DST_CHECK(
-      chat_template.empty() ||
-          std::find(templates.begin(), templates.end(), chat_template) != templates.end(),
-      ConfigError,
-      "prepare.chat_template must be chatml, deepseek or llama3, got '" << chat_template << "'");
+  if (!chat_template.empty()) {  // a built-in name, or a template file that must parse
+    try {
+      ChatTemplate::load(chat_template);
+    } catch (const ConfigError& e) {
+      DST_THROW(ConfigError,
+                "prepare.chat_template must be chatml, deepseek, llama3 or a chat "
+                "template file: "
+                    << e.what());
+    }
+  }
   DST_CHECK(prompt_field != response_field, ConfigError,
             "prepare.prompt_field and prepare.response_field must differ (both '" << prompt_field
                                                                                   << "')");

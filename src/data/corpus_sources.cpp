@@ -253,8 +253,9 @@ Document parse_jsonl(const RawRecord& raw, const Source& source, const PrepareOp
     DST_CHECK(!options.chat_template.empty(), DataError,
               where << ": a chat record ('" << options.messages_field
                     << "'), but prepare.chat_template names no template (chatml, deepseek, "
-                       "llama3)");
+                       "llama3, or a model's chat template file)");
     doc.messages = parse_chat_messages(messages->dump(), where);
+    doc.where = where;
     return doc;
   }
   const auto prompt = value.find(options.prompt_field);

@@ -69,6 +69,7 @@ struct Document {
   std::string text;  // the text, or an instruction's prompt
   std::string response;
   std::vector<ChatMessage> messages;  // a chat record (text and response unused)
+  std::string where;                  // a chat record's file:line, for rendering errors
   bool chat() const { return !messages.empty(); }
 };
 

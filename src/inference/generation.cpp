@@ -56,7 +56,8 @@ void SamplingOptions::validate() const {
 
 int32_t choose_next_id(torch::Tensor logits, const std::vector<int32_t>& sequence,
                        const SamplingOptions& options, at::Generator& generator) {
-  logits = logits.to(torch::kFloat).clone();
+  // On the CPU whatever device computed the logits: the same draws from the same seed.
+  logits = logits.to(torch::kCPU, torch::kFloat).clone();
   penalise_repetition(logits, sequence, options.repetition_penalty);
   if (options.greedy) return static_cast<int32_t>(logits.argmax().item<int64_t>());
   if (options.temperature != 1.0) logits.div_(options.temperature);
@@ -83,8 +84,11 @@ GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
   result.stop_reason = "length";
   KeyValueCache cache;
   auto start = std::chrono::steady_clock::now();
+  const c10::Device device = model.parameters().front().device();
   torch::Tensor input =
-      torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), torch::kLong).unsqueeze(0);
+      torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), torch::kLong)
+          .unsqueeze(0)
+          .to(device);
   const int64_t budget =
       std::min<int64_t>(options.max_new_tokens, limit - static_cast<int64_t>(prompt.size()));
   for (int64_t step = 0; step < budget; ++step) {
@@ -105,7 +109,8 @@ GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
       result.stop_reason = "stop";
       break;
     }
-    input = torch::full({1, 1}, static_cast<int64_t>(id), torch::kLong);
+    input = torch::full({1, 1}, static_cast<int64_t>(id),
+                        torch::TensorOptions().dtype(torch::kLong).device(device));
   }
   if (!result.ids.empty()) result.decode_seconds = seconds_since(start);
   model.train(was_training);

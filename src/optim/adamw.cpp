@@ -32,8 +32,9 @@ void adamw_update(const at::Tensor& param, const at::Tensor& grad, const at::Ten
   if (options.offload == "cpu") {
     for (const at::Tensor* tensor : {&param, &grad, &exp_avg, &exp_avg_sq}) {
       DST_CHECK(host_fp32(*tensor), ConfigError,
-                "optim.offload=cpu needs contiguous fp32 host tensors (device parameters with a "
-                "host-side master copy are not implemented yet), got "
+                "optim.offload=cpu needs contiguous fp32 host tensors (parameters on a GPU: "
+                "ZeRO stages 1-3 keep their master weights and moments on the host; stage 0 "
+                "does not), got "
                     << tensor->scalar_type() << " on " << tensor->device());
     }
   }

@@ -1,5 +1,6 @@
 #include "deepseek_train/sharding/zero.h"
 
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "buffer_pool.h"
@@ -43,6 +44,9 @@ struct ZeroEngine::Unit {
   at::Tensor flat_grad;     // [padded]; stages 2-3: storage present only during the unit's backward
   at::Tensor param_shard;   // [shard]; stages 1-2: a view of flat_param; stage 3: its own tensor
   at::Tensor master_shard;  // [shard] fp32; the same tensor as param_shard for fp32 parameters
+  // optim.offload cpu with device parameters: the step's gradient copied to pinned host memory
+  // (master and moments live there too); undefined otherwise.
+  at::Tensor grad_host;
   at::Tensor reduce_input;  // flat_grad widened to the reduce dtype while it is reduced
   at::Tensor grad_shard, exp_avg, exp_avg_sq, reduce_buffer;  // [shard]
   comm::WorkPtr gather_work;
@@ -137,8 +141,19 @@ ZeroEngine::ZeroEngine(const DataParallelEngineSpec& spec)
                              ? flat_fp32.narrow(0, rank * unit->shard, unit->shard).clone()
                              : unit->param_shard;
     unit->grad_shard = torch::zeros({unit->shard}, options_fp32);
-    unit->exp_avg = torch::zeros({unit->shard}, options_fp32);
-    unit->exp_avg_sq = torch::zeros({unit->shard}, options_fp32);
+    // optim.offload cpu with parameters on a GPU: master weights and moments in pinned host
+    // memory, the update by the CPU kernel, copies both ways asynchronous (step()).
+    const bool offload = options_.offload == "cpu" && !device.is_cpu();
+    const auto options_state =
+        offload ? torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true) : options_fp32;
+    if (offload) {
+      at::Tensor host_master = torch::empty({unit->shard}, options_state);
+      host_master.copy_(unit->master_shard);
+      unit->master_shard = host_master;
+      unit->grad_host = torch::empty({unit->shard}, options_state);
+    }
+    unit->exp_avg = torch::zeros({unit->shard}, options_state);
+    unit->exp_avg_sq = torch::zeros({unit->shard}, options_state);
     unit->reduce_buffer = torch::zeros({unit->shard}, options_fp32.dtype(reduce_type_));
     unit->pending = static_cast<int>(unit->params.size());
     if (stage_ >= 2) release_storage(unit->flat_grad);
@@ -394,14 +409,16 @@ void ZeroEngine::step(double lr, double grad_multiplier) {
   if (grad_multiplier != 1.0)
     for (auto& unit : units_) unit->grad_shard.mul_(grad_multiplier);
   ++step_count_;
+  copy_gradients_to_host();
   const int rank = group_->rank();
   for (auto& unit_ptr : units_) {
     Unit& unit = *unit_ptr;
+    const at::Tensor& grad = unit.grad_host.defined() ? unit.grad_host : unit.grad_shard;
     // AdamW per parameter segment inside the shard, so decay applies per parameter.
     for (const Unit::Segment& seg : unit.owned_segments(rank)) {
       auto part = [&](const at::Tensor& t) { return t.narrow(0, seg.local, seg.length); };
-      adamw_update(part(unit.master_shard), part(unit.grad_shard), part(unit.exp_avg),
-                   part(unit.exp_avg_sq), lr, step_count_, unit.decay[seg.i], options_);
+      adamw_update(part(unit.master_shard), part(grad), part(unit.exp_avg), part(unit.exp_avg_sq),
+                   lr, step_count_, unit.decay[seg.i], options_);
     }
   }
   publish_parameters();
@@ -432,10 +449,25 @@ std::vector<ParameterStateSlice> ZeroEngine::state_slices() {
 
 void ZeroEngine::state_restored() { publish_parameters(); }
 
+// Offloaded units: every unit's gradient shard starts its copy to pinned host memory, then one
+// device synchronisation before the CPU reads them.
+void ZeroEngine::copy_gradients_to_host() {
+  bool any = false;
+  for (auto& unit : units_) {
+    if (!unit->grad_host.defined()) continue;
+    unit->grad_host.copy_(unit->grad_shard, /*non_blocking=*/true);
+    any = true;
+  }
+  if (any) torch::cuda::synchronize(units_.front()->grad_shard.device().index());
+}
+
 void ZeroEngine::publish_parameters() {
   torch::NoGradGuard no_grad;
+  // From pinned host memory (offloaded master weights) the copy is asynchronous, ordered before
+  // the gathers on the current stream.
   for (auto& unit : units_)
-    if (!unit->master_shard.is_same(unit->param_shard)) unit->param_shard.copy_(unit->master_shard);
+    if (!unit->master_shard.is_same(unit->param_shard))
+      unit->param_shard.copy_(unit->master_shard, /*non_blocking=*/unit->grad_host.defined());
   if (stage_ == 3) return;
   std::vector<comm::WorkPtr> gathers;
   for (auto& unit : units_)

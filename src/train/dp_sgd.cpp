@@ -87,11 +87,14 @@ DpSgd::ExampleWeights DpSgd::example_weights(CausalLM& model, DataParallelEngine
             "the first train_step");
   PerExampleGradientTap tap(trainable_parameters(model));
   // Pass 2 replays pass 1's random draws (dropout), so both see the same per-example gradients.
-  at::Generator generator = at::detail::getDefaultCPUGenerator();
-  at::Tensor rng_state;
-  {
+  // The CPU generator and, on a GPU, the device's (dropout draws there).
+  std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
+  if (batch.input_ids.is_cuda())
+    generators.push_back(at::globalContext().defaultGenerator(batch.input_ids.device()));
+  std::vector<at::Tensor> rng_states;
+  for (at::Generator& generator : generators) {
     std::lock_guard<std::mutex> lock(generator.mutex());
-    rng_state = generator.get_state();
+    rng_states.push_back(generator.get_state());
   }
   UnitHooks* hooks = model.unit_hooks();
   engine.gather_parameters();
@@ -109,9 +112,9 @@ DpSgd::ExampleWeights DpSgd::example_weights(CausalLM& model, DataParallelEngine
   }
   model.set_unit_hooks(hooks);
   engine.release_parameters();
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(rng_state);
+  for (size_t i = 0; i < generators.size(); ++i) {
+    std::lock_guard<std::mutex> lock(generators[i].mutex());
+    generators[i].set_state(rng_states[i]);
   }
   const at::Tensor norms = squared.sqrt();
   const at::Tensor clip = (options_.max_grad_norm / (norms + 1e-6)).clamp_max(1.0);

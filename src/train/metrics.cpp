@@ -104,6 +104,7 @@ void MetricsWriter::write(const StepMetrics& m) {
   if (m.peak_device_allocated_mb > 0) {
     json["peak_device_allocated_mb"] = m.peak_device_allocated_mb;
     json["peak_device_reserved_mb"] = m.peak_device_reserved_mb;
+    json["planned_peak_device_mb"] = m.planned_peak_device_mb;
   }
   if (m.peak_rss_mb_max > 0) json["peak_rss_mb_max"] = m.peak_rss_mb_max;
   if (!m.peak_rss_mb_per_rank.empty()) json["peak_rss_mb_per_rank"] = m.peak_rss_mb_per_rank;

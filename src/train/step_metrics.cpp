@@ -131,6 +131,7 @@ StepMetrics StepMetricsRecorder::record(const StepResult& result, int64_t skippe
     const DeviceMemory memory = device_memory(device_);
     m.peak_device_allocated_mb = static_cast<double>(memory.peak_allocated_bytes) / (1 << 20);
     m.peak_device_reserved_mb = static_cast<double>(memory.peak_reserved_bytes) / (1 << 20);
+    m.planned_peak_device_mb = planned_device_peak_mb_;
   }
   m.peak_rss_mb_per_rank = all_gather_values(*world_, m.peak_rss_mb);
   m.peak_rss_mb_max =

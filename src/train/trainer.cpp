@@ -900,7 +900,7 @@ TrainSummary Trainer::run() {
   EarlyStopping stopping(opts, summary.initial_eval_loss);
   StepMetricsRecorder recorder(groups_.world_ptr(), opts.steps, step_, model_parameters, peak_flops,
                                memory_plan().peak() / (1024.0 * 1024.0));
-  recorder.set_device(device_);
+  recorder.set_device(device_, memory_plan().device_peak() / (1024.0 * 1024.0));
   while (step_ < opts.steps && !summary.stopped_early) {
     std::vector<MicroBatch> micro_batches;
     for (const auto& indices : sampler.next_step())

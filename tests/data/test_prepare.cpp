@@ -19,6 +19,7 @@
 
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/core/log.h"
+#include "deepseek_train/core/sha256.h"
 #include "deepseek_train/data/byte_tokenizer.h"
 #include "deepseek_train/data/corpus_prepare.h"
 #include "deepseek_train/data/near_dedup.h"
@@ -461,6 +462,78 @@ TEST_CASE("chat records train on the assistant turns only", "[data]") {
     dst::prepare_corpus(base_options({dir / "chat.jsonl"}, dir / "out3"), quiet_logger());
   });
   CHECK(none.find("prepare.chat_template names no template") != std::string::npos);
+}
+
+TEST_CASE("chat records rendered with a model's Jinja chat template", "[data]") {
+  TempDir dir("chat_jinja");
+  write_text(dir / "chat.jsonl",
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi?\"}, "
+             "{\"role\": \"assistant\", \"content\": \" Hello. \"}]}\n");
+  // A model folder: tokenizer_config.json with the template (no generation blocks) and tokens.
+  fs::create_directories(dir.path / "model");
+  const std::string source =
+      "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+      "m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] | trim + ' ' + eos_token }}"
+      "{% endif %}{% endfor %}";
+  write_text(dir / "model/tokenizer_config.json",
+             "{\"chat_template\": " + json_string(source) +
+                 ", \"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\"}}");
+  dst::PrepareOptions options = base_options({dir / "chat.jsonl"}, dir / "out");
+  options.chat_template = dir / "model/tokenizer_config.json";
+  options.seq_len = 16;  // two rows of 17: the text's 33 bytes and the EOS
+  options.validate();
+  const dst::PrepareReport report = dst::prepare_corpus(options, quiet_logger());
+  REQUIRE(report.documents_kept == 1);
+  // Byte tokenizer: the answer as the template trimmed it, through the eos token, trains; then
+  // the document's EOS.
+  const std::string text = "<s>[INST] Hi? [/INST] Hello. </s>";
+  std::vector<uint8_t> target(text.size(), 0);
+  std::fill(target.begin() + static_cast<std::ptrdiff_t>(text.find("Hello.")), target.end(), 1);
+  target.push_back(1);
+  std::vector<int32_t> tokens;
+  std::vector<uint8_t> mask;
+  all_rows(dir / "out", "train", &tokens, &mask);
+  REQUIRE(tokens.size() == target.size());
+  CHECK(std::equal(tokens.begin(), tokens.end() - 1, text.begin()));
+  CHECK(mask == target);
+  // The manifest records the template file and the SHA-256 of its text.
+  const std::string manifest = read_text(dir / "out/manifest.json");
+  CHECK_THAT(manifest,
+             Catch::Contains("tokenizer_config.json") &&
+                 Catch::Contains("\"chat_template_sha256\": \"" + dst::sha256_hex(source) + "\""));
+  // A changed template re-makes the shards.
+  write_text(dir / "model/tokenizer_config.json",
+             "{\"chat_template\": " + json_string(source + "{{ '\\n' }}") +
+                 ", \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}");
+  CHECK(dst::prepare_corpus(options, quiet_logger()).shards_written == 1);
+  CHECK(dst::prepare_corpus(options, quiet_logger()).shards_skipped == 1);
+
+  // One-line ConfigErrors naming the file: missing file, no chat_template, syntax error.
+  auto validate_error = [&](const std::string& spec) {
+    dst::PrepareOptions o = options;
+    o.chat_template = spec;
+    return error_of<dst::ConfigError>([&] { o.validate(); });
+  };
+  CHECK_THAT(validate_error(dir / "none.jinja"),
+             Catch::Contains("prepare.chat_template must be chatml, deepseek, llama3 or a chat "
+                             "template file") &&
+                 Catch::Contains("none.jinja: no such chat template file"));
+  write_text(dir / "plain.json", "{\"eos_token\": \"</s>\"}");
+  CHECK_THAT(validate_error(dir / "plain.json"),
+             Catch::Contains("plain.json: no \"chat_template\" in this tokenizer config"));
+  write_text(dir / "bad.jinja", "{{ messages[0] }\n");
+  const std::string bad = validate_error(dir / "bad.jinja");
+  CHECK_THAT(bad, Catch::Contains("bad.jinja:1:16: chat template syntax error"));
+  CHECK(bad.find('\n') == std::string::npos);
+  // raise_exception in the template: a DataError naming the record.
+  write_text(dir / "strict.jinja", "{{ raise_exception('only system turns here') }}");
+  const std::string raised = error_of<dst::DataError>([&] {
+    dst::PrepareOptions o = base_options({dir / "chat.jsonl"}, dir / "out_strict");
+    o.chat_template = dir / "strict.jinja";
+    dst::prepare_corpus(o, quiet_logger());
+  });
+  CHECK_THAT(raised, Catch::Contains(dir / "chat.jsonl" + ":1: the chat template") &&
+                         Catch::Contains("raised an exception (line 1): only system turns here"));
 }
 
 TEST_CASE("directory inputs are read sorted; text_split file and line", "[data]") {

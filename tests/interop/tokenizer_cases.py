@@ -13,7 +13,12 @@
   chat TOKENIZER_JSON TEMPLATE COUNT SEED OUT_PREFIX
       writes OUT_PREFIX.chat.jsonl (COUNT {"messages": [...]} records of generated text) and
       OUT_PREFIX.chat.expected: for each record, transformers' apply_chat_template ids and its
-      assistant-token mask (two lines), with the built-in template TEMPLATE written as Jinja.
+      assistant-token mask (two lines). TEMPLATE is a built-in (chatml, deepseek, llama3: written
+      as Jinja, also to OUT_PREFIX.jinja for `dstrain tokenize --chat FILE`) or one of the
+      real-world style templates of MODEL_TEMPLATES, written as a model folder OUT_PREFIX.model/
+      (tokenizer_config.json with the template and the tokenizer's bos/eos tokens, or
+      chat_template.jinja beside it). A template without {% generation %} blocks takes its
+      reference mask from a variant that has them around each answer and its end of turn.
   compare-chat OUT_PREFIX OURS
       OURS (`dstrain tokenize --chat TEMPLATE`) equals OUT_PREFIX.chat.expected line by line.
 """
@@ -131,13 +136,129 @@ CHAT_TEMPLATES = {
 }
 
 
+# Templates in the manner of the Hub's models (written for this test, not copied from one):
+# DeepSeek-V3 style (system prompts gathered in a namespace, bos first, answers in generation
+# blocks), Llama-2 style ([INST] turns, the system prompt folded into the first one, role
+# alternation enforced with raise_exception and loop.index0; no generation blocks, as models ship
+# it) and ChatML with a default system prompt (attribute access, trim, loop.last, literal text
+# inside the generation block; stored as tokenizer_config.json's list form).
+DEEPSEEK_V3_STYLE = """{% if not add_generation_prompt is defined %}
+    {% set add_generation_prompt = false %}
+{% endif %}
+{%- set ns = namespace(system='', first=true, last_user=false) %}
+{%- for message in messages %}
+    {%- if message['role'] == 'system' %}
+        {%- if ns.first %}
+            {%- set ns.system = message['content'] %}
+            {%- set ns.first = false %}
+        {%- else %}
+            {%- set ns.system = ns.system + '\n\n' + message['content'] %}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{{- bos_token }}{{ ns.system }}
+{%- for message in messages %}
+    {%- if message['role'] == 'user' %}
+        {%- set ns.last_user = true %}
+        {{- '<｜User｜>' + message['content'] }}
+    {%- elif message['role'] == 'assistant' %}
+        {%- set ns.last_user = false %}
+        {{- '<｜Assistant｜>' }}
+        {%- generation %}{{ message['content'] + eos_token }}{% endgeneration %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt and ns.last_user %}{{ '<｜Assistant｜>' }}{% endif %}
+"""
+
+LLAMA2_STYLE = """{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content'] | trim %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = '' %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- for message in loop_messages %}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}
+        {{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}
+    {%- endif %}
+    {%- if loop.index0 == 0 and system_message %}
+        {%- set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] | trim %}
+    {%- else %}
+        {%- set content = message['content'] | trim %}
+    {%- endif %}
+    {%- if message['role'] == 'user' %}
+        {{- bos_token + '[INST] ' + content + ' [/INST]' }}
+    {%- else %}
+        {{- ' ' + content + ' ' + eos_token }}
+    {%- endif %}
+{%- endfor %}
+"""
+
+CHATML_SYSTEM_STYLE = """{%- if messages[0].role != 'system' %}
+{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
+<|im_start|>{{ message.role }}
+{% if message.role == 'assistant' %}
+{% generation %}{{ message.content | trim }}<|im_end|>{% endgeneration %}
+{% else %}
+{{ message.content }}<|im_end|>
+{%- endif %}
+{% if not loop.last %}{{ '\n' }}{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{ '\n<|im_start|>assistant\n' }}{% endif %}
+"""
+
+# name: (template, the variant with generation blocks for the reference mask, how it is stored)
+MODEL_TEMPLATES = {
+    "deepseek_v3_style": (DEEPSEEK_V3_STYLE, DEEPSEEK_V3_STYLE, "config"),
+    "llama2_style": (LLAMA2_STYLE, LLAMA2_STYLE.replace(
+        "{{- ' ' + content + ' ' + eos_token }}",
+        "{{- ' ' }}{% generation %}{{ content + ' ' + eos_token }}{% endgeneration %}"), "jinja"),
+    "chatml_system_style": (CHATML_SYSTEM_STYLE, CHATML_SYSTEM_STYLE, "config-list"),
+}
+
+
+def special_tokens(added):
+    if "<｜begin▁of▁sentence｜>" in added:
+        return {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
+    if "<|endoftext|>" in added:
+        return {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+    return {"bos_token": "<s>", "eos_token": "</s>"}
+
+
+# Writes the template where `dstrain tokenize --chat` reads it; returns (template for the
+# reference, template kwargs).
+def write_template(template, added, prefix):
+    import os
+
+    if template in CHAT_TEMPLATES:
+        open(prefix + ".jinja", "w", encoding="utf-8").write(CHAT_TEMPLATES[template])
+        return CHAT_TEMPLATES[template], {}
+    source, reference, storage = MODEL_TEMPLATES[template]
+    tokens = special_tokens(added)
+    folder = prefix + ".model"
+    os.makedirs(folder, exist_ok=True)
+    config = dict(tokens, tokenizer_class="PreTrainedTokenizerFast")
+    if storage == "jinja":
+        open(os.path.join(folder, "chat_template.jinja"), "w", encoding="utf-8").write(source)
+    elif storage == "config":
+        config["chat_template"] = source
+    else:
+        config["chat_template"] = [{"name": "tool_use", "template": "{{ raise_exception('no') }}"},
+                                   {"name": "default", "template": source}]
+    json.dump(config, open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8"),
+              ensure_ascii=False, indent=2)
+    return reference, tokens
+
+
 def chat(tokenizer_json, template, count, seed, prefix):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=tokenizer_json)
-    tokenizer.chat_template = CHAT_TEMPLATES[template]
     spec = json.load(open(tokenizer_json, encoding="utf-8"))
     added = [t["content"] for t in spec.get("added_tokens", [])]
+    tokenizer.chat_template, kwargs = write_template(template, added, prefix)
     rng = random.Random(seed)
     with open(prefix + ".chat.jsonl", "w", encoding="utf-8") as records, \
             open(prefix + ".chat.expected", "w") as expected:
@@ -148,7 +269,7 @@ def chat(tokenizer_json, template, count, seed, prefix):
                 rng.randrange(1, 6))).strip() or "ok"} for r in roles]
             records.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
             out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
+                                                return_assistant_tokens_mask=True, **kwargs)
             expected.write(" ".join(map(str, out["input_ids"])) + "\n")
             expected.write(" ".join(map(str, out["assistant_masks"])) + "\n")
 

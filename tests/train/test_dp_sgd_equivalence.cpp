@@ -1,7 +1,8 @@
 // DP-SGD is layout-independent: the same seed, noise key and Poisson-style batches (a varying
 // number of examples per step, padding rows after them) give the same losses, privacy reports
 // and parameters on dp2 under DDP and ZeRO-1/2/3 as in a single process — LoRA and full
-// fine-tuning, 5 steps, within 1e-6 relative (the reductions' order differs, so not bitwise).
+// fine-tuning, 5 steps, within 1e-6 relative (the reductions' order differs, so not bitwise) —
+// and on 4 ranks as HSDP (dp_replicate 2 x dp_shard 2, ZeRO-1/3).
 // Clipping is active (max_grad_norm below most examples' norms) and the noise is on.
 #include <torch/torch.h>
 
@@ -49,15 +50,23 @@ TrainConfig dp_sgd_config(bool lora) {
   return config;
 }
 
-void check_dp_sgd_layout(bool lora, int zero_stage) {
+// Every rank of the world is a data-parallel rank: dp_shard = world / dp_replicate.
+void check_dp_sgd_layout(bool lora, int zero_stage, int dp_replicate = 1) {
   auto world = dst::testing::world();
-  REQUIRE(world->size() == 2);
+  const int data_parallel = world->size();
+  const int64_t per_rank = 2 * kMicroBatches / data_parallel;  // micro-batches per rank
+  REQUIRE(per_rank * data_parallel == 2 * kMicroBatches);
   TrainConfig config = dp_sgd_config(lora);
+  config.parallel.dp = data_parallel / dp_replicate;
+  config.parallel.dp_replicate = dp_replicate;
+  config.train.grad_accum = per_rank;
   config.data_parallel.zero_stage = zero_stage;
-  Trainer parallel(config, ProcessGroups::create(world, config.parallel),
+  ProcessGroups groups = ProcessGroups::create(world, config.parallel);
+  const int dp_rank = groups.coord().data_parallel_index(groups.dims());
+  Trainer parallel(config, std::move(groups),
                    Logger(world->rank(), world->size(), LogLevel::kWarn));
   TrainConfig single_config = config;
-  single_config.parallel = {1, 1, 1};
+  single_config.parallel = ParallelDims{1, 1, 1};
   single_config.data_parallel.zero_stage = 0;
   single_config.train.grad_accum = 2 * kMicroBatches;
   Trainer single(single_config,
@@ -72,7 +81,7 @@ void check_dp_sgd_layout(bool lora, int zero_stage) {
     const StepResult expected =
         single.train_step(rank_micro_batches(batch, 2 * kMicroBatches, kRows, 1, 0));
     const StepResult actual =
-        parallel.train_step(rank_micro_batches(batch, kMicroBatches, kRows, 2, world->rank()));
+        parallel.train_step(rank_micro_batches(batch, per_rank, kRows, data_parallel, dp_rank));
     INFO("step " << step);
     CHECK(actual.loss == Approx(expected.loss).epsilon(1e-6));
     REQUIRE(actual.privacy);
@@ -87,7 +96,8 @@ void check_dp_sgd_layout(bool lora, int zero_stage) {
   CHECK(clipped > 0);  // clipping took part
   const double worst = check_same_full_parameters(single, parallel, 1e-6);
   if (world->rank() == 0)
-    WARN("DP-SGD " << (lora ? "LoRA" : "full") << " ZeRO-" << zero_stage
+    WARN("DP-SGD " << (lora ? "LoRA" : "full") << " dp " << data_parallel << " (replicas "
+                   << dp_replicate << ") ZeRO-" << zero_stage
                    << ": worst relative parameter difference " << worst);
 }
 
@@ -106,4 +116,12 @@ TEST_CASE("DP-SGD: full fine-tuning on dp2 equals a single process under DDP and
     INFO("ZeRO stage " << stage);
     check_dp_sgd_layout(/*lora=*/false, stage);
   }
+}
+
+TEST_CASE("DP-SGD: HSDP 2x2 (LoRA ZeRO-1/3, full ZeRO-3) equals a single process", "[dpsgd4]") {
+  for (int stage : {1, 3}) {
+    INFO("HSDP ZeRO stage " << stage);
+    check_dp_sgd_layout(/*lora=*/true, stage, /*dp_replicate=*/2);
+  }
+  check_dp_sgd_layout(/*lora=*/false, 3, /*dp_replicate=*/2);
 }

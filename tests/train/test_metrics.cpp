@@ -146,6 +146,9 @@ TEST_CASE("metrics.jsonl: MFU, per-collective wait and per-rank memory", "[metri
     m.peak_rss_mb = 100;
     m.peak_rss_mb_max = 300;
     m.peak_rss_mb_per_rank = {100, 300};
+    m.peak_device_allocated_mb = 1500;  // a GPU run: device memory beside the plan's
+    m.peak_device_reserved_mb = 2048;
+    m.planned_peak_device_mb = 1400;
     writer.write(m);
   }
   std::ifstream in(path);
@@ -168,6 +171,10 @@ TEST_CASE("metrics.jsonl: MFU, per-collective wait and per-rank memory", "[metri
   REQUIRE(rows[1]["peak_rss_mb_per_rank"].size() == 2);
   CHECK(rows[1]["peak_rss_mb_per_rank"][0] == 100.0);
   CHECK(rows[1]["peak_rss_mb_per_rank"][1] == 300.0);
+  CHECK(rows[1]["peak_device_allocated_mb"] == 1500.0);
+  CHECK(rows[1]["peak_device_reserved_mb"] == 2048.0);
+  CHECK(rows[1]["planned_peak_device_mb"] == 1400.0);
+  CHECK_FALSE(rows[0].contains("peak_device_allocated_mb"));
   std::filesystem::remove_all(dir);
 }
 

@@ -67,8 +67,10 @@ class ChatTemplate {
   // `spec`: chatml | deepseek | llama3, or a path: a tokenizer_config.json (its "chat_template",
   // a string or a list of {name, template} of which "default" is used, and its special tokens),
   // a .jinja file (special tokens from a tokenizer_config.json beside it, if any), or a model
-  // folder (its chat_template.jinja, else its tokenizer_config.json). One-line ConfigError
-  // naming the file for a missing or unreadable file, no chat_template, or a syntax error.
+  // folder (its chat_template.jinja, else its tokenizer_config.json); a .json file is read as
+  // a tokenizer config, any other file as Jinja, and a built-in name wins over a file of that
+  // name (write ./chatml). One-line ConfigError naming the file for a missing or unreadable
+  // file, no chat_template, or a syntax error.
   static ChatTemplate load(const std::string& spec);
 
   // Renders `messages`: a built-in as render_chat does, a Jinja template as described above.

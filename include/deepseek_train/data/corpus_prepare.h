@@ -42,9 +42,10 @@ struct PrepareOptions {
   std::string text_field = "text";
   std::string prompt_field = "prompt";
   std::string response_field = "response";
-  // Chat records: a `messages_field` list of {role, content}, rendered with the built-in
-  // template `chat_template` (chatml, deepseek, llama3; data/chat_template.h) and tokenized whole;
-  // the loss trains on the assistant turns only.
+  // Chat records: a `messages_field` list of {role, content}, rendered with `chat_template` (a
+  // built-in chatml, deepseek, llama3, or a model's Jinja template: its tokenizer_config.json, a
+  // .jinja file or the model folder; ChatTemplate::load in data/chat_template.h) and tokenized
+  // whole; the loss trains on the assistant turns only.
   std::string messages_field = "messages";
   std::string chat_template;
 

@@ -146,6 +146,9 @@ struct MemoryPlan {
   // The resident memory the process should peak at during a step: the baseline, what is held,
   // one micro-batch's activations and the units in flight.
   int64_t peak() const { return process_baseline + total() + units_in_flight; }
+  // On a GPU the model state and activations live in device memory, the process baseline on the
+  // host: the device should peak at what is held plus the units in flight.
+  int64_t device_peak() const { return total() + units_in_flight; }
   int64_t comm_bytes_per_step() const {
     return gradient_comm_bytes + control_comm_bytes + tensor_parallel_comm_bytes +
            pipeline_comm_bytes;

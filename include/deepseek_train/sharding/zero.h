@@ -80,6 +80,7 @@ class ZeroEngine final : public DataParallelEngine, public UnitHooks {
   // Rounds the master shards into the parameter shards; stages 1-2 all-gather the full
   // parameters.
   void publish_parameters();
+  void copy_gradients_to_host();
   void on_gradient_ready(int unit);
   void launch_ready_reductions();
   void complete_reduction(int unit);

@@ -32,6 +32,7 @@ struct StepMetrics {
   // On a GPU: the caching allocator's peak allocated and reserved device memory (MiB); 0 on CPU.
   double peak_device_allocated_mb = 0.0;
   double peak_device_reserved_mb = 0.0;
+  double planned_peak_device_mb = 0.0;               // MemoryPlan::device_peak() on a GPU
   std::map<std::string, uint64_t> comm_bytes_by_op;  // e.g. {"all_reduce": 55070208}
   std::optional<double> eval_loss;
   double loss_scale = 1.0;       // fp16 dynamic loss scale used by the step (1 otherwise)

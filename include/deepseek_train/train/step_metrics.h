@@ -44,8 +44,12 @@ class StepMetricsRecorder {
   double eta_seconds(int64_t step) const;
   double elapsed_seconds() const;
   double tokens_per_second() const;  // over the whole run
-  // Where the model computes: on a GPU each row reports its peak device memory.
-  void set_device(const c10::Device& device) { device_ = device; }
+  // Where the model computes: on a GPU each row reports its peak device memory beside the plan's
+  // (MemoryPlan::device_peak, MiB).
+  void set_device(const c10::Device& device, double planned_device_peak_mb) {
+    device_ = device;
+    planned_device_peak_mb_ = planned_device_peak_mb;
+  }
 
  private:
   comm::CommunicatorPtr world_;
@@ -53,6 +57,7 @@ class StepMetricsRecorder {
   double model_parameters_, peak_flops_, planned_peak_rss_mb_;
   std::chrono::steady_clock::time_point start_;
   c10::Device device_{c10::kCPU};
+  double planned_device_peak_mb_ = 0;
   double window_tokens_ = 0, window_seconds_ = 0, total_tokens_ = 0;
 };
 
