@@ -82,6 +82,7 @@ struct GenerateArgs {
   bool print_ids = false;
   SamplingOptions sampling;
   std::string device = "auto";  // auto | cpu | cuda
+  int64_t batch_size = 1;       // prompts decoded together (left-padded)
 };
 // Generates a continuation of each prompt, streamed to stdout; speed on stderr.
 int run_generate(const GenerateArgs& args, const LaunchEnv& env);

@@ -81,12 +81,12 @@ std::vector<std::vector<int32_t>> read_prompts(const GenerateArgs& args,
   return prompts;
 }
 
-// Streams the text of the generated ids: what decodes completely is printed as it comes; a stop
-// string ends the generation (and the text before it is all that is printed).
+// Streams the text of the generated ids to `out`: what decodes completely is written as it comes;
+// a stop string ends the generation (and the text before it is all that is written).
 class TextStream {
  public:
-  TextStream(const Tokenizer& tokenizer, std::vector<std::string> stops)
-      : tokenizer_(tokenizer), stops_(std::move(stops)) {}
+  TextStream(const Tokenizer& tokenizer, std::vector<std::string> stops, std::ostream& out)
+      : tokenizer_(tokenizer), stops_(std::move(stops)), out_(out) {}
   bool add(int32_t id) {
     ids_.push_back(id);
     // Special tokens stay in: a stop string may be one (<|im_end|>); EOS ids never get here.
@@ -121,13 +121,14 @@ class TextStream {
   }
   void print(const std::string& text, size_t hold) {
     if (text.size() > printed_ + hold) {
-      std::cout << text.substr(printed_, text.size() - hold - printed_) << std::flush;
+      out_ << text.substr(printed_, text.size() - hold - printed_) << std::flush;
       printed_ = text.size() - hold;
     }
   }
 
   const Tokenizer& tokenizer_;
   std::vector<std::string> stops_;
+  std::ostream& out_;
   std::vector<int32_t> ids_;
   std::string text_;
   size_t printed_ = 0;
@@ -167,6 +168,8 @@ int run_generate(const GenerateArgs& given, const LaunchEnv& env) {
   if (sampling.eos_ids.empty() && tokenizer && tokenizer->eos_id() >= 0)
     sampling.eos_ids = {tokenizer->eos_id()};
   sampling.validate();
+  DST_CHECK(args.batch_size >= 1, ConfigError,
+            "--batch-size must be at least 1, got " << args.batch_size);
   for (const auto& prompt : prompts)
     for (int32_t id : prompt)
       DST_CHECK(id >= 0 && id < config.model.vocab_size, DataError,
@@ -180,25 +183,36 @@ int run_generate(const GenerateArgs& given, const LaunchEnv& env) {
   config.data.seq_len = config.model.max_position_embeddings;
   const std::unique_ptr<Trainer> model =
       load_inference_model(source, config, processes.communicator, env);
-  for (const auto& prompt : prompts) {
-    const bool text = tokenizer && !args.print_ids;
-    std::optional<TextStream> stream;
-    TokenCallback on_token;
-    if (text) {
-      stream.emplace(*tokenizer, args.stops);
-      on_token = [&stream, &sampling](int32_t id) {
+  const bool text = tokenizer && !args.print_ids;
+  const size_t batch = static_cast<size_t>(args.batch_size);
+  for (size_t first = 0; first < prompts.size(); first += batch) {
+    const std::vector<std::vector<int32_t>> group(
+        prompts.begin() + first, prompts.begin() + std::min(prompts.size(), first + batch));
+    // One prompt streams to stdout; a batch writes each row's text once the batch is done.
+    std::vector<std::ostringstream> buffers(group.size());
+    std::vector<TextStream> streams;
+    if (text)
+      for (size_t r = 0; r < group.size(); ++r)
+        streams.emplace_back(*tokenizer, args.stops,
+                             group.size() == 1 ? static_cast<std::ostream&>(std::cout)
+                                               : static_cast<std::ostream&>(buffers[r]));
+    BatchTokenCallback on_token;
+    if (text)
+      on_token = [&streams, &sampling](size_t row, int32_t id) {
         const auto& eos = sampling.eos_ids;
-        return std::find(eos.begin(), eos.end(), id) == eos.end() && stream->add(id);
+        return std::find(eos.begin(), eos.end(), id) == eos.end() && streams[row].add(id);
       };
+    const std::vector<GenerationResult> results =
+        generate_batch(model->model(), group, sampling, on_token);
+    for (size_t r = 0; r < group.size(); ++r) {
+      if (text) {
+        if (results[r].stop_reason != "stop") streams[r].finish();
+        std::cout << buffers[r].str() << "\n";
+      } else {
+        print_ids(results[r].ids);
+      }
+      report_speed(results[r], group[r].size());
     }
-    const GenerationResult result = generate(model->model(), prompt, sampling, on_token);
-    if (text) {
-      if (result.stop_reason != "stop") stream->finish();
-      std::cout << "\n";
-    } else {
-      print_ids(result.ids);
-    }
-    report_speed(result, prompt.size());
   }
   return 0;
 }

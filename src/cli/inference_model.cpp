@@ -57,7 +57,7 @@ TrainConfig inference_config(const ModelSource& source) {
 comm::ProcessWorld open_inference_world(const ModelSource& source, const LaunchEnv& env) {
   const DeviceInventory devices = probe_devices(process_env());
   const c10::Device device = resolve_device(source.device, env, devices);
-  return comm::open_process_world(CommOptions{}, env, device, ranks_per_gpu(env, devices));
+  return comm::open_process_world(CommOptions{}, env, device);
 }
 
 std::unique_ptr<Trainer> load_inference_model(const ModelSource& source, TrainConfig config,

@@ -69,8 +69,7 @@ int run_train(const TrainArgs& args, const dst::LaunchEnv& env) {
   // The device decides the backend (CUDA tensors: NCCL, or MPI staged through host memory).
   const dst::DeviceInventory devices = dst::probe_devices(dst::process_env());
   const c10::Device device = dst::resolve_device(config.train.device, env, devices);
-  const dst::comm::ProcessWorld processes =
-      dst::comm::open_process_world(config.comm, env, device, dst::ranks_per_gpu(env, devices));
+  const dst::comm::ProcessWorld processes = dst::comm::open_process_world(config.comm, env, device);
   dst::comm::MpiRuntime* mpi = processes.mpi.get();
   const dst::comm::CommunicatorPtr& world = processes.communicator;
   try {
@@ -292,6 +291,10 @@ int main(int argc, char** argv) {
   gen->add_option("--stop", gen_args.stops, "stop string (repeatable)");
   gen->add_flag("--print-ids", gen_args.print_ids, "print the generated ids, not text");
   gen->add_option("--device", gen_args.device, "auto | cpu | cuda (as train.device)")
+      ->capture_default_str();
+  gen->add_option("--batch-size", gen_args.batch_size,
+                  "prompts of --prompt-file/--ids decoded together (left-padded; output per "
+                  "prompt once its batch is done)")
       ->capture_default_str();
   gen->add_option("--key-file", gen_args.key_file, "encryption key file (checkpoints)");
   gen->add_option("--key-env", gen_args.key_env, "variable holding the encryption key");

@@ -12,6 +12,7 @@
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #include <nccl.h>
 
 #include <chrono>
@@ -87,16 +88,25 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 // The communicator and what its operations share; aborted once on a failure or timeout.
 struct NcclState {
+  explicit NcclState(const c10::Device& on)
+      : device(on), stream(at::cuda::getStreamFromPool(/*isHighPriority=*/true, on.index())) {}
+  NcclState(const NcclState&) = delete;
+  NcclState& operator=(const NcclState&) = delete;
+
   ncclComm_t comm = nullptr;
-  c10::Device device{c10::kCUDA, 0};
-  at::cuda::CUDAStream stream = at::cuda::getStreamFromPool(true, 0);
+  c10::Device device;
+  at::cuda::CUDAStream stream;  // this communicator's own, on its device
   std::shared_ptr<CollectiveWatch> watch;
   bool aborted = false;
 
   ~NcclState() {
-    if (!comm) return;
-    if (aborted) return;  // ncclCommAbort already freed it
-    ncclCommDestroy(comm);
+    if (!comm || aborted) return;  // ncclCommAbort already freed it
+    // Work still queued (an unused prefetch, a job unwinding after an error): abort instead of
+    // blocking in ncclCommDestroy until it completes.
+    if (cudaStreamQuery(stream.stream()) == cudaSuccess)
+      ncclCommDestroy(comm);
+    else
+      ncclCommAbort(comm);
   }
   void abort() {
     if (aborted || !comm) return;
@@ -216,8 +226,8 @@ class NcclCommunicator final : public Communicator {
     const Operand t = operand(tensor, "all_reduce");
     const int64_t n = tensor.numel(), own = split_sizes(n, size())[rank()];
     const std::string what = std::string("all_reduce(") + reduce_op_name(op) + ")";
-    return launch(options, OpType::kAllReduce, 2 * (n - own) * tensor.element_size(), what, true,
-                  {t}, {t}, [&] {
+    return launch(state_, options, OpType::kAllReduce, 2 * (n - own) * tensor.element_size(), what,
+                  true, {t}, {t}, [&] {
                     check_nccl(ncclAllReduce(t.device.data_ptr(), t.device.data_ptr(), n,
                                              nccl_type(tensor, what), nccl_op(op), state_->comm,
                                              state_->stream),
@@ -236,8 +246,8 @@ class NcclCommunicator final : public Communicator {
     const std::string what = std::string("reduce_scatter(") + reduce_op_name(op) + ")";
     const ncclDataType_t type = nccl_type(input, what);
     return launch(
-        options, OpType::kReduceScatter, (n - sizes[rank()]) * input.element_size(), what, true,
-        {out, in}, {out}, [&] {
+        state_, options, OpType::kReduceScatter, (n - sizes[rank()]) * input.element_size(), what,
+        true, {out, in}, {out}, [&] {
           if (n % size() == 0) {
             check_nccl(ncclReduceScatter(in.device.data_ptr(), out.device.data_ptr(), sizes[0],
                                          type, nccl_op(op), state_->comm, state_->stream),
@@ -264,7 +274,7 @@ class NcclCommunicator final : public Communicator {
               "all_gather on '" << name() << "': input has " << input.numel()
                                 << " elements, expected " << sizes[rank()] << " of " << n);
     const ncclDataType_t type = nccl_type(input, "all_gather");
-    return launch(options, OpType::kAllGather, (n - sizes[rank()]) * input.element_size(),
+    return launch(state_, options, OpType::kAllGather, (n - sizes[rank()]) * input.element_size(),
                   "all_gather", true, {out, in}, {out}, [&] {
                     if (n % size() == 0) {
                       check_nccl(ncclAllGather(in.device.data_ptr(), out.device.data_ptr(),
@@ -285,7 +295,7 @@ class NcclCommunicator final : public Communicator {
   WorkPtr broadcast(at::Tensor& tensor, int root, const OpOptions& options) override {
     const Operand t = operand(tensor, "broadcast");
     const int64_t n = tensor.numel();
-    return launch(options, OpType::kBroadcast, size() > 1 ? n * tensor.element_size() : 0,
+    return launch(state_, options, OpType::kBroadcast, size() > 1 ? n * tensor.element_size() : 0,
                   "broadcast", true, {t}, {t}, [&] {
                     check_nccl(ncclBroadcast(t.device.data_ptr(), t.device.data_ptr(), n,
                                              nccl_type(tensor, "broadcast"), root, state_->comm,
@@ -297,20 +307,22 @@ class NcclCommunicator final : public Communicator {
   WorkPtr send(const at::Tensor& tensor, int dst_rank, int, const OpOptions& options) override {
     const Operand t = operand(tensor, "send");
     const std::string what = "send to rank " + std::to_string(dst_rank);
-    return launch(
-        options, OpType::kSend, tensor.numel() * tensor.element_size(), what, false, {t}, {}, [&] {
-          check_nccl(ncclSend(t.device.data_ptr(), tensor.numel(), nccl_type(tensor, what),
-                              dst_rank, state_->comm, state_->stream),
-                     what);
-        });
+    const std::shared_ptr<NcclState>& on = point_to_point(dst_rank > rank());
+    return launch(on, options, OpType::kSend, tensor.numel() * tensor.element_size(), what, false,
+                  {t}, {}, [&] {
+                    check_nccl(ncclSend(t.device.data_ptr(), tensor.numel(),
+                                        nccl_type(tensor, what), dst_rank, on->comm, on->stream),
+                               what);
+                  });
   }
 
   WorkPtr recv(at::Tensor& tensor, int src_rank, int, const OpOptions& options) override {
     const Operand t = operand(tensor, "recv");
     const std::string what = "recv from rank " + std::to_string(src_rank);
-    return launch(options, OpType::kRecv, 0, what, false, {t}, {t}, [&] {
+    const std::shared_ptr<NcclState>& on = point_to_point(src_rank < rank());
+    return launch(on, options, OpType::kRecv, 0, what, false, {t}, {t}, [&] {
       check_nccl(ncclRecv(t.device.data_ptr(), tensor.numel(), nccl_type(tensor, what), src_rank,
-                          state_->comm, state_->stream),
+                          on->comm, on->stream),
                  what);
     });
   }
@@ -318,7 +330,7 @@ class NcclCommunicator final : public Communicator {
   WorkPtr barrier(const OpOptions& options) override {
     at::Tensor token = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(state_->device));
     const Operand t{token, token};
-    return launch(options, OpType::kBarrier, 0, "barrier", true, {t}, {}, [&] {
+    return launch(state_, options, OpType::kBarrier, 0, "barrier", true, {t}, {}, [&] {
       check_nccl(ncclAllReduce(token.data_ptr(), token.data_ptr(), 1, ncclInt32, ncclSum,
                                state_->comm, state_->stream),
                  "barrier");
@@ -334,8 +346,8 @@ class NcclCommunicator final : public Communicator {
     const Operand out = operand(output, "all_to_all"), in = operand(input, "all_to_all");
     const ncclDataType_t type = nccl_type(input, "all_to_all");
     return launch(
-        options, OpType::kAllToAll, layout.bytes_to_others, "all_to_all", true, {out, in}, {out},
-        [&] {
+        state_, options, OpType::kAllToAll, layout.bytes_to_others, "all_to_all", true, {out, in},
+        {out}, [&] {
           check_nccl(ncclGroupStart(), "all_to_all");
           for (int r = 0; r < size(); ++r) {
             if (layout.send_elements[r] > 0)
@@ -351,6 +363,18 @@ class NcclCommunicator final : public Communicator {
         });
   }
 
+  bool stream_ordered() const override { return true; }
+
+  // Two communicators of the same ranks, one per direction (to a higher rank, to a lower one):
+  // NCCL runs a communicator's operations in issue order and a send waits for its receive, so
+  // a pipeline schedule whose sends and receives interleave differently on two ranks (1F1B)
+  // would block both on one communicator; per direction every pair's messages match in order.
+  void prepare_point_to_point() override {
+    if (upward_) return;
+    upward_ = duplicate("point-to-point upward");
+    downward_ = duplicate("point-to-point downward");
+  }
+
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
     CommunicatorPtr child_mirror = mirror_->split(color, key, name);
     c10::cuda::CUDAGuard guard(state_->device);
@@ -360,10 +384,8 @@ class NcclCommunicator final : public Communicator {
         ncclCommSplit(state_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &child, &config),
         "ncclCommSplit of '" + this->name() + "' into '" + name + "'");
     if (!child_mirror) return nullptr;
-    auto state = std::make_shared<NcclState>();
+    auto state = std::make_shared<NcclState>(state_->device);
     state->comm = child;
-    state->device = state_->device;
-    state->stream = at::cuda::getStreamFromPool(true, state_->device.index());
     state->watch = collective_watch(*child_mirror, "nccl");
     child_mirror->set_timeout(timeout_);
     return std::make_shared<NcclCommunicator>(std::move(state), std::move(child_mirror));
@@ -388,32 +410,33 @@ class NcclCommunicator final : public Communicator {
   // Counts and records the op, orders it after the caller's work, enqueues it on the
   // communicator's stream and returns its Work. `outputs` staged on the device are copied back to
   // the caller's host tensors when the op completes.
-  WorkPtr launch(const OpOptions& options, OpType op, int64_t bytes, const std::string& what,
-                 bool collective, const std::vector<Operand>& operands,
-                 const std::vector<Operand>& outputs, const std::function<void()>& enqueue) {
-    c10::cuda::CUDAGuard guard(state_->device);
+  WorkPtr launch(const std::shared_ptr<NcclState>& on, const OpOptions& options, OpType op,
+                 int64_t bytes, const std::string& what, bool collective,
+                 const std::vector<Operand>& operands, const std::vector<Operand>& outputs,
+                 const std::function<void()>& enqueue) {
+    c10::cuda::CUDAGuard guard(on->device);
     OpStats& counters = stats_->at(op);
     counters.calls += 1;
     counters.bytes += static_cast<uint64_t>(bytes);
-    const uint64_t sequence = collective && state_->watch ? state_->watch->enter(what) : 0;
+    const uint64_t sequence = collective && on->watch ? on->watch->enter(what) : 0;
     const std::string described = what + (sequence ? " #" + std::to_string(sequence) : "") +
                                   " on '" + name() + "' (" +
-                                  (state_->watch ? state_->watch->describe_self() : "") + ")";
+                                  (on->watch ? on->watch->describe_self() : "") + ")";
     at::cuda::CUDAEvent ready;
-    ready.record(at::cuda::getCurrentCUDAStream(state_->device.index()));
-    ready.block(state_->stream);
+    ready.record(at::cuda::getCurrentCUDAStream(on->device.index()));
+    ready.block(on->stream);
     enqueue();
     std::vector<at::Tensor> held;
     std::vector<std::pair<at::Tensor, at::Tensor> > copies;
     for (const Operand& o : operands) {
-      c10::cuda::CUDACachingAllocator::recordStream(o.device.storage().data_ptr(), state_->stream);
+      c10::cuda::CUDACachingAllocator::recordStream(o.device.storage().data_ptr(), on->stream);
       held.push_back(o.device);
       held.push_back(o.caller);
     }
     for (const Operand& o : outputs)
       if (o.staged()) copies.emplace_back(o.caller, o.device);
     auto work =
-        std::make_shared<NcclWork>(state_, stats_, op, described, sequence,
+        std::make_shared<NcclWork>(on, stats_, op, described, sequence,
                                    options.timeout.count() > 0 ? options.timeout : timeout_);
     std::function<void()> copy_back;
     if (!copies.empty())
@@ -425,7 +448,23 @@ class NcclCommunicator final : public Communicator {
     return work;
   }
 
+  // The state a send towards a higher rank / a receive from a lower one (upward) or the reverse
+  // runs on: the directional ones after prepare_point_to_point, else the communicator's own.
+  const std::shared_ptr<NcclState>& point_to_point(bool upward) const {
+    if (!upward_) return state_;
+    return upward ? upward_ : downward_;
+  }
+  std::shared_ptr<NcclState> duplicate(const std::string& what) {
+    c10::cuda::CUDAGuard guard(state_->device);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    auto state = std::make_shared<NcclState>(state_->device);
+    check_nccl(ncclCommSplit(state_->comm, 0, rank(), &state->comm, &config),
+               "ncclCommSplit of '" + name() + "' (" + what + ")");
+    return state;
+  }
+
   std::shared_ptr<NcclState> state_;
+  std::shared_ptr<NcclState> upward_, downward_;  // prepare_point_to_point
   CommunicatorPtr mirror_;  // the MPI group of the same ranks (watchdog, splits)
 };
 
@@ -443,9 +482,7 @@ CommunicatorPtr make_nccl_communicator(const CommunicatorPtr& bootstrap,
       *bootstrap, std::vector<uint8_t>(reinterpret_cast<uint8_t*>(&id),
                                        reinterpret_cast<uint8_t*>(&id) + sizeof(id)));
   std::memcpy(&id, bytes.data(), sizeof(id));
-  auto state = std::make_shared<NcclState>();
-  state->device = device;
-  state->stream = at::cuda::getStreamFromPool(true, device.index());
+  auto state = std::make_shared<NcclState>(device);
   check_nccl(ncclCommInitRank(&state->comm, bootstrap->size(), id, bootstrap->rank()),
              "ncclCommInitRank on '" + bootstrap->name() + "'");
   state->watch = collective_watch(*bootstrap, "nccl");

@@ -1,10 +1,16 @@
 #include "deepseek_train/comm/process_world.h"
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "deepseek_train/comm/local_communicator.h"
 #include "deepseek_train/comm/nccl_communicator.h"
 #include "deepseek_train/comm/staged_communicator.h"
+#include "deepseek_train/comm/watchdog.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 
 namespace dst::comm {
@@ -20,10 +26,10 @@ std::string resolve_for_cuda(const std::string& backend, const LaunchEnv& env, i
   DST_CHECK(nccl_available(), ConfigError,
             "comm.backend 'nccl': this build has no CUDA/NCCL (configure with DST_WITH_CUDA=ON)");
   DST_CHECK(ranks_per_gpu == 1, ConfigError,
-            "comm.backend 'nccl': " << ranks_per_gpu << " local ranks share each GPU ("
-                                    << env.local_size
-                                    << " on this node); NCCL needs one GPU per rank (use "
-                                       "comm.backend mpi, which stages through host memory)");
+            "comm.backend 'nccl': " << ranks_per_gpu
+                                    << " ranks share one GPU (same host and PCI bus id); NCCL "
+                                       "needs one GPU per rank (use comm.backend mpi, which "
+                                       "stages through host memory)");
   return backend;
 }
 
@@ -45,9 +51,25 @@ std::string resolve_backend(const CommOptions& options, const LaunchEnv& env,
   return backend;
 }
 
+int ranks_sharing_a_gpu(Communicator& world, const c10::Device& device) {
+  constexpr int64_t kBytes = 128;
+  const std::string id = local_host_name() + " " + device_bus_id(device) + " " +
+                         (device.has_index() ? std::to_string(device.index()) : "");
+  at::Tensor mine = at::zeros({kBytes}, at::kByte);
+  std::memcpy(mine.data_ptr(), id.data(), std::min<size_t>(id.size(), kBytes - 1));
+  at::Tensor all = at::zeros({kBytes * world.size()}, at::kByte);
+  world.all_gather(all, mine)->wait();
+  int64_t same = 0;
+  for (int r = 0; r < world.size(); ++r)
+    same += at::equal(all.narrow(0, r * kBytes, kBytes), mine) ? 1 : 0;
+  at::Tensor most = at::full({1}, same, at::kLong);  // every rank decides alike
+  world.all_reduce(most, ReduceOp::kMax)->wait();
+  return static_cast<int>(most.item<int64_t>());
+}
+
 ProcessWorld open_process_world(const CommOptions& options, const LaunchEnv& env,
-                                const c10::Device& device, int ranks_per_gpu) {
-  const std::string backend = resolve_backend(options, env, device.type(), ranks_per_gpu);
+                                const c10::Device& device) {
+  std::string backend = resolve_backend(options, env, device.type());
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
   ProcessWorld world;
   if (backend == "local") {
@@ -58,6 +80,8 @@ ProcessWorld open_process_world(const CommOptions& options, const LaunchEnv& env
   world.mpi = std::make_unique<MpiRuntime>();
   CommunicatorPtr mpi_world = world.mpi->world();
   mpi_world->set_timeout(timeout);
+  if (device.is_cuda())
+    backend = resolve_backend(options, env, device.type(), ranks_sharing_a_gpu(*mpi_world, device));
   if (backend == "nccl") {
     world.communicator = make_nccl_communicator(mpi_world, device);
   } else {

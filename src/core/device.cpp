@@ -58,9 +58,16 @@ void make_current_device(const c10::Device& device) {
 #endif
 }
 
-int ranks_per_gpu(const LaunchEnv& env, const DeviceInventory& inventory) {
-  if (inventory.cuda_devices <= 0) return 1;
-  return (env.local_size + inventory.cuda_devices - 1) / inventory.cuda_devices;
+std::string device_bus_id(const c10::Device& device) {
+#ifdef DST_WITH_CUDA
+  if (device.is_cuda()) {
+    char id[32] = {0};
+    if (cudaDeviceGetPCIBusId(id, sizeof(id), device.index()) == cudaSuccess) return id;
+  }
+#else
+  (void)device;
+#endif
+  return "";
 }
 
 std::optional<double> gpu_dense_bf16_peak_flops(const std::string& device_name) {

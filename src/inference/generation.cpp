@@ -3,6 +3,7 @@
 #include <ATen/core/Generator.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "deepseek_train/core/error.h"
@@ -67,54 +68,104 @@ int32_t choose_next_id(torch::Tensor logits, const std::vector<int32_t>& sequenc
       at::multinomial(probabilities, 1, /*replacement=*/false, generator).item<int64_t>());
 }
 
-GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
-                          const SamplingOptions& options, const TokenCallback& on_token) {
+namespace {
+
+// The prompts as one left-padded [rows, longest] id tensor on `device` and each row's padding.
+std::pair<torch::Tensor, std::vector<int64_t>> left_padded(
+    const std::vector<std::vector<int32_t>>& prompts, const c10::Device& device) {
+  size_t longest = 0;
+  for (const auto& prompt : prompts) longest = std::max(longest, prompt.size());
+  std::vector<int64_t> ids, padding;
+  for (const auto& prompt : prompts) {
+    padding.push_back(static_cast<int64_t>(longest - prompt.size()));
+    ids.insert(ids.end(), longest - prompt.size(), 0);  // any id: pad columns are never attended
+    ids.insert(ids.end(), prompt.begin(), prompt.end());
+  }
+  const int64_t rows = static_cast<int64_t>(prompts.size());
+  return {torch::tensor(ids, torch::kLong).view({rows, -1}).to(device), padding};
+}
+
+void check_prompts(const std::vector<std::vector<int32_t>>& prompts, int64_t limit) {
+  DST_CHECK(!prompts.empty(), ConfigError, "generate: no prompts");
+  for (const auto& prompt : prompts) {
+    DST_CHECK(!prompt.empty(), ConfigError, "generate: the prompt has no tokens");
+    DST_CHECK(static_cast<int64_t>(prompt.size()) <= limit, ConfigError,
+              "generate: the prompt has " << prompt.size() << " tokens, more than the model's "
+                                          << "max_position_embeddings " << limit);
+  }
+}
+
+}  // namespace
+
+std::vector<GenerationResult> generate_batch(CausalLM& model,
+                                             const std::vector<std::vector<int32_t>>& prompts,
+                                             const SamplingOptions& options,
+                                             const BatchTokenCallback& on_token) {
   options.validate();
-  DST_CHECK(!prompt.empty(), ConfigError, "generate: the prompt has no tokens");
   const int64_t limit = model.config().max_position_embeddings;
-  DST_CHECK(static_cast<int64_t>(prompt.size()) <= limit, ConfigError,
-            "generate: the prompt has " << prompt.size() << " tokens, more than the model's "
-                                        << "max_position_embeddings " << limit);
+  check_prompts(prompts, limit);
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();  // no dropout while generating
-  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
-  std::vector<int32_t> sequence = prompt;
-  GenerationResult result;
-  result.stop_reason = "length";
-  KeyValueCache cache;
-  auto start = std::chrono::steady_clock::now();
   const c10::Device device = model.parameters().front().device();
-  torch::Tensor input =
-      torch::tensor(std::vector<int64_t>(prompt.begin(), prompt.end()), torch::kLong)
-          .unsqueeze(0)
-          .to(device);
-  const int64_t budget =
-      std::min<int64_t>(options.max_new_tokens, limit - static_cast<int64_t>(prompt.size()));
-  for (int64_t step = 0; step < budget; ++step) {
+  auto [input, padding] = left_padded(prompts, device);
+  KeyValueCache cache;
+  if (std::any_of(padding.begin(), padding.end(), [](int64_t p) { return p > 0; }))
+    cache.left_padding = torch::tensor(padding, torch::kLong).to(device);
+  const size_t rows = prompts.size();
+  std::vector<at::Generator> generators;
+  for (size_t r = 0; r < rows; ++r)
+    generators.push_back(at::make_generator<at::CPUGeneratorImpl>(options.seed));
+  std::vector<std::vector<int32_t>> sequences = prompts;
+  std::vector<GenerationResult> results(rows);
+  std::vector<bool> active(rows, true);
+  size_t remaining = rows;
+  for (auto& result : results) result.stop_reason = "length";
+  const int64_t budget = std::min<int64_t>(options.max_new_tokens, limit - input.size(1));
+  auto start = std::chrono::steady_clock::now();
+  double prefill_seconds = 0;
+  for (int64_t step = 0; step < budget && remaining > 0; ++step) {
     const torch::Tensor logits = model.forward_incremental(input, cache, /*last_only=*/true);
-    const int32_t id = choose_next_id(logits[0][-1], sequence, options, generator);
+    std::vector<int64_t> next(rows);
+    for (size_t r = 0; r < rows; ++r) {
+      next[r] = sequences[r].back();  // a finished row repeats its last id (its output is unused)
+      if (!active[r]) continue;
+      const int32_t id =
+          choose_next_id(logits[static_cast<int64_t>(r)][-1], sequences[r], options, generators[r]);
+      next[r] = id;
+      sequences[r].push_back(id);
+      results[r].ids.push_back(id);
+      const bool stop = on_token && on_token(r, id);
+      const auto& eos = options.eos_ids;
+      if (std::find(eos.begin(), eos.end(), id) != eos.end())
+        results[r].stop_reason = "eos";
+      else if (stop)
+        results[r].stop_reason = "stop";
+      if (results[r].stop_reason != "length") {
+        active[r] = false;
+        --remaining;
+      }
+    }
     if (step == 0) {
-      result.prefill_seconds = seconds_since(start);
+      prefill_seconds = seconds_since(start);
       start = std::chrono::steady_clock::now();
     }
-    sequence.push_back(id);
-    result.ids.push_back(id);
-    const bool stop = on_token && on_token(id);
-    if (std::find(options.eos_ids.begin(), options.eos_ids.end(), id) != options.eos_ids.end()) {
-      result.stop_reason = "eos";
-      break;
-    }
-    if (stop) {
-      result.stop_reason = "stop";
-      break;
-    }
-    input = torch::full({1, 1}, static_cast<int64_t>(id),
-                        torch::TensorOptions().dtype(torch::kLong).device(device));
+    input = torch::tensor(next, torch::kLong).view({static_cast<int64_t>(rows), 1}).to(device);
   }
-  if (!result.ids.empty()) result.decode_seconds = seconds_since(start);
+  const double decode_seconds = seconds_since(start);
+  for (auto& result : results) {
+    result.prefill_seconds = prefill_seconds;
+    if (!result.ids.empty()) result.decode_seconds = decode_seconds;
+  }
   model.train(was_training);
-  return result;
+  return results;
+}
+
+GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
+                          const SamplingOptions& options, const TokenCallback& on_token) {
+  BatchTokenCallback row_callback;
+  if (on_token) row_callback = [&on_token](size_t, int32_t id) { return on_token(id); };
+  return generate_batch(model, {prompt}, options, row_callback).front();
 }
 
 }  // namespace dst

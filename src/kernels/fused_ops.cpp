@@ -415,12 +415,22 @@ at::Tensor fused_causal_attention(const at::Tensor& q, const at::Tensor& k, cons
                                         max_kept_probability_bytes);
 }
 
+namespace {
+at::Tensor inverse_frequencies(int64_t head_dim, double theta, at::Device device) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  return 1.0 / at::pow(theta, at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim));
+}
+}  // namespace
+
 at::Tensor rotary_angles(int64_t first_position, int64_t seq, int64_t head_dim, double theta,
                          at::Device device) {
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
-  const at::Tensor inv_freq =
-      1.0 / at::pow(theta, at::arange(0, head_dim, 2, opts) / static_cast<double>(head_dim));
-  return at::outer(at::arange(first_position, first_position + seq, opts), inv_freq);
+  return at::outer(at::arange(first_position, first_position + seq, opts),
+                   inverse_frequencies(head_dim, theta, device));
+}
+
+at::Tensor rotary_angles_at(const at::Tensor& positions, int64_t head_dim, double theta) {
+  return positions.unsqueeze(-1) * inverse_frequencies(head_dim, theta, positions.device());
 }
 
 at::Tensor fused_cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,

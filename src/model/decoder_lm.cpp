@@ -190,7 +190,11 @@ torch::Tensor DecoderLMImpl::forward_incremental(const torch::Tensor& input_ids,
                                << config_.max_position_embeddings);
   torch::Tensor h = embed_tokens(input_ids);
   if (compute_dtype()) h = h.to(*compute_dtype());
-  for (auto& [index, layer] : blocks_) h = layer->forward_cached(h, cache.layers[index]);
+  for (auto& [index, layer] : blocks_) {
+    LayerKeyValueCache& layer_cache = cache.layers[index];
+    layer_cache.left_padding = cache.left_padding;
+    h = layer->forward_cached(h, layer_cache);
+  }
   cache.tokens = end;
   if (last_only) h = h.narrow(1, h.size(1) - 1, 1);  // a long prompt's logits would be large
   return head_logits(h);

@@ -70,11 +70,24 @@ torch::Tensor MlaAttentionImpl::project(const torch::nn::Linear& linear, const t
   return model_ops::project(linear, x, adapters, name, fused);
 }
 
-torch::Tensor MlaAttentionImpl::rotate(const torch::Tensor& x, int64_t first_position) const {
-  const int64_t seq = x.size(-2), half = x.size(-1) / 2;
+torch::Tensor MlaAttentionImpl::rotate(const torch::Tensor& x, int64_t first_position,
+                                       const torch::Tensor& left_padding) const {
+  const int64_t seq = x.size(-2);
   const auto options = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
-  const torch::Tensor angles = torch::outer(
-      torch::arange(first_position, first_position + seq, options), inv_freq_.to(x.device()));
+  const torch::Tensor inv_freq = inv_freq_.to(x.device());
+  // Left-padded rows (batched decoding): each row's positions from its first token, the angles
+  // [batch, 1, seq, half] broadcast over the heads.
+  const torch::Tensor angles =
+      left_padding.defined()
+          ? (padded_positions(left_padding, first_position, seq).unsqueeze(-1) * inv_freq)
+                .unsqueeze(1)
+          : torch::outer(torch::arange(first_position, first_position + seq, options), inv_freq);
+  return rotate_by(x, angles);
+}
+
+torch::Tensor MlaAttentionImpl::rotate_by(const torch::Tensor& x,
+                                          const torch::Tensor& angles) const {
+  const int64_t half = x.size(-1) / 2;
   torch::Tensor cos = angles.cos() * attention_factor_, sin = angles.sin() * attention_factor_;
   if (config_.model_type == "deepseek_v2") {
     // Complex rotation of the pairs (x[2i], x[2i+1]) in fp32; the output stays interleaved.
@@ -107,12 +120,13 @@ torch::Tensor MlaAttentionImpl::run(const torch::Tensor& x, LayerKeyValueCache& 
                        "q_b_proj");
   q = q.view({batch, seq, heads_, nope + rope}).transpose(1, 2);
   const int64_t past = cache.length();
-  const torch::Tensor query =
-      torch::cat({q.narrow(-1, 0, nope), rotate(q.narrow(-1, nope, rope), past)}, -1);
+  const torch::Tensor query = torch::cat(
+      {q.narrow(-1, 0, nope), rotate(q.narrow(-1, nope, rope), past, cache.left_padding)}, -1);
   // The compressed keys and values of these tokens, then of every token so far.
   const torch::Tensor compressed = project(kv_a_proj_with_mqa, x, "kv_a_proj_with_mqa");
   torch::Tensor latent = kv_a_layernorm(compressed.narrow(-1, 0, latent_dim).contiguous());
-  torch::Tensor rope_key = rotate(compressed.narrow(-1, latent_dim, rope).unsqueeze(1), past);
+  torch::Tensor rope_key =
+      rotate(compressed.narrow(-1, latent_dim, rope).unsqueeze(1), past, cache.left_padding);
   latent = latent.unsqueeze(1);
   if (cache.key.defined()) {
     latent = torch::cat({cache.key, latent}, 2);
@@ -131,8 +145,10 @@ torch::Tensor MlaAttentionImpl::run(const torch::Tensor& x, LayerKeyValueCache& 
   const torch::Tensor value = expanded.narrow(-1, nope, value_dim);
   torch::Tensor scores = torch::matmul(query, key.transpose(-2, -1)) * softmax_scale_;
   const torch::Tensor future =
-      torch::ones({seq, total}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
-          .triu(1 + past);
+      cache.left_padding.defined()
+          ? padded_attention_mask(cache.left_padding, past, seq)
+          : torch::ones({seq, total}, torch::TensorOptions().dtype(torch::kBool).device(x.device()))
+                .triu(1 + past);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   const torch::Tensor probs =
       torch::softmax(scores.to(torch::kFloat32), -1).to(query.scalar_type());

@@ -23,16 +23,29 @@ using model_ops::leave_tp;
 using model_ops::project;
 using model_ops::row_parallel;
 
-torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position) {
-  const int64_t seq = x.size(-2);
-  const int64_t dim = x.size(-1);
-  auto freqs = rotary_angles(first_position, seq, dim, theta, x.device());  // [seq, dim/2]
-  auto emb = torch::cat({freqs, freqs}, -1);                                // [seq, dim]
+namespace {
+
+// x [..., seq, dim] rotated by angles [..., seq, dim/2] (broadcast over the heads).
+torch::Tensor rotate_half_pairs(const torch::Tensor& x, const torch::Tensor& freqs) {
+  auto emb = torch::cat({freqs, freqs}, -1);
   auto cos = emb.cos().to(x.scalar_type());
   auto sin = emb.sin().to(x.scalar_type());
   auto halves = x.chunk(2, -1);
   auto rotated = torch::cat({-halves[1], halves[0]}, -1);
   return x * cos + rotated * sin;
+}
+
+}  // namespace
+
+torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position) {
+  return rotate_half_pairs(x, rotary_angles(first_position, x.size(-2), x.size(-1), theta,
+                                            x.device()));  // angles [seq, dim/2]
+}
+
+torch::Tensor apply_rotary_at(const torch::Tensor& x, double theta,
+                              const torch::Tensor& positions) {
+  // [batch, seq, dim/2] -> [batch, 1, seq, dim/2]: one row's positions for all of its heads.
+  return rotate_half_pairs(x, rotary_angles_at(positions, x.size(-1), theta).unsqueeze(1));
 }
 
 AttentionImpl::AttentionImpl(const ModelConfig& c, comm::CommunicatorPtr tp_group)
@@ -98,8 +111,18 @@ torch::Tensor AttentionImpl::attend(torch::Tensor q, torch::Tensor k, torch::Ten
     cache.value = expand(prefix_value);
   }
   const int64_t past = cache.length();  // the prefix and earlier tokens: positions before q's
-  q = apply_rotary(q, rope_theta_, past);
-  k = apply_rotary(k, rope_theta_, past);
+  const bool padded = cache.left_padding.defined();
+  DST_CHECK(!padded || prefix_length == 0, ConfigError,
+            "generating several prompts at once is not supported with prefix tuning (give "
+            "--batch-size 1)");
+  if (padded) {  // left-padded rows: each row's positions from its first token
+    const torch::Tensor positions = padded_positions(cache.left_padding, past, seq);
+    q = apply_rotary_at(q, rope_theta_, positions);
+    k = apply_rotary_at(k, rope_theta_, positions);
+  } else {
+    q = apply_rotary(q, rope_theta_, past);
+    k = apply_rotary(k, rope_theta_, past);
+  }
   if (cache.key.defined()) {
     k = torch::cat({cache.key, k}, 2);
     v = torch::cat({cache.value, v}, 2);
@@ -111,16 +134,18 @@ torch::Tensor AttentionImpl::attend(torch::Tensor q, torch::Tensor k, torch::Ten
     v = v.repeat_interleave(heads_ / kv_heads_, /*dim=*/1);
   }
   // Causal: query i sits at position past + i; every prefix position is visible to every query.
-  auto future =
-      torch::ones({seq, past + seq}, torch::TensorOptions().dtype(torch::kBool).device(q.device()))
-          .triu(1 + past);
+  auto future = padded ? padded_attention_mask(cache.left_padding, past, seq)
+                       : torch::ones({seq, past + seq},
+                                     torch::TensorOptions().dtype(torch::kBool).device(q.device()))
+                             .triu(1 + past);
   if (prefix_length > 0 && !prefix->visible()) future.narrow(1, 0, prefix_length).fill_(true);
   if (!q.device().is_cpu()) {
     // GPUs: ATen's fused attention (flash, cuDNN or memory-efficient kernels); the mask says
     // where to attend.
     const torch::Tensor out =
-        past == 0 ? at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true)
-                  : at::scaled_dot_product_attention(q, k, v, future.logical_not(), 0.0, false);
+        past == 0 && !padded
+            ? at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true)
+            : at::scaled_dot_product_attention(q, k, v, future.logical_not(), 0.0, false);
     return out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_});
   }
   auto scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));

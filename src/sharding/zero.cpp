@@ -302,6 +302,13 @@ void ZeroEngine::launch_ready_reductions() {
       unit.reduce_work =
           group_->reduce_scatter(unit.reduce_buffer, unit.reduce_input, comm::ReduceOp::kSum);
     }
+    // HSDP on a stream-ordered backend (NCCL): the replicas' sum is chained on the reduce-scatter
+    // now, so every rank issues its collectives in the same order (launching it when polling
+    // finds the reduce-scatter done would order them by timing, which NCCL cannot match).
+    if (replicate_group_ && group_->stream_ordered()) {
+      unit.reduce_work->synchronize();
+      unit.replica_work = replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum);
+    }
     // Every gradient of the unit exists, so its backward is over: its gathered parameters can go
     // now rather than when the reduction completes (one unit less in flight).
     if (stage_ == 3) release(next_to_reduce_);
@@ -318,10 +325,10 @@ void ZeroEngine::complete_reduction(int u) {
   // this rank finds the reduce-scatter done, and a rank blocking on it inside backward could wait
   // for a replica blocked in an exchange with this rank's peers (expert parallelism's
   // all_to_all).
-  if (replicate_group_)
-    unit.replica_work = replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum);
-  else
+  if (!replicate_group_)
     unit.grad_shard.add_(unit.reduce_buffer);
+  else if (!unit.replica_work)  // host backends: launched here (stream-ordered: at the launch)
+    unit.replica_work = replicate_group_->all_reduce(unit.reduce_buffer, comm::ReduceOp::kSum);
   unit.pending = static_cast<int>(unit.params.size());
   if (stage_ >= 2) pool_->detach(unit.flat_grad);
   if (stage_ == 3) release(u);

@@ -186,6 +186,7 @@ ParallelizedModel parallelize_data(const std::shared_ptr<CausalLM>& model,
     const ModelParallelOptions& mp = config.model_parallel;
     const ScheduleSpec schedule{parse_schedule_kind(mp.schedule), dims.pp,
                                 static_cast<int>(config.train.grad_accum), mp.virtual_stages};
+    groups.pp().prepare_point_to_point();  // collective over pp (NCCL: one per direction)
     out.pipeline = std::make_unique<PipelineExecutor>(model, std::move(engines), groups.pp_ptr(),
                                                       schedule, activation_dtype);
   }

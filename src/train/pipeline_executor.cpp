@@ -72,9 +72,9 @@ double PipelineExecutor::train_step(const std::vector<MicroBatch>& micro_batches
     const MicroBatch& batch = micro_batches[mb];
     switch (action.type) {
       case ActionType::kRecvActivation: {
-        torch::Tensor buffer =
-            torch::empty({batch.input_ids.size(0), batch.input_ids.size(1), hidden},
-                         torch::TensorOptions().dtype(activation_dtype_));
+        torch::Tensor buffer = torch::empty(
+            {batch.input_ids.size(0), batch.input_ids.size(1), hidden},
+            torch::TensorOptions().dtype(activation_dtype_).device(batch.input_ids.device()));
         timed_wait(pp_->recv(buffer, action.peer, tag(stage - 1, false, mb)));
         slot.input = buffer.requires_grad_(true);
         break;
@@ -136,8 +136,9 @@ double PipelineExecutor::evaluate(const std::vector<MicroBatch>& batches) {
       if (rank_of_virtual_stage(spec_, stage) != rank) continue;
       const int chunk = stage / spec_.stages;
       if (stage > 0) {
-        h = torch::empty({batch.input_ids.size(0), batch.input_ids.size(1), hidden},
-                         torch::TensorOptions().dtype(activation_dtype_));
+        h = torch::empty(
+            {batch.input_ids.size(0), batch.input_ids.size(1), hidden},
+            torch::TensorOptions().dtype(activation_dtype_).device(batch.input_ids.device()));
         pp_->recv(h, rank_of_virtual_stage(spec_, stage - 1), /*tag=*/stage)->wait();
       }
       h = model_->forward_chunk(chunk, stage == 0 ? batch.input_ids : h).contiguous();

@@ -170,6 +170,12 @@ Trainer::Trainer(const TrainConfig& config, ProcessGroups groups, Logger logger,
   device_ = resolve_device(config_.train.device, detect_launch_env(process_env()),
                            probe_devices(process_env()));
   make_current_device(device_);
+  const std::string backend = groups_.world().backend();
+  DST_CHECK(device_.is_cpu() || backend != "mpi", ConfigError,
+            "train.device resolved to " << device_ << ", but the world's backend '" << backend
+                                        << "' moves CPU tensors only: open the world for this "
+                                           "device (comm::open_process_world) or set "
+                                           "train.device: cpu");
   checkpoint_writer_ = std::make_unique<CheckpointWriter>(groups_.world_ptr(), encryption_key_);
   // 1. The family builds this rank's part of the model: tp shards, pipeline chunks, activation
   // checkpointing (train/parallelize.h has the order).

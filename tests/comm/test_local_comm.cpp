@@ -91,7 +91,7 @@ TEST_CASE("the backend is chosen inside comm from comm.backend, the launcher and
   if (nccl_available()) {
     CHECK(resolve_backend(options, launched, cuda) == "nccl");
     CHECK_THROWS_WITH(resolve_backend(options, launched, cuda, 2),
-                      Catch::Contains("2 local ranks share each GPU"));
+                      Catch::Contains("2 ranks share one GPU"));
   } else {
     CHECK_THROWS_WITH(resolve_backend(options, launched, cuda),
                       Catch::Contains("this build has no CUDA/NCCL"));

@@ -19,8 +19,6 @@ namespace {
 
 const c10::Device kGpu(c10::kCUDA, 0);
 
-at::Tensor on_gpu(const at::Tensor& t) { return t.to(kGpu); }
-
 // Every op of `group` (one rank) on CUDA tensors and on a host tensor.
 void check_single_rank_collectives(comm::Communicator& group) {
   const auto cuda_float = at::TensorOptions().dtype(at::kFloat).device(kGpu);

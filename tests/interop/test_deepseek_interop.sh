@@ -6,7 +6,8 @@
 #   - fused expert tensors (transformers v5 names) and a multi-token-prediction layer on import;
 #   - a V3 model trained by dstrain (dp2, ZeRO-3) from the transformers one, exported with
 #     `ckpt convert --to hf`, loaded by transformers with our logits;
-#   - `dstrain generate --greedy` (compressed MLA cache) equal to transformers' generate();
+#   - `dstrain generate --greedy` (compressed MLA cache) equal to transformers' generate(), one
+#     prompt at a time and three of different lengths at once (--batch-size 3, left-padded);
 #   - bad input: a missing expert tensor, topk_group > n_group, unknown topk_method/scoring_func.
 # usage: test_deepseek_interop.sh DSTRAIN WORKDIR SOURCE_DIR
 set -euo pipefail
@@ -70,12 +71,16 @@ from safetensors.torch import load_file
 a, b = load_file('trained.safetensors'), load_file('v3.safetensors')
 assert (a['logits'] - b['logits']).abs().max() > 1e-3, 'training changed nothing'"
 
-# Greedy generation with the compressed cache.
-printf '10 200 35 17 99\n72 101 108 108 111\n' > prompts.txt
+# Greedy generation with the compressed cache, one prompt at a time and (prompts of different
+# lengths, left-padded) three at once: both equal transformers'.
+printf '10 200 35 17 99\n72 101 108 108 111\n3 7 9\n' > prompts.txt
 for model in v3_yarn v2_yarn; do
-  "$DSTRAIN" generate --model "$model" --ids prompts.txt --greedy --max-new-tokens 20 --print-ids \
-    > "gen_$model.txt" 2> "gen_$model.log" || { cat "gen_$model.log"; fail "generate $model"; }
-  ref generate "$model" prompts.txt "gen_$model.txt" --max-new-tokens 20
+  for batch in 1 3; do
+    "$DSTRAIN" generate --model "$model" --ids prompts.txt --greedy --max-new-tokens 20 \
+      --print-ids --batch-size $batch > "gen_$model.$batch.txt" 2> "gen_$model.log" ||
+      { cat "gen_$model.log"; fail "generate $model --batch-size $batch"; }
+    ref generate "$model" prompts.txt "gen_$model.$batch.txt" --max-new-tokens 20
+  done
 done
 
 # GGUF for llama.cpp (`deepseek2`): V3 (routing without group limits: llama.cpp builds before

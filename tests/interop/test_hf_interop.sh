@@ -11,7 +11,8 @@
 #   - GGUF exports (f32, f16, bf16, q8_0) of a dstrain-trained model with the deepseek-coder
 #     tokenizer embedded, read back by the `gguf` library;
 #   - `dstrain generate --greedy` (key/value cache) against transformers' generate(do_sample=False)
-#     for tiny-llama-2, a dstrain-trained model (its HF export and its checkpoint) and PEFT's LoRA.
+#     for tiny-llama-2 (also --batch-size 3), a dstrain-trained model (its HF export and its
+#     checkpoint) and PEFT's LoRA.
 # usage: test_hf_interop.sh DSTRAIN WORKDIR SOURCE_DIR SHARED_DATA
 set -euo pipefail
 DSTRAIN=$1
@@ -119,6 +120,9 @@ generated() {  # generated OUT MODEL PROMPTS [options]: dstrain's greedy ids of 
 }
 generated gen_tiny.txt "$TINY" prompts32000.txt
 ref generate "$TINY" prompts32000.txt gen_tiny.txt --max-new-tokens 24
+# The three prompts (4, 5 and 3 tokens) decoded together, left-padded: the same ids.
+generated gen_tiny_batched.txt "$TINY" prompts32000.txt --batch-size 3
+ref generate "$TINY" prompts32000.txt gen_tiny_batched.txt --max-new-tokens 24
 generated gen_untied.txt untied/hf prompts259.txt
 ref generate untied/hf prompts259.txt gen_untied.txt --max-new-tokens 24
 generated gen_untied_ckpt.txt untied/checkpoints/step-3 prompts259.txt

@@ -123,6 +123,15 @@ class Communicator {
                              const std::vector<int64_t>& input_split_sizes,
                              const OpOptions& options = {}) = 0;
 
+  // Collective: sets up what send/recv need before a schedule of them (NCCL: a communicator per
+  // direction, so differently interleaved sends and receives on two ranks cannot block each
+  // other). Host backends need nothing.
+  virtual void prepare_point_to_point() {}
+  // True when operations complete on device streams (NCCL): Work::synchronize() orders the
+  // caller's stream without a host wait, so a collective can be chained on another's completion
+  // at launch time (ZeRO's HSDP replica sums are).
+  virtual bool stream_ordered() const { return false; }
+
   // Collective over this group: ranks with the same color form a new communicator, ordered by
   // key (ties by current rank). A negative color returns nullptr for that rank.
   virtual std::shared_ptr<Communicator> split(int color, int key, const std::string& name) = 0;

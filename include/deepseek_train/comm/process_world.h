@@ -32,9 +32,14 @@ struct ProcessWorld {
   CommunicatorPtr communicator;     // every process, with comm.timeout_s as its deadline
 };
 
-// Collective over the launched processes; `device` is this rank's (resolve_device).
+// Collective over the launched processes; `device` is this rank's (resolve_device). With CUDA
+// tensors under a launcher the ranks first compare host names and GPU bus ids (over MPI): NCCL
+// when no two share a GPU, MPI staged otherwise, the same choice on every rank.
 ProcessWorld open_process_world(const CommOptions& options, const LaunchEnv& env,
-                                const c10::Device& device = c10::Device(c10::kCPU),
-                                int ranks_per_gpu = 1);
+                                const c10::Device& device = c10::Device(c10::kCPU));
+
+// The most ranks of `world` on one host and GPU (1: every rank has a GPU of its own).
+// Collective.
+int ranks_sharing_a_gpu(Communicator& world, const c10::Device& device);
 
 }  // namespace dst::comm

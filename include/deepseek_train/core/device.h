@@ -1,7 +1,8 @@
 // The device a rank computes on. `train.device` (auto | cpu | cuda) is resolved against the CUDA
 // devices this process can see (CUDA_VISIBLE_DEVICES already applied by the runtime): auto takes
 // CUDA when there is one; each local rank takes GPU local_rank % count, so ranks share GPUs only
-// when there are more local ranks than GPUs (the staged MPI backend allows that, NCCL does not).
+// when there are more local ranks than GPUs (the staged MPI backend allows that, NCCL does not;
+// comm/process_world.h compares PCI bus ids across ranks to tell).
 // Also: the dense bf16 peak of known GPUs (the denominator of MFU) and the device's memory figures.
 #pragma once
 
@@ -33,8 +34,9 @@ c10::Device resolve_device(const std::string& requested, const LaunchEnv& env,
 // Makes a CUDA device the calling thread's current one (no-op on CPU).
 void make_current_device(const c10::Device& device);
 
-// Local ranks sharing one GPU under `env` and `inventory` (1 when each has its own or on CPU).
-int ranks_per_gpu(const LaunchEnv& env, const DeviceInventory& inventory);
+// The CUDA device's PCI bus id ("0000:1B:00.0"; "" on CPU or when unknown): with the host name it
+// tells whether ranks share a GPU even when each sees its own CUDA_VISIBLE_DEVICES.
+std::string device_bus_id(const c10::Device& device);
 
 // Dense bf16 peak FLOP/s of a GPU by its device name (e.g. "NVIDIA H100 80GB HBM3": 989e12);
 // nullopt for a name not in the table.

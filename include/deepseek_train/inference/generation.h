@@ -34,12 +34,23 @@ struct GenerationResult {
 
 // Called with each generated id as it is chosen; returns true to stop (a stop string appeared).
 using TokenCallback = std::function<bool(int32_t id)>;
+// The same for several prompts decoded together: `row` is the prompt's index.
+using BatchTokenCallback = std::function<bool(size_t row, int32_t id)>;
 
 // Generates a continuation of `prompt` (ids) with `model` (a whole model on this rank, run in
 // eval mode: no dropout). ConfigError when the prompt is empty or longer than
 // max_position_embeddings; generation stops ("length") when the sequence reaches it.
 GenerationResult generate(CausalLM& model, const std::vector<int32_t>& prompt,
                           const SamplingOptions& options, const TokenCallback& on_token = {});
+
+// Several prompts decoded together (left-padded, model/kv_cache.h): row r's result is what
+// generate() gives prompts[r] alone (each row samples from its own generator seeded with
+// options.seed), up to rounding; rows that stop early wait for the others. The budget is the
+// shortest any row has left before max_position_embeddings.
+std::vector<GenerationResult> generate_batch(CausalLM& model,
+                                             const std::vector<std::vector<int32_t>>& prompts,
+                                             const SamplingOptions& options,
+                                             const BatchTokenCallback& on_token = {});
 
 // The id chosen from `logits` ([vocab], fp32) of the next position given the ids so far
 // (exposed for tests).

@@ -54,6 +54,9 @@ at::Tensor fused_causal_attention(
 // attention, so both see the same roundings.
 at::Tensor rotary_angles(int64_t first_position, int64_t seq, int64_t head_dim, double theta,
                          at::Device device);
+// The same per row: positions [batch, seq] fp32 -> angles [batch, seq, head_dim/2] (left-padded
+// batched decoding, model/kv_cache.h).
+at::Tensor rotary_angles_at(const at::Tensor& positions, int64_t head_dim, double theta);
 
 // Sum over rows of -log softmax(logits)[label], logits [rows, vocab], labels int64 [rows]; rows
 // whose label is ignore_index add nothing. Returns a 0-dim fp32 tensor.

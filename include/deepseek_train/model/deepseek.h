@@ -52,8 +52,11 @@ class MlaAttentionImpl : public torch::nn::Module {
  private:
   torch::Tensor run(const torch::Tensor& input, LayerKeyValueCache& cache);
   // Rotates x [.., seq, qk_rope_head_dim] at positions first_position.. (V2 pairwise, V3
-  // interleaved or half-split).
-  torch::Tensor rotate(const torch::Tensor& x, int64_t first_position) const;
+  // interleaved or half-split); per row after its left padding when `left_padding` is defined
+  // (batched decoding, model/kv_cache.h).
+  torch::Tensor rotate(const torch::Tensor& x, int64_t first_position,
+                       const torch::Tensor& left_padding) const;
+  torch::Tensor rotate_by(const torch::Tensor& x, const torch::Tensor& angles) const;
   torch::Tensor project(const torch::nn::Linear& linear, const torch::Tensor& x,
                         const char* name) const;
 

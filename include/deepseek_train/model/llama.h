@@ -36,6 +36,8 @@ namespace dst {
 //   x' = x * cos + rotate_half(x) * sin with rotate_half([a, b]) = [-b, a].
 // x: [batch, heads, seq, head_dim]; positions first_position .. first_position + seq - 1.
 torch::Tensor apply_rotary(const torch::Tensor& x, double theta, int64_t first_position = 0);
+// The same at per-row positions [batch, seq] (x [batch, heads, seq, head_dim]).
+torch::Tensor apply_rotary_at(const torch::Tensor& x, double theta, const torch::Tensor& positions);
 
 // Self-attention over this rank's heads (num_attention_heads / tp of them, and
 // num_key_value_heads / tp key/value heads).
