@@ -56,7 +56,7 @@ TrainConfig inference_config(const ModelSource& source) {
 
 comm::ProcessWorld open_inference_world(const ModelSource& source, const LaunchEnv& env) {
   const DeviceInventory devices = probe_devices(process_env());
-  const c10::Device device = resolve_device(source.device, env, devices);
+  const c10::Device device = resolve_device(source.device, env, devices, "--device");
   return comm::open_process_world(CommOptions{}, env, device);
 }
 

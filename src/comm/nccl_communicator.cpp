@@ -371,21 +371,15 @@ class NcclCommunicator final : public Communicator {
   // would block both on one communicator; per direction every pair's messages match in order.
   void prepare_point_to_point() override {
     if (upward_) return;
-    upward_ = duplicate("point-to-point upward");
-    downward_ = duplicate("point-to-point downward");
+    upward_ = split_state(0, rank(), "point-to-point upward");
+    downward_ = split_state(0, rank(), "point-to-point downward");
   }
 
   std::shared_ptr<Communicator> split(int color, int key, const std::string& name) override {
     CommunicatorPtr child_mirror = mirror_->split(color, key, name);
-    c10::cuda::CUDAGuard guard(state_->device);
-    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-    ncclComm_t child = nullptr;
-    check_nccl(
-        ncclCommSplit(state_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &child, &config),
-        "ncclCommSplit of '" + this->name() + "' into '" + name + "'");
+    std::shared_ptr<NcclState> state =
+        split_state(color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, "into '" + name + "'");
     if (!child_mirror) return nullptr;
-    auto state = std::make_shared<NcclState>(state_->device);
-    state->comm = child;
     state->watch = collective_watch(*child_mirror, "nccl");
     child_mirror->set_timeout(timeout_);
     return std::make_shared<NcclCommunicator>(std::move(state), std::move(child_mirror));
@@ -454,12 +448,14 @@ class NcclCommunicator final : public Communicator {
     if (!upward_) return state_;
     return upward ? upward_ : downward_;
   }
-  std::shared_ptr<NcclState> duplicate(const std::string& what) {
+  // The NCCL communicator of the ranks with `color` (NCCL_SPLIT_NOCOLOR: none for this rank,
+  // whose state then holds no communicator), ordered by key, on a stream of its own. Collective.
+  std::shared_ptr<NcclState> split_state(int color, int key, const std::string& what) {
     c10::cuda::CUDAGuard guard(state_->device);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     auto state = std::make_shared<NcclState>(state_->device);
-    check_nccl(ncclCommSplit(state_->comm, 0, rank(), &state->comm, &config),
-               "ncclCommSplit of '" + name() + "' (" + what + ")");
+    check_nccl(ncclCommSplit(state_->comm, color, key, &state->comm, &config),
+               "ncclCommSplit of '" + name() + "' " + what);
     return state;
   }
 

@@ -1,5 +1,7 @@
 #include "deepseek_train/core/device.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -40,14 +42,20 @@ std::string no_gpu_reason(const DeviceInventory& inventory) {
 }  // namespace
 
 c10::Device resolve_device(const std::string& requested, const LaunchEnv& env,
-                           const DeviceInventory& inventory) {
+                           const DeviceInventory& inventory, const std::string& key) {
   DST_CHECK(requested == "auto" || requested == "cpu" || requested == "cuda", ConfigError,
-            "train.device must be auto, cpu or cuda, got '" << requested << "'");
+            key << " must be auto, cpu or cuda, got '" << requested << "'");
   const bool has_gpu = inventory.cuda_built && inventory.cuda_devices > 0;
   if (requested == "cpu" || (requested == "auto" && !has_gpu)) return c10::Device(c10::kCPU);
-  DST_CHECK(has_gpu, ConfigError, "train.device 'cuda': " << no_gpu_reason(inventory));
+  DST_CHECK(has_gpu, ConfigError, key << " 'cuda': " << no_gpu_reason(inventory));
   const int index = env.local_rank % inventory.cuda_devices;
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+std::vector<at::Generator> default_generators(const c10::Device& device) {
+  std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
+  if (device.is_cuda()) generators.push_back(at::globalContext().defaultGenerator(device));
+  return generators;
 }
 
 void make_current_device(const c10::Device& device) {

@@ -1,11 +1,11 @@
 #include "dp_sgd.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <mutex>
 #include <random>
 
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/model/causal_lm.h"
 #include "deepseek_train/privacy/dp_noise.h"
@@ -87,10 +87,7 @@ DpSgd::ExampleWeights DpSgd::example_weights(CausalLM& model, DataParallelEngine
             "the first train_step");
   PerExampleGradientTap tap(trainable_parameters(model));
   // Pass 2 replays pass 1's random draws (dropout), so both see the same per-example gradients.
-  // The CPU generator and, on a GPU, the device's (dropout draws there).
-  std::vector<at::Generator> generators{at::detail::getDefaultCPUGenerator()};
-  if (batch.input_ids.is_cuda())
-    generators.push_back(at::globalContext().defaultGenerator(batch.input_ids.device()));
+  std::vector<at::Generator> generators = default_generators(batch.input_ids.device());
   std::vector<at::Tensor> rng_states;
   for (at::Generator& generator : generators) {
     std::lock_guard<std::mutex> lock(generator.mutex());

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "deepseek_train/checkpoint/hf_interop.h"
+#include "deepseek_train/core/device.h"
 #include "deepseek_train/core/error.h"
 #include "deepseek_train/precision/precision_policy.h"
 #include "deepseek_train/train/provenance.h"
@@ -70,12 +71,11 @@ std::vector<ParameterStateSlice> Trainer::engine_state_slices() {
 // (dropout draws there), each with its tensor name.
 std::vector<std::pair<std::string, at::Generator>> Trainer::random_generators() const {
   const int rank = groups_.world().rank();
-  std::vector<std::pair<std::string, at::Generator>> generators{
-      {rng_tensor_name("cpu", rank), at::detail::getDefaultCPUGenerator()}};
-  if (device_.is_cuda())
-    generators.emplace_back(rng_tensor_name("cuda", rank),
-                            at::globalContext().defaultGenerator(device_));
-  return generators;
+  std::vector<std::pair<std::string, at::Generator>> named;
+  for (const at::Generator& generator : default_generators(device_))
+    named.emplace_back(rng_tensor_name(generator.device().is_cuda() ? "cuda" : "cpu", rank),
+                       generator);
+  return named;
 }
 
 std::vector<StatePiece> Trainer::state_pieces() {

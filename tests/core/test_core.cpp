@@ -220,6 +220,8 @@ TEST_CASE("device: train.device resolved per local rank, GPUs shared only when t
   CHECK_THROWS_WITH(resolve_device("cuda", env, cpu_build),
                     Catch::Contains("this build has no CUDA"));
   CHECK_THROWS_AS(resolve_device("tpu", env, two), ConfigError);
+  CHECK_THROWS_WITH(resolve_device("gpu", env, two, "--device"),
+                    Catch::Contains("--device must be auto, cpu or cuda, got 'gpu'"));
   // This machine: what the probe sees agrees with libtorch.
   const DeviceInventory probed = probe_devices(process_env());
   CHECK(probed.cuda_devices >= 0);

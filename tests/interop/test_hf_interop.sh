@@ -167,6 +167,16 @@ cmp -s hf.text_ids plain_expected.txt || fail "without tokenizer_config.json a B
 ids 259 300 3 > long_prompt.txt
 expect_error 2 "the prompt has 300 tokens, more than the model's max_position_embeddings 256" \
   "$DSTRAIN" generate --model untied/hf --ids long_prompt.txt --print-ids
+expect_error 2 "--batch-size must be at least 1, got 0" \
+  "$DSTRAIN" generate --model untied/hf --ids prompts259.txt --print-ids --batch-size 0
+expect_error 2 "--device must be auto, cpu or cuda, got 'tpu'" \
+  "$DSTRAIN" generate --model untied/hf --ids prompts259.txt --print-ids --device tpu
+expect_error 2 "--device must be auto, cpu or cuda, got 'gpu'" \
+  "$DSTRAIN" eval --model untied/hf --ids prompts259.txt --device gpu
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  expect_error 2 "--device 'cuda': no CUDA device is visible" \
+    "$DSTRAIN" generate --model untied/hf --ids prompts259.txt --print-ids --device cuda
+fi
 
 expect_error 2 "adapters\[0\].r: 8 differs from .*peft_lora/adapter_config.json's 4" \
   "$DSTRAIN" train lora.yaml parallel.dp=1 train.init_adapter=peft_lora \

@@ -1,6 +1,7 @@
 // The Communicator interface: collectives over a group of ranks, each returning a Work handle so
 // callers issue early and wait late (compute/communication overlap). Backends: MPI (CPU tensors),
-// a single-process one for tests, and later NCCL (CUDA tensors on streams) — callers never change.
+// a single-process one for tests, MPI staged through host memory and NCCL for CUDA tensors (on
+// streams) — callers never change.
 //
 // Tensors must be contiguous. Flat-buffer collectives split a buffer of n elements among the p
 // ranks of the group with split_sizes(n, p): rank i gets n/p elements, plus one if i < n % p.

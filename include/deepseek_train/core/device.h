@@ -6,11 +6,13 @@
 // Also: the dense bf16 peak of known GPUs (the denominator of MFU) and the device's memory figures.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "deepseek_train/core/launch_env.h"
 
@@ -26,10 +28,15 @@ struct DeviceInventory {
 // The process's real inventory (torch::cuda::device_count()).
 DeviceInventory probe_devices(const EnvLookup& lookup);
 
-// "auto", "cpu" or "cuda" into this rank's device; ConfigError naming train.device for an unknown
-// value or cuda without a visible CUDA device.
+// "auto", "cpu" or "cuda" into this rank's device; ConfigError naming `key` (train.device, or a
+// command's --device) for an unknown value or cuda without a visible CUDA device.
 c10::Device resolve_device(const std::string& requested, const LaunchEnv& env,
-                           const DeviceInventory& inventory);
+                           const DeviceInventory& inventory,
+                           const std::string& key = "train.device");
+
+// The default generators whose draws work on `device` consumes: the CPU's and, on a GPU, the
+// device's (dropout). Checkpoints save them, DP-SGD replays them.
+std::vector<at::Generator> default_generators(const c10::Device& device);
 
 // Makes a CUDA device the calling thread's current one (no-op on CPU).
 void make_current_device(const c10::Device& device);
